@@ -1,0 +1,93 @@
+//! Config errors that name the key, its path and the reason, collected so a file reports every
+//! problem at once instead of one per edit-run cycle.
+
+use std::fmt;
+
+/// One problem at one place in the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where, in YAML path form: `routes[2].prefx`. Empty for whole-file problems.
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in one config, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(f, "{n} error{} in config:", if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Accumulates errors under a path prefix while a config is checked.
+#[derive(Debug, Default)]
+pub struct Errors {
+    list: Vec<ConfigError>,
+}
+
+impl Errors {
+    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.list.push(ConfigError::new(path, message));
+    }
+
+    pub fn extend(&mut self, other: Errors) {
+        self.list.extend(other.list);
+    }
+
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.list.iter().map(|e| e.path.as_str())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn into_result<T>(self, value: T) -> Result<T, ConfigErrors> {
+        if self.list.is_empty() {
+            Ok(value)
+        } else {
+            Err(ConfigErrors(self.list))
+        }
+    }
+
+    pub fn into_errors(self) -> ConfigErrors {
+        ConfigErrors(self.list)
+    }
+
+    /// Runs a fallible step, recording its error and yielding `None` so checking can go on.
+    pub fn check<T>(&mut self, path: impl Into<String>, r: Result<T, String>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.push(path, e);
+                None
+            }
+        }
+    }
+}

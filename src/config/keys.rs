@@ -1,0 +1,279 @@
+//! Which keys Vallum knows: its own (read off the serde structs, so the lists cannot drift),
+//! Pomerium's that it does not support yet, and keys Pomerium removed. A typo in an auth setting
+//! is a security bug, so an unknown key is an error with a suggestion, never a warning.
+
+use serde::de::{self, Deserialize, Deserializer, Visitor};
+
+/// Global keys Pomerium has and Vallum does not implement yet.
+pub const POMERIUM_GLOBAL_UNSUPPORTED: &[&str] = &[
+    "services",
+    "authenticate_service_url",
+    "authenticate_internal_service_url",
+    "authorize_service_url",
+    "authorize_service_urls",
+    "authorize_internal_service_url",
+    "databroker_service_url",
+    "databroker_service_urls",
+    "databroker_internal_service_url",
+    "grpc_address",
+    "grpc_insecure",
+    "grpc_client_timeout",
+    "shared_secret",
+    "shared_secret_file",
+    "cookie_secret",
+    "cookie_secret_file",
+    "cookie_name",
+    "cookie_domain",
+    "cookie_http_only",
+    "cookie_expire",
+    "cookie_same_site",
+    "idp_provider",
+    "idp_provider_url",
+    "idp_client_id",
+    "idp_client_secret",
+    "idp_client_secret_file",
+    "idp_scopes",
+    "idp_request_params",
+    "idp_access_token_allowed_audiences",
+    "identity_providers",
+    "bearer_token_format",
+    "signout_redirect_url",
+    "programmatic_redirect_domain_whitelist",
+    "signing_key",
+    "signing_key_file",
+    "jwt_claims_headers",
+    "jwt_issuer_format",
+    "jwt_groups_filter",
+    "pass_identity_headers",
+    "certificate_authority",
+    "certificate_authority_file",
+    "override_certificate_name",
+    "tls_derive",
+    "autocert",
+    "autocert_ca",
+    "autocert_email",
+    "autocert_use_staging",
+    "autocert_eab_key_id",
+    "autocert_eab_mac_key",
+    "autocert_must_staple",
+    "autocert_dir",
+    "autocert_trusted_ca",
+    "autocert_trusted_ca_file",
+    "codec_type",
+    "use_proxy_protocol",
+    "downstream_mtls",
+    "dns_lookup_family",
+    "dns_resolvers",
+    "dns_refresh_rate",
+    "dns_failure_refresh_rate",
+    "dns_query_timeout",
+    "dns_query_tries",
+    "dns_udp_max_queries",
+    "dns_use_tcp",
+    "circuit_breaker_thresholds",
+    "databroker_storage_type",
+    "databroker_storage_connection_string",
+    "databroker_storage_connection_string_file",
+    "metrics_address",
+    "metrics_basic_auth",
+    "metrics_certificate",
+    "metrics_certificate_key",
+    "metrics_certificate_file",
+    "metrics_certificate_key_file",
+    "metrics_client_ca",
+    "metrics_client_ca_file",
+    "proxy_log_level",
+    "access_log_fields",
+    "authorize_log_fields",
+    "health_check_addr",
+    "health_check_systemd_disabled",
+    "debug_address",
+    "envoy_admin_address",
+    "envoy_admin_access_log_path",
+    "envoy_admin_profile_path",
+    "envoy_bind_config_source_address",
+    "envoy_bind_config_freebind",
+    "google_cloud_serverless_authentication_service_account",
+    "runtime_flags",
+    "installation_id",
+    "otel_traces_exporter",
+    "otel_exporter_otlp_endpoint",
+    "otel_exporter_otlp_traces_endpoint",
+    "otel_exporter_otlp_protocol",
+    "otel_exporter_otlp_headers",
+    "otel_exporter_otlp_timeout",
+    "otel_traces_sampler_arg",
+    "otel_resource_attributes",
+    "otel_log_level",
+];
+
+/// Route keys Pomerium has and Vallum does not implement yet.
+pub const POMERIUM_ROUTE_UNSUPPORTED: &[&str] = &[
+    "host_path_regex_rewrite_pattern",
+    "host_path_regex_rewrite_substitution",
+    "pass_identity_headers",
+    "jwt_groups_filter",
+    "jwt_groups_filter_infer_from_ppl",
+    "jwt_issuer_format",
+    "bearer_token_format",
+    "kubernetes_service_account_token",
+    "kubernetes_service_account_token_file",
+    "enable_google_cloud_serverless_authentication",
+    "tls_upstream_allow_renegotiation",
+    "tls_downstream_server_name",
+    "tls_downstream_client_ca",
+    "tls_downstream_client_ca_file",
+    "idp_client_id",
+    "idp_client_secret",
+    "idp_access_token_allowed_audiences",
+    "identity_providers",
+    "outlier_detection",
+    "healthy_panic_threshold",
+    "circuit_breaker_thresholds",
+    "show_error_details",
+    "depends_on",
+    "mcp",
+    "upstream_tunnel",
+    "session_recording",
+    "stat_name",
+];
+
+/// Keys Pomerium itself refuses, with the reason it gives.
+pub const POMERIUM_REMOVED: &[(&str, &str)] = &[
+    ("client_ca", "removed in Pomerium; use downstream_mtls.ca"),
+    (
+        "client_ca_file",
+        "removed in Pomerium; use downstream_mtls.ca_file",
+    ),
+    (
+        "idp_service_account",
+        "removed in Pomerium (directory sync was dropped)",
+    ),
+    (
+        "idp_refresh_directory_timeout",
+        "removed in Pomerium (directory sync was dropped)",
+    ),
+    (
+        "idp_refresh_directory_interval",
+        "removed in Pomerium (directory sync was dropped)",
+    ),
+    ("idp_qps", "removed in Pomerium"),
+    (
+        "allowed_groups",
+        "removed in Pomerium 0.20; use a `groups` or `claim/groups` policy",
+    ),
+    (
+        "set_authorization_header",
+        "removed in Pomerium; use set_request_headers",
+    ),
+    ("lb_policy", "renamed; use load_balancing_policy"),
+    (
+        "tracing_provider",
+        "removed in Pomerium; use the otel_* keys",
+    ),
+    (
+        "tracing_sample_rate",
+        "removed in Pomerium; use the otel_* keys",
+    ),
+];
+
+/// Explains why `key` is not accepted, given the keys that would be.
+pub fn explain_unknown(key: &str, known: &[&'static str], pomerium_unsupported: &[&str]) -> String {
+    if let Some((_, why)) = POMERIUM_REMOVED.iter().find(|(k, _)| *k == key) {
+        return why.to_string();
+    }
+    if pomerium_unsupported.contains(&key) || key.starts_with("tracing_") {
+        return "Pomerium key not supported by Vallum yet; remove it or see the README's \
+                migration notes"
+            .to_string();
+    }
+    match suggest(key, known) {
+        Some(s) => format!("unknown key; did you mean {s}?"),
+        None => "unknown key".to_string(),
+    }
+}
+
+fn suggest(key: &str, known: &[&'static str]) -> Option<&'static str> {
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(key, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 5))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// The field names serde knows for a struct, read from its `Deserialize` impl, so the
+/// known-key lists can never drift from the structs themselves.
+pub fn struct_fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    struct Grab(Option<&'static [&'static str]>);
+    #[derive(Debug)]
+    struct Stop;
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("stop")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl de::Error for Stop {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Stop
+        }
+    }
+    impl<'de> Deserializer<'de> for &mut Grab {
+        type Error = Stop;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0 = Some(fields);
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+    let mut g = Grab(None);
+    let _ = T::deserialize(&mut g);
+    g.0.unwrap_or(&[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::raw::{RawRoute, RawSettings};
+
+    #[test]
+    fn fields_come_from_the_structs() {
+        let f = struct_fields::<RawRoute>();
+        assert!(f.contains(&"prefix") && f.contains(&"tls_custom_ca_file"));
+        assert!(struct_fields::<RawSettings>().contains(&"timeout_idle"));
+    }
+
+    #[test]
+    fn typo_gets_a_suggestion() {
+        let known = struct_fields::<RawRoute>();
+        assert_eq!(
+            explain_unknown("prefx", known, POMERIUM_ROUTE_UNSUPPORTED),
+            "unknown key; did you mean prefix?"
+        );
+        assert!(
+            explain_unknown("stat_name", known, POMERIUM_ROUTE_UNSUPPORTED)
+                .contains("not supported by Vallum yet")
+        );
+        assert!(
+            explain_unknown("allowed_groups", known, POMERIUM_ROUTE_UNSUPPORTED)
+                .contains("removed")
+        );
+        assert_eq!(
+            explain_unknown("zzzzzzzzzz", known, POMERIUM_ROUTE_UNSUPPORTED),
+            "unknown key"
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! Configuration: Pomerium-compatible YAML in, a validated snapshot out.
+//!
+//! Pipeline: file text → `load::parse` (YAML, environment overrides, unknown keys) →
+//! `raw::RawSettings` + `raw::RawRoute`s → `settings::compile` and `routes::compile`
+//! (validation, every error collected) → `runtime::Runtime`, which the proxy reads.
+
+pub mod duration;
+pub mod error;
+pub mod keys;
+pub mod load;
+pub mod pem;
+pub mod raw;
+pub mod settings;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use settings::Settings;

@@ -1,0 +1,84 @@
+//! Reading PEM material given inline (base64, as Pomerium's non-`_file` keys take it) or by file,
+//! and checking it parses before a snapshot is built: a certificate that only fails at the first
+//! handshake is an outage, a refused reload is not.
+
+use base64::Engine;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+
+/// Where a PEM blob came from; files are watched for changes.
+#[derive(Debug, Clone)]
+pub enum PemSource {
+    Inline(String),
+    File(PathBuf),
+}
+
+/// Reads PEM bytes: from a file, or from a base64 value of a non-`_file` key (raw PEM text is
+/// accepted too, which is friendlier than Pomerium).
+pub fn read(src: &PemSource) -> Result<Vec<u8>, String> {
+    match src {
+        PemSource::File(p) => {
+            std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+        }
+        PemSource::Inline(v) => {
+            let t = v.trim();
+            if t.starts_with("-----BEGIN") {
+                return Ok(t.as_bytes().to_vec());
+            }
+            base64::engine::general_purpose::STANDARD
+                .decode(t.split_whitespace().collect::<String>())
+                .map_err(|e| format!("expected base64-encoded PEM: {e}"))
+        }
+    }
+}
+
+/// A value that may be a path or base64 PEM (Pomerium's `certificates[].cert` accepts both).
+pub fn path_or_inline(v: &str) -> PemSource {
+    if Path::new(v).is_file() {
+        PemSource::File(PathBuf::from(v))
+    } else {
+        PemSource::Inline(v.to_string())
+    }
+}
+
+pub fn certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bad PEM certificate: {e}"))?;
+    if certs.is_empty() {
+        return Err("no certificate found in PEM".into());
+    }
+    for c in &certs {
+        x509_parser::parse_x509_certificate(c.as_ref())
+            .map_err(|e| format!("certificate does not parse as X.509: {e}"))?;
+    }
+    Ok(certs)
+}
+
+pub fn private_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("no usable private key in PEM: {e}"))
+}
+
+/// The DNS names a certificate is valid for (SANs, else the CN), lower-cased.
+pub fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, x)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = x.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                names.push(d.to_ascii_lowercase());
+            }
+        }
+    }
+    if names.is_empty() {
+        for cn in x.subject().iter_common_name() {
+            if let Ok(s) = cn.as_str() {
+                names.push(s.to_ascii_lowercase());
+            }
+        }
+    }
+    names
+}

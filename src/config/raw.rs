@@ -1,0 +1,223 @@
+//! The config file as written: serde structs that carry Pomerium's key names one to one.
+//!
+//! Nothing here is validated beyond types; `settings.rs` and `routes::compile` turn these into
+//! ready-to-use values. Keys that belong to later stages (sign-in, authorization) are listed in
+//! `keys.rs` so they are reported as "not supported yet" rather than as typos.
+
+use super::duration::GoDuration;
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+
+/// Global settings. `routes`/`policy` stay raw so each route is parsed (and its errors
+/// reported) on its own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawSettings {
+    pub address: Option<String>,
+    pub insecure_server: bool,
+    pub http_redirect_addr: Option<String>,
+    pub certificates: Vec<RawCertificate>,
+    pub certificate: Option<String>,
+    pub certificate_key: Option<String>,
+    pub certificate_file: Option<String>,
+    pub certificate_key_file: Option<String>,
+    pub set_response_headers: Option<BTreeMap<String, Text>>,
+    pub timeout_read: Option<GoDuration>,
+    pub timeout_write: Option<GoDuration>,
+    pub timeout_idle: Option<GoDuration>,
+    pub default_upstream_timeout: Option<GoDuration>,
+    pub log_level: Option<String>,
+    pub path_with_escaped_slashes_action: Option<String>,
+    pub headers_with_underscores_action: Option<String>,
+    pub normalize_path: Option<bool>,
+    pub merge_slashes: Option<bool>,
+    pub skip_xff_append: bool,
+    pub xff_num_trusted_hops: u32,
+    pub allow_upgrades: Vec<String>,
+    pub routes: Option<serde_yaml_ng::Value>,
+    pub policy: Option<serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(default)]
+pub struct RawCertificate {
+    pub cert: String,
+    pub key: String,
+}
+
+/// One route, as in Pomerium's `routes:` list.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawRoute {
+    pub from: Option<String>,
+    pub to: Option<OneOrMany>,
+    pub redirect: Option<RawRedirect>,
+    pub response: Option<RawResponse>,
+    pub prefix: Option<String>,
+    pub path: Option<String>,
+    pub regex: Option<String>,
+    pub regex_priority_order: Option<i64>,
+    pub prefix_rewrite: Option<String>,
+    pub regex_rewrite_pattern: Option<String>,
+    pub regex_rewrite_substitution: Option<String>,
+    pub host_rewrite: Option<String>,
+    pub host_rewrite_header: Option<String>,
+    pub preserve_host_header: bool,
+    pub set_request_headers: BTreeMap<String, Text>,
+    pub remove_request_headers: Vec<String>,
+    pub set_response_headers: BTreeMap<String, Text>,
+    pub rewrite_response_headers: Vec<RawRewriteHeader>,
+    pub timeout: Option<GoDuration>,
+    pub idle_timeout: Option<GoDuration>,
+    pub allow_websockets: bool,
+    pub allow_spdy: bool,
+    pub allow_upgrades: Vec<String>,
+    pub tls_skip_verify: bool,
+    pub tls_upstream_server_name: Option<String>,
+    pub tls_server_name: Option<String>,
+    pub tls_custom_ca: Option<String>,
+    pub tls_custom_ca_file: Option<String>,
+    pub tls_client_cert: Option<String>,
+    pub tls_client_key: Option<String>,
+    pub tls_client_cert_file: Option<String>,
+    pub tls_client_key_file: Option<String>,
+    pub load_balancing_policy: Option<String>,
+    pub health_checks: Vec<RawHealthCheck>,
+    pub name: Option<String>,
+    pub id: Option<String>,
+    pub description: Option<String>,
+    pub logo_url: Option<String>,
+    // Access keys: parsed here, enforced by the authorization stage.
+    pub policy: Option<serde_yaml_ng::Value>,
+    pub allowed_users: Option<Vec<String>>,
+    pub allowed_domains: Option<Vec<String>>,
+    pub allowed_idp_claims: Option<serde_yaml_ng::Value>,
+    pub allow_public_unauthenticated_access: bool,
+    pub allow_any_authenticated_user: bool,
+    pub cors_allow_preflight: bool,
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(default)]
+pub struct RawRedirect {
+    pub https_redirect: Option<bool>,
+    pub scheme_redirect: Option<String>,
+    pub host_redirect: Option<String>,
+    pub port_redirect: Option<u16>,
+    pub path_redirect: Option<String>,
+    pub prefix_rewrite: Option<String>,
+    pub response_code: Option<Text>,
+    pub strip_query: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(default)]
+pub struct RawResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(default)]
+pub struct RawRewriteHeader {
+    pub header: String,
+    pub prefix: Option<String>,
+    pub value: String,
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(default)]
+pub struct RawHealthCheck {
+    pub timeout: Option<GoDuration>,
+    pub interval: Option<GoDuration>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+    pub http_health_check: Option<RawHttpHealthCheck>,
+    pub tcp_health_check: Option<RawTcpHealthCheck>,
+    pub grpc_health_check: Option<serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(default)]
+pub struct RawHttpHealthCheck {
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub expected_statuses: Vec<RawStatusRange>,
+    pub codec_client_type: Option<String>,
+}
+
+/// Envoy's `Int64Range`: `start` inclusive, `end` exclusive.
+#[derive(Debug, Default, Deserialize, Clone, Copy)]
+#[serde(default)]
+pub struct RawStatusRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(default)]
+pub struct RawTcpHealthCheck {
+    pub send: Option<RawPayload>,
+    pub receive: Vec<RawPayload>,
+}
+
+/// Envoy's health-check payload: `text` is hex, `binary` base64.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(default)]
+pub struct RawPayload {
+    pub text: Option<String>,
+    pub binary: Option<String>,
+}
+
+/// `to:` takes one URL or a list.
+#[derive(Debug, Clone)]
+pub struct OneOrMany(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            One(String),
+            Many(Vec<String>),
+        }
+        match Repr::deserialize(d) {
+            Ok(Repr::One(s)) => Ok(OneOrMany(vec![s])),
+            Ok(Repr::Many(v)) => Ok(OneOrMany(v)),
+            Err(_) => Err(serde::de::Error::custom("expected a URL or a list of URLs")),
+        }
+    }
+}
+
+/// A scalar read as text: header values like `X-Version: 2` or `X-Debug: true` are strings to
+/// the user, whatever YAML thinks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Text(pub String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(v.to_owned()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

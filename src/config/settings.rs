@@ -1,0 +1,318 @@
+//! Global settings, validated and compiled: listeners, certificates, timeouts, header sets and
+//! the path/header hygiene switches. Pomerium's defaults apply where a key is absent.
+
+use super::error::Errors;
+use super::pem::{self, PemSource};
+use super::raw::{RawSettings, Text};
+use crate::tls::CertStore;
+use http::{HeaderName, HeaderValue};
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What to do with `%2F` / `%5C` in a path (Pomerium's `path_with_escaped_slashes_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EscapedSlashes {
+    KeepUnchanged,
+    RejectRequest,
+    UnescapeAndRedirect,
+    UnescapeAndForward,
+}
+
+/// What to do with header names containing `_` (Pomerium's `headers_with_underscores_action`).
+/// Underscored names are rejected by default because some upstreams fold `_` into `-`, letting a
+/// client smuggle `X_Pomerium_Jwt_Assertion` past header stripping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Underscores {
+    Allow,
+    RejectRequest,
+    DropHeader,
+}
+
+#[derive(Debug)]
+pub struct Settings {
+    pub address: SocketAddr,
+    pub insecure_server: bool,
+    pub http_redirect_addr: Option<SocketAddr>,
+    pub certs: CertStore,
+    /// Headers added to every response (Pomerium's defaults unless `set_response_headers` is set).
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    pub timeout_read: Duration,
+    pub timeout_write: Option<Duration>,
+    pub timeout_idle: Duration,
+    pub default_upstream_timeout: Duration,
+    pub log_level: String,
+    pub escaped_slashes: EscapedSlashes,
+    pub underscores: Underscores,
+    pub normalize_path: bool,
+    pub merge_slashes: bool,
+    pub skip_xff_append: bool,
+    pub allow_upgrades: Vec<String>,
+    /// Files this snapshot read, watched for changes.
+    pub files: Vec<PathBuf>,
+}
+
+impl Settings {
+    pub fn tls(&self) -> bool {
+        !self.insecure_server
+    }
+}
+
+pub fn compile(raw: &RawSettings, errs: &mut Errors) -> Settings {
+    let insecure = raw.insecure_server;
+    let default_addr = if insecure { ":80" } else { ":443" };
+    let address = errs
+        .check(
+            "address",
+            parse_listen(raw.address.as_deref().unwrap_or(default_addr)),
+        )
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let http_redirect_addr = raw
+        .http_redirect_addr
+        .as_deref()
+        .and_then(|a| errs.check("http_redirect_addr", parse_listen(a)));
+    if insecure && http_redirect_addr.is_some() {
+        errs.push(
+            "http_redirect_addr",
+            "redirects to HTTPS but insecure_server serves plain HTTP; remove one of them",
+        );
+    }
+
+    let mut files = Vec::new();
+    let certs = compile_certs(raw, &mut files, errs);
+    if !insecure && certs.is_empty() {
+        errs.push(
+            "certificates",
+            "TLS is on (insecure_server is false) but no certificate is configured; set \
+             `certificates` (or certificate_file/certificate_key_file), or `insecure_server: true` \
+             behind another TLS terminator",
+        );
+    }
+
+    let response_headers =
+        compile_response_headers(raw.set_response_headers.as_ref(), !insecure, errs);
+
+    let escaped_slashes = match raw
+        .path_with_escaped_slashes_action
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None
+        | Some("reject_request")
+        | Some("default")
+        | Some("implementation_specific_default") => EscapedSlashes::RejectRequest,
+        Some("keep_unchanged") => EscapedSlashes::KeepUnchanged,
+        Some("unescape_and_redirect") => EscapedSlashes::UnescapeAndRedirect,
+        Some("unescape_and_forward") => EscapedSlashes::UnescapeAndForward,
+        Some(other) => {
+            errs.push(
+                "path_with_escaped_slashes_action",
+                format!("unknown value {other:?}; expected reject_request, keep_unchanged, unescape_and_redirect or unescape_and_forward"),
+            );
+            EscapedSlashes::RejectRequest
+        }
+    };
+    let underscores = match raw
+        .headers_with_underscores_action
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("reject_request") => Underscores::RejectRequest,
+        Some("allow") => Underscores::Allow,
+        Some("drop_header") => Underscores::DropHeader,
+        Some(other) => {
+            errs.push(
+                "headers_with_underscores_action",
+                format!("unknown value {other:?}; expected reject_request, drop_header or allow"),
+            );
+            Underscores::RejectRequest
+        }
+    };
+    let log_level = raw
+        .log_level
+        .clone()
+        .unwrap_or_else(|| "info".into())
+        .to_ascii_lowercase();
+    if !["trace", "debug", "info", "warn", "error"].contains(&log_level.as_str()) {
+        errs.push(
+            "log_level",
+            format!("unknown level {log_level:?}; expected debug, info, warn or error"),
+        );
+    }
+
+    Settings {
+        address,
+        insecure_server: insecure,
+        http_redirect_addr,
+        certs,
+        response_headers,
+        timeout_read: raw
+            .timeout_read
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(30)),
+        timeout_write: raw.timeout_write.map(|d| d.0).filter(|d| !d.is_zero()),
+        timeout_idle: raw
+            .timeout_idle
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(300)),
+        default_upstream_timeout: raw
+            .default_upstream_timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(30)),
+        log_level,
+        escaped_slashes,
+        underscores,
+        normalize_path: raw.normalize_path.unwrap_or(true),
+        merge_slashes: raw.merge_slashes.unwrap_or(true),
+        skip_xff_append: raw.skip_xff_append,
+        allow_upgrades: raw
+            .allow_upgrades
+            .iter()
+            .map(|s| s.to_ascii_lowercase())
+            .collect(),
+        files,
+    }
+}
+
+/// Go-style listen addresses: `:443` means every IPv4 interface, `localhost:8443` resolves.
+pub fn parse_listen(a: &str) -> Result<SocketAddr, String> {
+    let full = if a.starts_with(':') {
+        format!("0.0.0.0{a}")
+    } else {
+        a.to_string()
+    };
+    if let Ok(s) = full.parse() {
+        return Ok(s);
+    }
+    full.to_socket_addrs()
+        .ok()
+        .and_then(|mut it| it.next())
+        .ok_or_else(|| format!("{a:?} is not a listen address (expected host:port or :port)"))
+}
+
+fn compile_certs(raw: &RawSettings, files: &mut Vec<PathBuf>, errs: &mut Errors) -> CertStore {
+    let mut sources: Vec<(String, PemSource, PemSource)> = Vec::new();
+    for (i, c) in raw.certificates.iter().enumerate() {
+        if c.cert.is_empty() || c.key.is_empty() {
+            errs.push(format!("certificates[{i}]"), "needs both `cert` and `key`");
+            continue;
+        }
+        sources.push((
+            format!("certificates[{i}]"),
+            pem::path_or_inline(&c.cert),
+            pem::path_or_inline(&c.key),
+        ));
+    }
+    let pair = |cert: &Option<String>, key: &Option<String>, file: bool| match (cert, key) {
+        (Some(c), Some(k)) if file => {
+            Ok(Some((PemSource::File(c.into()), PemSource::File(k.into()))))
+        }
+        (Some(c), Some(k)) => Ok(Some((
+            PemSource::Inline(c.clone()),
+            PemSource::Inline(k.clone()),
+        ))),
+        (None, None) => Ok(None),
+        _ => Err(()),
+    };
+    match pair(&raw.certificate_file, &raw.certificate_key_file, true) {
+        Ok(Some((c, k))) => sources.push(("certificate_file".into(), c, k)),
+        Ok(None) => {}
+        Err(()) => errs.push(
+            "certificate_file",
+            "certificate_file and certificate_key_file go together",
+        ),
+    }
+    match pair(&raw.certificate, &raw.certificate_key, false) {
+        Ok(Some((c, k))) => sources.push(("certificate".into(), c, k)),
+        Ok(None) => {}
+        Err(()) => errs.push("certificate", "certificate and certificate_key go together"),
+    }
+
+    let mut pairs = Vec::new();
+    for (path, c, k) in sources {
+        for s in [&c, &k] {
+            if let PemSource::File(p) = s {
+                files.push(p.clone());
+            }
+        }
+        match load_certified_key(&c, &k) {
+            Ok(pair) => pairs.push(pair),
+            Err(e) => errs.push(path, e),
+        }
+    }
+    CertStore::new(pairs)
+}
+
+fn load_certified_key(
+    c: &PemSource,
+    k: &PemSource,
+) -> Result<(Arc<rustls::sign::CertifiedKey>, Vec<String>), String> {
+    let chain = pem::certs(&pem::read(c)?)?;
+    let key = pem::private_key(&pem::read(k)?)?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| format!("unsupported private key: {e}"))?;
+    let names = chain.first().map(pem::dns_names).unwrap_or_default();
+    let ck = rustls::sign::CertifiedKey::new(chain, signer);
+    ck.keys_match()
+        .map_err(|e| format!("certificate and key do not match: {e}"))?;
+    Ok((Arc::new(ck), names))
+}
+
+/// Pomerium's rule: defaults unless the key is set; a `disable` entry clears them all; HSTS only
+/// when this listener serves TLS.
+fn compile_response_headers(
+    set: Option<&BTreeMap<String, Text>>,
+    tls: bool,
+    errs: &mut Errors,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut pairs: Vec<(String, String)> = match set {
+        Some(m) if m.keys().any(|k| k.eq_ignore_ascii_case("disable")) => Vec::new(),
+        Some(m) => m.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
+        None => {
+            let mut d = vec![
+                ("X-Frame-Options".to_string(), "SAMEORIGIN".to_string()),
+                ("X-XSS-Protection".to_string(), "1; mode=block".to_string()),
+            ];
+            if tls {
+                d.push((
+                    "Strict-Transport-Security".to_string(),
+                    "max-age=31536000; includeSubDomains; preload".to_string(),
+                ));
+            }
+            d
+        }
+    };
+    pairs.retain(|(k, _)| !k.eq_ignore_ascii_case("disable"));
+    header_pairs(
+        "set_response_headers",
+        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        errs,
+    )
+}
+
+/// Validates header names and values once, at load, so the request path only copies them.
+pub fn header_pairs<'a>(
+    key: &str,
+    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+    errs: &mut Errors,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::new();
+    for (k, v) in pairs {
+        let name = match HeaderName::from_bytes(k.as_bytes()) {
+            Ok(n) => n,
+            Err(_) => {
+                errs.push(format!("{key}.{k}"), "not a valid HTTP header name");
+                continue;
+            }
+        };
+        match HeaderValue::from_str(v) {
+            Ok(val) => out.push((name, val)),
+            Err(_) => errs.push(format!("{key}.{k}"), "not a valid HTTP header value"),
+        }
+    }
+    out
+}

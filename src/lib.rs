@@ -1,0 +1,16 @@
+//! Vallum: an identity-aware gateway on Pingora that speaks Pomerium's configuration.
+//!
+//! Control plane (`config`, `routes::compile`, `reload`) builds immutable snapshots
+//! (`runtime::Runtime`); the data plane (`proxy`, `routes::table`, `upstream`) only reads them.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod config;
+pub mod proxy;
+pub mod redirect;
+pub mod reload;
+pub mod routes;
+pub mod runtime;
+pub mod server;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,152 @@
+//! The `vallum` binary: CLI parsing, logging set-up, and the hand-off to the Pingora server.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use vallum::runtime::Runtime;
+use vallum::server::{self, ServerOptions};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vallum",
+    version,
+    about = "Identity-aware gateway on Pingora, Pomerium-compatible",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gateway (the default when no command is given).
+    Run(RunArgs),
+    /// Validate config files and print a summary of their routes; exits non-zero on any error.
+    CheckConfig {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct RunArgs {
+    /// Vallum (Pomerium-compatible) config file.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Take over the listening sockets of a running Vallum (zero-downtime binary upgrade).
+    #[arg(short = 'u', long)]
+    upgrade: bool,
+    /// Run in the background.
+    #[arg(short = 'd', long)]
+    daemon: bool,
+    /// Check that the server can start with this config, then exit.
+    #[arg(short = 't', long)]
+    test: bool,
+    /// Pingora server conf (threads, pid_file, upgrade_sock, grace periods).
+    #[arg(long = "conf", value_name = "FILE")]
+    pingora_conf: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig { files }) => check_config(&files),
+        Some(Command::Run(args)) => run(args),
+        None => run(cli.run),
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VALLUM_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},pingora_core=warn,pingora_proxy=warn"))
+    });
+    let text = std::env::var("VALLUM_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if text {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    match try_run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vallum: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn try_run(args: RunArgs) -> anyhow::Result<()> {
+    let config = args.config.context(
+        "no config file given; use `vallum run -c FILE` (or `vallum check-config FILE`)",
+    )?;
+    let runtime = Runtime::from_file(&config, None)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+    init_logging(&runtime.settings.log_level);
+    for w in &runtime.warnings {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config.display(),
+        checksum = %runtime.checksum,
+        routes = runtime.routes.len(),
+        address = %runtime.settings.address,
+        tls = runtime.settings.tls(),
+        "starting vallum"
+    );
+    let shared = Arc::new(ArcSwap::from_pointee(runtime));
+    let opts = ServerOptions {
+        config,
+        upgrade: args.upgrade,
+        daemon: args.daemon,
+        test: args.test,
+        pingora_conf: args.pingora_conf,
+    };
+    let server = server::build(shared, &opts)?;
+    server.run_forever()
+}
+
+fn check_config(files: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for f in files {
+        match Runtime::from_file(f, None) {
+            Ok(rt) => {
+                println!(
+                    "{}: OK ({} routes, checksum {})",
+                    f.display(),
+                    rt.routes.len(),
+                    &rt.checksum[..12.min(rt.checksum.len())]
+                );
+                for line in rt.routes.summary() {
+                    println!("  {line}");
+                }
+                for w in &rt.warnings {
+                    println!("  warning: {w}");
+                }
+            }
+            Err(errors) => {
+                failed = true;
+                eprint!("{}: {errors}", f.display());
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,195 @@
+//! Shaping the request that goes upstream and the response that comes back: path and host
+//! rewrites, hop-by-hop headers, `X-Forwarded-*`, and the route's header sets.
+
+use crate::routes::route::{HostHeader, RedirectSpec, ResponseHeaderRewrite, Route};
+use crate::upstream::UpstreamTarget;
+use http::header::{CONNECTION, HOST, UPGRADE};
+use http::{HeaderName, HeaderValue};
+use pingora_http::{RequestHeader, ResponseHeader};
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) that must not be forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "proxy-authorization",
+];
+
+/// The path sent upstream: route rewrite, then the `to` URL's own path prepended.
+pub fn upstream_path(
+    route: &Route,
+    target: &UpstreamTarget,
+    path: &str,
+    query: Option<&str>,
+) -> String {
+    let rewritten = route.rewrite.apply(path);
+    let mut out = String::with_capacity(
+        target.path_prefix.len() + rewritten.len() + 1 + query.map_or(0, str::len),
+    );
+    out.push_str(&target.path_prefix);
+    if !rewritten.starts_with('/') {
+        out.push('/');
+    }
+    out.push_str(&rewritten);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+pub struct ForwardInfo<'a> {
+    pub original_host: &'a str,
+    pub client_ip: Option<String>,
+    pub scheme: &'static str,
+    pub skip_xff_append: bool,
+    /// The upgrade token this request carries and the route allows, if any.
+    pub upgrade: bool,
+}
+
+pub fn shape_request(
+    req: &mut RequestHeader,
+    route: &Route,
+    target: &UpstreamTarget,
+    info: &ForwardInfo<'_>,
+) -> pingora_core::Result<()> {
+    // Connection-nominated and fixed hop-by-hop headers.
+    let nominated: Vec<String> = req
+        .headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty() && t != "upgrade" && t != "close" && t != "keep-alive")
+        .collect();
+    for n in &nominated {
+        req.remove_header(n.as_str());
+    }
+    for h in HOP_BY_HOP {
+        req.remove_header(*h);
+    }
+    if !info.upgrade {
+        req.remove_header(&UPGRADE);
+        req.remove_header(&CONNECTION);
+    }
+    // Identity headers are Vallum's to set; a client never gets to choose them.
+    let spoofable: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-pomerium-"))
+        .cloned()
+        .collect();
+    for k in spoofable {
+        req.remove_header(&k);
+    }
+
+    let host = match &route.host_header {
+        HostHeader::Auto => HeaderValue::from_str(&target.authority).ok(),
+        HostHeader::Preserve => None,
+        HostHeader::Fixed(v) => Some(v.clone()),
+        HostHeader::FromHeader(h) => req
+            .headers
+            .get(h)
+            .cloned()
+            .or_else(|| HeaderValue::from_str(&target.authority).ok()),
+    };
+    if let Some(h) = host {
+        req.insert_header(HOST, h)?;
+    }
+
+    req.insert_header("x-forwarded-host", info.original_host)?;
+    req.insert_header("x-forwarded-proto", info.scheme)?;
+    if let Some(ip) = &info.client_ip {
+        let xff = match req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) if !info.skip_xff_append && !prev.is_empty() => format!("{prev}, {ip}"),
+            Some(prev) if info.skip_xff_append => prev.to_string(),
+            _ => ip.clone(),
+        };
+        req.insert_header("x-forwarded-for", xff)?;
+    }
+
+    for h in &route.remove_request_headers {
+        req.remove_header(h);
+    }
+    for (k, v) in &route.set_request_headers {
+        req.insert_header(k.clone(), v.clone())?;
+    }
+    Ok(())
+}
+
+pub fn shape_response(resp: &mut ResponseHeader, route: &Route) -> pingora_core::Result<()> {
+    for (k, v) in &route.response_headers {
+        resp.insert_header(k.clone(), v.clone())?;
+    }
+    for rw in &route.rewrite_response_headers {
+        rewrite_one(resp, rw)?;
+    }
+    Ok(())
+}
+
+fn rewrite_one(resp: &mut ResponseHeader, rw: &ResponseHeaderRewrite) -> pingora_core::Result<()> {
+    let Some(current) = resp.headers.get(&rw.header).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let new = match &rw.prefix {
+        Some(p) => match current.strip_prefix(p.as_str()) {
+            Some(rest) => format!("{}{rest}", rw.value),
+            None => return Ok(()),
+        },
+        None => rw.value.clone(),
+    };
+    resp.insert_header(rw.header.clone(), new)
+}
+
+/// The `Location` of a `redirect` route for this request.
+pub struct RequestUrl<'a> {
+    pub scheme: &'a str,
+    pub host: &'a str,
+    pub port: Option<u16>,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+}
+
+/// `matched` is the route's matched prefix, which `prefix_rewrite` replaces (as in Envoy).
+pub fn redirect_location(spec: &RedirectSpec, matched: &str, req: &RequestUrl<'_>) -> String {
+    let RequestUrl {
+        scheme,
+        host,
+        port,
+        path,
+        query,
+    } = *req;
+    let scheme = spec.scheme.as_deref().unwrap_or(scheme);
+    let host = spec.host.as_deref().unwrap_or(host);
+    let port = match spec.port {
+        Some(p) => Some(p),
+        // A scheme change drops the old port (Envoy's behaviour), unless one was asked for.
+        None if spec.scheme.is_some() => None,
+        None => port,
+    };
+    let path = match (&spec.path, &spec.prefix_rewrite) {
+        (Some(p), _) => p.clone(),
+        (None, Some(pre)) => match path.strip_prefix(matched) {
+            Some(rest) => format!("{pre}{rest}"),
+            None => path.to_string(),
+        },
+        (None, None) => path.to_string(),
+    };
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let mut loc = format!("{scheme}://{host}");
+    if let Some(p) = port.filter(|p| *p != default_port) {
+        loc.push_str(&format!(":{p}"));
+    }
+    loc.push_str(&path);
+    if let (false, Some(q)) = (spec.strip_query, query) {
+        loc.push('?');
+        loc.push_str(q);
+    }
+    loc
+}

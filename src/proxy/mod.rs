@@ -1,0 +1,388 @@
+//! The Pingora `ProxyHttp` implementation: the request's life through Vallum.
+//!
+//! `request_filter` reads like a table of contents — snapshot, hygiene, target, route, access,
+//! action — each step yielding `Continue` or a `Reply`. Nothing here does network I/O or takes a
+//! lock; it reads the snapshot the control plane built.
+
+pub mod forward;
+pub mod reply;
+
+use crate::config::settings::Underscores;
+use crate::routes::path::{self, Normalized, PathRules, Target};
+use crate::routes::route::{Access, Action, PathMatch, Route};
+use crate::runtime::{Runtime, SharedRuntime};
+use crate::upstream::Picked;
+use async_trait::async_trait;
+use forward::{ForwardInfo, RequestUrl};
+use http::{HeaderValue, StatusCode};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use reply::Reply;
+use std::sync::Arc;
+
+pub struct Gateway {
+    runtime: SharedRuntime,
+    /// Whether this listener terminates TLS (fixed for the listener's life).
+    tls: bool,
+}
+
+impl Gateway {
+    pub fn new(runtime: SharedRuntime, tls: bool) -> Self {
+        Self { runtime, tls }
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// Per-request state, filled in by `request_filter` and read by the later phases.
+#[derive(Default)]
+pub struct RequestCtx {
+    snap: Option<Arc<Runtime>>,
+    route: Option<Arc<Route>>,
+    target: Option<Target>,
+    host: String,
+    upgrade: bool,
+    picked: Option<Picked>,
+}
+
+enum Step {
+    Continue,
+    Reply(Reply),
+}
+
+/// Host and port of the request, from `Host` (HTTP/1) or `:authority` (HTTP/2), lower-cased
+/// and without a trailing dot, so `App.Example.com.` and `app.example.com` are one host.
+fn request_host(req: &RequestHeader) -> Option<(String, Option<u16>)> {
+    let raw = match req.uri.authority() {
+        Some(a) => a.as_str().to_string(),
+        None => req
+            .headers
+            .get(http::header::HOST)?
+            .to_str()
+            .ok()?
+            .to_string(),
+    };
+    if raw.is_empty() || raw.contains('@') {
+        return None;
+    }
+    let authority: http::uri::Authority = raw.parse().ok()?;
+    let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
+    if host.is_empty() {
+        return None;
+    }
+    Some((host, authority.port_u16()))
+}
+
+impl Gateway {
+    fn route_request(&self, session: &mut Session, ctx: &mut RequestCtx, snap: &Runtime) -> Step {
+        let wants_json = reply::wants_json(session);
+        let deny = |status: StatusCode, reason: &str| {
+            Step::Reply(Reply::error(status, reason, wants_json))
+        };
+        let settings = &snap.settings;
+
+        // 1. Header hygiene.
+        if settings.underscores != Underscores::Allow {
+            let bad: Vec<_> = session
+                .req_header()
+                .headers
+                .keys()
+                .filter(|k| k.as_str().contains('_'))
+                .cloned()
+                .collect();
+            if !bad.is_empty() {
+                if settings.underscores == Underscores::RejectRequest {
+                    return deny(
+                        StatusCode::BAD_REQUEST,
+                        "header names with underscores are not allowed",
+                    );
+                }
+                for k in bad {
+                    session.req_header_mut().remove_header(&k);
+                }
+            }
+        }
+
+        // 2. One path truth.
+        let rules = PathRules {
+            escaped_slashes: settings.escaped_slashes,
+            normalize: settings.normalize_path,
+            merge_slashes: settings.merge_slashes,
+        };
+        let target = match path::normalize(session.req_header().raw_path(), rules) {
+            Ok(Normalized::Ok(t)) => t,
+            Ok(Normalized::Redirect(loc)) => {
+                return match HeaderValue::from_str(&loc) {
+                    Ok(v) => Step::Reply(Reply::redirect(StatusCode::TEMPORARY_REDIRECT, v)),
+                    Err(_) => deny(StatusCode::BAD_REQUEST, "invalid path"),
+                }
+            }
+            Err(e) => return deny(StatusCode::BAD_REQUEST, &e.to_string()),
+        };
+
+        // 3. Probes answer on every host.
+        let method = &session.req_header().method;
+        if (target.path == "/ping" || target.path == "/healthz")
+            && (method == http::Method::GET || method == http::Method::HEAD)
+        {
+            return Step::Reply(Reply::text(
+                StatusCode::OK,
+                bytes::Bytes::from_static(b"OK"),
+            ));
+        }
+
+        // 4. Route.
+        let Some((host, port)) = request_host(session.req_header()) else {
+            return deny(StatusCode::BAD_REQUEST, "missing or invalid Host header");
+        };
+        let port = port.unwrap_or(if self.tls { 443 } else { 80 });
+        let Some(route) = snap.routes.find(&host, port, &target.path) else {
+            return deny(StatusCode::NOT_FOUND, "no route matches this host and path");
+        };
+        let route = Arc::clone(route);
+
+        // 5. Upgrades only where the route allows them.
+        if session.is_upgrade_req() {
+            let token = session
+                .req_header()
+                .headers
+                .get(http::header::UPGRADE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(|t| t.trim().to_ascii_lowercase())
+                .unwrap_or_default();
+            if !route.allows_upgrade(&token) {
+                return deny(
+                    StatusCode::FORBIDDEN,
+                    "this route does not allow connection upgrades",
+                );
+            }
+            ctx.upgrade = true;
+        }
+
+        // 6. Access. Deny by default until the authorization stage evaluates policies.
+        if route.access != Access::Public {
+            return deny(StatusCode::FORBIDDEN, "access to this route is not granted");
+        }
+
+        // 7. Action.
+        let step = match &route.action {
+            Action::Respond { status, body } => Step::Reply(Reply::text(*status, body.clone())),
+            Action::Redirect(spec) => {
+                let matched = match &route.path {
+                    PathMatch::Prefix(p) | PathMatch::Exact(p) => p.as_str(),
+                    _ => "/",
+                };
+                let url = RequestUrl {
+                    scheme: self.scheme(),
+                    host: &host,
+                    port: Some(port),
+                    path: &target.path,
+                    query: target.query.as_deref(),
+                };
+                match HeaderValue::from_str(&forward::redirect_location(spec, matched, &url)) {
+                    Ok(v) => Step::Reply(Reply::redirect(spec.status, v)),
+                    Err(_) => deny(StatusCode::BAD_REQUEST, "cannot build redirect location"),
+                }
+            }
+            Action::Upstream(pool) => {
+                let key = session
+                    .client_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                match pool.pick(key.as_bytes()) {
+                    Some(p) => {
+                        ctx.picked = Some(p);
+                        Step::Continue
+                    }
+                    None => deny(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
+                }
+            }
+        };
+        ctx.route = Some(route);
+        ctx.target = Some(target);
+        ctx.host = host;
+        step
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let snap = self.runtime.load_full();
+        let s = &snap.settings;
+        session.set_keepalive(Some(s.timeout_idle.as_secs()));
+        session.set_read_timeout(Some(s.timeout_read));
+        session.set_write_timeout(s.timeout_write);
+        let step = self.route_request(session, ctx, &snap);
+        ctx.snap = Some(Arc::clone(&snap));
+        match step {
+            Step::Continue => Ok(false),
+            Step::Reply(r) => {
+                let headers = match &ctx.route {
+                    Some(route) => route.response_headers.as_slice(),
+                    None => snap.settings.response_headers.as_slice(),
+                };
+                reply::send(session, r, headers).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let (Some(route), Some(picked)) = (&ctx.route, &ctx.picked) else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no upstream chosen",
+            ));
+        };
+        let Action::Upstream(pool) = &route.action else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "route has no upstream",
+            ));
+        };
+        let mut peer = pool.peer(picked).ok_or_else(|| {
+            Error::explain(
+                ErrorType::InternalError,
+                "picked backend is not in the pool",
+            )
+        })?;
+        // Upgraded streams (websockets) have no timeout unless one was set on purpose.
+        let timeout = if ctx.upgrade && !route.timeout_explicit {
+            None
+        } else {
+            route.timeout
+        };
+        peer.options.connection_timeout =
+            timeout.map(|t| t.min(std::time::Duration::from_secs(10)));
+        peer.options.total_connection_timeout = timeout;
+        peer.options.read_timeout = timeout;
+        peer.options.write_timeout = timeout;
+        peer.options.idle_timeout = route.idle_timeout;
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (Some(route), Some(target), Some(picked)) = (&ctx.route, &ctx.target, &ctx.picked)
+        else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "request was not routed",
+            ));
+        };
+        let Action::Upstream(pool) = &route.action else {
+            return Ok(());
+        };
+        let Some(t) = pool.targets.get(picked.target) else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "picked backend is not in the pool",
+            ));
+        };
+        let path = forward::upstream_path(route, t, &target.path, target.query.as_deref());
+        let uri: http::Uri = path.parse().map_err(|_| {
+            Error::explain(
+                ErrorType::HTTPStatus(400),
+                "rewritten path is not a valid URI",
+            )
+        })?;
+        req.set_uri(uri);
+        let snap_skip = ctx
+            .snap
+            .as_ref()
+            .is_some_and(|s| s.settings.skip_xff_append);
+        let info = ForwardInfo {
+            original_host: &ctx.host,
+            client_ip: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_string()),
+            scheme: self.scheme(),
+            skip_xff_append: snap_skip,
+            upgrade: ctx.upgrade,
+        };
+        forward::shape_request(req, route, t, &info)
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(route) = &ctx.route {
+            forward::shape_response(resp, route)?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        use pingora_core::ErrorSource;
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(c) => *c,
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                504
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 && session.response_written().is_none() {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
+            let reason = match code {
+                502 => "the upstream could not be reached or answered badly",
+                504 => "the upstream did not answer in time",
+                _ => status.canonical_reason().unwrap_or("error"),
+            };
+            let r = Reply::error(status, reason, reply::wants_json(session));
+            let headers = ctx
+                .route
+                .as_ref()
+                .map(|r| r.response_headers.clone())
+                .unwrap_or_default();
+            if let Err(err) = reply::send(session, r, &headers).await {
+                tracing::debug!(error = %err, "could not send error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+}

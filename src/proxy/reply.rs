@@ -1,0 +1,95 @@
+//! Responses Vallum writes itself (errors, direct `response` routes, redirects), in one place so
+//! every one carries the configured response headers and the same body format.
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use http::{HeaderName, HeaderValue, StatusCode};
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub content_type: &'static str,
+    pub body: Bytes,
+    pub location: Option<HeaderValue>,
+}
+
+impl Reply {
+    /// An error page: JSON for clients that ask for it, plain text otherwise.
+    pub fn error(status: StatusCode, reason: &str, wants_json: bool) -> Reply {
+        if wants_json {
+            let body =
+                serde_json::json!({ "error": reason, "status": status.as_u16() }).to_string();
+            return Reply {
+                status,
+                content_type: "application/json",
+                body: Bytes::from(body),
+                location: None,
+            };
+        }
+        let text = format!(
+            "{} {}\n{reason}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        );
+        Reply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: Bytes::from(text),
+            location: None,
+        }
+    }
+
+    pub fn text(status: StatusCode, body: Bytes) -> Reply {
+        Reply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body,
+            location: None,
+        }
+    }
+
+    pub fn redirect(status: StatusCode, location: HeaderValue) -> Reply {
+        Reply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: Bytes::new(),
+            location: Some(location),
+        }
+    }
+}
+
+pub fn wants_json(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json") && !a.contains("text/html"))
+}
+
+pub async fn send(
+    session: &mut Session,
+    reply: Reply,
+    headers: &[(HeaderName, HeaderValue)],
+) -> pingora_core::Result<()> {
+    let mut resp = ResponseHeader::build(reply.status, Some(4 + headers.len()))?;
+    for (k, v) in headers {
+        resp.insert_header(k.clone(), v.clone())?;
+    }
+    resp.insert_header(CONTENT_TYPE, reply.content_type)?;
+    resp.insert_header(CONTENT_LENGTH, reply.body.len().to_string())?;
+    resp.insert_header(CACHE_CONTROL, "no-store")?;
+    if let Some(loc) = reply.location {
+        resp.insert_header(LOCATION, loc)?;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(reply.body), true).await?;
+    }
+    Ok(())
+}

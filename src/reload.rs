@@ -1,0 +1,136 @@
+//! Hot reload: the config file and every file it references are watched (content hash, checked
+//! twice a second, which also catches editors that replace files by rename) and SIGHUP forces a
+//! check. A new snapshot is built off the request path and swapped in whole; an invalid config
+//! is refused, logged with every error, and the old snapshot keeps serving.
+
+use crate::runtime::{Runtime, SharedRuntime};
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Reload outcomes, for logs now and metrics later.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    pub successes: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+pub struct Reloader {
+    config: PathBuf,
+    runtime: SharedRuntime,
+    pub stats: Arc<ReloadStats>,
+}
+
+impl Reloader {
+    pub fn new(config: PathBuf, runtime: SharedRuntime) -> Self {
+        Self {
+            config,
+            runtime,
+            stats: Arc::default(),
+        }
+    }
+}
+
+/// Hash of the watched files' contents; a missing file hashes as empty (and will fail the build).
+fn fingerprint(files: &[PathBuf]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(f.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        h.update(std::fs::read(f).unwrap_or_default());
+        h.update([0]);
+    }
+    h.finalize().into()
+}
+
+/// Builds a snapshot from `path` and swaps it in, or logs why not. Returns whether it swapped.
+pub fn reload_now(path: &Path, runtime: &SharedRuntime, stats: &ReloadStats) -> bool {
+    let current = runtime.load_full();
+    match Runtime::from_file(path, Some(&current)) {
+        Ok(next) => {
+            if next.settings.address != current.settings.address
+                || next.settings.insecure_server != current.settings.insecure_server
+                || next.settings.http_redirect_addr != current.settings.http_redirect_addr
+            {
+                tracing::warn!(
+                    "listener settings (address, insecure_server, http_redirect_addr) changed; they take \
+                     effect after a restart or a graceful upgrade (`vallum run -u`)"
+                );
+            }
+            for w in &next.warnings {
+                tracing::warn!("{w}");
+            }
+            tracing::info!(
+                config = %path.display(),
+                checksum = %next.checksum,
+                routes = next.routes.len(),
+                "config reloaded"
+            );
+            runtime.store(Arc::new(next));
+            stats.successes.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        Err(errors) => {
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+            let list: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+            tracing::error!(
+                config = %path.display(),
+                errors = ?list,
+                "config reload refused; still serving the previous config"
+            );
+            false
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; file watching still works");
+                None
+            }
+        };
+        let mut watched = self.runtime.load().files.clone();
+        let mut last = fingerprint(&watched);
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            let forced = tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => false,
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+            };
+            let files = watched.clone();
+            let now = match tokio::task::spawn_blocking(move || fingerprint(&files)).await {
+                Ok(f) => f,
+                Err(_) => continue,
+            };
+            if !forced && now == last {
+                continue;
+            }
+            if forced {
+                tracing::info!("SIGHUP: reloading config");
+            }
+            last = now;
+            let (path, runtime, stats) = (
+                self.config.clone(),
+                Arc::clone(&self.runtime),
+                Arc::clone(&self.stats),
+            );
+            let swapped = tokio::task::spawn_blocking(move || reload_now(&path, &runtime, &stats))
+                .await
+                .unwrap_or(false);
+            if swapped {
+                watched = self.runtime.load().files.clone();
+                last = fingerprint(&watched);
+            }
+        }
+    }
+}

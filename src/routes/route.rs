@@ -1,0 +1,186 @@
+//! A compiled route: what it matches, what it does, and how it rewrites — all validated and
+//! pre-built at load so the request path only reads.
+
+use crate::upstream::Pool;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use regex::Regex;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which hosts a route's `from` covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    /// `*.example.com` → suffix `example.com`; `*` → empty suffix.
+    Wildcard(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    Any,
+    Prefix(String),
+    Exact(String),
+    /// Anchored at both ends.
+    Regex(Regex),
+}
+
+impl PathMatch {
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Any => true,
+            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+            PathMatch::Exact(p) => path == p,
+            PathMatch::Regex(r) => r.is_match(path),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum PathRewrite {
+    None,
+    /// Envoy's literal prefix replacement of the matched prefix (or whole path for `path`).
+    Prefix {
+        matched: String,
+        replacement: String,
+    },
+    Regex {
+        pattern: Regex,
+        substitution: String,
+    },
+}
+
+impl PathRewrite {
+    pub fn apply(&self, path: &str) -> String {
+        match self {
+            PathRewrite::None => path.to_string(),
+            PathRewrite::Prefix {
+                matched,
+                replacement,
+            } => match path.strip_prefix(matched.as_str()) {
+                Some(rest) => format!("{replacement}{rest}"),
+                None => path.to_string(),
+            },
+            PathRewrite::Regex {
+                pattern,
+                substitution,
+            } => pattern
+                .replace_all(path, substitution.as_str())
+                .into_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum HostHeader {
+    /// The `to` host (Pomerium's default auto host rewrite).
+    Auto,
+    Preserve,
+    Fixed(HeaderValue),
+    FromHeader(HeaderName),
+}
+
+#[derive(Debug, Clone)]
+pub struct RedirectSpec {
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub path: Option<String>,
+    pub prefix_rewrite: Option<String>,
+    pub status: StatusCode,
+    pub strip_query: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    Upstream(Arc<Pool>),
+    Redirect(RedirectSpec),
+    Respond { status: StatusCode, body: Bytes },
+}
+
+/// Who may pass. Until the authorization stage lands, only public routes are served: a route
+/// that names any other access rule answers 403 rather than opening up (deny by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    NotEnforcedYet,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResponseHeaderRewrite {
+    pub header: HeaderName,
+    pub prefix: Option<String>,
+    pub value: String,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    /// Stable id for logs and metrics: the route's `name`/`id`, else its position.
+    pub id: Arc<str>,
+    pub host: HostPattern,
+    pub port: Option<u16>,
+    pub path: PathMatch,
+    pub rewrite: PathRewrite,
+    pub action: Action,
+    pub access: Access,
+    pub host_header: HostHeader,
+    pub set_request_headers: Vec<(HeaderName, HeaderValue)>,
+    pub remove_request_headers: Vec<HeaderName>,
+    /// Global headers merged with the route's own.
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    pub rewrite_response_headers: Vec<ResponseHeaderRewrite>,
+    /// Upgrade tokens (lower-case) this route lets through, e.g. `websocket`.
+    pub upgrades: Vec<String>,
+    pub timeout: Option<Duration>,
+    /// Set only when the config gave `timeout` explicitly (upgraded streams have none otherwise).
+    pub timeout_explicit: bool,
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Route {
+    pub fn allows_upgrade(&self, token: &str) -> bool {
+        self.upgrades.iter().any(|u| u.eq_ignore_ascii_case(token))
+    }
+}
+
+impl Route {
+    /// `id: host[:port] path → action (access)`, for `check-config` and logs.
+    pub fn describe(&self) -> String {
+        let host = match &self.host {
+            HostPattern::Exact(h) => h.clone(),
+            HostPattern::Wildcard(s) if s.is_empty() => "*".to_string(),
+            HostPattern::Wildcard(s) => format!("*.{s}"),
+        };
+        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
+        let path = match &self.path {
+            PathMatch::Any => "/*".to_string(),
+            PathMatch::Prefix(p) => format!("{p}*"),
+            PathMatch::Exact(p) => p.clone(),
+            PathMatch::Regex(r) => format!("~{}", r.as_str()),
+        };
+        let action = match &self.action {
+            Action::Upstream(pool) => {
+                let to: Vec<String> = pool
+                    .targets
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{}://{}{}",
+                            if t.tls { "https" } else { "http" },
+                            t.authority,
+                            t.path_prefix
+                        )
+                    })
+                    .collect();
+                format!("-> {}", to.join(", "))
+            }
+            Action::Redirect(r) => format!("redirect {}", r.status.as_u16()),
+            Action::Respond { status, .. } => format!("respond {}", status.as_u16()),
+        };
+        let access = match self.access {
+            Access::Public => "public",
+            Access::NotEnforcedYet => "denied (policy not evaluated by this build)",
+        };
+        format!("{}: {host}{port} {path} {action} [{access}]", self.id)
+    }
+}

@@ -1,0 +1,111 @@
+//! Assembles the Pingora server: the proxy listener (TLS with SNI certificates and HTTP/2, or
+//! plain HTTP), the optional HTTPS-redirect listener, and the background services (config
+//! reload, upstream health checks).
+
+use crate::proxy::Gateway;
+use crate::redirect::HttpsRedirect;
+use crate::reload::Reloader;
+use crate::runtime::SharedRuntime;
+use crate::tls::SniResolver;
+use crate::upstream::HealthSupervisor;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Process-level switches, mostly Pingora's own (graceful upgrade, daemon, its server conf).
+#[derive(Debug, Default, Clone)]
+pub struct ServerOptions {
+    pub config: PathBuf,
+    pub upgrade: bool,
+    pub daemon: bool,
+    pub test: bool,
+    /// Pingora server conf (threads, pid file, upgrade socket, grace periods).
+    pub pingora_conf: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot load the Pingora server conf {path}: {reason}")]
+    PingoraConf { path: String, reason: String },
+    #[error("cannot set up the TLS listener: {0}")]
+    Tls(String),
+}
+
+pub fn build(runtime: SharedRuntime, opts: &ServerOptions) -> Result<Server, ServerError> {
+    let conf = match &opts.pingora_conf {
+        Some(path) => ServerConf::load_from_yaml(path).map_err(|e| ServerError::PingoraConf {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?,
+        None => ServerConf {
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            ..ServerConf::default()
+        },
+    };
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        daemon: opts.daemon,
+        nocapture: false,
+        test: opts.test,
+        conf: None,
+    };
+    // The conf must go in at construction: setting it after `Server::new` breaks graceful
+    // upgrade since Pingora 0.8.1.
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let snap = runtime.load_full();
+    let settings = &snap.settings;
+    let tls = settings.tls();
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(Arc::clone(&runtime), tls),
+        "vallum proxy",
+    );
+    let addr = settings.address.to_string();
+    if tls {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut tls_settings = TlsSettings::with_callbacks(Box::new(NoCallbacks))
+            .map_err(|e| ServerError::Tls(e.to_string()))?;
+        tls_settings.set_cert_resolver(Arc::new(SniResolver::new(Arc::clone(&runtime))));
+        tls_settings.enable_h2();
+        proxy.add_tls_with_settings(&addr, None, tls_settings);
+    } else {
+        proxy.add_tcp(&addr);
+    }
+    server.add_service(proxy);
+
+    if let Some(redirect_addr) = settings.http_redirect_addr {
+        let mut svc = Service::new(
+            "vallum https redirect".to_string(),
+            HttpsRedirect {
+                https_port: settings.address.port(),
+            },
+        );
+        svc.add_tcp(&redirect_addr.to_string());
+        server.add_service(svc);
+    }
+
+    server.add_service(background_service(
+        "config reload",
+        Reloader::new(opts.config.clone(), Arc::clone(&runtime)),
+    ));
+    server.add_service(background_service(
+        "upstream health",
+        HealthSupervisor::new(runtime),
+    ));
+    Ok(server)
+}
+
+/// `TlsSettings::with_callbacks` is the constructor that takes no certificate files; Vallum
+/// resolves certificates per handshake instead and needs no callback.
+struct NoCallbacks;
+
+#[async_trait::async_trait]
+impl pingora_core::listeners::TlsAccept for NoCallbacks {}

@@ -1,0 +1,265 @@
+//! Active health checks (Envoy's `health_checks` as Pomerium exposes them): HTTP with expected
+//! status ranges, and TCP with optional send/receive payloads. Pingora's load balancer keeps the
+//! health state and skips unhealthy backends; the supervisor runs the checks of whatever pools
+//! the live snapshot holds.
+
+use super::pool::{Pool, PoolSpec};
+use crate::runtime::SharedRuntime;
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck};
+use pingora_load_balancing::Backend;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Debug, Clone)]
+pub enum HealthKind {
+    Http {
+        host: Option<String>,
+        path: String,
+        /// `[start, end)` ranges; default `[200, 201)`.
+        expected: Vec<(u16, u16)>,
+    },
+    Tcp {
+        send: Vec<u8>,
+        receive: Vec<Vec<u8>>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthSpec {
+    pub kind: HealthKind,
+    pub timeout: Duration,
+    pub interval: Duration,
+    pub healthy_threshold: usize,
+    pub unhealthy_threshold: usize,
+}
+
+enum Probe {
+    Http(Box<HttpHealthCheck>),
+    Tcp {
+        send: Vec<u8>,
+        receive: Vec<Vec<u8>>,
+        timeout: Duration,
+    },
+}
+
+/// All of a pool's checks; a backend is healthy when every one passes.
+struct PoolCheck {
+    probes: Vec<Probe>,
+    healthy: usize,
+    unhealthy: usize,
+    pool: String,
+}
+
+pub(super) fn build_check(spec: &PoolSpec) -> Option<Box<dyn HealthCheck + Send + Sync>> {
+    let first = spec.health.first()?;
+    let tls_target = spec.targets.first();
+    let probes = spec
+        .health
+        .iter()
+        .map(|h| match &h.kind {
+            HealthKind::Http {
+                host,
+                path,
+                expected,
+            } => {
+                let tls = tls_target.map(|t| t.tls).unwrap_or(false);
+                let default_host = tls_target.map(|t| t.authority.clone()).unwrap_or_default();
+                let host = host.clone().unwrap_or(default_host);
+                let mut hc = HttpHealthCheck::new(&host, tls);
+                if tls {
+                    hc.peer_template.sni = spec
+                        .tls
+                        .server_name
+                        .clone()
+                        .or_else(|| tls_target.map(|t| t.host.clone()))
+                        .unwrap_or_default();
+                    hc.peer_template.options.verify_cert = !spec.tls.skip_verify;
+                    hc.peer_template.options.verify_hostname = !spec.tls.skip_verify;
+                    hc.peer_template.options.ca = spec.tls.ca.clone();
+                    hc.peer_template.client_cert_key = spec.tls.client_cert.clone();
+                }
+                hc.peer_template.options.connection_timeout = Some(h.timeout);
+                hc.peer_template.options.read_timeout = Some(h.timeout);
+                hc.req
+                    .set_uri(path.parse().unwrap_or_else(|_| http::Uri::from_static("/")));
+                let expected = expected.clone();
+                hc.validator = Some(Box::new(move |resp| {
+                    let s = resp.status.as_u16();
+                    if expected.iter().any(|(a, b)| s >= *a && s < *b) {
+                        Ok(())
+                    } else {
+                        pingora_core::Error::e_explain(
+                            pingora_core::ErrorType::Custom("unexpected health check status"),
+                            format!("status {s}"),
+                        )
+                    }
+                }));
+                Probe::Http(Box::new(hc))
+            }
+            HealthKind::Tcp { send, receive } => Probe::Tcp {
+                send: send.clone(),
+                receive: receive.clone(),
+                timeout: h.timeout,
+            },
+        })
+        .collect();
+    Some(Box::new(PoolCheck {
+        probes,
+        healthy: first.healthy_threshold.max(1),
+        unhealthy: first.unhealthy_threshold.max(1),
+        pool: spec.key.clone(),
+    }))
+}
+
+fn hc_error(msg: String) -> Box<pingora_core::Error> {
+    pingora_core::Error::explain(pingora_core::ErrorType::Custom("health check failed"), msg)
+}
+
+async fn tcp_probe(target: &Backend, send: &[u8], receive: &[Vec<u8>]) -> pingora_core::Result<()> {
+    let addr = target
+        .addr
+        .as_inet()
+        .copied()
+        .ok_or_else(|| hc_error("not an inet address".into()))?;
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| hc_error(format!("connect: {e}")))?;
+    if !send.is_empty() {
+        s.write_all(send)
+            .await
+            .map_err(|e| hc_error(format!("send: {e}")))?;
+    }
+    // Envoy's fuzzy match: each block must appear, in order, not necessarily contiguous.
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut want = receive.iter().peekable();
+    let mut from = 0;
+    while let Some(block) = want.peek() {
+        if let Some(pos) = find(buf.get(from..).unwrap_or(&[]), block) {
+            from += pos + block.len();
+            want.next();
+            continue;
+        }
+        if buf.len() > 64 * 1024 {
+            return Err(hc_error("expected payload not received".into()));
+        }
+        let n = s
+            .read(&mut chunk)
+            .await
+            .map_err(|e| hc_error(format!("receive: {e}")))?;
+        if n == 0 {
+            return Err(hc_error(
+                "connection closed before the expected payload".into(),
+            ));
+        }
+        buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+    }
+    Ok(())
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[async_trait]
+impl HealthCheck for PoolCheck {
+    async fn check(&self, target: &Backend) -> pingora_core::Result<()> {
+        for p in &self.probes {
+            match p {
+                Probe::Http(hc) => hc.check(target).await?,
+                Probe::Tcp {
+                    send,
+                    receive,
+                    timeout,
+                } => match tokio::time::timeout(*timeout, tcp_probe(target, send, receive)).await {
+                    Ok(r) => r?,
+                    Err(_) => return Err(hc_error("timed out".into())),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        if healthy {
+            tracing::info!(pool = %self.pool, backend = ?target.addr, "upstream backend is healthy");
+        } else {
+            tracing::warn!(pool = %self.pool, backend = ?target.addr, "upstream backend is unhealthy");
+        }
+    }
+
+    fn health_threshold(&self, success: bool) -> usize {
+        if success {
+            self.healthy
+        } else {
+            self.unhealthy
+        }
+    }
+}
+
+/// Runs the health checks of every pool in the live snapshot, starting loops for new pools and
+/// stopping those whose pool left the snapshot.
+pub struct HealthSupervisor {
+    runtime: SharedRuntime,
+}
+
+impl HealthSupervisor {
+    pub fn new(runtime: SharedRuntime) -> Self {
+        Self { runtime }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for HealthSupervisor {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut loops: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => {}
+            }
+            let snap = self.runtime.load_full();
+            let live: HashMap<&str, &Arc<Pool>> = snap
+                .pools
+                .iter()
+                .filter(|(_, p)| p.health_interval.is_some())
+                .map(|(k, p)| (k.as_str(), p))
+                .collect();
+            loops.retain(|k, h| {
+                let keep = live.contains_key(k.as_str());
+                if !keep {
+                    h.abort();
+                }
+                keep
+            });
+            for (k, pool) in live {
+                if loops.contains_key(k) {
+                    continue;
+                }
+                let pool = Arc::clone(pool);
+                let interval = pool.health_interval.unwrap_or(Duration::from_secs(5));
+                loops.insert(
+                    k.to_string(),
+                    tokio::spawn(async move {
+                        loop {
+                            pool.run_health_checks().await;
+                            tokio::time::sleep(interval).await;
+                        }
+                    }),
+                );
+            }
+        }
+        for (_, h) in loops {
+            h.abort();
+        }
+    }
+}

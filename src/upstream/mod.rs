@@ -1,0 +1,8 @@
+//! Upstream pools: the backends of a route's `to`, how one is picked, how they are health-checked,
+//! and how the connection to one is made (TLS, client certificate, timeouts).
+
+mod health;
+mod pool;
+
+pub use health::{HealthKind, HealthSpec, HealthSupervisor};
+pub use pool::{InFlight, LbPolicy, Picked, Pool, PoolSpec, UpstreamTarget, UpstreamTls};

@@ -1,0 +1,227 @@
+//! A pool is built once per distinct upstream definition and reused across reloads when that
+//! definition is unchanged, so health state survives a config edit that did not touch it.
+
+use super::health::{build_check, HealthSpec};
+use futures_util::FutureExt;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::utils::tls::{CertKey, WrappedX509};
+use pingora_load_balancing::discovery::Static;
+use pingora_load_balancing::selection::{Consistent, Random, RoundRobin};
+use pingora_load_balancing::{Backend, Backends, LoadBalancer};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `load_balancing_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbPolicy {
+    RoundRobin,
+    Random,
+    LeastRequest,
+    /// `RING_HASH` and `MAGLEV`: both consistent hashing (Ketama) keyed by session, else client IP.
+    Hash,
+}
+
+/// One `to` URL, resolved.
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    pub addr: SocketAddr,
+    pub tls: bool,
+    /// `host[:port]` as the `to` URL spells it, for the auto host rewrite.
+    pub authority: String,
+    pub host: String,
+    /// Path of the `to` URL without its trailing `/`, prepended to the forwarded path.
+    pub path_prefix: String,
+    pub weight: usize,
+}
+
+#[derive(Clone, Default)]
+pub struct UpstreamTls {
+    pub skip_verify: bool,
+    pub server_name: Option<String>,
+    pub ca: Option<Arc<[WrappedX509]>>,
+    pub client_cert: Option<Arc<CertKey>>,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("skip_verify", &self.skip_verify)
+            .field("server_name", &self.server_name)
+            .field("custom_ca", &self.ca.is_some())
+            .field("client_cert", &self.client_cert.is_some())
+            .finish()
+    }
+}
+
+/// Everything that defines a pool; `key` identifies it across reloads.
+#[derive(Debug)]
+pub struct PoolSpec {
+    pub key: String,
+    pub targets: Vec<UpstreamTarget>,
+    pub tls: UpstreamTls,
+    pub policy: LbPolicy,
+    pub health: Vec<HealthSpec>,
+}
+
+enum Balancer {
+    RoundRobin(LoadBalancer<RoundRobin>),
+    Random(LoadBalancer<Random>),
+    Hash(LoadBalancer<Consistent>),
+    LeastRequest(LoadBalancer<RoundRobin>),
+}
+
+/// Index of the target a backend came from, carried in the backend's extensions.
+#[derive(Clone, Copy)]
+struct TargetIdx(usize);
+
+/// Requests in flight to one backend (for `LEAST_REQUEST`).
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for Picked {
+    fn drop(&mut self) {
+        if let Some(f) = &self.in_flight {
+            f.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A chosen backend; holding it counts as one request in flight.
+pub struct Picked {
+    pub target: usize,
+    pub addr: SocketAddr,
+    in_flight: Option<InFlight>,
+}
+
+pub struct Pool {
+    pub key: String,
+    pub targets: Vec<UpstreamTarget>,
+    pub tls: UpstreamTls,
+    pub health_interval: Option<Duration>,
+    balancer: Balancer,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("key", &self.key)
+            .field("targets", &self.targets)
+            .finish()
+    }
+}
+
+fn lb<S>(set: &BTreeSet<Backend>, spec: &PoolSpec) -> LoadBalancer<S>
+where
+    S: pingora_load_balancing::selection::BackendSelection + 'static,
+    S::Iter: pingora_load_balancing::selection::BackendIter,
+{
+    let mut backends = Backends::new(Static::new(set.clone()));
+    if let Some(check) = build_check(spec) {
+        backends.set_health_check(check);
+    }
+    let lb = LoadBalancer::from_backends(backends);
+    // Static discovery completes without awaiting anything.
+    let _ = lb.update().now_or_never();
+    lb
+}
+
+impl Pool {
+    pub fn new(spec: PoolSpec) -> Pool {
+        let mut set = BTreeSet::new();
+        for (i, t) in spec.targets.iter().enumerate() {
+            let mut b = Backend {
+                addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(t.addr),
+                weight: t.weight,
+                ext: Default::default(),
+            };
+            b.ext.insert(TargetIdx(i));
+            b.ext.insert(InFlight::default());
+            set.insert(b);
+        }
+        let balancer = match spec.policy {
+            LbPolicy::RoundRobin => Balancer::RoundRobin(lb(&set, &spec)),
+            LbPolicy::Random => Balancer::Random(lb(&set, &spec)),
+            LbPolicy::Hash => Balancer::Hash(lb(&set, &spec)),
+            LbPolicy::LeastRequest => Balancer::LeastRequest(lb(&set, &spec)),
+        };
+        Pool {
+            health_interval: spec.health.iter().map(|h| h.interval).min(),
+            key: spec.key,
+            targets: spec.targets,
+            tls: spec.tls,
+            balancer,
+        }
+    }
+
+    fn backends(&self) -> &Backends {
+        match &self.balancer {
+            Balancer::RoundRobin(l) | Balancer::LeastRequest(l) => l.backends(),
+            Balancer::Random(l) => l.backends(),
+            Balancer::Hash(l) => l.backends(),
+        }
+    }
+
+    /// Picks a healthy backend; `key` feeds the hash policies. `None`: none is healthy.
+    pub fn pick(&self, key: &[u8]) -> Option<Picked> {
+        const MAX_ITER: usize = 256;
+        let backend = match &self.balancer {
+            Balancer::RoundRobin(l) => l.select(key, MAX_ITER),
+            Balancer::Random(l) => l.select(key, MAX_ITER),
+            Balancer::Hash(l) => l.select(key, MAX_ITER),
+            Balancer::LeastRequest(l) => {
+                // Weighted least-request: fewest in flight per unit of weight among the healthy.
+                let all = l.backends().get_backend();
+                all.iter()
+                    .filter(|b| l.backends().ready(b))
+                    .min_by_key(|b| {
+                        let n = b
+                            .ext
+                            .get::<InFlight>()
+                            .map(|f| f.0.load(Ordering::Relaxed))
+                            .unwrap_or(0);
+                        (n * 1000) / b.weight.max(1)
+                    })
+                    .cloned()
+            }
+        }?;
+        let target = backend.ext.get::<TargetIdx>().map(|t| t.0)?;
+        let addr = *backend.addr.as_inet()?;
+        let in_flight = backend.ext.get::<InFlight>().cloned();
+        if let Some(f) = &in_flight {
+            f.0.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(Picked {
+            target,
+            addr,
+            in_flight,
+        })
+    }
+
+    pub async fn run_health_checks(&self) {
+        self.backends().run_health_check(true).await;
+    }
+
+    /// The peer to connect to for a picked backend.
+    pub fn peer(&self, picked: &Picked) -> Option<HttpPeer> {
+        let t = self.targets.get(picked.target)?;
+        let sni = if t.tls {
+            self.tls
+                .server_name
+                .clone()
+                .unwrap_or_else(|| t.host.clone())
+        } else {
+            String::new()
+        };
+        let mut peer = HttpPeer::new(picked.addr, t.tls, sni);
+        if t.tls {
+            peer.options.verify_cert = !self.tls.skip_verify;
+            peer.options.verify_hostname = !self.tls.skip_verify;
+            peer.options.ca = self.tls.ca.clone();
+            peer.client_cert_key = self.tls.client_cert.clone();
+        }
+        Some(peer)
+    }
+}
