@@ -81,6 +81,28 @@ fn request_host(req: &RequestHeader) -> Option<(String, Option<u16>)> {
     Some((host, authority.port_u16()))
 }
 
+/// The request target exactly as the client sent it. For HTTP/1 it is read from the request line,
+/// because the parsed URI has already dropped a `#fragment` that Vallum must refuse.
+fn raw_target(session: &Session) -> bytes::Bytes {
+    if let Some(h1) = session.as_downstream().as_http1() {
+        let raw = h1.get_headers_raw_bytes();
+        let line_end = raw
+            .iter()
+            .position(|&b| b == b'\r' || b == b'\n')
+            .unwrap_or(raw.len());
+        let line = raw.get(..line_end).unwrap_or(&[]);
+        if let (Some(first), Some(last)) = (
+            line.iter().position(|&b| b == b' '),
+            line.iter().rposition(|&b| b == b' '),
+        ) {
+            if last > first + 1 {
+                return raw.slice(first + 1..last);
+            }
+        }
+    }
+    bytes::Bytes::copy_from_slice(session.req_header().raw_path())
+}
+
 impl Gateway {
     fn route_request(&self, session: &mut Session, ctx: &mut RequestCtx, snap: &Runtime) -> Step {
         let wants_json = reply::wants_json(session);
@@ -117,7 +139,7 @@ impl Gateway {
             normalize: settings.normalize_path,
             merge_slashes: settings.merge_slashes,
         };
-        let target = match path::normalize(session.req_header().raw_path(), rules) {
+        let target = match path::normalize(&raw_target(session), rules) {
             Ok(Normalized::Ok(t)) => t,
             Ok(Normalized::Redirect(loc)) => {
                 return match HeaderValue::from_str(&loc) {
@@ -194,9 +216,11 @@ impl Gateway {
                 }
             }
             Action::Upstream(pool) => {
+                // Hash key for RING_HASH/MAGLEV: the client IP (the session id once sign-in lands).
                 let key = session
                     .client_addr()
-                    .map(|a| a.to_string())
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip().to_string())
                     .unwrap_or_default();
                 match pool.pick(key.as_bytes()) {
                     Some(p) => {

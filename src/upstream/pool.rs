@@ -101,6 +101,7 @@ pub struct Pool {
     pub targets: Vec<UpstreamTarget>,
     pub tls: UpstreamTls,
     pub health_interval: Option<Duration>,
+    group_key: u64,
     balancer: Balancer,
 }
 
@@ -147,7 +148,14 @@ impl Pool {
             LbPolicy::Hash => Balancer::Hash(lb(&set, &spec)),
             LbPolicy::LeastRequest => Balancer::LeastRequest(lb(&set, &spec)),
         };
+        let group_key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            spec.key.hash(&mut h);
+            h.finish()
+        };
         Pool {
+            group_key,
             health_interval: spec.health.iter().map(|h| h.interval).min(),
             key: spec.key,
             targets: spec.targets,
@@ -216,6 +224,9 @@ impl Pool {
             String::new()
         };
         let mut peer = HttpPeer::new(picked.addr, t.tls, sni);
+        // Connections are pooled per peer hash, which ignores the CA: keep each pool's
+        // connections to itself so a route never reuses one verified under another's trust.
+        peer.group_key = self.group_key;
         if t.tls {
             peer.options.verify_cert = !self.tls.skip_verify;
             peer.options.verify_hostname = !self.tls.skip_verify;
@@ -223,5 +234,61 @@ impl Pool {
             peer.client_cert_key = self.tls.client_cert.clone();
         }
         Some(peer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(port: u16) -> UpstreamTarget {
+        UpstreamTarget {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            tls: false,
+            authority: format!("127.0.0.1:{port}"),
+            host: "127.0.0.1".into(),
+            path_prefix: String::new(),
+            weight: 1,
+        }
+    }
+
+    #[test]
+    fn hash_policy_is_sticky_per_key() {
+        let pool = Pool::new(PoolSpec {
+            key: "k".into(),
+            targets: vec![target(1001), target(1002), target(1003)],
+            tls: UpstreamTls::default(),
+            policy: LbPolicy::Hash,
+            health: Vec::new(),
+        });
+        let first = pool.pick(b"10.0.0.1").unwrap().target;
+        for _ in 0..20 {
+            assert_eq!(pool.pick(b"10.0.0.1").unwrap().target, first);
+        }
+        let spread: std::collections::HashSet<usize> = (0..50)
+            .map(|i| pool.pick(format!("10.0.0.{i}").as_bytes()).unwrap().target)
+            .collect();
+        assert!(spread.len() > 1, "different keys spread over backends");
+    }
+
+    #[test]
+    fn least_request_counts_in_flight() {
+        let pool = Pool::new(PoolSpec {
+            key: "k".into(),
+            targets: vec![target(1001), target(1002)],
+            tls: UpstreamTls::default(),
+            policy: LbPolicy::LeastRequest,
+            health: Vec::new(),
+        });
+        let busy = pool.pick(b"").unwrap();
+        for _ in 0..5 {
+            assert_ne!(pool.pick(b"").unwrap().target, busy.target);
+        }
+        let busy_target = busy.target;
+        drop(busy);
+        let a = pool.pick(b"").unwrap();
+        let b = pool.pick(b"").unwrap();
+        assert_ne!(a.target, b.target, "with one in flight each, both are used");
+        let _ = busy_target;
     }
 }

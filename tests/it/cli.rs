@@ -1,0 +1,156 @@
+//! The command line: `check-config`, `--version`, and the shipped example configs.
+
+use crate::support::{bin, certs::TestCa};
+use std::process::Command;
+
+#[test]
+fn version() {
+    let out = Command::new(bin()).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("vallum {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn check_config_reports_every_error_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.yaml");
+    std::fs::write(
+        &f,
+        r#"
+insecure_server: true
+address: ":8080"
+idp_provider: oidc
+timeout_idle: 30
+routes:
+  - from: https://a.example.com
+    to: http://127.0.0.1:1
+    prefx: /a
+    allow_public_unauthenticated_access: true
+  - from: https://b.example.com/path
+    to: http://127.0.0.1:1
+  - from: https://c.example.com
+    regex: "("
+    response: {status: 200}
+    redirect: {https_redirect: true}
+  - from: https://d.example.com
+    to: http://127.0.0.1:1
+    allowed_groups: [admins]
+    allow_public_unauthenticated_access: true
+    allowed_users: [bob@example.com]
+"#,
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["check-config"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "idp_provider: Pomerium key not supported by Vallum yet",
+        "timeout_idle: a bare number is not a duration; add a unit, e.g. 30s",
+        "routes[0].prefx: unknown key; did you mean prefix?",
+        "routes[1].from: must not have a path",
+        "routes[2].regex: invalid regular expression",
+        "routes[2]: only one of `to`, `redirect` and `response` may be set",
+        "routes[3].allowed_groups: removed in Pomerium 0.20",
+        "routes[3].allow_public_unauthenticated_access: cannot be combined",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn check_config_prints_a_route_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("ok.yaml");
+    std::fs::write(
+        &f,
+        "insecure_server: true\nroutes:\n  - from: https://a.example.com\n    prefix: /api\n    to: http://127.0.0.1:9/v1\n    allow_public_unauthenticated_access: true\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["check-config"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 routes"), "{text}");
+    assert!(
+        text.contains("a.example.com /api* -> http://127.0.0.1:9/v1 [public]"),
+        "{text}"
+    );
+}
+
+/// Every example in `conf/` is a valid config. TLS examples point at certificate files; the
+/// test supplies real ones through the environment, as Pomerium's env overrides allow.
+#[test]
+fn shipped_examples_are_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("example CA");
+    let (cert, key) = ca
+        .server(&["*.example.com", "example.com"])
+        .write(dir.path(), "tls");
+    let confs: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/conf"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    assert!(!confs.is_empty(), "conf/ has examples");
+    for f in confs {
+        let out = Command::new(bin())
+            .arg("check-config")
+            .arg(&f)
+            .env("CERTIFICATE_FILE", &cert)
+            .env("CERTIFICATE_KEY_FILE", &key)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{} failed:\n{}{}",
+            f.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("env.yaml");
+    std::fs::write(&f, "routes: []\n").unwrap();
+    // TLS by default with no certificate: an error...
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    // ...unless INSECURE_SERVER says otherwise.
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(&f)
+        .env("INSECURE_SERVER", "true")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A bad value from the environment is reported under its key.
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(&f)
+        .env("INSECURE_SERVER", "true")
+        .env("TIMEOUT_READ", "soon")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("timeout_read: invalid duration"));
+}

@@ -1,0 +1,135 @@
+//! Header handling: X-Forwarded-*, hop-by-hop, identity-header stripping, underscores, and the
+//! route's set/remove/response header options.
+
+use crate::support::{Gateway, Upstream};
+
+#[tokio::test]
+async fn request_and_response_header_options() {
+    let up = Upstream::echo("up").await;
+    let gw = Gateway::insecure(&format!(
+        r#"
+set_response_headers:
+  X-Global: "yes"
+routes:
+  - from: http://app.test
+    to: {u}
+    allow_public_unauthenticated_access: true
+    set_request_headers:
+      X-Custom: hello
+      X-Number: 42
+      X-Price: "$$5"
+    remove_request_headers: [X-Secret]
+    set_response_headers:
+      X-Route: route
+    rewrite_response_headers:
+      - header: Location
+        prefix: http://internal.svc/
+        value: https://app.test/
+"#,
+        u = up.url()
+    ))
+    .await;
+    let r = gw
+        .request(
+            reqwest::Method::GET,
+            "app.test",
+            "/?set_header=Location:http://internal.svc/next",
+            &[("x-secret", "s3cr3t"), ("x-custom", "client-value")],
+        )
+        .await;
+    assert_eq!(r.header("x-global"), Some("yes"));
+    assert_eq!(r.header("x-route"), Some("route"));
+    assert_eq!(
+        r.header("x-frame-options"),
+        None,
+        "an explicit set_response_headers replaces Pomerium's defaults"
+    );
+    assert_eq!(r.header("location"), Some("https://app.test/next"));
+    let e = r.echo();
+    assert_eq!(
+        e.header("x-custom"),
+        Some("hello"),
+        "set_request_headers overrides the client"
+    );
+    assert_eq!(e.header("x-number"), Some("42"));
+    assert_eq!(e.header("x-price"), Some("$5"));
+    assert_eq!(e.header("x-secret"), None);
+}
+
+#[tokio::test]
+async fn forwarding_headers_and_hygiene() {
+    let up = Upstream::echo("up").await;
+    let gw = Gateway::insecure(&format!(
+        r#"
+routes:
+  - from: http://app.test
+    to: {u}
+    allow_public_unauthenticated_access: true
+"#,
+        u = up.url()
+    ))
+    .await;
+    let r = gw
+        .raw(
+            "GET /x HTTP/1.1\r\nHost: app.test\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\
+             X-Pomerium-Jwt-Assertion: forged\r\nX-Pomerium-Claim-Email: ceo@example.com\r\n\
+             Connection: close, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\n\r\n",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let e = r.echo();
+    assert_eq!(e.header("x-forwarded-for"), Some("203.0.113.9, 127.0.0.1"));
+    assert_eq!(
+        e.header("x-forwarded-proto"),
+        Some("http"),
+        "the client cannot claim https"
+    );
+    assert_eq!(e.header("x-forwarded-host"), Some("app.test"));
+    assert_eq!(
+        e.header("x-pomerium-jwt-assertion"),
+        None,
+        "client-sent identity headers never reach the upstream"
+    );
+    assert_eq!(e.header("x-pomerium-claim-email"), None);
+    assert_eq!(
+        e.header("x-hop"),
+        None,
+        "Connection-nominated headers are hop-by-hop"
+    );
+    assert_eq!(e.header("keep-alive"), None);
+    assert_eq!(e.header("te"), None);
+}
+
+#[tokio::test]
+async fn underscored_header_names_are_rejected_by_default() {
+    let up = Upstream::echo("up").await;
+    let route = format!(
+        "routes:\n  - from: http://app.test\n    to: {}\n    allow_public_unauthenticated_access: true\n",
+        up.url()
+    );
+    let gw = Gateway::insecure(&route).await;
+    let r = gw.raw("GET / HTTP/1.1\r\nHost: app.test\r\nX_Pomerium_Jwt_Assertion: x\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(r.status, 400);
+
+    let gw = Gateway::insecure(&format!(
+        "headers_with_underscores_action: drop_header\n{route}"
+    ))
+    .await;
+    let r = gw
+        .raw("GET / HTTP/1.1\r\nHost: app.test\r\nX_Under: x\r\nConnection: close\r\n\r\n")
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.echo().header("x_under"), None);
+}
+
+#[tokio::test]
+async fn upstream_timeout_gives_504() {
+    let up = Upstream::echo("slow").await;
+    let gw = Gateway::insecure(&format!(
+        "routes:\n  - from: http://app.test\n    to: {}\n    timeout: 300ms\n    allow_public_unauthenticated_access: true\n",
+        up.url()
+    ))
+    .await;
+    assert_eq!(gw.get("app.test", "/?sleep_ms=2000").await.status, 504);
+    assert_eq!(gw.get("app.test", "/?sleep_ms=10").await.status, 200);
+}

@@ -1,0 +1,15 @@
+//! Integration tests: one binary, real sockets on free ports, the real `vallum` executable, real
+//! upstream servers. Modules follow the checklist.
+
+mod support;
+
+mod balancing;
+mod cli;
+mod downstream_tls;
+mod headers;
+mod paths;
+mod reload;
+mod rewrites;
+mod routing;
+mod upstream_tls;
+mod websockets;

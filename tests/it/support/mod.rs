@@ -1,0 +1,279 @@
+//! Test harness: the real `vallum` binary on a free loopback port, real upstream servers, a raw
+//! HTTP client for targets that URL libraries would normalise away.
+
+#![allow(dead_code)]
+
+pub mod certs;
+pub mod upstream;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub use upstream::Upstream;
+
+/// A free loopback port (bound then released; the gateway binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_vallum")
+}
+
+/// A running gateway process.
+pub struct Gateway {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    child: Child,
+}
+
+impl Gateway {
+    /// Starts plain-HTTP on a free port; `body` is everything after the listener keys.
+    pub async fn insecure(body: &str) -> Gateway {
+        let port = free_port();
+        let text = format!("address: 127.0.0.1:{port}\ninsecure_server: true\n{body}");
+        Gateway::start_with(port, &text, &[]).await
+    }
+
+    /// Starts with the full config text (it must listen on `port`).
+    pub async fn start_with(port: u16, text: &str, env: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        Gateway::start_in(dir, port, text, env).await
+    }
+
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        port: u16,
+        text: &str,
+        env: &[(&str, &str)],
+    ) -> Gateway {
+        let config = dir.path().join("vallum.yaml");
+        std::fs::write(&config, text).unwrap();
+        let log = std::fs::File::create(dir.path().join("vallum.log")).unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.arg("-c")
+            .arg(&config)
+            .env("VALLUM_LOG_FORMAT", "text")
+            .env("VALLUM_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let gw = Gateway {
+            port,
+            dir,
+            config,
+            child,
+        };
+        gw.wait_ready(text.contains("insecure_server: true")).await;
+        gw
+    }
+
+    async fn wait_ready(&self, plain: bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await {
+                if !plain {
+                    return; // a TLS listener: accepting connections is enough
+                }
+                let _ = s
+                    .write_all(b"GET /ping HTTP/1.1\r\nHost: ready\r\nConnection: close\r\n\r\n")
+                    .await;
+                let mut buf = Vec::new();
+                let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await;
+                if buf.starts_with(b"HTTP/1.1 200") {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not start; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(self.dir.path().join("vallum.log")) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Rewrites the config file atomically (write + rename, as editors and config managers do).
+    pub fn rewrite_config(&self, text: &str) {
+        let tmp = self.dir.path().join("vallum.yaml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// GET with a Host header.
+    pub async fn get(&self, host: &str, path: &str) -> Resp {
+        self.request(reqwest::Method::GET, host, path, &[]).await
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut rb = client()
+            .request(method, self.url(path))
+            .header("host", host);
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        Resp::from(rb.send().await.unwrap()).await
+    }
+
+    /// Sends raw bytes and returns the parsed response (one request, `Connection: close`).
+    pub async fn raw(&self, request: &str) -> Resp {
+        raw_request(self.addr(), request).await
+    }
+
+    /// Polls until `f` holds, or fails with the log.
+    pub async fn eventually<F, Fut>(&self, what: &str, mut f: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !f().await {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for: {what}\nlog:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    pub async fn from(r: reqwest::Response) -> Resp {
+        let status = r.status().as_u16();
+        let headers = r
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let body = r.text().await.unwrap_or_default();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The echo upstream's JSON report.
+    pub fn echo(&self) -> upstream::Echo {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not an echo response ({e}): {self:?}"))
+    }
+}
+
+pub async fn raw_request(addr: SocketAddr, request: &str) -> Resp {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    parse_response(&buf)
+}
+
+fn parse_response(buf: &[u8]) -> Resp {
+    let text = String::from_utf8_lossy(buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
