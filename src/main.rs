@@ -121,21 +121,25 @@ fn try_run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn check_config(files: &[PathBuf]) -> ExitCode {
+    use std::io::Write;
     let mut failed = false;
+    // A closed pipe (`| head`) is not an error worth a panic: write errors are ignored.
+    let mut out = std::io::stdout().lock();
     for f in files {
         match Runtime::from_file(f, None) {
             Ok(rt) => {
-                println!(
-                    "{}: OK ({} routes, checksum {})",
+                let short = rt.checksum.get(..12).unwrap_or(&rt.checksum);
+                let _ = writeln!(
+                    out,
+                    "{}: OK ({} routes, checksum {short})",
                     f.display(),
-                    rt.routes.len(),
-                    &rt.checksum[..12.min(rt.checksum.len())]
+                    rt.routes.len()
                 );
                 for line in rt.routes.summary() {
-                    println!("  {line}");
+                    let _ = writeln!(out, "  {line}");
                 }
                 for w in &rt.warnings {
-                    println!("  warning: {w}");
+                    let _ = writeln!(out, "  warning: {w}");
                 }
             }
             Err(errors) => {

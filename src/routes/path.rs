@@ -81,6 +81,13 @@ pub fn normalize(raw: &[u8], rules: PathRules) -> Result<Normalized, PathError> 
         Some((p, q)) => (p, Some(q.to_string())),
         None => (origin, None),
     };
+    if is_clean(path) {
+        // The common case: nothing to decode, merge or resolve.
+        return Ok(Normalized::Ok(Target {
+            path: path.to_string(),
+            query,
+        }));
+    }
 
     let has_encoded_slash = contains_encoded_slash(path);
     let mut redirect = false;
@@ -124,6 +131,34 @@ pub fn normalize(raw: &[u8], rules: PathRules) -> Result<Normalized, PathError> 
         return Ok(Normalized::Redirect(loc));
     }
     Ok(Normalized::Ok(Target { path: out, query }))
+}
+
+/// No escapes, no empty segments, no dot segments: normalisation would be the identity.
+fn is_clean(path: &str) -> bool {
+    let b = path.as_bytes();
+    if b.first() != Some(&b'/') {
+        return false;
+    }
+    let mut prev = 0u8;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'%' => return false,
+            b'/' if prev == b'/' => return false,
+            b'.' if prev == b'/' => {
+                // `/.` starts a dot segment only when followed by `/`, `.` + (`/` or end), or end.
+                let rest = b.get(i + 1..).unwrap_or(&[]);
+                if rest.is_empty()
+                    || rest[0] == b'/'
+                    || (rest[0] == b'.' && (rest.len() == 1 || rest[1] == b'/'))
+                {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+        prev = c;
+    }
+    true
 }
 
 fn contains_encoded_slash(path: &str) -> bool {
@@ -268,6 +303,25 @@ mod tests {
         assert_eq!(path("/public/%2E%2E/admin"), "/admin");
         assert_eq!(path("/%61dmin"), "/admin");
         assert_eq!(path("/a%3fb"), "/a%3Fb");
+    }
+
+    #[test]
+    fn clean_paths_take_the_fast_path_unchanged() {
+        for p in [
+            "/",
+            "/a/b.c",
+            "/.well-known/x",
+            "/a/..b",
+            "/a/.b/",
+            "/a.",
+            "/...",
+        ] {
+            assert!(is_clean(p), "{p}");
+            assert_eq!(path(p), p);
+        }
+        for p in ["/a/.", "/a/..", "/a/./b", "/a/../b", "//a", "/a%41"] {
+            assert!(!is_clean(p), "{p}");
+        }
     }
 
     #[test]
