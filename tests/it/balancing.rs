@@ -127,6 +127,35 @@ async fn health_checks_take_a_backend_out_and_back() {
 }
 
 #[tokio::test]
+async fn a_downed_backend_leaves_rotation_and_returns_when_it_recovers() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let gw = Gateway::insecure(&route(
+        &format!("[{}, {}]", a.url(), b.url()),
+        "    health_checks:\n      - interval: 100ms\n        timeout: 500ms\n        tcp_health_check: {}\n",
+    ))
+    .await;
+    let a_addr = a.addr;
+    a.stop();
+    drop(a);
+    gw.eventually("every request served by b", || async {
+        let mut all_b = true;
+        for _ in 0..6 {
+            let r = gw.get("app.test", "/").await;
+            all_b &= r.status == 200 && r.echo().server == "b";
+        }
+        all_b
+    })
+    .await;
+    let a = Upstream::echo_at("a", a_addr).await;
+    gw.eventually("a back in rotation", || async {
+        gw.get("app.test", "/").await;
+        a.hits.load(Ordering::SeqCst) > 0
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn tcp_health_check_and_no_healthy_upstream() {
     let a = Upstream::echo("a").await;
     // A port nothing listens on: the TCP check fails and the only backend goes out.

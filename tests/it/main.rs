@@ -11,5 +11,6 @@ mod paths;
 mod reload;
 mod rewrites;
 mod routing;
+mod upgrade;
 mod upstream_tls;
 mod websockets;

@@ -56,11 +56,24 @@ impl Gateway {
         text: &str,
         env: &[(&str, &str)],
     ) -> Gateway {
+        Gateway::start_with_args(dir, port, text, env, &[]).await
+    }
+
+    /// Starts `vallum run ARGS… -c <dir>/vallum.yaml`, logging to `<dir>/vallum.log`.
+    pub async fn start_with_args(
+        dir: tempfile::TempDir,
+        port: u16,
+        text: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Gateway {
         let config = dir.path().join("vallum.yaml");
         std::fs::write(&config, text).unwrap();
         let log = std::fs::File::create(dir.path().join("vallum.log")).unwrap();
         let mut cmd = Command::new(bin());
-        cmd.arg("-c")
+        cmd.arg("run")
+            .args(args)
+            .arg("-c")
             .arg(&config)
             .env("VALLUM_LOG_FORMAT", "text")
             .env("VALLUM_LOG", "info")

@@ -114,7 +114,25 @@ impl Upstream {
     }
 
     async fn start(name: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at(name, tls, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// An echo server on a given address (to bring a stopped backend back on its port).
+    pub async fn echo_at(name: &str, addr: SocketAddr) -> Upstream {
+        Self::start_at(name, None, addr).await
+    }
+
+    /// Takes the server down: the listener and every open connection close.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+
+    async fn start_at(
+        name: &str,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        addr: SocketAddr,
+    ) -> Upstream {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = State {
             name: name.to_string(),
@@ -123,13 +141,16 @@ impl Upstream {
         };
         let (hits, healthy) = (state.hits.clone(), state.healthy.clone());
         let task = tokio::spawn(async move {
+            // Connections live in this set, so aborting the server closes them too.
+            let mut conns = tokio::task::JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let state = state.clone();
                 let tls = tls.clone();
-                tokio::spawn(async move {
+                while conns.try_join_next().is_some() {}
+                conns.spawn(async move {
                     match tls {
                         Some(acc) => {
                             let Ok(s) = acc.accept(stream).await else {
