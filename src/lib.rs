@@ -5,12 +5,16 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod authn;
 pub mod config;
+pub mod crypto;
+pub mod identity;
 pub mod proxy;
 pub mod redirect;
 pub mod reload;
 pub mod routes;
 pub mod runtime;
 pub mod server;
+pub mod session;
 pub mod tls;
 pub mod upstream;

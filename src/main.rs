@@ -99,6 +99,18 @@ fn try_run(args: RunArgs) -> anyhow::Result<()> {
     for w in &runtime.warnings {
         tracing::warn!("{w}");
     }
+    if runtime
+        .settings
+        .auth
+        .as_ref()
+        .is_some_and(|a| a.generated_secrets)
+    {
+        tracing::warn!(
+            "cookie_secret and/or shared_secret are not set: using random ones generated for this process. \
+             Sessions will NOT survive a restart and will NOT work across several Vallum nodes. \
+             Set both (32 random bytes, base64: `head -c32 /dev/urandom | base64`) in production."
+        );
+    }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %config.display(),

@@ -2,10 +2,13 @@
 //! plain HTTP), the optional HTTPS-redirect listener, and the background services (config
 //! reload, upstream health checks).
 
+use crate::authn::discovery::IdpWatcher;
+use crate::authn::AuthState;
 use crate::proxy::Gateway;
 use crate::redirect::HttpsRedirect;
 use crate::reload::Reloader;
 use crate::runtime::SharedRuntime;
+use crate::session::memory::MemoryStore;
 use crate::tls::SniResolver;
 use crate::upstream::HealthSupervisor;
 use pingora_core::listeners::tls::TlsSettings;
@@ -36,6 +39,8 @@ pub enum ServerError {
 }
 
 pub fn build(runtime: SharedRuntime, opts: &ServerOptions) -> Result<Server, ServerError> {
+    // Sessions live for the process, across config reloads.
+    let auth = Arc::new(AuthState::new(Arc::new(MemoryStore::default())));
     let conf = match &opts.pingora_conf {
         Some(path) => ServerConf::load_from_yaml(path).map_err(|e| ServerError::PingoraConf {
             path: path.clone(),
@@ -65,7 +70,7 @@ pub fn build(runtime: SharedRuntime, opts: &ServerOptions) -> Result<Server, Ser
     let tls = settings.tls();
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(Arc::clone(&runtime), tls),
+        Gateway::new(Arc::clone(&runtime), tls, Arc::clone(&auth)),
         "vallum proxy",
     );
     let addr = settings.address.to_string();
@@ -98,7 +103,11 @@ pub fn build(runtime: SharedRuntime, opts: &ServerOptions) -> Result<Server, Ser
     ));
     server.add_service(background_service(
         "upstream health",
-        HealthSupervisor::new(runtime),
+        HealthSupervisor::new(Arc::clone(&runtime)),
+    ));
+    server.add_service(background_service(
+        "identity provider",
+        IdpWatcher::new(runtime, auth),
     ));
     Ok(server)
 }

@@ -4,6 +4,7 @@
 //! `raw::RawSettings` + `raw::RawRoute`s → `settings::compile` and `routes::compile`
 //! (validation, every error collected) → `runtime::Runtime`, which the proxy reads.
 
+pub mod auth;
 pub mod duration;
 pub mod error;
 pub mod keys;

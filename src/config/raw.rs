@@ -34,6 +34,33 @@ pub struct RawSettings {
     pub skip_xff_append: bool,
     pub xff_num_trusted_hops: u32,
     pub allow_upgrades: Vec<String>,
+    // Sign-in.
+    pub services: Option<String>,
+    pub authenticate_service_url: Option<String>,
+    pub idp_provider: Option<String>,
+    pub idp_provider_url: Option<String>,
+    pub idp_client_id: Option<String>,
+    pub idp_client_secret: Option<String>,
+    pub idp_client_secret_file: Option<String>,
+    pub idp_scopes: Option<StringList>,
+    pub idp_request_params: BTreeMap<String, Text>,
+    /// Vallum extension: the ID token / userinfo claim that holds groups.
+    pub idp_groups_claim: Option<String>,
+    /// Vallum extension: how old claims may get before a refresh re-reads them.
+    pub idp_refresh_claims_interval: Option<GoDuration>,
+    pub cookie_name: Option<String>,
+    pub cookie_secret: Option<String>,
+    pub cookie_secret_file: Option<String>,
+    pub shared_secret: Option<String>,
+    pub shared_secret_file: Option<String>,
+    pub cookie_domain: Option<String>,
+    pub cookie_expire: Option<GoDuration>,
+    pub cookie_http_only: Option<bool>,
+    pub cookie_same_site: Option<String>,
+    pub signout_redirect_url: Option<String>,
+    pub databroker_storage_type: Option<String>,
+    pub databroker_storage_connection_string: Option<String>,
+    pub databroker_storage_connection_string_file: Option<String>,
     pub routes: Option<serde_yaml_ng::Value>,
     pub policy: Option<serde_yaml_ng::Value>,
 }
@@ -167,6 +194,24 @@ pub struct RawTcpHealthCheck {
 pub struct RawPayload {
     pub text: Option<String>,
     pub binary: Option<String>,
+}
+
+/// A list given as a YAML list or as one comma- or space-separated string (`idp_scopes`).
+#[derive(Debug, Clone, Default)]
+pub struct StringList(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for StringList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match OneOrMany::deserialize(d)?.0.as_slice() {
+            [one] => Ok(StringList(
+                one.split([',', ' '])
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            )),
+            many => Ok(StringList(many.to_vec())),
+        }
+    }
 }
 
 /// `to:` takes one URL or a list.

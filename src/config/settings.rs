@@ -52,6 +52,8 @@ pub struct Settings {
     pub allow_upgrades: Vec<String>,
     /// Files this snapshot read, watched for changes.
     pub files: Vec<PathBuf>,
+    /// Sign-in; `None` when no authenticate service is configured (only public routes then).
+    pub auth: Option<super::auth::AuthSettings>,
 }
 
 impl Settings {
@@ -144,7 +146,10 @@ pub fn compile(raw: &RawSettings, errs: &mut Errors) -> Settings {
         );
     }
 
+    let auth = super::auth::compile(raw, insecure, &mut files, errs);
+
     Settings {
+        auth,
         address,
         insecure_server: insecure,
         http_redirect_addr,

@@ -40,6 +40,8 @@ pub fn upstream_path(
 }
 
 pub struct ForwardInfo<'a> {
+    /// Vallum's own cookies, removed from `Cookie` so the upstream never sees a session handle.
+    pub strip_cookies: &'a [String],
     pub original_host: &'a str,
     pub client_ip: Option<String>,
     pub scheme: &'static str,
@@ -73,6 +75,24 @@ pub fn shape_request(
     if !info.upgrade {
         req.remove_header(&UPGRADE);
         req.remove_header(&CONNECTION);
+    }
+    if !info.strip_cookies.is_empty() {
+        let joined: Vec<String> = req
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect();
+        if !joined.is_empty() {
+            let mut kept = Some(joined.join("; "));
+            for name in info.strip_cookies {
+                kept = kept.and_then(|c| crate::session::cookie::strip(&c, name));
+            }
+            req.remove_header(&http::header::COOKIE);
+            if let Some(k) = kept {
+                req.insert_header(http::header::COOKIE, k)?;
+            }
+        }
     }
     // Identity headers are Vallum's to set; a client never gets to choose them.
     let spoofable: Vec<HeaderName> = req

@@ -7,6 +7,8 @@
 pub mod forward;
 pub mod reply;
 
+use crate::authn::{self, AuthState};
+use crate::config::auth::Services;
 use crate::config::settings::Underscores;
 use crate::routes::path::{self, Normalized, PathRules, Target};
 use crate::routes::route::{Access, Action, PathMatch, Route};
@@ -24,13 +26,14 @@ use std::sync::Arc;
 
 pub struct Gateway {
     runtime: SharedRuntime,
+    auth: Arc<AuthState>,
     /// Whether this listener terminates TLS (fixed for the listener's life).
     tls: bool,
 }
 
 impl Gateway {
-    pub fn new(runtime: SharedRuntime, tls: bool) -> Self {
-        Self { runtime, tls }
+    pub fn new(runtime: SharedRuntime, tls: bool, auth: Arc<AuthState>) -> Self {
+        Self { runtime, auth, tls }
     }
 
     fn scheme(&self) -> &'static str {
@@ -51,6 +54,7 @@ pub struct RequestCtx {
     host: String,
     upgrade: bool,
     picked: Option<Picked>,
+    identity: Option<Arc<crate::session::Session>>,
 }
 
 enum Step {
@@ -104,7 +108,12 @@ fn raw_target(session: &Session) -> bytes::Bytes {
 }
 
 impl Gateway {
-    fn route_request(&self, session: &mut Session, ctx: &mut RequestCtx, snap: &Runtime) -> Step {
+    async fn route_request(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snap: &Runtime,
+    ) -> Step {
         let wants_json = reply::wants_json(session);
         let deny = |status: StatusCode, reason: &str| {
             Step::Reply(Reply::error(status, reason, wants_json))
@@ -161,17 +170,43 @@ impl Gateway {
             ));
         }
 
-        // 4. Route.
-        let Some((host, port)) = request_host(session.req_header()) else {
+        // 4. Host.
+        let Some((host, explicit_port)) = request_host(session.req_header()) else {
             return deny(StatusCode::BAD_REQUEST, "missing or invalid Host header");
         };
-        let port = port.unwrap_or(if self.tls { 443 } else { 80 });
+        let port = explicit_port.unwrap_or(if self.tls { 443 } else { 80 });
+        // `Host` as the browser sends it: what cookies and hand-offs are bound to.
+        let host_full = match explicit_port {
+            Some(p) => format!("{host}:{p}"),
+            None => host.clone(),
+        };
+
+        // 5. Sign-in endpoints: the authenticate host, and `/.pomerium/` on route hosts.
+        if let Some(auth) = &settings.auth {
+            let on_auth_host =
+                auth.services != Services::Proxy && host_full == auth.authenticate_host;
+            if on_auth_host || target.path.starts_with("/.pomerium/") {
+                let req = match self.authn_request(session, &host_full, &target).await {
+                    Ok(r) => r,
+                    Err(reply) => return Step::Reply(reply),
+                };
+                let req = req.as_request(&host_full, &target.path, wants_json);
+                if on_auth_host {
+                    return Step::Reply(authn::authenticate_host(auth, &self.auth, &req).await);
+                }
+                if let Some(reply) = authn::route_endpoint(auth, &self.auth, &req).await {
+                    return Step::Reply(reply);
+                }
+            }
+        }
+
+        // 6. Route.
         let Some(route) = snap.routes.find(&host, port, &target.path) else {
             return deny(StatusCode::NOT_FOUND, "no route matches this host and path");
         };
         let route = Arc::clone(route);
 
-        // 5. Upgrades only where the route allows them.
+        // 7. Upgrades only where the route allows them.
         if session.is_upgrade_req() {
             let token = session
                 .req_header()
@@ -190,12 +225,34 @@ impl Gateway {
             ctx.upgrade = true;
         }
 
-        // 6. Access. Deny by default until the authorization stage evaluates policies.
-        if route.access != Access::Public {
-            return deny(StatusCode::FORBIDDEN, "access to this route is not granted");
+        // 8. Identity and access. Deny by default: a route is served only when its rule allows.
+        let identity = match (&settings.auth, route.access) {
+            (Some(auth), Access::AuthenticatedUser) => {
+                let cookies = cookie_header(session);
+                authn::session_for(
+                    auth,
+                    &self.auth,
+                    cookies.as_deref(),
+                    &auth.cookie.name,
+                    &host_full,
+                )
+                .await
+            }
+            _ => None,
+        };
+        match route.access {
+            Access::Public => {}
+            Access::AuthenticatedUser if identity.is_some() => {}
+            Access::AuthenticatedUser => {
+                return self.need_login(session, settings, &host_full, &target)
+            }
+            Access::NotEnforcedYet => {
+                return deny(StatusCode::FORBIDDEN, "access to this route is not granted")
+            }
         }
+        ctx.identity = identity;
 
-        // 7. Action.
+        // 9. Action.
         let step = match &route.action {
             Action::Respond { status, body } => Step::Reply(Reply::text(*status, body.clone())),
             Action::Redirect(spec) => {
@@ -238,6 +295,146 @@ impl Gateway {
     }
 }
 
+/// All `Cookie` headers joined (HTTP/2 clients send one per cookie).
+fn cookie_header(session: &Session) -> Option<String> {
+    let parts: Vec<&str> = session
+        .req_header()
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// Browsers are sent to sign in; API clients (XHR, JSON, no HTML in `Accept`) get 401.
+fn prefers_html(session: &Session) -> bool {
+    let h = &session.req_header().headers;
+    if h.get("x-requested-with")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("xmlhttprequest"))
+    {
+        return false;
+    }
+    match h.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(a) => a.contains("text/html"),
+    }
+}
+
+/// What the sign-in endpoints need from a request, owned so the body can be read first.
+struct AuthnInput {
+    method: http::Method,
+    query: Vec<(String, String)>,
+    cookies: Option<String>,
+    form: Vec<(String, String)>,
+    scheme: &'static str,
+}
+
+impl AuthnInput {
+    fn as_request<'a>(
+        &'a self,
+        host: &'a str,
+        path: &'a str,
+        wants_json: bool,
+    ) -> authn::Request<'a> {
+        authn::Request {
+            method: &self.method,
+            scheme: self.scheme,
+            host,
+            path,
+            query: self.query.clone(),
+            cookies: self.cookies.as_deref(),
+            wants_json,
+            form: self.form.clone(),
+        }
+    }
+}
+
+/// Largest form body the sign-in endpoints read.
+const MAX_FORM_BYTES: usize = 16 * 1024;
+
+impl Gateway {
+    async fn authn_request(
+        &self,
+        session: &mut Session,
+        _host: &str,
+        target: &Target,
+    ) -> std::result::Result<AuthnInput, Reply> {
+        let method = session.req_header().method.clone();
+        let query = target
+            .query
+            .as_deref()
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut form = Vec::new();
+        if method == http::Method::POST {
+            let mut body = Vec::new();
+            loop {
+                match session.read_request_body().await {
+                    Ok(Some(chunk)) => {
+                        body.extend_from_slice(&chunk);
+                        if body.len() > MAX_FORM_BYTES {
+                            return Err(Reply::error(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                "form too large",
+                                false,
+                            ));
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        return Err(Reply::error(
+                            StatusCode::BAD_REQUEST,
+                            "cannot read the request body",
+                            false,
+                        ))
+                    }
+                }
+            }
+            form = url::form_urlencoded::parse(&body).into_owned().collect();
+        }
+        Ok(AuthnInput {
+            method,
+            query,
+            cookies: cookie_header(session),
+            form,
+            scheme: self.scheme(),
+        })
+    }
+
+    /// The answer to an anonymous request on a route that needs a signed-in user.
+    fn need_login(
+        &self,
+        session: &Session,
+        settings: &crate::config::Settings,
+        host_full: &str,
+        target: &Target,
+    ) -> Step {
+        let Some(auth) = &settings.auth else {
+            return Step::Reply(Reply::error(
+                StatusCode::FORBIDDEN,
+                "sign-in is not configured",
+                reply::wants_json(session),
+            ));
+        };
+        if !prefers_html(session) {
+            let body = serde_json::json!({ "error": "user-unauthenticated", "request_id": crate::crypto::random_token(12) });
+            return Step::Reply(Reply::json(StatusCode::UNAUTHORIZED, &body));
+        }
+        let mut original = format!("{}://{host_full}{}", self.scheme(), target.path);
+        if let Some(q) = &target.query {
+            original.push('?');
+            original.push_str(q);
+        }
+        Step::Reply(Reply::found(authn::sign_in_url(auth, &original).as_str()))
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
@@ -252,7 +449,7 @@ impl ProxyHttp for Gateway {
         session.set_keepalive(Some(s.timeout_idle.as_secs()));
         session.set_read_timeout(Some(s.timeout_read));
         session.set_write_timeout(s.timeout_write);
-        let step = self.route_request(session, ctx, &snap);
+        let step = self.route_request(session, ctx, &snap).await;
         ctx.snap = Some(Arc::clone(&snap));
         match step {
             Step::Continue => Ok(false),
@@ -339,7 +536,19 @@ impl ProxyHttp for Gateway {
             .snap
             .as_ref()
             .is_some_and(|s| s.settings.skip_xff_append);
+        let session_cookies: Vec<String> = ctx
+            .snap
+            .as_ref()
+            .and_then(|s| s.settings.auth.as_ref())
+            .map(|a| {
+                vec![
+                    a.cookie.name.clone(),
+                    format!("{}_authenticate", a.cookie.name),
+                ]
+            })
+            .unwrap_or_default();
         let info = ForwardInfo {
+            strip_cookies: &session_cookies,
             original_host: &ctx.host,
             client_ip: session
                 .client_addr()

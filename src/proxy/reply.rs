@@ -13,6 +13,8 @@ pub struct Reply {
     pub content_type: &'static str,
     pub body: Bytes,
     pub location: Option<HeaderValue>,
+    /// `Set-Cookie` values.
+    pub cookies: Vec<String>,
 }
 
 impl Reply {
@@ -26,6 +28,7 @@ impl Reply {
                 content_type: "application/json",
                 body: Bytes::from(body),
                 location: None,
+                cookies: Vec::new(),
             };
         }
         let text = format!(
@@ -38,6 +41,7 @@ impl Reply {
             content_type: "text/plain; charset=utf-8",
             body: Bytes::from(text),
             location: None,
+            cookies: Vec::new(),
         }
     }
 
@@ -47,7 +51,41 @@ impl Reply {
             content_type: "text/plain; charset=utf-8",
             body,
             location: None,
+            cookies: Vec::new(),
         }
+    }
+
+    pub fn html(status: StatusCode, body: String) -> Reply {
+        Reply {
+            status,
+            content_type: "text/html; charset=utf-8",
+            body: Bytes::from(body),
+            location: None,
+            cookies: Vec::new(),
+        }
+    }
+
+    pub fn json(status: StatusCode, value: &serde_json::Value) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: Bytes::from(value.to_string()),
+            location: None,
+            cookies: Vec::new(),
+        }
+    }
+
+    /// A 302 to `url` (already validated by the caller).
+    pub fn found(url: &str) -> Reply {
+        match HeaderValue::from_str(url) {
+            Ok(v) => Reply::redirect(StatusCode::FOUND, v),
+            Err(_) => Reply::error(StatusCode::BAD_REQUEST, "invalid redirect target", false),
+        }
+    }
+
+    pub fn with_cookie(mut self, cookie: String) -> Reply {
+        self.cookies.push(cookie);
+        self
     }
 
     pub fn redirect(status: StatusCode, location: HeaderValue) -> Reply {
@@ -56,6 +94,7 @@ impl Reply {
             content_type: "text/plain; charset=utf-8",
             body: Bytes::new(),
             location: Some(location),
+            cookies: Vec::new(),
         }
     }
 }
@@ -83,6 +122,9 @@ pub async fn send(
     resp.insert_header(CACHE_CONTROL, "no-store")?;
     if let Some(loc) = reply.location {
         resp.insert_header(LOCATION, loc)?;
+    }
+    for c in reply.cookies {
+        resp.append_header(http::header::SET_COOKIE, c)?;
     }
     let head_only = session.req_header().method == http::Method::HEAD;
     session

@@ -203,15 +203,29 @@ pub fn compile(
             "cannot be combined with policy, allowed_users, allowed_domains, allowed_idp_claims or allow_any_authenticated_user",
         );
     }
+    let only_any_user = raw.allow_any_authenticated_user
+        && raw.policy.is_none()
+        && raw.allowed_users.is_none()
+        && raw.allowed_domains.is_none()
+        && raw.allowed_idp_claims.is_none()
+        && !raw.cors_allow_preflight;
     let access = if raw.allow_public_unauthenticated_access {
         Access::Public
+    } else if only_any_user {
+        Access::AuthenticatedUser
     } else {
         Access::NotEnforcedYet
     };
     if access == Access::NotEnforcedYet {
         ctx.warnings.push(format!(
-            "{base}: not public and this build does not evaluate policies yet, so every request to it is denied (403)"
+            "{base}: this build does not evaluate policies yet, so every request to it is denied (403)"
         ));
+    }
+    if access == Access::AuthenticatedUser && ctx.settings.auth.is_none() {
+        e.push(
+            p("allow_any_authenticated_user"),
+            "needs sign-in: set authenticate_service_url and the idp_* keys",
+        );
     }
 
     let host_header = match (

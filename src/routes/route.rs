@@ -103,6 +103,8 @@ pub enum Action {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     Public,
+    /// `allow_any_authenticated_user`: any signed-in user.
+    AuthenticatedUser,
     NotEnforcedYet,
 }
 
@@ -179,6 +181,7 @@ impl Route {
         };
         let access = match self.access {
             Access::Public => "public",
+            Access::AuthenticatedUser => "any signed-in user",
             Access::NotEnforcedYet => "denied (policy not evaluated by this build)",
         };
         format!("{}: {host}{port} {path} {action} [{access}]", self.id)

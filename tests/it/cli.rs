@@ -22,7 +22,7 @@ fn check_config_reports_every_error_with_its_path() {
         r#"
 insecure_server: true
 address: ":8080"
-idp_provider: oidc
+autocert: true
 timeout_idle: 30
 routes:
   - from: https://a.example.com
@@ -51,7 +51,7 @@ routes:
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     for expected in [
-        "idp_provider: Pomerium key not supported by Vallum yet",
+        "autocert: Pomerium key not supported by Vallum yet",
         "timeout_idle: a bare number is not a duration; add a unit, e.g. 30s",
         "routes[0].prefx: unknown key; did you mean prefix?",
         "routes[1].from: must not have a path",

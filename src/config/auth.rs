@@ -1,0 +1,400 @@
+//! Sign-in settings: the identity provider, the authenticate service URL, cookies and the two
+//! secrets. Compiled once per config; the secrets Vallum generates when none are configured are
+//! generated once per process, so a reload does not sign everyone out.
+
+use super::error::Errors;
+use super::raw::RawSettings;
+use crate::crypto::Key;
+use std::sync::OnceLock;
+use std::time::Duration;
+use url::Url;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Lax,
+    Strict,
+    None,
+}
+
+impl SameSite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Lax => "Lax",
+            SameSite::Strict => "Strict",
+            SameSite::None => "None",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CookieSettings {
+    pub name: String,
+    pub domain: Option<String>,
+    pub expire: Duration,
+    pub http_only: bool,
+    pub same_site: SameSite,
+    pub secure: bool,
+}
+
+/// Which roles this process plays (Pomerium's `services`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Services {
+    All,
+    Authenticate,
+    Proxy,
+}
+
+#[derive(Clone)]
+pub struct IdpSettings {
+    pub provider: String,
+    pub issuer: Url,
+    pub client_id: String,
+    pub client_secret: String,
+    pub scopes: Vec<String>,
+    pub request_params: Vec<(String, String)>,
+    pub groups_claim: String,
+    pub refresh_claims_interval: Duration,
+}
+
+impl std::fmt::Debug for IdpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdpSettings")
+            .field("provider", &self.provider)
+            .field("issuer", &self.issuer.as_str())
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("scopes", &self.scopes)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub services: Services,
+    /// External URL of the authenticate service; its host serves sign-in.
+    pub authenticate_url: Url,
+    /// `host` or `host:port` of `authenticate_url`, lower-case, as it appears in `Host`.
+    pub authenticate_host: String,
+    pub idp: Option<IdpSettings>,
+    pub cookie: CookieSettings,
+    pub cookie_secret: Key,
+    pub shared_secret: Key,
+    pub signout_redirect_url: Option<Url>,
+    /// Where the authenticate host sends the browser after sign-out when nothing else is set.
+    pub generated_secrets: bool,
+}
+
+static RANDOM_COOKIE_SECRET: OnceLock<Key> = OnceLock::new();
+static RANDOM_SHARED_SECRET: OnceLock<Key> = OnceLock::new();
+
+fn secret(
+    inline: &Option<String>,
+    file: &Option<String>,
+    key: &str,
+    files: &mut Vec<std::path::PathBuf>,
+    errs: &mut Errors,
+) -> Option<Key> {
+    let text = match (inline, file) {
+        (Some(_), Some(_)) => {
+            errs.push(key, format!("{key} and {key}_file cannot both be set"));
+            return None;
+        }
+        (Some(v), None) => v.clone(),
+        (None, Some(f)) => {
+            files.push(f.into());
+            match std::fs::read_to_string(f) {
+                // A trailing newline from `echo … > file` is not part of the secret.
+                Ok(t) => t.trim_end_matches(['\n', '\r']).to_string(),
+                Err(e) => {
+                    errs.push(format!("{key}_file"), format!("cannot read {f}: {e}"));
+                    return None;
+                }
+            }
+        }
+        (None, None) => return None,
+    };
+    if text != text.trim() {
+        errs.push(key, "has surrounding whitespace");
+        return None;
+    }
+    errs.check(key, Key::from_base64(&text))
+}
+
+pub fn compile(
+    raw: &RawSettings,
+    insecure: bool,
+    files: &mut Vec<std::path::PathBuf>,
+    errs: &mut Errors,
+) -> Option<AuthSettings> {
+    let services = match raw.services.as_deref().unwrap_or("all") {
+        "all" => Services::All,
+        "authenticate" => Services::Authenticate,
+        "proxy" => Services::Proxy,
+        other => {
+            errs.push(
+                "services",
+                format!("unknown value {other:?}; expected all, authenticate or proxy"),
+            );
+            Services::All
+        }
+    };
+    let idp_keys_set =
+        raw.idp_provider.is_some() || raw.idp_provider_url.is_some() || raw.idp_client_id.is_some();
+    if raw.authenticate_service_url.is_none() && !idp_keys_set {
+        if services != Services::All {
+            errs.push(
+                "services",
+                "a split deployment needs authenticate_service_url and the idp_* keys",
+            );
+        }
+        return None;
+    }
+    let Some(auth_url) = raw.authenticate_service_url.as_deref() else {
+        errs.push(
+            "authenticate_service_url",
+            "required with an identity provider: the external URL of the sign-in host, e.g. https://authenticate.example.com \
+             (Pomerium's hosted default is not available in Vallum)",
+        );
+        return None;
+    };
+    let authenticate_url = match Url::parse(auth_url) {
+        Ok(u)
+            if (u.scheme() == "https" || (insecure && u.scheme() == "http"))
+                && u.host_str().is_some() =>
+        {
+            u
+        }
+        Ok(_) => {
+            errs.push(
+                "authenticate_service_url",
+                "must be an https:// URL with a host (http:// only with insecure_server)",
+            );
+            return None;
+        }
+        Err(e) => {
+            errs.push("authenticate_service_url", format!("not a URL: {e}"));
+            return None;
+        }
+    };
+    let authenticate_host = match authenticate_url.port() {
+        Some(p) => format!("{}:{p}", authenticate_url.host_str().unwrap_or_default()),
+        None => authenticate_url.host_str().unwrap_or_default().to_string(),
+    }
+    .to_ascii_lowercase();
+
+    let idp = if services == Services::Proxy {
+        None
+    } else {
+        compile_idp(raw, files, errs)
+    };
+
+    let same_site = match raw
+        .cookie_same_site
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("") | Some("lax") => SameSite::Lax,
+        Some("strict") => SameSite::Strict,
+        Some("none") => SameSite::None,
+        Some(other) => {
+            errs.push(
+                "cookie_same_site",
+                format!("unknown value {other:?}; expected lax, strict or none"),
+            );
+            SameSite::Lax
+        }
+    };
+    let cookie = CookieSettings {
+        name: raw
+            .cookie_name
+            .clone()
+            .unwrap_or_else(|| "_pomerium".into()),
+        domain: raw
+            .cookie_domain
+            .clone()
+            .map(|d| d.trim_start_matches('.').to_ascii_lowercase()),
+        expire: raw
+            .cookie_expire
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(14 * 3600)),
+        http_only: raw.cookie_http_only.unwrap_or(true),
+        same_site,
+        secure: !insecure,
+    };
+    if cookie.name.is_empty()
+        || !cookie
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        errs.push(
+            "cookie_name",
+            "must be non-empty letters, digits, `_` or `-`",
+        );
+    }
+
+    let cookie_secret = secret(
+        &raw.cookie_secret,
+        &raw.cookie_secret_file,
+        "cookie_secret",
+        files,
+        errs,
+    );
+    let shared_secret = secret(
+        &raw.shared_secret,
+        &raw.shared_secret_file,
+        "shared_secret",
+        files,
+        errs,
+    );
+    if services != Services::All && (cookie_secret.is_none() || shared_secret.is_none()) {
+        errs.push(
+            "shared_secret",
+            "a split deployment needs the same cookie_secret and shared_secret on every process",
+        );
+    }
+    let generated = cookie_secret.is_none() || shared_secret.is_none();
+    let cookie_secret =
+        cookie_secret.unwrap_or_else(|| RANDOM_COOKIE_SECRET.get_or_init(Key::random).clone());
+    let shared_secret =
+        shared_secret.unwrap_or_else(|| RANDOM_SHARED_SECRET.get_or_init(Key::random).clone());
+
+    let signout_redirect_url =
+        raw.signout_redirect_url
+            .as_deref()
+            .and_then(|u| match Url::parse(u) {
+                Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Some(u),
+                _ => {
+                    errs.push("signout_redirect_url", "must be an absolute http(s) URL");
+                    None
+                }
+            });
+
+    match raw.databroker_storage_type.as_deref() {
+        None | Some("memory") => {}
+        Some("redis") => errs.push(
+            "databroker_storage_type",
+            "redis is not in this build yet; use memory (single node)",
+        ),
+        Some(other) => errs.push(
+            "databroker_storage_type",
+            format!("unknown value {other:?}; expected memory"),
+        ),
+    }
+
+    Some(AuthSettings {
+        services,
+        authenticate_url,
+        authenticate_host,
+        idp,
+        cookie,
+        cookie_secret,
+        shared_secret,
+        signout_redirect_url,
+        generated_secrets: generated,
+    })
+}
+
+fn compile_idp(
+    raw: &RawSettings,
+    files: &mut Vec<std::path::PathBuf>,
+    errs: &mut Errors,
+) -> Option<IdpSettings> {
+    let provider = raw
+        .idp_provider
+        .clone()
+        .unwrap_or_else(|| "oidc".into())
+        .to_ascii_lowercase();
+    if ![
+        "oidc", "google", "okta", "auth0", "azure", "keycloak", "onelogin", "ping", "cognito",
+        "gitlab",
+    ]
+    .contains(&provider.as_str())
+    {
+        errs.push(
+            "idp_provider",
+            format!("{provider:?} is not supported; use oidc (any OpenID Connect provider with discovery) or google, okta, auth0, azure, keycloak"),
+        );
+    }
+    let issuer = match raw.idp_provider_url.as_deref() {
+        Some(u) => match Url::parse(u) {
+            Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Some(u),
+            _ => {
+                errs.push(
+                    "idp_provider_url",
+                    "must be the provider's issuer URL, e.g. https://accounts.google.com",
+                );
+                None
+            }
+        },
+        None if provider == "google" => Url::parse("https://accounts.google.com").ok(),
+        None => {
+            errs.push(
+                "idp_provider_url",
+                "required: the OpenID Connect issuer URL (discovery is read from it)",
+            );
+            None
+        }
+    };
+    let client_id = raw.idp_client_id.clone().unwrap_or_default();
+    if client_id.is_empty() {
+        errs.push(
+            "idp_client_id",
+            "required: the client id registered at the identity provider",
+        );
+    }
+    let client_secret = match (&raw.idp_client_secret, &raw.idp_client_secret_file) {
+        (Some(_), Some(_)) => {
+            errs.push(
+                "idp_client_secret",
+                "idp_client_secret and idp_client_secret_file cannot both be set",
+            );
+            String::new()
+        }
+        (Some(s), None) => s.clone(),
+        (None, Some(f)) => {
+            files.push(f.into());
+            match std::fs::read_to_string(f) {
+                Ok(t) => t.trim_end_matches(['\n', '\r']).to_string(),
+                Err(e) => {
+                    errs.push("idp_client_secret_file", format!("cannot read {f}: {e}"));
+                    String::new()
+                }
+            }
+        }
+        (None, None) => String::new(),
+    };
+    let scopes = raw
+        .idp_scopes
+        .as_ref()
+        .map(|s| s.0.clone())
+        .unwrap_or_else(|| {
+            ["openid", "profile", "email", "offline_access"]
+                .map(String::from)
+                .to_vec()
+        });
+    if !scopes.iter().any(|s| s == "openid") {
+        errs.push("idp_scopes", "must include openid");
+    }
+    Some(IdpSettings {
+        provider,
+        issuer: issuer?,
+        client_id,
+        client_secret,
+        scopes,
+        request_params: raw
+            .idp_request_params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect(),
+        groups_claim: raw
+            .idp_groups_claim
+            .clone()
+            .unwrap_or_else(|| "groups".into()),
+        refresh_claims_interval: raw
+            .idp_refresh_claims_interval
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(600)),
+    })
+}

@@ -1,0 +1,7 @@
+//! The OpenID Connect relying party: discovery, the authorization-code flow with PKCE and nonce,
+//! ID token validation (asymmetric algorithms only, JWKS refetched on an unknown `kid`), userinfo,
+//! refresh, and the IdP's end-session URL.
+
+mod oidc;
+
+pub use oidc::{Identity, IdpError, Oidc};

@@ -1,0 +1,66 @@
+//! The embedded session store: a concurrent map with expiry and a size bound. Single node only;
+//! sessions do not survive a restart.
+
+use super::{unix_now, Session, SessionStore, StoreError};
+use async_trait::async_trait;
+use dashmap::DashMap;
+use std::sync::Arc;
+
+pub struct MemoryStore {
+    map: DashMap<String, Arc<Session>>,
+    capacity: usize,
+}
+
+impl MemoryStore {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            map: DashMap::new(),
+            capacity,
+        }
+    }
+
+    fn evict_expired(&self, now: u64) {
+        self.map.retain(|_, s| !s.is_expired(now));
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new(1_000_000)
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn get(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError> {
+        let now = unix_now();
+        let found = self.map.get(id).map(|s| Arc::clone(s.value()));
+        match found {
+            Some(s) if s.is_expired(now) => {
+                self.map.remove(id);
+                Ok(None)
+            }
+            other => Ok(other),
+        }
+    }
+
+    async fn put(&self, session: Session) -> Result<(), StoreError> {
+        if self.map.len() >= self.capacity && !self.map.contains_key(&session.id) {
+            self.evict_expired(unix_now());
+            if self.map.len() >= self.capacity {
+                return Err(StoreError::Full(self.capacity));
+            }
+        }
+        self.map.insert(session.id.clone(), Arc::new(session));
+        Ok(())
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+        self.map.remove(id);
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+}

@@ -1,0 +1,82 @@
+//! Sessions: the record a sign-in creates, the store that holds it, and the sealed cookie handle
+//! that points to it. The cookie carries only an id and an expiry; everything else lives in the
+//! store, so deleting a session there ends it for every copy of the cookie at once.
+
+pub mod cookie;
+pub mod memory;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Seconds since the Unix epoch (the clock is read in one place so tests can reason about it).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A signed-in user's session.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct Session {
+    pub id: String,
+    /// The IdP's `sub`.
+    pub user_id: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub groups: Vec<String>,
+    /// ID token and userinfo claims, merged.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    pub id_token: String,
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    /// When the access token expires (unix seconds), if the IdP said.
+    pub access_expires_at: Option<u64>,
+    pub issued_at: u64,
+    /// Hard cap: `cookie_expire` after sign-in; refreshes never extend it.
+    pub expires_at: u64,
+    /// When claims were last read from the IdP.
+    pub claims_refreshed_at: u64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("email", &self.email)
+            .field("groups", &self.groups)
+            .field("expires_at", &self.expires_at)
+            .field("tokens", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Session {
+    pub fn is_expired(&self, now: u64) -> bool {
+        now >= self.expires_at
+    }
+
+    pub fn ttl(&self, now: u64) -> Duration {
+        Duration::from_secs(self.expires_at.saturating_sub(now))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    #[error("session store is full ({0} sessions)")]
+    Full(usize),
+}
+
+/// Where sessions live. Implementations must treat an expired session as absent.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    async fn get(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError>;
+    async fn put(&self, session: Session) -> Result<(), StoreError>;
+    async fn delete(&self, id: &str) -> Result<(), StoreError>;
+    fn backend(&self) -> &'static str;
+}
