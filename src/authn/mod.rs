@@ -268,7 +268,8 @@ async fn oauth_callback(auth: &AuthSettings, state: &AuthState, req: &Request<'_
     };
     if !ct_eq(&flow.s, state_param) {
         tracing::warn!(reason = "csrf", "sign-in callback state mismatch");
-        return bad_request("state mismatch").with_cookie(clear);
+        // The cookie is left in place: a forged callback must not cancel the user's real attempt.
+        return bad_request("state mismatch");
     }
     if now > flow.i + FLOW_TTL {
         return bad_request("this sign-in attempt expired; start again").with_cookie(clear);

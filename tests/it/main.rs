@@ -11,6 +11,7 @@ mod paths;
 mod reload;
 mod rewrites;
 mod routing;
+mod signin;
 mod upgrade;
 mod upstream_tls;
 mod websockets;

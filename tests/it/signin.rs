@@ -1,0 +1,510 @@
+//! Sign-in through the running gateway against the in-process OpenID provider: the flow,
+//! single sign-on across app domains, the relying-party checks, CSRF, cookies, redirects and
+//! sign-out.
+
+use crate::support::idp::{Idp, Mode};
+use crate::support::{free_port, Gateway, Resp, Upstream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+const COOKIE_SECRET: &str = "8GIP1sU0aqXJZ8T8XkL1zB0cR2P0kTmYxw0a3DkBwsw=";
+const SHARED_SECRET: &str = "Wm9vaF9zaGFyZWRfc2VjcmV0XzMyX2J5dGVzX19fXyE=";
+
+#[allow(dead_code)] // `up` is kept alive for the gateway to reach
+pub struct Env {
+    pub idp: Idp,
+    pub up: Upstream,
+    pub gw: Gateway,
+}
+
+impl Env {
+    pub async fn start(extra: &str) -> Env {
+        let idp = Idp::start().await;
+        let up = Upstream::echo("app").await;
+        let port = free_port();
+        let text = format!(
+            "address: 127.0.0.1:{port}\ninsecure_server: true\nauthenticate_service_url: http://authenticate.localhost:{port}\n\
+             {idp}cookie_secret: {COOKIE_SECRET}\nshared_secret: {SHARED_SECRET}\n{extra}\
+             routes:\n  - from: http://app.localhost\n    to: {u}\n    allow_any_authenticated_user: true\n\
+             \x20 - from: http://app2.localhost\n    to: {u}\n    allow_any_authenticated_user: true\n\
+             \x20 - from: http://public.localhost\n    to: {u}\n    allow_public_unauthenticated_access: true\n",
+            idp = idp.config(),
+            u = up.url()
+        );
+        let gw = Gateway::start_with(port, &text, &[]).await;
+        gw.eventually("identity provider discovered", || async {
+            gw.log().contains("identity provider discovered")
+        })
+        .await;
+        Env { idp, up, gw }
+    }
+
+    pub fn url(&self, host: &str, path: &str) -> String {
+        format!("http://{host}.localhost:{}{path}", self.gw.port)
+    }
+
+    /// A browser: its own cookie jar, `*.localhost` resolved to the gateway, no auto-redirects.
+    pub fn browser(&self) -> Browser {
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let addr = self.gw.addr();
+        let client = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .resolve("app.localhost", addr)
+            .resolve("app2.localhost", addr)
+            .resolve("public.localhost", addr)
+            .resolve("authenticate.localhost", addr)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        Browser { client, jar }
+    }
+}
+
+pub struct Browser {
+    pub client: reqwest::Client,
+    pub jar: Arc<reqwest::cookie::Jar>,
+}
+
+impl Browser {
+    pub async fn get(&self, url: &str) -> (Resp, String) {
+        let r = self
+            .client
+            .get(url)
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        let u = r.url().to_string();
+        (Resp::from(r).await, u)
+    }
+
+    /// Follows redirects like a browser; returns the final response and every URL visited.
+    pub async fn browse(&self, url: &str) -> (Resp, Vec<String>) {
+        self.browse_until(url, |_| false).await
+    }
+
+    /// Follows redirects until `stop(url)` says to stop before requesting a URL.
+    pub async fn browse_until(
+        &self,
+        url: &str,
+        stop: impl Fn(&str) -> bool,
+    ) -> (Resp, Vec<String>) {
+        let mut hops = vec![url.to_string()];
+        let mut current = url.to_string();
+        for _ in 0..15 {
+            let (resp, _) = self.get(&current).await;
+            match (resp.status, resp.header("location")) {
+                (301 | 302 | 303 | 307 | 308, Some(loc)) => {
+                    let next = url::Url::parse(&current)
+                        .unwrap()
+                        .join(loc)
+                        .unwrap()
+                        .to_string();
+                    hops.push(next.clone());
+                    if stop(&next) {
+                        return (resp, hops);
+                    }
+                    current = next;
+                }
+                _ => return (resp, hops),
+            }
+        }
+        panic!("redirect loop: {hops:#?}");
+    }
+
+    pub fn cookie_for(&self, url: &str) -> Option<String> {
+        use reqwest::cookie::CookieStore;
+        self.jar
+            .cookies(&url.parse().unwrap())
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+}
+
+#[tokio::test]
+async fn sign_in_then_single_sign_on_across_domains() {
+    let env = Env::start("").await;
+    let b = env.browser();
+    let (resp, hops) = b.browse(&env.url("app", "/some/page?x=1&y=two")).await;
+    assert_eq!(resp.status, 200, "{hops:#?}\n{}", env.gw.log());
+    let echo = resp.echo();
+    assert_eq!(
+        echo.uri, "/some/page?x=1&y=two",
+        "the original URL, query and all"
+    );
+    assert!(
+        hops.iter().any(|h| h.contains("/.pomerium/sign_in?")),
+        "{hops:#?}"
+    );
+    assert!(hops.iter().any(|h| h.contains("/authorize?")), "{hops:#?}");
+    let authorize = hops.iter().find(|h| h.contains("/authorize?")).unwrap();
+    assert!(
+        authorize.contains("code_challenge_method=S256") && authorize.contains("nonce="),
+        "PKCE and nonce: {authorize}"
+    );
+    assert_eq!(env.idp.authorize_hits.load(Ordering::SeqCst), 1);
+    let cookies = echo.header("cookie").unwrap_or("");
+    assert!(
+        !cookies.contains("_pomerium"),
+        "the session cookie never reaches the upstream: {cookies}"
+    );
+
+    // The second app domain needs no IdP round trip.
+    let (resp, hops) = b.browse(&env.url("app2", "/")).await;
+    assert_eq!(resp.status, 200, "{hops:#?}");
+    assert_eq!(
+        env.idp.authorize_hits.load(Ordering::SeqCst),
+        1,
+        "single sign-on: {hops:#?}"
+    );
+
+    // Signed in, the app keeps working without redirects; its own cookies still pass.
+    let session_cookie = b.cookie_for(&env.url("app", "/")).unwrap();
+    let r = crate::support::client()
+        .get(format!("http://{}/again", env.gw.addr()))
+        .header("host", format!("app.localhost:{}", env.gw.port))
+        .header("cookie", format!("theme=dark; {session_cookie}"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    let r = Resp::from(r).await;
+    assert_eq!(r.status, 200);
+    let cookies = r.echo().header("cookie").unwrap_or("").to_string();
+    assert!(
+        cookies.contains("theme=dark") && !cookies.contains("_pomerium"),
+        "{cookies}"
+    );
+
+    // The cookie is Vallum's sealed handle: HttpOnly, SameSite=Lax, not Secure on plain HTTP.
+    let fresh = env.browser();
+    let (first, _) = fresh.get(&env.url("app", "/")).await;
+    assert_eq!(first.status, 302);
+}
+
+#[tokio::test]
+async fn api_clients_get_401_not_a_redirect() {
+    let env = Env::start("").await;
+    for (k, v) in [
+        ("accept", "application/json"),
+        ("x-requested-with", "XMLHttpRequest"),
+        ("accept", "*/*"),
+    ] {
+        let r = env
+            .browser()
+            .client
+            .get(env.url("app", "/"))
+            .header(k, v)
+            .send()
+            .await
+            .unwrap();
+        let r = Resp::from(r).await;
+        assert_eq!(r.status, 401, "{k}: {v}");
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["error"], "user-unauthenticated");
+        assert!(body["request_id"].as_str().is_some_and(|s| !s.is_empty()));
+    }
+    let (r, _) = env.browser().get(&env.url("public", "/")).await;
+    assert_eq!(r.status, 200, "public routes need no sign-in");
+}
+
+#[tokio::test]
+async fn relying_party_checks_refuse_bad_id_tokens() {
+    let env = Env::start("").await;
+    for mode in [
+        Mode::BadSignature,
+        Mode::AlgNone,
+        Mode::Hs256WithPublicKey,
+        Mode::WrongIssuer,
+        Mode::WrongAudience,
+        Mode::NoNonce,
+        Mode::WrongNonce,
+        Mode::Expired,
+        Mode::FutureIat,
+        Mode::UserinfoOtherSub,
+    ] {
+        env.idp.set_mode(mode);
+        let b = env.browser();
+        let (resp, hops) = b.browse(&env.url("app", "/")).await;
+        assert_eq!(resp.status, 401, "{mode:?} must be refused: {hops:#?}");
+        let (again, _) = b.get(&env.url("app", "/")).await;
+        assert_eq!(again.status, 302, "{mode:?}: no session was created");
+    }
+    let log = env.gw.log();
+    for reason in [
+        "Signature verification failed",
+        "Invalid issuer",
+        "Invalid audiences",
+        "Invalid nonce",
+        "Expired",
+        "issued in the future",
+        "sub",
+    ] {
+        assert!(
+            log.contains(reason),
+            "log names the reason {reason:?}:\n{log}"
+        );
+    }
+    env.idp.set_mode(Mode::Honest);
+    let (resp, _) = env.browser().browse(&env.url("app", "/")).await;
+    assert_eq!(resp.status, 200, "an honest provider still works");
+}
+
+#[tokio::test]
+async fn key_rotation_refetches_the_jwks_once() {
+    let env = Env::start("").await;
+    assert_eq!(
+        env.browser().browse(&env.url("app", "/")).await.0.status,
+        200
+    );
+    let before = env.idp.jwks_fetches.load(Ordering::SeqCst);
+    env.idp.rotate_key("key-2");
+    let (resp, _) = env.browser().browse(&env.url("app", "/")).await;
+    assert_eq!(
+        resp.status,
+        200,
+        "a token signed with the new key is accepted\n{}",
+        env.gw.log()
+    );
+    assert_eq!(
+        env.idp.jwks_fetches.load(Ordering::SeqCst),
+        before + 1,
+        "exactly one refetch"
+    );
+    assert_eq!(
+        env.browser().browse(&env.url("app", "/")).await.0.status,
+        200
+    );
+    assert_eq!(
+        env.idp.jwks_fetches.load(Ordering::SeqCst),
+        before + 1,
+        "the new key is cached"
+    );
+}
+
+#[tokio::test]
+async fn callback_state_is_checked_and_single_use() {
+    let env = Env::start("").await;
+    let b = env.browser();
+    let is_callback = |u: &str| u.contains("/oauth2/callback?");
+    let (_, hops) = b.browse_until(&env.url("app", "/"), is_callback).await;
+    let callback = hops.last().unwrap().clone();
+    assert!(is_callback(&callback), "{hops:#?}");
+
+    // Another browser (no sign-in attempt of its own) cannot complete this one: login CSRF.
+    let (r, _) = env.browser().get(&callback).await;
+    assert_eq!(r.status, 400);
+
+    let mut u = url::Url::parse(&callback).unwrap();
+    let pairs: Vec<(String, String)> = u.query_pairs().into_owned().collect();
+    let with = |state: Option<&str>| {
+        let mut v = u.clone();
+        {
+            let mut q = v.query_pairs_mut();
+            q.clear();
+            for (k, val) in &pairs {
+                if k == "state" {
+                    if let Some(s) = state {
+                        q.append_pair("state", s);
+                    }
+                } else {
+                    q.append_pair(k, val);
+                }
+            }
+        }
+        v.to_string()
+    };
+    let state = pairs.iter().find(|(k, _)| k == "state").unwrap().1.clone();
+    assert_eq!(b.get(&with(None)).await.0.status, 400, "missing state");
+    let tampered = format!("{}x", &state[..state.len() - 1]);
+    assert_eq!(
+        b.get(&with(Some(&tampered))).await.0.status,
+        400,
+        "state mismatch"
+    );
+    let (ok, _) = b.get(&with(Some(&state))).await;
+    assert_eq!(ok.status, 302, "the genuine callback completes");
+    u.set_query(Some(
+        &url::Url::parse(&with(Some(&state)))
+            .unwrap()
+            .query()
+            .unwrap()
+            .to_string(),
+    ));
+    assert_eq!(
+        b.get(u.as_str()).await.0.status,
+        400,
+        "a replayed callback is refused"
+    );
+}
+
+#[tokio::test]
+async fn tampered_truncated_foreign_and_expired_cookies_are_no_session() {
+    let env = Env::start("cookie_expire: 3s\n").await;
+    let b = env.browser();
+    assert_eq!(b.browse(&env.url("app", "/")).await.0.status, 200);
+    assert_eq!(b.browse(&env.url("app2", "/")).await.0.status, 200);
+    let app_cookie = b.cookie_for(&env.url("app", "/")).unwrap();
+    let app2_cookie = b.cookie_for(&env.url("app2", "/")).unwrap();
+    let value = crate::support::cookie_value(&app_cookie, "_pomerium").unwrap();
+    let value2 = crate::support::cookie_value(&app2_cookie, "_pomerium").unwrap();
+
+    let send = |v: String| {
+        let c = crate::support::client();
+        let url = env.url("app", "/");
+        let addr = env.gw.addr();
+        async move {
+            let r = c
+                .get(format!("http://{}{}", addr, "/"))
+                .header("host", url::Url::parse(&url).unwrap().authority())
+                .header("cookie", format!("_pomerium={v}"))
+                .header("accept", "text/html")
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }
+    };
+    assert_eq!(
+        send(value.clone()).await,
+        200,
+        "the genuine cookie works from anywhere"
+    );
+    let mut chars: Vec<char> = value.chars().collect();
+    let i = chars.len() / 2;
+    chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+    assert_eq!(send(chars.into_iter().collect()).await, 302, "tampered");
+    assert_eq!(
+        send(value[..value.len() - 4].to_string()).await,
+        302,
+        "truncated"
+    );
+    assert_eq!(send(value2).await, 302, "a cookie for another host");
+    assert_eq!(send(String::new()).await, 302, "empty");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(send(value).await, 302, "expired with cookie_expire");
+}
+
+#[tokio::test]
+async fn open_redirect_attempts_are_refused() {
+    let env = Env::start("").await;
+    let b = env.browser();
+    let sign_in = env.url("authenticate", "/.pomerium/sign_in");
+    for target in [
+        "//evil.example/",
+        "/\\evil.example",
+        "https:evil.example",
+        "https://user@evil.example/",
+        "https://evil.example/",
+        "%2F%2Fevil.example",
+        " https://evil.example",
+        "https://app.localhost@evil.example/",
+    ] {
+        let mut u = url::Url::parse(&sign_in).unwrap();
+        u.query_pairs_mut()
+            .append_pair("pomerium_redirect_uri", target);
+        let (r, _) = b.get(u.as_str()).await;
+        assert_eq!(r.status, 400, "unsigned {target:?}");
+        u.query_pairs_mut()
+            .append_pair("pomerium_issued", "1")
+            .append_pair("pomerium_expiry", "99999999999")
+            .append_pair("pomerium_signature", "forged");
+        let (r, _) = b.get(u.as_str()).await;
+        assert_eq!(r.status, 400, "forged signature {target:?}");
+    }
+    // A real sign-in link with its target swapped.
+    let (_, hops) = b
+        .browse_until(&env.url("app", "/"), |u| u.contains("/.pomerium/sign_in?"))
+        .await;
+    let real = hops.last().unwrap();
+    let swapped = real.replace("app.localhost", "evil.example");
+    assert_eq!(b.get(&swapped).await.0.status, 400);
+    // The hand-off of one host does not work on another.
+    assert_eq!(
+        env.browser().browse(&env.url("app", "/")).await.0.status,
+        200
+    );
+    let (_, hops) = b
+        .browse_until(&env.url("app", "/"), |u| u.contains("/.pomerium/callback/"))
+        .await;
+    let handoff = hops
+        .last()
+        .unwrap()
+        .replace("app.localhost", "app2.localhost");
+    assert_eq!(
+        b.get(&handoff).await.0.status,
+        400,
+        "hand-off bound to its host"
+    );
+}
+
+#[tokio::test]
+async fn sign_out_ends_the_session_for_every_copy_of_the_cookie() {
+    let env = Env::start("").await;
+    let b = env.browser();
+    assert_eq!(b.browse(&env.url("app", "/")).await.0.status, 200);
+    let stolen = b.cookie_for(&env.url("app", "/")).unwrap();
+
+    let (page, _) = b.get(&env.url("app", "/.pomerium/sign_out")).await;
+    assert_eq!(page.status, 200);
+    let csrf = page
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+
+    let refused = b
+        .client
+        .post(env.url("app", "/.pomerium/sign_out"))
+        .form(&[("csrf", "nope")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403, "no CSRF token, no sign-out");
+
+    let r = b
+        .client
+        .post(env.url("app", "/.pomerium/sign_out"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let next = r.headers()["location"].to_str().unwrap().to_string();
+    let (done, hops) = b.browse(&next).await;
+    assert_eq!(done.status, 200, "{hops:#?}");
+    assert!(done.body.contains("signed out"), "{}", done.body);
+    let logouts = env.idp.state.lock().unwrap().logouts.clone();
+    assert_eq!(
+        logouts.len(),
+        1,
+        "RP-initiated logout at the IdP: {hops:#?}"
+    );
+    assert!(logouts[0].contains_key("id_token_hint"));
+
+    let c = crate::support::client();
+    let r = c
+        .get(format!("http://{}/", env.gw.addr()))
+        .header("host", format!("app.localhost:{}", env.gw.port))
+        .header("cookie", stolen)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        302,
+        "a cookie copied before sign-out no longer works"
+    );
+    assert_eq!(
+        b.get(&env.url("app2", "/")).await.0.status,
+        302,
+        "signed out on the other app domain too"
+    );
+}

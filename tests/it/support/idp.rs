@@ -1,0 +1,505 @@
+//! An in-process OpenID provider for tests: discovery, JWKS, authorize (auto-approves the
+//! current user), token (code + PKCE, refresh), userinfo and end-session — and able to misbehave
+//! in the ways a relying party must catch.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use sha2::Digest;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+
+/// Ways the provider can misbehave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Honest,
+    BadSignature,
+    AlgNone,
+    Hs256WithPublicKey,
+    WrongIssuer,
+    WrongAudience,
+    NoNonce,
+    WrongNonce,
+    Expired,
+    FutureIat,
+    UserinfoOtherSub,
+}
+
+#[derive(Clone)]
+pub struct User {
+    pub sub: String,
+    pub email: String,
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+struct SigningKey {
+    kid: String,
+    pem: String,
+    public_raw: Vec<u8>,
+}
+
+impl SigningKey {
+    fn generate(kid: &str) -> SigningKey {
+        let kp = rcgen::KeyPair::generate().unwrap();
+        SigningKey {
+            kid: kid.into(),
+            pem: kp.serialize_pem(),
+            public_raw: kp.public_key_raw().to_vec(),
+        }
+    }
+
+    fn jwk(&self) -> Value {
+        let (x, y) = (&self.public_raw[1..33], &self.public_raw[33..65]);
+        json!({"kty": "EC", "crv": "P-256", "x": B64.encode(x), "y": B64.encode(y), "kid": self.kid, "alg": "ES256", "use": "sig"})
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(
+            &header,
+            claims,
+            &jsonwebtoken::EncodingKey::from_ec_pem(self.pem.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
+}
+
+struct Grant {
+    sub: String,
+    nonce: Option<String>,
+    challenge: String,
+}
+
+pub struct State {
+    pub mode: Mode,
+    pub users: HashMap<String, User>,
+    pub current: String,
+    keys: Vec<SigningKey>,
+    /// The key new tokens are signed with (index into `keys`).
+    active: usize,
+    codes: HashMap<String, Grant>,
+    access: HashMap<String, String>,
+    refresh: HashMap<String, String>,
+    pub logouts: Vec<HashMap<String, String>>,
+}
+
+pub struct Idp {
+    pub addr: SocketAddr,
+    pub client_id: String,
+    pub client_secret: String,
+    pub state: Arc<Mutex<State>>,
+    pub jwks_fetches: Arc<AtomicUsize>,
+    pub authorize_hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Idp {
+    pub async fn start() -> Idp {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut users = HashMap::new();
+        for (sub, email, name, groups) in [
+            (
+                "alice-id",
+                "alice@example.com",
+                "Alice",
+                vec!["admins", "engineering"],
+            ),
+            ("bob-id", "bob@example.com", "Bob", vec!["engineering"]),
+            ("eve-id", "eve@evil.example", "Eve", vec![]),
+        ] {
+            users.insert(
+                sub.to_string(),
+                User {
+                    sub: sub.into(),
+                    email: email.into(),
+                    name: name.into(),
+                    groups: groups.into_iter().map(String::from).collect(),
+                },
+            );
+        }
+        let state = Arc::new(Mutex::new(State {
+            mode: Mode::Honest,
+            users,
+            current: "alice-id".into(),
+            keys: vec![SigningKey::generate("key-1")],
+            active: 0,
+            codes: HashMap::new(),
+            access: HashMap::new(),
+            refresh: HashMap::new(),
+            logouts: Vec::new(),
+        }));
+        let (jwks_fetches, authorize_hits): (Arc<AtomicUsize>, Arc<AtomicUsize>) =
+            Default::default();
+        let ctx = Ctx {
+            issuer: format!("http://{addr}"),
+            client_id: "vallum".into(),
+            state: state.clone(),
+            jwks_fetches: jwks_fetches.clone(),
+            authorize_hits: authorize_hits.clone(),
+        };
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let ctx = ctx.clone();
+                        async move { Ok::<_, std::convert::Infallible>(ctx.handle(req).await) }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Idp {
+            addr,
+            client_id: "vallum".into(),
+            client_secret: "vallum-secret".into(),
+            state,
+            jwks_fetches,
+            authorize_hits,
+            task,
+        }
+    }
+
+    pub fn issuer(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_mode(&self, m: Mode) {
+        self.state.lock().unwrap().mode = m;
+    }
+
+    pub fn login_as(&self, sub: &str) {
+        self.state.lock().unwrap().current = sub.into();
+    }
+
+    pub fn set_groups(&self, sub: &str, groups: &[&str]) {
+        self.state
+            .lock()
+            .unwrap()
+            .users
+            .get_mut(sub)
+            .unwrap()
+            .groups = groups.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Publishes a new key and signs with it from now on.
+    pub fn rotate_key(&self, kid: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.keys.push(SigningKey::generate(kid));
+        s.active = s.keys.len() - 1;
+    }
+
+    /// The config lines that point Vallum at this provider.
+    pub fn config(&self) -> String {
+        format!(
+            "idp_provider: oidc\nidp_provider_url: {}\nidp_client_id: {}\nidp_client_secret: {}\n",
+            self.issuer(),
+            self.client_id,
+            self.client_secret
+        )
+    }
+}
+
+#[derive(Clone)]
+struct Ctx {
+    issuer: String,
+    client_id: String,
+    state: Arc<Mutex<State>>,
+    jwks_fetches: Arc<AtomicUsize>,
+    authorize_hits: Arc<AtomicUsize>,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn respond(status: u16, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+fn redirect(to: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(302)
+        .header("location", to)
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+impl Ctx {
+    async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_string();
+        let query: HashMap<String, String> = req
+            .uri()
+            .query()
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let auth_header = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let form: HashMap<String, String> =
+            url::form_urlencoded::parse(&body).into_owned().collect();
+        match path.as_str() {
+            "/.well-known/openid-configuration" => {
+                let i = &self.issuer;
+                respond(
+                    200,
+                    "application/json",
+                    json!({
+                        "issuer": i,
+                        "authorization_endpoint": format!("{i}/authorize"),
+                        "token_endpoint": format!("{i}/token"),
+                        "userinfo_endpoint": format!("{i}/userinfo"),
+                        "jwks_uri": format!("{i}/jwks"),
+                        "end_session_endpoint": format!("{i}/logout"),
+                        "response_types_supported": ["code"],
+                        "subject_types_supported": ["public"],
+                        "id_token_signing_alg_values_supported": ["ES256"],
+                        "code_challenge_methods_supported": ["S256"],
+                        "scopes_supported": ["openid", "email", "profile", "offline_access"],
+                    })
+                    .to_string(),
+                )
+            }
+            "/jwks" => {
+                self.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+                let s = self.state.lock().unwrap();
+                let keys: Vec<Value> = s.keys.iter().map(SigningKey::jwk).collect();
+                respond(200, "application/json", json!({ "keys": keys }).to_string())
+            }
+            "/authorize" => {
+                self.authorize_hits.fetch_add(1, Ordering::SeqCst);
+                if query.get("client_id") != Some(&self.client_id)
+                    || query.get("code_challenge_method").map(String::as_str) != Some("S256")
+                {
+                    return respond(400, "text/plain", "bad authorization request".into());
+                }
+                let code = format!("code-{}", rand_id());
+                let mut s = self.state.lock().unwrap();
+                let sub = s.current.clone();
+                s.codes.insert(
+                    code.clone(),
+                    Grant {
+                        sub,
+                        nonce: query.get("nonce").cloned(),
+                        challenge: query.get("code_challenge").cloned().unwrap_or_default(),
+                    },
+                );
+                let mut to = url::Url::parse(
+                    query
+                        .get("redirect_uri")
+                        .map(String::as_str)
+                        .unwrap_or("http://invalid/"),
+                )
+                .unwrap();
+                to.query_pairs_mut().append_pair("code", &code).append_pair(
+                    "state",
+                    query.get("state").map(String::as_str).unwrap_or(""),
+                );
+                redirect(to.as_str())
+            }
+            "/token" => self.token(&form, auth_header.as_deref()),
+            "/userinfo" => {
+                let token = auth_header
+                    .as_deref()
+                    .and_then(|h| h.strip_prefix("Bearer "))
+                    .unwrap_or("");
+                let s = self.state.lock().unwrap();
+                let Some(sub) = s.access.get(token) else {
+                    return respond(401, "application/json", "{}".into());
+                };
+                let u = s.users[sub].clone();
+                let sub = if s.mode == Mode::UserinfoOtherSub {
+                    "someone-else".to_string()
+                } else {
+                    u.sub.clone()
+                };
+                respond(
+                    200,
+                    "application/json",
+                    json!({"sub": sub, "email": u.email, "name": u.name, "groups": u.groups})
+                        .to_string(),
+                )
+            }
+            "/logout" => {
+                self.state.lock().unwrap().logouts.push(query.clone());
+                match query.get("post_logout_redirect_uri") {
+                    Some(to) => redirect(to),
+                    None => respond(200, "text/plain", "logged out".into()),
+                }
+            }
+            _ => respond(404, "text/plain", "not found".into()),
+        }
+    }
+
+    fn token(&self, form: &HashMap<String, String>, auth: Option<&str>) -> Response<Full<Bytes>> {
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("vallum:vallum-secret")
+        );
+        let client_ok = auth == Some(expected.as_str())
+            || (form.get("client_id").map(String::as_str) == Some("vallum")
+                && form.get("client_secret").map(String::as_str) == Some("vallum-secret"));
+        if !client_ok {
+            return respond(
+                401,
+                "application/json",
+                json!({"error": "invalid_client"}).to_string(),
+            );
+        }
+        let mut s = self.state.lock().unwrap();
+        let (sub, nonce) = match form.get("grant_type").map(String::as_str) {
+            Some("authorization_code") => {
+                let Some(g) = form.get("code").and_then(|c| s.codes.remove(c)) else {
+                    return respond(
+                        400,
+                        "application/json",
+                        json!({"error": "invalid_grant"}).to_string(),
+                    );
+                };
+                let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+                if B64.encode(sha2::Sha256::digest(verifier.as_bytes())) != g.challenge {
+                    return respond(
+                        400,
+                        "application/json",
+                        json!({"error": "invalid_grant", "error_description": "PKCE"}).to_string(),
+                    );
+                }
+                (g.sub, g.nonce)
+            }
+            Some("refresh_token") => {
+                let Some(sub) = form
+                    .get("refresh_token")
+                    .and_then(|r| s.refresh.get(r))
+                    .cloned()
+                else {
+                    return respond(
+                        400,
+                        "application/json",
+                        json!({"error": "invalid_grant"}).to_string(),
+                    );
+                };
+                (sub, None)
+            }
+            _ => {
+                return respond(
+                    400,
+                    "application/json",
+                    json!({"error": "unsupported_grant_type"}).to_string(),
+                )
+            }
+        };
+        let u = s.users[&sub].clone();
+        let t = now();
+        let mut claims = json!({
+            "iss": self.issuer, "sub": u.sub, "aud": self.client_id, "iat": t, "exp": t + 300,
+            "email": u.email, "name": u.name, "groups": u.groups,
+        });
+        if let Some(n) = &nonce {
+            claims["nonce"] = json!(n);
+        }
+        match s.mode {
+            Mode::WrongIssuer => claims["iss"] = json!("https://evil.example"),
+            Mode::WrongAudience => claims["aud"] = json!("someone-else"),
+            Mode::NoNonce => {
+                claims.as_object_mut().unwrap().remove("nonce");
+            }
+            Mode::WrongNonce => claims["nonce"] = json!("not-the-nonce"),
+            Mode::Expired => {
+                claims["iat"] = json!(t - 7200);
+                claims["exp"] = json!(t - 3600);
+            }
+            Mode::FutureIat => claims["iat"] = json!(t + 3600),
+            _ => {}
+        }
+        let key = &s.keys[s.active];
+        let id_token = match s.mode {
+            Mode::BadSignature => {
+                let forged = SigningKey {
+                    kid: key.kid.clone(),
+                    ..SigningKey::generate("x")
+                };
+                forged.sign(&claims)
+            }
+            Mode::AlgNone => {
+                format!(
+                    "{}.{}.",
+                    B64.encode(br#"{"alg":"none","typ":"JWT"}"#),
+                    B64.encode(claims.to_string())
+                )
+            }
+            Mode::Hs256WithPublicKey => {
+                let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+                header.kid = Some(key.kid.clone());
+                jsonwebtoken::encode(
+                    &header,
+                    &claims,
+                    &jsonwebtoken::EncodingKey::from_secret(&key.public_raw),
+                )
+                .unwrap()
+            }
+            _ => key.sign(&claims),
+        };
+        let access = format!("at-{}", rand_id());
+        let refresh = format!("rt-{}", rand_id());
+        s.access.insert(access.clone(), sub.clone());
+        s.refresh.insert(refresh.clone(), sub);
+        respond(
+            200,
+            "application/json",
+            json!({
+                "access_token": access, "token_type": "Bearer", "expires_in": 300,
+                "refresh_token": refresh, "id_token": id_token,
+            })
+            .to_string(),
+        )
+    }
+}
+
+fn rand_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut b);
+    B64.encode(b)
+}
