@@ -297,7 +297,7 @@ async fn callback_state_is_checked_and_single_use() {
     let (r, _) = env.browser().get(&callback).await;
     assert_eq!(r.status, 400);
 
-    let mut u = url::Url::parse(&callback).unwrap();
+    let u = url::Url::parse(&callback).unwrap();
     let pairs: Vec<(String, String)> = u.query_pairs().into_owned().collect();
     let with = |state: Option<&str>| {
         let mut v = u.clone();
@@ -326,15 +326,8 @@ async fn callback_state_is_checked_and_single_use() {
     );
     let (ok, _) = b.get(&with(Some(&state))).await;
     assert_eq!(ok.status, 302, "the genuine callback completes");
-    u.set_query(Some(
-        &url::Url::parse(&with(Some(&state)))
-            .unwrap()
-            .query()
-            .unwrap()
-            .to_string(),
-    ));
     assert_eq!(
-        b.get(u.as_str()).await.0.status,
+        b.get(&with(Some(&state))).await.0.status,
         400,
         "a replayed callback is refused"
     );
