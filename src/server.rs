@@ -4,11 +4,14 @@
 
 use crate::authn::discovery::IdpWatcher;
 use crate::authn::AuthState;
+use crate::config::auth::Storage;
 use crate::proxy::Gateway;
 use crate::redirect::HttpsRedirect;
 use crate::reload::Reloader;
 use crate::runtime::SharedRuntime;
 use crate::session::memory::MemoryStore;
+use crate::session::redis::RedisStore;
+use crate::session::SessionStore;
 use crate::tls::SniResolver;
 use crate::upstream::HealthSupervisor;
 use pingora_core::listeners::tls::TlsSettings;
@@ -30,8 +33,24 @@ pub struct ServerOptions {
     pub pingora_conf: Option<String>,
 }
 
+fn session_store(settings: &crate::config::Settings) -> Result<Arc<dyn SessionStore>, ServerError> {
+    match settings
+        .auth
+        .as_ref()
+        .map(|a| (&a.storage, &a.shared_secret))
+    {
+        Some((Storage::Redis { url, prefix }, secret)) => {
+            let store = RedisStore::new(url, prefix, secret).map_err(ServerError::Store)?;
+            Ok(Arc::new(store))
+        }
+        _ => Ok(Arc::new(MemoryStore::default())),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    #[error("cannot set up the session store: {0}")]
+    Store(String),
     #[error("cannot load the Pingora server conf {path}: {reason}")]
     PingoraConf { path: String, reason: String },
     #[error("cannot set up the TLS listener: {0}")]
@@ -39,8 +58,8 @@ pub enum ServerError {
 }
 
 pub fn build(runtime: SharedRuntime, opts: &ServerOptions) -> Result<Server, ServerError> {
-    // Sessions live for the process, across config reloads.
-    let auth = Arc::new(AuthState::new(Arc::new(MemoryStore::default())));
+    // Sessions live for the process, across config reloads; a storage change needs a restart.
+    let auth = Arc::new(AuthState::new(session_store(&runtime.load().settings)?));
     let conf = match &opts.pingora_conf {
         Some(path) => ServerConf::load_from_yaml(path).map_err(|e| ServerError::PingoraConf {
             path: path.clone(),

@@ -80,8 +80,95 @@ pub struct AuthSettings {
     pub cookie_secret: Key,
     pub shared_secret: Key,
     pub signout_redirect_url: Option<Url>,
-    /// Where the authenticate host sends the browser after sign-out when nothing else is set.
+    /// True when either secret was generated for this process (single node only).
     pub generated_secrets: bool,
+    pub storage: Storage,
+}
+
+/// Where sessions are kept (`databroker_storage_type`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Storage {
+    Memory,
+    Redis { url: String, prefix: String },
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Storage::Memory => f.write_str("memory"),
+            // The URL may hold a password.
+            Storage::Redis { prefix, .. } => write!(f, "redis(prefix {prefix:?})"),
+        }
+    }
+}
+
+fn compile_storage(
+    raw: &RawSettings,
+    files: &mut Vec<std::path::PathBuf>,
+    errs: &mut Errors,
+) -> Storage {
+    let conn = match (
+        &raw.databroker_storage_connection_string,
+        &raw.databroker_storage_connection_string_file,
+    ) {
+        (Some(_), Some(_)) => {
+            errs.push(
+                "databroker_storage_connection_string",
+                "set it or its _file form, not both",
+            );
+            None
+        }
+        (Some(c), None) => Some(c.clone()),
+        (None, Some(f)) => {
+            files.push(f.into());
+            match std::fs::read_to_string(f) {
+                Ok(t) => Some(t.trim().to_string()),
+                Err(e) => {
+                    errs.push(
+                        "databroker_storage_connection_string_file",
+                        format!("cannot read {f}: {e}"),
+                    );
+                    None
+                }
+            }
+        }
+        (None, None) => None,
+    };
+    match raw.databroker_storage_type.as_deref() {
+        None | Some("memory") => Storage::Memory,
+        Some("redis") => match conn {
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                Storage::Redis {
+                    url,
+                    prefix: raw
+                        .databroker_storage_key_prefix
+                        .clone()
+                        .unwrap_or_else(|| "vallum:".into()),
+                }
+            }
+            Some(_) => {
+                errs.push(
+                    "databroker_storage_connection_string",
+                    "expected redis://host:port or rediss://host:port",
+                );
+                Storage::Memory
+            }
+            None => {
+                errs.push(
+                    "databroker_storage_connection_string",
+                    "required with databroker_storage_type: redis",
+                );
+                Storage::Memory
+            }
+        },
+        Some(other) => {
+            errs.push(
+                "databroker_storage_type",
+                format!("unknown value {other:?}; expected memory or redis"),
+            );
+            Storage::Memory
+        }
+    }
 }
 
 static RANDOM_COOKIE_SECRET: OnceLock<Key> = OnceLock::new();
@@ -182,7 +269,8 @@ pub fn compile(
     }
     .to_ascii_lowercase();
 
-    let idp = if services == Services::Proxy {
+    // A proxy-only node needs the IdP only to refresh sessions; the authenticate node signs in.
+    let idp = if services == Services::Proxy && !idp_keys_set {
         None
     } else {
         compile_idp(raw, files, errs)
@@ -271,16 +359,12 @@ pub fn compile(
                 }
             });
 
-    match raw.databroker_storage_type.as_deref() {
-        None | Some("memory") => {}
-        Some("redis") => errs.push(
+    let storage = compile_storage(raw, files, errs);
+    if services != Services::All && storage == Storage::Memory {
+        errs.push(
             "databroker_storage_type",
-            "redis is not in this build yet; use memory (single node)",
-        ),
-        Some(other) => errs.push(
-            "databroker_storage_type",
-            format!("unknown value {other:?}; expected memory"),
-        ),
+            "a split deployment needs a shared store: set redis",
+        );
     }
 
     Some(AuthSettings {
@@ -293,6 +377,7 @@ pub fn compile(
         shared_secret,
         signout_redirect_url,
         generated_secrets: generated,
+        storage,
     })
 }
 

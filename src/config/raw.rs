@@ -61,6 +61,8 @@ pub struct RawSettings {
     pub databroker_storage_type: Option<String>,
     pub databroker_storage_connection_string: Option<String>,
     pub databroker_storage_connection_string_file: Option<String>,
+    /// Vallum extension: prefix of every Redis key.
+    pub databroker_storage_key_prefix: Option<String>,
     pub routes: Option<serde_yaml_ng::Value>,
     pub policy: Option<serde_yaml_ng::Value>,
 }

@@ -4,6 +4,7 @@
 
 pub mod cookie;
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

@@ -12,6 +12,7 @@ mod reload;
 mod rewrites;
 mod routing;
 mod signin;
+mod store;
 mod upgrade;
 mod upstream_tls;
 mod websockets;

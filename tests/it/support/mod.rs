@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod idp;
+pub mod redis;
 pub mod upstream;
 
 use std::io::Read;
