@@ -122,13 +122,12 @@ async fn redis_records_are_encrypted_and_bound_to_the_secret() {
         other.get("x").await.unwrap().is_none(),
         "another shared_secret cannot read it"
     );
-    let moved: () = redis::cmd("RENAME")
+    redis::cmd("RENAME")
         .arg("vallum:session:x")
         .arg("vallum:session:y")
-        .query_async(&mut c)
+        .query_async::<()>(&mut c)
         .await
         .unwrap();
-    let _ = moved;
     assert!(
         store.get("y").await.unwrap().is_none(),
         "a record copied under another id does not open"
