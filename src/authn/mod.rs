@@ -35,6 +35,8 @@ pub struct AuthState {
     pub idp: ArcSwapOption<Oidc>,
     /// One-time values already used (`state`, hand-off ids) → expiry, against replay.
     used: DashMap<String, u64>,
+    /// Sessions being refreshed, or whose refresh failed for now → earliest next attempt.
+    refreshing: DashMap<String, u64>,
 }
 
 impl AuthState {
@@ -43,6 +45,7 @@ impl AuthState {
             store,
             idp: ArcSwapOption::empty(),
             used: DashMap::new(),
+            refreshing: DashMap::new(),
         }
     }
 
@@ -103,7 +106,7 @@ fn bad_request(detail: &str) -> Reply {
 /// The session a request carries for `host`, if any and still live.
 pub async fn session_for(
     auth: &AuthSettings,
-    state: &AuthState,
+    state: &Arc<AuthState>,
     cookies: Option<&str>,
     name: &str,
     host: &str,
@@ -112,11 +115,92 @@ pub async fn session_for(
     let now = unix_now();
     let handle = cookie::open(&session_key(auth), name, host, value, now)?;
     match state.store.get(&handle.sid).await {
-        Ok(Some(s)) if !s.is_expired(now) => Some(s),
+        Ok(Some(s)) if !s.is_expired(now) => {
+            maybe_refresh(auth, state, &s, now);
+            Some(s)
+        }
         Ok(_) => None,
         Err(e) => {
             tracing::warn!(error = %e, "session store lookup failed; treating the request as signed out");
             None
+        }
+    }
+}
+
+/// How long to wait before retrying a refresh that failed for a reason other than the IdP
+/// refusing it (network, IdP down).
+const REFRESH_RETRY_SECS: u64 = 30;
+
+/// Starts a background refresh when the session's access token is about to expire or its claims
+/// are older than `idp_refresh_claims_interval`, so group changes and revocations at the IdP
+/// reach policy decisions. The request goes on with the session as it is.
+fn maybe_refresh(auth: &AuthSettings, state: &Arc<AuthState>, session: &Arc<Session>, now: u64) {
+    let (Some(idp_settings), Some(_)) = (&auth.idp, &session.refresh_token) else {
+        return;
+    };
+    let claims_stale =
+        session.claims_refreshed_at + idp_settings.refresh_claims_interval.as_secs() <= now;
+    let access_expiring = session.access_expires_at.is_some_and(|t| t <= now + 60);
+    if !claims_stale && !access_expiring {
+        return;
+    }
+    if state
+        .refreshing
+        .get(&session.id)
+        .is_some_and(|next| *next > now)
+    {
+        return;
+    }
+    // Single flight: whoever inserts first refreshes.
+    if let Some(prev) = state
+        .refreshing
+        .insert(session.id.clone(), now + REFRESH_RETRY_SECS)
+    {
+        if prev > now {
+            return;
+        }
+    }
+    let (state, session) = (Arc::clone(state), Arc::clone(session));
+    tokio::spawn(async move { refresh(&state, &session).await });
+}
+
+async fn refresh(state: &Arc<AuthState>, session: &Session) {
+    let Some(idp) = state.idp.load_full() else {
+        return;
+    };
+    let Some(rt) = &session.refresh_token else {
+        return;
+    };
+    match idp.refresh(rt, &session.id_token).await {
+        Ok(identity) => {
+            let mut next = session.clone();
+            next.user_id = identity.user_id;
+            next.email = identity.email;
+            next.name = identity.name;
+            next.groups = identity.groups;
+            next.claims = identity.claims;
+            next.id_token = identity.id_token;
+            next.access_token = identity.access_token;
+            next.refresh_token = identity.refresh_token;
+            next.access_expires_at = identity.access_expires_at;
+            next.claims_refreshed_at = unix_now();
+            match state.store.put(next).await {
+                Ok(()) => {
+                    state.refreshing.remove(&session.id);
+                    tracing::info!(session_id = %session.id, "session refreshed");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot store the refreshed session; will retry")
+                }
+            }
+        }
+        Err(crate::identity::IdpError::Unreachable(e)) => {
+            tracing::warn!(session_id = %session.id, error = %e, "session refresh failed; keeping the session and retrying later");
+        }
+        Err(e) => {
+            tracing::info!(session_id = %session.id, reason = %e, "session ended: the identity provider refused the refresh");
+            let _ = state.store.delete(&session.id).await;
+            state.refreshing.remove(&session.id);
         }
     }
 }
@@ -134,7 +218,11 @@ pub fn sign_in_url(auth: &AuthSettings, original: &str) -> Url {
 }
 
 /// Everything served on the authenticate host.
-pub async fn authenticate_host(auth: &AuthSettings, state: &AuthState, req: &Request<'_>) -> Reply {
+pub async fn authenticate_host(
+    auth: &AuthSettings,
+    state: &Arc<AuthState>,
+    req: &Request<'_>,
+) -> Reply {
     match req.path {
         "/" => Reply::found("/.pomerium/"),
         "/robots.txt" => Reply::text(
@@ -156,12 +244,13 @@ pub async fn authenticate_host(auth: &AuthSettings, state: &AuthState, req: &Req
 /// The `/.pomerium/` endpoints on a route host. `None`: not one of them.
 pub async fn route_endpoint(
     auth: &AuthSettings,
-    state: &AuthState,
+    state: &Arc<AuthState>,
     req: &Request<'_>,
 ) -> Option<Reply> {
     Some(match req.path {
         "/.pomerium/callback/" | "/.pomerium/callback" => route_callback(auth, state, req).await,
         "/.pomerium/sign_out" => route_sign_out(auth, state, req).await,
+        "/.pomerium/user" => user_json(auth, state, req).await,
         _ => return None,
     })
 }
@@ -188,7 +277,7 @@ fn flow_key(a: &AuthSettings) -> crate::crypto::Key {
     a.cookie_secret.derive("vallum oauth flow")
 }
 
-async fn sign_in(auth: &AuthSettings, state: &AuthState, req: &Request<'_>) -> Reply {
+async fn sign_in(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
     let now = unix_now();
     let target = match signed::verify(&auth.shared_secret, "/.pomerium/sign_in", &req.query, now) {
         Ok(t) => t,
@@ -232,7 +321,7 @@ async fn sign_in(auth: &AuthSettings, state: &AuthState, req: &Request<'_>) -> R
     ))
 }
 
-async fn oauth_callback(auth: &AuthSettings, state: &AuthState, req: &Request<'_>) -> Reply {
+async fn oauth_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
     let now = unix_now();
     if let Some(err) = req.param("error") {
         let desc = req.param("error_description").unwrap_or("");
@@ -388,7 +477,7 @@ fn handoff(auth: &AuthSettings, target: &Url, session: &Session) -> Reply {
     Reply::found(cb.as_str())
 }
 
-async fn route_callback(auth: &AuthSettings, state: &AuthState, req: &Request<'_>) -> Reply {
+async fn route_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
     let now = unix_now();
     let h: Option<Handoff> = req
         .param("pomerium_session")
@@ -420,6 +509,38 @@ async fn route_callback(auth: &AuthSettings, state: &AuthState, req: &Request<'_
         session.ttl(now).as_secs(),
         false,
     ))
+}
+
+/// `/.pomerium/user`: the signed-in user's claims as JSON (never tokens).
+async fn user_json(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
+    let Some(s) = session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await else {
+        return Reply::json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({ "error": "user-unauthenticated" }),
+        );
+    };
+    let mut claims = s.claims.clone();
+    for k in [
+        "iss",
+        "aud",
+        "exp",
+        "iat",
+        "nbf",
+        "jti",
+        "nonce",
+        "azp",
+        "at_hash",
+        "auth_time",
+    ] {
+        claims.remove(k);
+    }
+    claims.insert("sub".into(), serde_json::json!(s.user_id));
+    claims.insert("user".into(), serde_json::json!(s.user_id));
+    claims.insert("email".into(), serde_json::json!(s.email));
+    claims.insert("name".into(), serde_json::json!(s.name));
+    claims.insert("groups".into(), serde_json::json!(s.groups));
+    claims.insert("sid".into(), serde_json::json!(s.id));
+    Reply::json(StatusCode::OK, &serde_json::Value::Object(claims))
 }
 
 fn csrf_token(auth: &AuthSettings, session: Option<&Session>) -> String {
@@ -455,7 +576,7 @@ fn signed_out_url(auth: &AuthSettings) -> String {
 /// Sign-out on an app host: GET confirms, POST with the CSRF token ends the session everywhere
 /// (the store record is deleted, so every copy of every cookie stops working) and continues to
 /// the authenticate host and the IdP.
-async fn route_sign_out(auth: &AuthSettings, state: &AuthState, req: &Request<'_>) -> Reply {
+async fn route_sign_out(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
     let name = auth.cookie.name.clone();
     let session = session_for(auth, state, req.cookies, &name, req.host).await;
     let csrf = csrf_token(auth, session.as_deref());
@@ -510,7 +631,11 @@ async fn route_sign_out(auth: &AuthSettings, state: &AuthState, req: &Request<'_
 
 /// Sign-out on the authenticate host: clears its cookie, ends its session, and goes to the IdP's
 /// end-session endpoint (RP-initiated logout) or the signed-out page.
-async fn authenticate_sign_out(auth: &AuthSettings, state: &AuthState, req: &Request<'_>) -> Reply {
+async fn authenticate_sign_out(
+    auth: &AuthSettings,
+    state: &Arc<AuthState>,
+    req: &Request<'_>,
+) -> Reply {
     let now = unix_now();
     let name = auth_cookie_name(auth);
     let session = session_for(auth, state, req.cookies, &name, req.host).await;

@@ -198,6 +198,12 @@ impl Gateway {
                     return Step::Reply(reply);
                 }
             }
+            if auth.services == Services::Authenticate && !on_auth_host {
+                return deny(
+                    StatusCode::NOT_FOUND,
+                    "this node serves only the authenticate service",
+                );
+            }
         }
 
         // 6. Route.

@@ -501,3 +501,55 @@ async fn sign_out_ends_the_session_for_every_copy_of_the_cookie() {
         "signed out on the other app domain too"
     );
 }
+
+async fn user_json(b: &Browser, env: &Env) -> (u16, serde_json::Value) {
+    let r = b
+        .client
+        .get(env.url("app", "/.pomerium/user"))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&r.text().await.unwrap()).unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn refresh_brings_group_changes_and_a_refused_refresh_ends_the_session() {
+    let env = Env::start("idp_refresh_claims_interval: 1s\n").await;
+    let b = env.browser();
+    assert_eq!(b.browse(&env.url("app", "/")).await.0.status, 200);
+    let (status, user) = user_json(&b, &env).await;
+    assert_eq!(status, 200);
+    assert_eq!(user["email"], "alice@example.com");
+    assert_eq!(user["groups"], serde_json::json!(["admins", "engineering"]));
+    for secret in ["access_token", "refresh_token", "id_token"] {
+        assert!(
+            user.get(secret).is_none(),
+            "/.pomerium/user never shows {secret}"
+        );
+    }
+
+    env.idp.set_groups("alice-id", &["finance"]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    env.gw
+        .eventually("new groups after refresh", || async {
+            user_json(&b, &env).await.1["groups"] == serde_json::json!(["finance"])
+        })
+        .await;
+
+    env.idp.revoke_refresh_tokens();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    env.gw
+        .eventually("session ended after a refused refresh", || async {
+            user_json(&b, &env).await.0 == 401
+        })
+        .await;
+    assert_eq!(b.get(&env.url("app", "/")).await.0.status, 302);
+    assert!(env
+        .gw
+        .log()
+        .contains("the identity provider refused the refresh"));
+}

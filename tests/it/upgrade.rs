@@ -30,6 +30,7 @@ async fn graceful_upgrade_hands_over_the_socket_without_failures() {
 
     // A client loop on fresh connections: any refused or failed request is a dropped request.
     let stop = Arc::new(AtomicBool::new(false));
+    let errors: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
@@ -38,13 +39,18 @@ async fn graceful_upgrade_hands_over_the_socket_without_failures() {
         .unwrap();
     let url = old.url("/");
     let looper = {
-        let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+        let (stop, sent, failed, errors) =
+            (stop.clone(), sent.clone(), failed.clone(), errors.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
-                let ok = matches!(client.get(&url).header("host", "app.test").send().await, Ok(r) if r.status() == 200);
+                let r = client.get(&url).header("host", "app.test").send().await;
                 sent.fetch_add(1, Ordering::SeqCst);
-                if !ok {
-                    failed.fetch_add(1, Ordering::SeqCst);
+                match r {
+                    Ok(r) if r.status() == 200 => {}
+                    other => {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                        errors.lock().unwrap().push(format!("{other:?}"));
+                    }
                 }
             }
         })
@@ -97,7 +103,9 @@ async fn graceful_upgrade_hands_over_the_socket_without_failures() {
         "requests were sent throughout, and after the old process exited ({sent})"
     );
     assert_eq!(
-        failed, 0,
-        "{failed} of {sent} requests failed during the upgrade"
+        failed,
+        0,
+        "{failed} of {sent} requests failed during the upgrade: {:?}",
+        errors.lock().unwrap()
     );
 }

@@ -205,6 +205,11 @@ impl Idp {
             .groups = groups.iter().map(|s| s.to_string()).collect();
     }
 
+    /// Forgets every refresh token (as when an admin revokes a user's grants).
+    pub fn revoke_refresh_tokens(&self) {
+        self.state.lock().unwrap().refresh.clear();
+    }
+
     /// Publishes a new key and signs with it from now on.
     pub fn rotate_key(&self, kid: &str) {
         let mut s = self.state.lock().unwrap();
