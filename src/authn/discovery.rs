@@ -34,8 +34,12 @@ impl BackgroundService for IdpWatcher {
                 .auth
                 .as_ref()
                 .and_then(|a| a.idp.as_ref().map(|i| (a, i)));
-            let fingerprint = wanted
-                .map(|(a, i)| format!("{i:?}|{}|{}", i.client_secret.len(), a.authenticate_url));
+            let fingerprint = wanted.map(|(a, i)| {
+                use sha2::Digest;
+                // The secret itself is redacted from Debug; its hash still marks a rotation.
+                let secret = sha2::Sha256::digest(i.client_secret.as_bytes());
+                format!("{i:?}|{secret:x}|{}", a.authenticate_url)
+            });
             let mut wait = Duration::from_secs(1);
             if fingerprint != current {
                 match wanted {
