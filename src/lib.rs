@@ -9,6 +9,7 @@ pub mod authn;
 pub mod config;
 pub mod crypto;
 pub mod identity;
+pub mod policy;
 pub mod proxy;
 pub mod redirect;
 pub mod reload;
