@@ -398,7 +398,10 @@ impl Legacy<'_> {
         if or.is_empty() {
             return None;
         }
-        Some(Rule { allow: Some(Expr::Or(or)), deny: None })
+        Some(Rule {
+            allow: Some(Expr::Or(or)),
+            deny: None,
+        })
     }
 }
 

@@ -10,6 +10,7 @@ pub mod reply;
 use crate::authn::{self, AuthState};
 use crate::config::auth::Services;
 use crate::config::settings::Underscores;
+use crate::policy::{Decision, Input, Subject};
 use crate::routes::path::{self, Normalized, PathRules, Target};
 use crate::routes::route::{Access, Action, PathMatch, Route};
 use crate::runtime::{Runtime, SharedRuntime};
@@ -55,6 +56,8 @@ pub struct RequestCtx {
     upgrade: bool,
     picked: Option<Picked>,
     identity: Option<Arc<crate::session::Session>>,
+    /// Correlates the access log, the authorize log and error pages.
+    request_id: String,
 }
 
 enum Step {
@@ -231,32 +234,60 @@ impl Gateway {
             ctx.upgrade = true;
         }
 
-        // 8. Identity and access. Deny by default: a route is served only when its rule allows.
-        let identity = match (&settings.auth, route.access) {
-            (Some(auth), Access::AuthenticatedUser) => {
-                let cookies = cookie_header(session);
-                authn::session_for(
-                    auth,
-                    &self.auth,
-                    cookies.as_deref(),
-                    &auth.cookie.name,
-                    &host_full,
-                )
-                .await
-            }
-            _ => None,
-        };
-        match route.access {
-            Access::Public => {}
-            Access::AuthenticatedUser if identity.is_some() => {}
-            Access::AuthenticatedUser => {
-                return self.need_login(session, settings, &host_full, &target)
-            }
-            Access::NotEnforcedYet => {
-                return deny(StatusCode::FORBIDDEN, "access to this route is not granted")
+        // 8. Identity and access. Deny by default: a route is served only when its policy allows.
+        if let Access::Policy(policy) = &route.access {
+            let identity = match &settings.auth {
+                Some(auth) if policy.needs_identity() => {
+                    let cookies = cookie_header(session);
+                    authn::session_for(
+                        auth,
+                        &self.auth,
+                        cookies.as_deref(),
+                        &auth.cookie.name,
+                        &host_full,
+                    )
+                    .await
+                }
+                _ => None,
+            };
+            let email = identity
+                .as_ref()
+                .and_then(|s| s.email.as_deref())
+                .map(str::to_ascii_lowercase);
+            let subject = identity.as_ref().map(|s| Subject {
+                user_id: &s.user_id,
+                email: email.as_deref(),
+                groups: &s.groups,
+                claims: &s.claims,
+            });
+            let req = session.req_header();
+            let input = Input {
+                subject,
+                method: req.method.as_str(),
+                path: &target.path,
+                client_ip: session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip()),
+                now: chrono::Utc::now(),
+                cors_preflight: req.method == http::Method::OPTIONS
+                    && req.headers.contains_key(http::header::ORIGIN)
+                    && req
+                        .headers
+                        .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD),
+            };
+            let decision = policy.evaluate(&input);
+            authorize_log(&ctx.request_id, &route.id, identity.as_deref(), &decision);
+            match decision {
+                Decision::Allow => ctx.identity = identity,
+                Decision::NeedLogin => {
+                    return self.need_login(session, settings, &host_full, &target, &ctx.request_id)
+                }
+                Decision::Deny { reasons } => {
+                    return Step::Reply(reply::forbidden(&reasons, &ctx.request_id, wants_json))
+                }
             }
         }
-        ctx.identity = identity;
 
         // 9. Action.
         let step = match &route.action {
@@ -299,6 +330,31 @@ impl Gateway {
         ctx.host = host;
         step
     }
+}
+
+/// One line per authorization decision (Pomerium's authorize log), never with secrets.
+fn authorize_log(
+    request_id: &str,
+    route_id: &str,
+    who: Option<&crate::session::Session>,
+    decision: &Decision,
+) {
+    let (allow, reasons) = match decision {
+        Decision::Allow => (true, Vec::new()),
+        Decision::Deny { reasons } => (false, reasons.clone()),
+        Decision::NeedLogin => (false, vec!["user-unauthenticated"]),
+    };
+    tracing::info!(
+        target: "vallum::authorize",
+        request_id,
+        route_id,
+        user = who.map(|s| s.user_id.as_str()).unwrap_or(""),
+        email = who.and_then(|s| s.email.as_deref()).unwrap_or(""),
+        session_id = who.map(|s| s.id.as_str()).unwrap_or(""),
+        allow,
+        reasons = ?reasons,
+        "authorize"
+    );
 }
 
 /// All `Cookie` headers joined (HTTP/2 clients send one per cookie).
@@ -420,6 +476,7 @@ impl Gateway {
         settings: &crate::config::Settings,
         host_full: &str,
         target: &Target,
+        request_id: &str,
     ) -> Step {
         let Some(auth) = &settings.auth else {
             return Step::Reply(Reply::error(
@@ -429,7 +486,8 @@ impl Gateway {
             ));
         };
         if !prefers_html(session) {
-            let body = serde_json::json!({ "error": "user-unauthenticated", "request_id": crate::crypto::random_token(12) });
+            let body =
+                serde_json::json!({ "error": "user-unauthenticated", "request_id": request_id });
             return Step::Reply(Reply::json(StatusCode::UNAUTHORIZED, &body));
         }
         let mut original = format!("{}://{host_full}{}", self.scheme(), target.path);
@@ -446,7 +504,10 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+        RequestCtx {
+            request_id: crate::crypto::random_token(12),
+            ..RequestCtx::default()
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {

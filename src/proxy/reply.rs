@@ -99,6 +99,29 @@ impl Reply {
     }
 }
 
+/// The 403 page: why, the request id, and a link to `/.pomerium/` to see who you are.
+pub fn forbidden(reasons: &[&'static str], request_id: &str, wants_json: bool) -> Reply {
+    if wants_json {
+        let body = serde_json::json!({ "error": "forbidden", "reasons": reasons, "request_id": request_id });
+        return Reply::json(StatusCode::FORBIDDEN, &body);
+    }
+    let items: String = reasons
+        .iter()
+        .map(|r| format!("<li><code>{r}</code></li>"))
+        .collect();
+    Reply::html(
+        StatusCode::FORBIDDEN,
+        crate::authn::pages::page(
+            "403 Forbidden",
+            &format!(
+                "<p>You are not allowed to see this page.</p><ul>{items}</ul><p>Request id: <code>{}</code></p>\
+                 <p><a href=\"/.pomerium/\">Who am I signed in as?</a></p>",
+                crate::authn::pages::escape(request_id)
+            ),
+        ),
+    )
+}
+
 pub fn wants_json(session: &Session) -> bool {
     session
         .req_header()

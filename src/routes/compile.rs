@@ -6,6 +6,7 @@ use crate::config::error::Errors;
 use crate::config::pem::{self, PemSource};
 use crate::config::raw::{RawHealthCheck, RawRoute};
 use crate::config::settings::{header_pairs, Settings};
+use crate::policy::{parse_policy, Legacy, Policy};
 use crate::upstream::{
     HealthKind, HealthSpec, LbPolicy, Pool, PoolSpec, UpstreamTarget, UpstreamTls,
 };
@@ -190,43 +191,7 @@ pub fn compile(
         None
     };
 
-    // Access: enforced by the authorization stage; until then only public routes are served.
-    let has_rules = raw.policy.is_some()
-        || raw.allowed_users.is_some()
-        || raw.allowed_domains.is_some()
-        || raw.allowed_idp_claims.is_some()
-        || raw.allow_any_authenticated_user
-        || raw.cors_allow_preflight;
-    if raw.allow_public_unauthenticated_access && has_rules {
-        e.push(
-            p("allow_public_unauthenticated_access"),
-            "cannot be combined with policy, allowed_users, allowed_domains, allowed_idp_claims or allow_any_authenticated_user",
-        );
-    }
-    let only_any_user = raw.allow_any_authenticated_user
-        && raw.policy.is_none()
-        && raw.allowed_users.is_none()
-        && raw.allowed_domains.is_none()
-        && raw.allowed_idp_claims.is_none()
-        && !raw.cors_allow_preflight;
-    let access = if raw.allow_public_unauthenticated_access {
-        Access::Public
-    } else if only_any_user {
-        Access::AuthenticatedUser
-    } else {
-        Access::NotEnforcedYet
-    };
-    if access == Access::NotEnforcedYet {
-        ctx.warnings.push(format!(
-            "{base}: this build does not evaluate policies yet, so every request to it is denied (403)"
-        ));
-    }
-    if access == Access::AuthenticatedUser && ctx.settings.auth.is_none() {
-        e.push(
-            p("allow_any_authenticated_user"),
-            "needs sign-in: set authenticate_service_url and the idp_* keys",
-        );
-    }
+    let access = compile_access(raw, base, ctx, &mut e);
 
     let host_header = match (
         &raw.host_rewrite,
@@ -362,6 +327,70 @@ pub fn compile(
         timeout_explicit: raw.timeout.is_some(),
         idle_timeout: raw.idle_timeout.map(|d| d.0).filter(|d| !d.is_zero()),
     })
+}
+
+/// Pomerium's access keys → `Public`, or a compiled policy (legacy keys OR-ed into one allow
+/// rule, then the PPL rules). A route that says nothing is denied.
+fn compile_access(raw: &RawRoute, base: &str, ctx: &Ctx<'_>, e: &mut Errors) -> Access {
+    let p = |k: &str| format!("{base}.{k}");
+    let has_rules = raw.policy.is_some()
+        || raw.allowed_users.is_some()
+        || raw.allowed_domains.is_some()
+        || raw.allowed_idp_claims.is_some()
+        || raw.allow_any_authenticated_user;
+    if raw.allow_public_unauthenticated_access && has_rules {
+        e.push(
+            p("allow_public_unauthenticated_access"),
+            "cannot be combined with policy, allowed_users, allowed_domains, allowed_idp_claims or allow_any_authenticated_user",
+        );
+    }
+    if raw.allow_public_unauthenticated_access && !raw.cors_allow_preflight {
+        return Access::Public;
+    }
+    let mut claims = Vec::new();
+    match &raw.allowed_idp_claims {
+        None => {}
+        Some(serde_yaml_ng::Value::Mapping(m)) => {
+            for (k, v) in m {
+                let name = crate::policy::matchers::scalar(k).unwrap_or_default();
+                let values: Vec<String> = match v {
+                    serde_yaml_ng::Value::Sequence(s) => s
+                        .iter()
+                        .filter_map(crate::policy::matchers::scalar)
+                        .collect(),
+                    other => crate::policy::matchers::scalar(other).into_iter().collect(),
+                };
+                claims.push((name, values));
+            }
+        }
+        Some(_) => e.push(
+            p("allowed_idp_claims"),
+            "expected a map of claim name to a list of values",
+        ),
+    }
+    let legacy = Legacy {
+        allowed_users: raw.allowed_users.as_deref().unwrap_or(&[]),
+        allowed_domains: raw.allowed_domains.as_deref().unwrap_or(&[]),
+        allowed_idp_claims: &claims,
+        allow_public: raw.allow_public_unauthenticated_access,
+        allow_any_authenticated_user: raw.allow_any_authenticated_user,
+        cors_allow_preflight: raw.cors_allow_preflight,
+    };
+    let mut policy = Policy::default();
+    policy.rules.extend(legacy.rule());
+    if let Some(v) = &raw.policy {
+        match parse_policy(v, &p("policy")) {
+            Ok(ppl) => policy.rules.extend(ppl.rules),
+            Err(err) => e.push(err.path, err.message),
+        }
+    }
+    if policy.needs_identity() && ctx.settings.auth.is_none() {
+        e.push(
+            base.to_string(),
+            "this route's access rules need a signed-in user: set authenticate_service_url and the idp_* keys",
+        );
+    }
+    Access::Policy(Arc::new(policy))
 }
 
 /// `https://host[:port]`, `http://…`, `https://*.example.com`, `https://*`.

@@ -98,14 +98,11 @@ pub enum Action {
     Respond { status: StatusCode, body: Bytes },
 }
 
-/// Who may pass. Until the authorization stage lands, only public routes are served: a route
-/// that names any other access rule answers 403 rather than opening up (deny by default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who may pass: everyone, or whoever the route's policy allows (deny by default).
+#[derive(Debug, Clone)]
 pub enum Access {
     Public,
-    /// `allow_any_authenticated_user`: any signed-in user.
-    AuthenticatedUser,
-    NotEnforcedYet,
+    Policy(Arc<crate::policy::Policy>),
 }
 
 #[derive(Debug, Clone)]
@@ -179,10 +176,10 @@ impl Route {
             Action::Redirect(r) => format!("redirect {}", r.status.as_u16()),
             Action::Respond { status, .. } => format!("respond {}", status.as_u16()),
         };
-        let access = match self.access {
-            Access::Public => "public",
-            Access::AuthenticatedUser => "any signed-in user",
-            Access::NotEnforcedYet => "denied (policy not evaluated by this build)",
+        let access = match &self.access {
+            Access::Public => "public".to_string(),
+            Access::Policy(p) if p.rules.is_empty() => "denied: no access rule".to_string(),
+            Access::Policy(p) => format!("policy: {} rule(s)", p.rules.len()),
         };
         format!("{}: {host}{port} {path} {action} [{access}]", self.id)
     }

@@ -187,40 +187,82 @@ routes:
 }
 
 #[tokio::test]
-async fn routes_without_public_access_are_denied_until_policies_exist() {
+async fn deny_by_default_and_policies_without_identity() {
     let up = Upstream::echo("up").await;
     let gw = Gateway::insecure(&format!(
         r#"
 routes:
-  - from: http://private.test
-    to: {u}
-    allowed_users: [alice@example.com]
   - from: http://bare.test
     to: {u}
+  - from: http://office.test
+    to: {u}
+    policy:
+      allow:
+        or:
+          - source_ip: [192.0.2.0/24, "2001:db8::/32"]
+  - from: http://loopback.test
+    to: {u}
+    policy:
+      - allow:
+          and:
+            - source_ip: 127.0.0.0/8
+            - http_method: {{in: [GET, HEAD]}}
+      - deny:
+          or:
+            - http_path: {{starts_with: /admin}}
 "#,
         u = up.url()
     ))
     .await;
-    assert_eq!(gw.get("private.test", "/").await.status, 403);
-    assert_eq!(gw.get("bare.test", "/").await.status, 403);
+    assert_eq!(
+        gw.get("bare.test", "/").await.status,
+        403,
+        "a route with no access rule is closed"
+    );
     let json = gw
         .request(
             reqwest::Method::GET,
-            "bare.test",
+            "office.test",
             "/",
             &[("accept", "application/json")],
         )
         .await;
     assert_eq!(json.status, 403);
+    let body: serde_json::Value = serde_json::from_str(&json.body).unwrap();
+    assert_eq!(
+        body["reasons"],
+        serde_json::json!(["source-ip-unauthorized"])
+    );
+    assert!(body["request_id"].as_str().is_some_and(|s| !s.is_empty()));
+    let html = gw.get("office.test", "/").await;
     assert!(
-        json.body.contains("\"error\""),
-        "JSON clients get a JSON error: {}",
-        json.body
+        html.body.contains("403") && html.body.contains("/.pomerium/"),
+        "{}",
+        html.body
     );
     assert_eq!(
         up.hits.load(std::sync::atomic::Ordering::SeqCst),
         0,
         "nothing reached the upstream"
+    );
+
+    assert_eq!(gw.get("loopback.test", "/x").await.status, 200);
+    assert_eq!(
+        gw.request(reqwest::Method::POST, "loopback.test", "/x", &[])
+            .await
+            .status,
+        403,
+        "method rule"
+    );
+    assert_eq!(
+        gw.get("loopback.test", "/admin/x").await.status,
+        403,
+        "deny wins"
+    );
+    assert_eq!(
+        gw.get("loopback.test", "/%61dmin/x").await.status,
+        403,
+        "the policy sees the normalised path"
     );
 }
 
