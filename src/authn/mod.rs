@@ -233,6 +233,7 @@ pub async fn authenticate_host(
         "/oauth2/callback" => oauth_callback(auth, state, req).await,
         "/.pomerium/sign_out" => authenticate_sign_out(auth, state, req).await,
         "/.pomerium/signed_out" => Reply::html(StatusCode::OK, pages::signed_out()),
+        "/.well-known/pomerium/jwks.json" => jwks(auth),
         "/.pomerium/" => Reply::html(
             StatusCode::OK,
             pages::page("Vallum", "<p>This is the sign-in service.</p>"),
@@ -251,6 +252,9 @@ pub async fn route_endpoint(
         "/.pomerium/callback/" | "/.pomerium/callback" => route_callback(auth, state, req).await,
         "/.pomerium/sign_out" => route_sign_out(auth, state, req).await,
         "/.pomerium/user" => user_json(auth, state, req).await,
+        "/.pomerium/" => user_page(auth, state, req).await,
+        "/.well-known/pomerium/jwks.json" => jwks(auth),
+        "/.well-known/pomerium" | "/.well-known/pomerium/" => well_known(auth, req),
         _ => return None,
     })
 }
@@ -541,6 +545,89 @@ async fn user_json(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_
     claims.insert("groups".into(), serde_json::json!(s.groups));
     claims.insert("sid".into(), serde_json::json!(s.id));
     Reply::json(StatusCode::OK, &serde_json::Value::Object(claims))
+}
+
+/// `/.pomerium/`: who you are signed in as. Never shows tokens (Pomerium's CVE-2024-39315).
+async fn user_page(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
+    let Some(s) = session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await else {
+        if req.wants_json {
+            return Reply::json(
+                StatusCode::UNAUTHORIZED,
+                &serde_json::json!({ "error": "user-unauthenticated" }),
+            );
+        }
+        let original = format!("{}://{}/.pomerium/", req.scheme, req.host);
+        return Reply::found(sign_in_url(auth, &original).as_str());
+    };
+    let e = pages::escape;
+    let mut claims: Vec<(&String, &serde_json::Value)> = s
+        .claims
+        .iter()
+        .filter(|(k, _)| {
+            ![
+                "iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp",
+            ]
+            .contains(&k.as_str())
+        })
+        .collect();
+    claims.sort_by(|a, b| a.0.cmp(b.0));
+    let rows: String = claims
+        .iter()
+        .map(|(k, v)| format!("<tr><th>{}</th><td>{}</td></tr>", e(k), e(&v.to_string())))
+        .collect();
+    let expires = chrono::DateTime::from_timestamp(s.expires_at as i64, 0)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default();
+    let csrf = csrf_token(auth, Some(&s));
+    let body = format!(
+        "<table><tr><th>User</th><td>{}</td></tr><tr><th>Email</th><td>{}</td></tr><tr><th>Name</th><td>{}</td></tr>\
+         <tr><th>Groups</th><td>{}</td></tr><tr><th>Session expires</th><td>{}</td></tr></table>\
+         <h2>Claims</h2><table>{rows}</table>\
+         <form method=\"post\" action=\"/.pomerium/sign_out\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <button type=\"submit\">Sign out</button></form>",
+        e(&s.user_id),
+        e(s.email.as_deref().unwrap_or("")),
+        e(s.name.as_deref().unwrap_or("")),
+        e(&s.groups.join(", ")),
+        e(&expires),
+        e(&csrf),
+    );
+    Reply::html(StatusCode::OK, pages::page("Signed in", &body))
+}
+
+fn cors_cacheable(r: Reply, etag: Option<String>) -> Reply {
+    use http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, ETAG};
+    let mut r = r
+        .with_header(
+            ACCESS_CONTROL_ALLOW_ORIGIN,
+            http::HeaderValue::from_static("*"),
+        )
+        .with_header(CACHE_CONTROL, http::HeaderValue::from_static("max-age=60"));
+    if let Some(t) = etag.and_then(|t| http::HeaderValue::from_str(&t).ok()) {
+        r = r.with_header(ETAG, t);
+    }
+    r
+}
+
+/// `/.well-known/pomerium/jwks.json`: the key upstreams verify the assertion with.
+fn jwks(auth: &AuthSettings) -> Reply {
+    let body = auth.signer.jwks();
+    let etag = format!("\"{}\"", auth.signer.kid());
+    cors_cacheable(Reply::json(StatusCode::OK, &body), Some(etag))
+}
+
+/// `/.well-known/pomerium`: where this host's keys and endpoints are.
+fn well_known(auth: &AuthSettings, req: &Request<'_>) -> Reply {
+    let base = format!("{}://{}", req.scheme, req.host);
+    let mut callback = auth.authenticate_url.clone();
+    callback.set_path("/oauth2/callback");
+    let body = serde_json::json!({
+        "issuer": format!("{base}/"),
+        "authentication_callback_endpoint": callback.as_str(),
+        "jwks_uri": format!("{base}/.well-known/pomerium/jwks.json"),
+        "frontchannel_logout_uri": format!("{base}/.pomerium/sign_out"),
+    });
+    cors_cacheable(Reply::json(StatusCode::OK, &body), None)
 }
 
 fn csrf_token(auth: &AuthSettings, session: Option<&Session>) -> String {

@@ -5,6 +5,8 @@
 use super::error::Errors;
 use super::raw::RawSettings;
 use crate::crypto::Key;
+use crate::headers::jwt::Signer;
+use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::Duration;
 use url::Url;
@@ -80,6 +82,14 @@ pub struct AuthSettings {
     pub cookie_secret: Key,
     pub shared_secret: Key,
     pub signout_redirect_url: Option<Url>,
+    /// Signs `X-Pomerium-Jwt-Assertion`; its public key is at `/.well-known/pomerium/jwks.json`.
+    pub signer: Arc<Signer>,
+    /// `X-Pomerium-Claim-*` headers: (header, claim).
+    pub claim_headers: Vec<(http::HeaderName, String)>,
+    /// Pomerium's `pass_identity_headers` (routes may override).
+    pub pass_identity_headers: bool,
+    /// `jwt_issuer_format: uri` → `iss` is `https://host/`, else the bare host.
+    pub issuer_uri: bool,
     /// True when either secret was generated for this process (single node only).
     pub generated_secrets: bool,
     pub storage: Storage,
@@ -348,6 +358,31 @@ pub fn compile(
     let shared_secret =
         shared_secret.unwrap_or_else(|| RANDOM_SHARED_SECRET.get_or_init(Key::random).clone());
 
+    let signer = match (&raw.signing_key, &raw.signing_key_file) {
+        (Some(_), Some(_)) => {
+            errs.push(
+                "signing_key",
+                "signing_key and signing_key_file cannot both be set",
+            );
+            None
+        }
+        (Some(k), None) => errs.check("signing_key", Signer::from_pem(k)),
+        (None, Some(f)) => {
+            files.push(f.into());
+            match std::fs::read_to_string(f) {
+                Ok(t) => errs.check("signing_key_file", Signer::from_pem(&t)),
+                Err(e) => {
+                    errs.push("signing_key_file", format!("cannot read {f}: {e}"));
+                    None
+                }
+            }
+        }
+        (None, None) => errs.check("shared_secret", Signer::derived(&shared_secret)),
+    };
+    let signer = Arc::new(signer.or_else(|| Signer::derived(&shared_secret).ok())?);
+    let claim_headers = compile_claim_headers(raw.jwt_claims_headers.as_ref(), errs);
+    let issuer_uri = issuer_format(raw.jwt_issuer_format.as_deref(), "jwt_issuer_format", errs);
+
     let signout_redirect_url =
         raw.signout_redirect_url
             .as_deref()
@@ -378,7 +413,68 @@ pub fn compile(
         signout_redirect_url,
         generated_secrets: generated,
         storage,
+        signer,
+        claim_headers,
+        pass_identity_headers: raw.pass_identity_headers.unwrap_or(false),
+        issuer_uri,
     })
+}
+
+/// `hostOnly` (default) or `uri`.
+pub fn issuer_format(v: Option<&str>, key: &str, errs: &mut Errors) -> bool {
+    match v {
+        None | Some("hostOnly") | Some("") => false,
+        Some("uri") => true,
+        Some(other) => {
+            errs.push(
+                key,
+                format!("unknown value {other:?}; expected hostOnly or uri"),
+            );
+            false
+        }
+    }
+}
+
+/// A list of claims (→ `X-Pomerium-Claim-<Claim>`) or a map of header → claim.
+fn compile_claim_headers(
+    v: Option<&serde_yaml_ng::Value>,
+    errs: &mut Errors,
+) -> Vec<(http::HeaderName, String)> {
+    use crate::policy::matchers::scalar;
+    use serde_yaml_ng::Value;
+    let pairs: Vec<(String, String)> = match v {
+        None => Vec::new(),
+        Some(Value::Sequence(s)) => s
+            .iter()
+            .filter_map(scalar)
+            .map(|c| (format!("X-Pomerium-Claim-{c}"), c))
+            .collect(),
+        Some(Value::String(s)) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(|c| (format!("X-Pomerium-Claim-{c}"), c.to_string()))
+            .collect(),
+        Some(Value::Mapping(m)) => m
+            .iter()
+            .filter_map(|(k, v)| Some((scalar(k)?, scalar(v)?)))
+            .collect(),
+        Some(_) => {
+            errs.push(
+                "jwt_claims_headers",
+                "expected a list of claims or a map of header to claim",
+            );
+            Vec::new()
+        }
+    };
+    let mut out = Vec::new();
+    for (h, c) in pairs {
+        match http::HeaderName::from_bytes(h.as_bytes()) {
+            Ok(name) => out.push((name, c)),
+            Err(_) => errs.push(format!("jwt_claims_headers.{h}"), "not a valid header name"),
+        }
+    }
+    out
 }
 
 fn compile_idp(

@@ -58,6 +58,11 @@ pub struct RawSettings {
     pub cookie_http_only: Option<bool>,
     pub cookie_same_site: Option<String>,
     pub signout_redirect_url: Option<String>,
+    pub pass_identity_headers: Option<bool>,
+    pub signing_key: Option<String>,
+    pub signing_key_file: Option<String>,
+    pub jwt_claims_headers: Option<serde_yaml_ng::Value>,
+    pub jwt_issuer_format: Option<String>,
     pub databroker_storage_type: Option<String>,
     pub databroker_storage_connection_string: Option<String>,
     pub databroker_storage_connection_string_file: Option<String>,
@@ -116,7 +121,9 @@ pub struct RawRoute {
     pub id: Option<String>,
     pub description: Option<String>,
     pub logo_url: Option<String>,
-    // Access keys: parsed here, enforced by the authorization stage.
+    pub pass_identity_headers: Option<bool>,
+    pub jwt_issuer_format: Option<String>,
+    // Access keys.
     pub policy: Option<serde_yaml_ng::Value>,
     pub allowed_users: Option<Vec<String>>,
     pub allowed_domains: Option<Vec<String>>,

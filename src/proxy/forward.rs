@@ -39,7 +39,17 @@ pub fn upstream_path(
     out
 }
 
+/// Who the upstream is told about (a signed-in request only).
+pub struct UpstreamIdentity {
+    pub jwt: Option<String>,
+    pub id_token: String,
+    pub access_token: String,
+    /// `X-Pomerium-Jwt-Assertion` and `X-Pomerium-Claim-*`, when `pass_identity_headers` is on.
+    pub headers: Vec<(HeaderName, String)>,
+}
+
 pub struct ForwardInfo<'a> {
+    pub identity: Option<UpstreamIdentity>,
     /// Vallum's own cookies, removed from `Cookie` so the upstream never sees a session handle.
     pub strip_cookies: &'a [String],
     pub original_host: &'a str,
@@ -137,8 +147,23 @@ pub fn shape_request(
     for h in &route.remove_request_headers {
         req.remove_header(h);
     }
-    for (k, v) in &route.set_request_headers {
-        req.insert_header(k.clone(), v.clone())?;
+    if let Some(id) = &info.identity {
+        for (k, v) in &id.headers {
+            req.insert_header(k.clone(), v.as_str())?;
+        }
+    }
+    let (jwt, id_token, access_token) = match &info.identity {
+        Some(id) => (
+            id.jwt.as_deref().unwrap_or(""),
+            id.id_token.as_str(),
+            id.access_token.as_str(),
+        ),
+        None => ("", "", ""),
+    };
+    for (k, t) in &route.set_request_headers {
+        if let Some(v) = t.render(jwt, id_token, access_token) {
+            req.insert_header(k.clone(), v)?;
+        }
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use crate::config::auth::Services;
 use crate::config::settings::Underscores;
 use crate::policy::{Decision, Input, Subject};
 use crate::routes::path::{self, Normalized, PathRules, Target};
-use crate::routes::route::{Access, Action, PathMatch, Route};
+use crate::routes::route::{Access, Action, HeaderTemplate, PathMatch, Route};
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::upstream::Picked;
 use async_trait::async_trait;
@@ -188,7 +188,10 @@ impl Gateway {
         if let Some(auth) = &settings.auth {
             let on_auth_host =
                 auth.services != Services::Proxy && host_full == auth.authenticate_host;
-            if on_auth_host || target.path.starts_with("/.pomerium/") {
+            if on_auth_host
+                || target.path.starts_with("/.pomerium/")
+                || target.path.starts_with("/.well-known/pomerium")
+            {
                 let req = match self.authn_request(session, &host_full, &target).await {
                     Ok(r) => r,
                     Err(reply) => return Step::Reply(reply),
@@ -235,21 +238,28 @@ impl Gateway {
         }
 
         // 8. Identity and access. Deny by default: a route is served only when its policy allows.
+        // The session is read when the decision or the upstream headers need it.
+        let wants_identity = route.pass_identity_headers
+            || route
+                .set_request_headers
+                .iter()
+                .any(|(_, t)| matches!(t, HeaderTemplate::Dynamic(_)))
+            || matches!(&route.access, Access::Policy(p) if p.needs_identity());
+        let identity = match &settings.auth {
+            Some(auth) if wants_identity => {
+                let cookies = cookie_header(session);
+                authn::session_for(
+                    auth,
+                    &self.auth,
+                    cookies.as_deref(),
+                    &auth.cookie.name,
+                    &host_full,
+                )
+                .await
+            }
+            _ => None,
+        };
         if let Access::Policy(policy) = &route.access {
-            let identity = match &settings.auth {
-                Some(auth) if policy.needs_identity() => {
-                    let cookies = cookie_header(session);
-                    authn::session_for(
-                        auth,
-                        &self.auth,
-                        cookies.as_deref(),
-                        &auth.cookie.name,
-                        &host_full,
-                    )
-                    .await
-                }
-                _ => None,
-            };
             let email = identity
                 .as_ref()
                 .and_then(|s| s.email.as_deref())
@@ -279,7 +289,7 @@ impl Gateway {
             let decision = policy.evaluate(&input);
             authorize_log(&ctx.request_id, &route.id, identity.as_deref(), &decision);
             match decision {
-                Decision::Allow => ctx.identity = identity,
+                Decision::Allow => {}
                 Decision::NeedLogin => {
                     return self.need_login(session, settings, &host_full, &target, &ctx.request_id)
                 }
@@ -288,6 +298,8 @@ impl Gateway {
                 }
             }
         }
+
+        ctx.identity = identity;
 
         // 9. Action.
         let step = match &route.action {
@@ -469,6 +481,52 @@ impl Gateway {
         })
     }
 
+    /// The identity values for the upstream request: the (cached) assertion and claim headers
+    /// when the route passes identity headers, and the tokens `set_request_headers` may use.
+    fn upstream_identity(
+        &self,
+        ctx: &RequestCtx,
+        route: &Route,
+    ) -> Option<forward::UpstreamIdentity> {
+        let session = ctx.identity.as_ref()?;
+        let auth = ctx.snap.as_ref()?.settings.auth.as_ref()?;
+        let wants_jwt = route.pass_identity_headers
+            || route.set_request_headers.iter().any(|(_, t)| t.needs_jwt());
+        let jwt = wants_jwt.then(|| {
+            let issuer = if route.issuer_uri {
+                format!("https://{}/", ctx.host)
+            } else {
+                ctx.host.clone()
+            };
+            let extra: Vec<String> = auth.claim_headers.iter().map(|(_, c)| c.clone()).collect();
+            auth.signer
+                .assertion(&session.id, &ctx.host, crate::session::unix_now(), || {
+                    crate::headers::assertion_claims(session, &ctx.host, &issuer, &extra)
+                })
+        });
+        let mut headers = Vec::new();
+        if route.pass_identity_headers {
+            if let Some(j) = &jwt {
+                headers.push((
+                    http::HeaderName::from_static("x-pomerium-jwt-assertion"),
+                    j.clone(),
+                ));
+            }
+            for (h, claim) in &auth.claim_headers {
+                headers.push((
+                    h.clone(),
+                    crate::headers::claim_header_value(session, claim),
+                ));
+            }
+        }
+        Some(forward::UpstreamIdentity {
+            jwt,
+            id_token: session.id_token.clone(),
+            access_token: session.access_token.clone(),
+            headers,
+        })
+    }
+
     /// The answer to an anonymous request on a route that needs a signed-in user.
     fn need_login(
         &self,
@@ -614,7 +672,9 @@ impl ProxyHttp for Gateway {
                 ]
             })
             .unwrap_or_default();
+        let identity = self.upstream_identity(ctx, route);
         let info = ForwardInfo {
+            identity,
             strip_cookies: &session_cookies,
             original_host: &ctx.host,
             client_ip: session

@@ -15,6 +15,8 @@ pub struct Reply {
     pub location: Option<HeaderValue>,
     /// `Set-Cookie` values.
     pub cookies: Vec<String>,
+    /// Extra headers, set after the defaults (so they may replace `Cache-Control`).
+    pub extra: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Reply {
@@ -29,6 +31,7 @@ impl Reply {
                 body: Bytes::from(body),
                 location: None,
                 cookies: Vec::new(),
+                extra: Vec::new(),
             };
         }
         let text = format!(
@@ -42,6 +45,7 @@ impl Reply {
             body: Bytes::from(text),
             location: None,
             cookies: Vec::new(),
+            extra: Vec::new(),
         }
     }
 
@@ -52,6 +56,7 @@ impl Reply {
             body,
             location: None,
             cookies: Vec::new(),
+            extra: Vec::new(),
         }
     }
 
@@ -62,6 +67,7 @@ impl Reply {
             body: Bytes::from(body),
             location: None,
             cookies: Vec::new(),
+            extra: Vec::new(),
         }
     }
 
@@ -72,6 +78,7 @@ impl Reply {
             body: Bytes::from(value.to_string()),
             location: None,
             cookies: Vec::new(),
+            extra: Vec::new(),
         }
     }
 
@@ -81,6 +88,11 @@ impl Reply {
             Ok(v) => Reply::redirect(StatusCode::FOUND, v),
             Err(_) => Reply::error(StatusCode::BAD_REQUEST, "invalid redirect target", false),
         }
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Reply {
+        self.extra.push((name, value));
+        self
     }
 
     pub fn with_cookie(mut self, cookie: String) -> Reply {
@@ -95,6 +107,7 @@ impl Reply {
             body: Bytes::new(),
             location: Some(location),
             cookies: Vec::new(),
+            extra: Vec::new(),
         }
     }
 }
@@ -145,6 +158,9 @@ pub async fn send(
     resp.insert_header(CACHE_CONTROL, "no-store")?;
     if let Some(loc) = reply.location {
         resp.insert_header(LOCATION, loc)?;
+    }
+    for (k, v) in reply.extra {
+        resp.insert_header(k, v)?;
     }
     for c in reply.cookies {
         resp.append_header(http::header::SET_COOKIE, c)?;

@@ -192,6 +192,22 @@ pub fn compile(
     };
 
     let access = compile_access(raw, base, ctx, &mut e);
+    let pass_identity_headers = raw.pass_identity_headers.unwrap_or_else(|| {
+        ctx.settings
+            .auth
+            .as_ref()
+            .is_some_and(|a| a.pass_identity_headers)
+    });
+    let issuer_uri = match &raw.jwt_issuer_format {
+        Some(f) => {
+            let mut local = Errors::default();
+            let v =
+                crate::config::auth::issuer_format(Some(f), &p("jwt_issuer_format"), &mut local);
+            e.extend(local);
+            v
+        }
+        None => ctx.settings.auth.as_ref().is_some_and(|a| a.issuer_uri),
+    };
 
     let host_header = match (
         &raw.host_rewrite,
@@ -223,31 +239,18 @@ pub fn compile(
         }
     };
 
+    let mut set_request_headers = Vec::new();
     for (k, v) in &raw.set_request_headers {
-        if v.0.replace("$$", "").contains("${") {
-            e.push(
-                format!("{}.{k}", p("set_request_headers")),
-                "${pomerium.*} variables are not supported by this build yet (write $$ for a literal $)",
-            );
+        let path = format!("{}.{k}", p("set_request_headers"));
+        let Ok(name) = HeaderName::from_bytes(k.as_bytes()) else {
+            e.push(path, "not a valid HTTP header name");
+            continue;
+        };
+        match HeaderTemplate::parse(&v.0) {
+            Ok(t) => set_request_headers.push((name, t)),
+            Err(m) => e.push(path, m),
         }
     }
-    let set_request_headers = header_pairs(
-        &p("set_request_headers"),
-        raw.set_request_headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.0.as_str())),
-        &mut e,
-    )
-    .into_iter()
-    .map(|(k, v)| {
-        let unescaped = v
-            .to_str()
-            .map(|s| s.replace("$$", "$"))
-            .ok()
-            .and_then(|s| HeaderValue::from_str(&s).ok());
-        (k, unescaped.unwrap_or(v))
-    })
-    .collect();
     let mut remove_request_headers = Vec::new();
     for (i, h) in raw.remove_request_headers.iter().enumerate() {
         match HeaderName::from_bytes(h.as_bytes()) {
@@ -319,6 +322,8 @@ pub fn compile(
         access,
         host_header,
         set_request_headers,
+        pass_identity_headers,
+        issuer_uri,
         remove_request_headers,
         response_headers,
         rewrite_response_headers,

@@ -105,6 +105,94 @@ pub enum Access {
     Policy(Arc<crate::policy::Policy>),
 }
 
+/// A `set_request_headers` value: fixed, or with `${pomerium.jwt}`, `${pomerium.id_token}`,
+/// `${pomerium.access_token}` substituted once per request (`$$` is a literal `$`; substituted
+/// values are never expanded again).
+#[derive(Debug, Clone)]
+pub enum HeaderTemplate {
+    Static(HeaderValue),
+    Dynamic(Vec<Part>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    Lit(String),
+    Jwt,
+    IdToken,
+    AccessToken,
+}
+
+impl HeaderTemplate {
+    pub fn parse(s: &str) -> Result<HeaderTemplate, String> {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        let mut rest = s;
+        while let Some(i) = rest.find('$') {
+            lit.push_str(&rest[..i]);
+            let after = &rest[i + 1..];
+            if let Some(r) = after.strip_prefix('$') {
+                lit.push('$');
+                rest = r;
+            } else if let Some(r) = after.strip_prefix('{') {
+                let end = r
+                    .find('}')
+                    .ok_or("unclosed ${ (write $$ for a literal $)")?;
+                let part = match &r[..end] {
+                    "pomerium.jwt" => Part::Jwt,
+                    "pomerium.id_token" => Part::IdToken,
+                    "pomerium.access_token" => Part::AccessToken,
+                    other => {
+                        return Err(format!(
+                            "unknown variable ${{{other}}} (pomerium.jwt, pomerium.id_token, pomerium.access_token)"
+                        ))
+                    }
+                };
+                if !lit.is_empty() {
+                    parts.push(Part::Lit(std::mem::take(&mut lit)));
+                }
+                parts.push(part);
+                rest = &r[end + 1..];
+            } else {
+                lit.push('$');
+                rest = after;
+            }
+        }
+        lit.push_str(rest);
+        if parts.is_empty() {
+            return HeaderValue::from_str(&lit)
+                .map(HeaderTemplate::Static)
+                .map_err(|_| "not a valid HTTP header value".to_string());
+        }
+        if !lit.is_empty() {
+            parts.push(Part::Lit(lit));
+        }
+        Ok(HeaderTemplate::Dynamic(parts))
+    }
+
+    /// The value for one request; identity values are empty for anonymous requests.
+    pub fn render(&self, jwt: &str, id_token: &str, access_token: &str) -> Option<HeaderValue> {
+        match self {
+            HeaderTemplate::Static(v) => Some(v.clone()),
+            HeaderTemplate::Dynamic(parts) => {
+                let mut s = String::new();
+                for p in parts {
+                    s.push_str(match p {
+                        Part::Lit(l) => l,
+                        Part::Jwt => jwt,
+                        Part::IdToken => id_token,
+                        Part::AccessToken => access_token,
+                    });
+                }
+                HeaderValue::from_str(&s).ok()
+            }
+        }
+    }
+
+    pub fn needs_jwt(&self) -> bool {
+        matches!(self, HeaderTemplate::Dynamic(p) if p.contains(&Part::Jwt))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ResponseHeaderRewrite {
     pub header: HeaderName,
@@ -123,7 +211,11 @@ pub struct Route {
     pub action: Action,
     pub access: Access,
     pub host_header: HostHeader,
-    pub set_request_headers: Vec<(HeaderName, HeaderValue)>,
+    pub set_request_headers: Vec<(HeaderName, HeaderTemplate)>,
+    /// Send `X-Pomerium-Jwt-Assertion` and the claim headers (route, else global).
+    pub pass_identity_headers: bool,
+    /// `jwt_issuer_format: uri`.
+    pub issuer_uri: bool,
     pub remove_request_headers: Vec<HeaderName>,
     /// Global headers merged with the route's own.
     pub response_headers: Vec<(HeaderName, HeaderValue)>,

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod authorize;
 mod balancing;
 mod cli;
 mod downstream_tls;

@@ -20,6 +20,11 @@ pub struct Env {
 
 impl Env {
     pub async fn start(extra: &str) -> Env {
+        Env::with_routes(extra, "").await
+    }
+
+    /// `routes` (YAML list items, `{u}` = the echo upstream) come after the default routes.
+    pub async fn with_routes(extra: &str, routes: &str) -> Env {
         let idp = Idp::start().await;
         let up = Upstream::echo("app").await;
         let port = free_port();
@@ -28,9 +33,10 @@ impl Env {
              {idp}cookie_secret: {COOKIE_SECRET}\nshared_secret: {SHARED_SECRET}\n{extra}\
              routes:\n  - from: http://app.localhost\n    to: {u}\n    allow_any_authenticated_user: true\n\
              \x20 - from: http://app2.localhost\n    to: {u}\n    allow_any_authenticated_user: true\n\
-             \x20 - from: http://public.localhost\n    to: {u}\n    allow_public_unauthenticated_access: true\n",
+             \x20 - from: http://public.localhost\n    to: {u}\n    allow_public_unauthenticated_access: true\n{routes}",
             idp = idp.config(),
-            u = up.url()
+            u = up.url(),
+            routes = routes.replace("{u}", &up.url()),
         );
         let gw = Gateway::start_with(port, &text, &[]).await;
         gw.eventually("identity provider discovered", || async {
@@ -48,12 +54,11 @@ impl Env {
     pub fn browser(&self) -> Browser {
         let jar = Arc::new(reqwest::cookie::Jar::default());
         let addr = self.gw.addr();
-        let client = reqwest::Client::builder()
-            .cookie_provider(jar.clone())
-            .resolve("app.localhost", addr)
-            .resolve("app2.localhost", addr)
-            .resolve("public.localhost", addr)
-            .resolve("authenticate.localhost", addr)
+        let mut builder = reqwest::Client::builder().cookie_provider(jar.clone());
+        for host in HOSTS {
+            builder = builder.resolve(&format!("{host}.localhost"), addr);
+        }
+        let client = builder
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .timeout(Duration::from_secs(10))
@@ -62,6 +67,23 @@ impl Env {
         Browser { client, jar }
     }
 }
+
+/// The `*.localhost` names a test browser resolves to the gateway.
+pub const HOSTS: &[&str] = &[
+    "app",
+    "app2",
+    "public",
+    "authenticate",
+    "email",
+    "group",
+    "domain",
+    "claim",
+    "deny",
+    "jwt",
+    "time",
+    "notime",
+    "cors",
+];
 
 pub struct Browser {
     pub client: reqwest::Client,

@@ -1,0 +1,198 @@
+//! The identity assertion for upstreams (`X-Pomerium-Jwt-Assertion`): an ES256 JWT with
+//! Pomerium's claims, signed with `signing_key` or a P-256 key derived from `shared_secret` (so
+//! every node signs with the same key without distributing one), and its public JWKS.
+//!
+//! Signing costs tens of microseconds, so an assertion is cached per (session, audience) and
+//! re-signed when less than a minute of its five-minute life is left. A cached assertion is
+//! reused for several requests, so its `jti` identifies the assertion, not the request.
+
+use crate::crypto::Key;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use dashmap::DashMap;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use p256::elliptic_curve::sec1::ToEncodedPoint;
+use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+/// Lifetime of an assertion (Pomerium's).
+pub const TTL_SECS: u64 = 300;
+/// Re-sign when less than this is left.
+const RESIGN_BEFORE_SECS: u64 = 60;
+
+pub struct Signer {
+    key: EncodingKey,
+    kid: String,
+    jwk: Value,
+    cache: DashMap<(String, String), (String, u64)>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer").field("kid", &self.kid).finish()
+    }
+}
+
+impl Signer {
+    /// From a PEM (PKCS#8 or SEC1) EC P-256 private key, raw or base64-encoded.
+    pub fn from_pem(text: &str) -> Result<Signer, String> {
+        let pem = if text.trim_start().starts_with("-----BEGIN") {
+            text.to_string()
+        } else {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text.split_whitespace().collect::<String>())
+                .map_err(|e| format!("neither PEM nor base64 PEM: {e}"))?;
+            String::from_utf8(bytes).map_err(|_| "base64 does not hold PEM text".to_string())?
+        };
+        if pem.contains("RSA PRIVATE KEY") {
+            return Err("RSA signing keys are not supported yet; use an EC P-256 key (openssl ecparam -name prime256v1 -genkey)".into());
+        }
+        let sk = p256::SecretKey::from_pkcs8_pem(&pem)
+            .or_else(|_| p256::SecretKey::from_sec1_pem(&pem))
+            .map_err(|_| "not an EC P-256 private key in PEM".to_string())?;
+        Self::from_secret(&sk)
+    }
+
+    /// Deterministic P-256 key from `shared_secret`: every node with the same secret signs alike.
+    pub fn derived(shared: &Key) -> Result<Signer, String> {
+        let mut seed = shared
+            .derive("vallum derived jwt signing key")
+            .bytes()
+            .to_vec();
+        // A 32-byte string is a valid scalar with overwhelming probability; re-derive if not.
+        for _ in 0..8 {
+            if let Ok(sk) = p256::SecretKey::from_slice(&seed) {
+                return Self::from_secret(&sk);
+            }
+            seed = Sha256::digest(&seed).to_vec();
+        }
+        Err("cannot derive a signing key".into())
+    }
+
+    fn from_secret(sk: &p256::SecretKey) -> Result<Signer, String> {
+        let der = sk.to_pkcs8_der().map_err(|e| e.to_string())?;
+        let key = EncodingKey::from_ec_der(der.as_bytes());
+        let point = sk.public_key().to_encoded_point(false);
+        let (x, y) = (
+            point.x().map(|v| v.to_vec()).unwrap_or_default(),
+            point.y().map(|v| v.to_vec()).unwrap_or_default(),
+        );
+        let kid = hex(&Sha256::digest(point.as_bytes()))[..16].to_string();
+        let jwk = json!({"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid, "x": B64.encode(x), "y": B64.encode(y)});
+        Ok(Signer {
+            key,
+            kid,
+            jwk,
+            cache: DashMap::new(),
+        })
+    }
+
+    /// `{"keys": [...]}` for `/.well-known/pomerium/jwks.json`.
+    pub fn jwks(&self) -> Value {
+        json!({ "keys": [self.jwk] })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The assertion for this session and audience, from the cache while it has life left.
+    pub fn assertion(
+        &self,
+        session_id: &str,
+        audience: &str,
+        now: u64,
+        claims: impl FnOnce() -> Map<String, Value>,
+    ) -> String {
+        let key = (session_id.to_string(), audience.to_string());
+        if let Some(hit) = self.cache.get(&key) {
+            if hit.1 > now + RESIGN_BEFORE_SECS {
+                return hit.0.clone();
+            }
+        }
+        let exp = now + TTL_SECS;
+        let mut c = claims();
+        c.insert("iat".into(), json!(now));
+        c.insert("exp".into(), json!(exp));
+        c.insert("jti".into(), json!(crate::crypto::random_token(16)));
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        let jwt = jsonwebtoken::encode(&header, &Value::Object(c), &self.key).unwrap_or_default();
+        if self.cache.len() > 100_000 {
+            self.cache.retain(|_, v| v.1 > now);
+        }
+        self.cache.insert(key, (jwt.clone(), exp));
+        jwt
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_keys_are_deterministic_and_verify() {
+        let secret = Key::random();
+        let a = Signer::derived(&secret).unwrap();
+        let b = Signer::derived(&secret).unwrap();
+        assert_eq!(a.jwks(), b.jwks(), "every node derives the same key");
+        assert_ne!(a.jwks(), Signer::derived(&Key::random()).unwrap().jwks());
+
+        let jwt = a.assertion("sid", "app.example.com", 1_000, || {
+            let mut m = Map::new();
+            m.insert("aud".into(), json!("app.example.com"));
+            m.insert("sub".into(), json!("alice"));
+            m
+        });
+        let jwk: jsonwebtoken::jwk::Jwk =
+            serde_json::from_value(a.jwks()["keys"][0].clone()).unwrap();
+        let dk = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+        let mut v = jsonwebtoken::Validation::new(Algorithm::ES256);
+        v.set_audience(&["app.example.com"]);
+        v.validate_exp = false;
+        let data = jsonwebtoken::decode::<Value>(&jwt, &dk, &v).unwrap();
+        assert_eq!(data.claims["sub"], "alice");
+        assert_eq!(data.header.kid.as_deref(), Some(a.kid()));
+        assert_eq!(data.claims["exp"], 1_300);
+    }
+
+    #[test]
+    fn cache_reuses_then_resigns_before_expiry() {
+        let s = Signer::derived(&Key::random()).unwrap();
+        let mk = || Map::new();
+        let first = s.assertion("sid", "aud", 1_000, mk);
+        assert_eq!(s.assertion("sid", "aud", 1_100, mk), first, "cached");
+        assert_ne!(
+            s.assertion("sid", "other", 1_100, mk),
+            first,
+            "per audience"
+        );
+        assert_ne!(
+            s.assertion("sid", "aud", 1_000 + TTL_SECS - 30, mk),
+            first,
+            "re-signed ahead of expiry"
+        );
+    }
+
+    #[test]
+    fn pem_keys() {
+        let sk = p256::SecretKey::from_slice(&[7u8; 32]).unwrap();
+        let pem = sk.to_pkcs8_pem(Default::default()).unwrap().to_string();
+        assert!(Signer::from_pem(&pem).is_ok());
+        assert!(
+            Signer::from_pem(&base64::engine::general_purpose::STANDARD.encode(&pem)).is_ok(),
+            "base64 PEM"
+        );
+        assert!(Signer::from_pem(
+            "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----"
+        )
+        .unwrap_err()
+        .contains("RSA"));
+        assert!(Signer::from_pem("garbage").is_err());
+    }
+}
