@@ -62,13 +62,12 @@ pub enum ListMatcher {
 }
 
 impl ListMatcher {
-    pub fn matches(&self, list: &[&str]) -> bool {
+    pub fn matches<S: AsRef<str>>(&self, list: &[S]) -> bool {
+        let has = |v: &str| list.iter().any(|x| x.as_ref() == v);
         match self {
-            ListMatcher::Has(v) => list.contains(&v.as_str()),
-            ListMatcher::Is(want) => {
-                list.len() == want.len() && want.iter().all(|w| list.contains(&w.as_str()))
-            }
-            ListMatcher::Exclude(v) => !list.contains(&v.as_str()),
+            ListMatcher::Has(v) => has(v),
+            ListMatcher::Is(want) => list.len() == want.len() && want.iter().all(|w| has(w)),
+            ListMatcher::Exclude(v) => !has(v),
             ListMatcher::All(ms) => ms.iter().all(|m| m.matches(list)),
         }
     }

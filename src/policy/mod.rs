@@ -206,15 +206,11 @@ impl Criterion {
                     .is_some_and(|(_, d)| m.matches(d))
             }),
             Criterion::User(m) => with_subject(&|s| m.matches(s.user_id)),
-            Criterion::Groups(m) => with_subject(&|s| {
-                let list: Vec<&str> = s.groups.iter().map(String::as_str).collect();
-                m.matches(&list)
-            }),
-            Criterion::Claim { name, matcher } => with_subject(&|s| {
-                let list = claim_values(s, name);
-                let refs: Vec<&str> = list.iter().map(String::as_str).collect();
-                matcher.matches(&refs)
-            }),
+            Criterion::Groups(m) => with_subject(&|s| m.matches(s.groups)),
+            Criterion::Claim { name, matcher } => {
+                with_subject(&|s| matcher.matches(&claim_values(s, name)))
+            }
+
             Criterion::HttpMethod(m) => Tri::from(m.matches(input.method)),
             Criterion::HttpPath(m) => Tri::from(m.matches(input.path)),
             Criterion::SourceIp(nets) => Tri::from(input.client_ip.is_some_and(|ip| {

@@ -50,6 +50,13 @@ pub fn parse_policy(v: &Value, path: &str) -> Result<Policy, ParseError> {
     if let Value::String(text) = v {
         let inner: Value = serde_yaml_ng::from_str(text)
             .map_err(|e| cx.err(path, &format!("not valid YAML/JSON: {e}")))?;
+        // One level only: a string that parses to a string is not a policy (and must not recurse).
+        if matches!(inner, Value::String(_)) {
+            return Err(cx.err(
+                path,
+                "expected a rule ({allow: …, deny: …}) or a list of rules",
+            ));
+        }
         return parse_policy(&inner, path);
     }
     let rules = match v {

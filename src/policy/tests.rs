@@ -330,6 +330,8 @@ fn errors_name_the_path_and_the_reason() {
     assert!(err("allow: {or: [{day_of_week: funday}]}").contains("is not a day"));
     assert!(err("allow: {or: [{email: a, user: b}]}").contains("exactly one key"));
     assert!(err("42").contains("expected a rule"));
+    // Found by the fuzz property below: a string policy that parses to a string recursed forever.
+    assert!(err("'allow'").contains("expected a rule"));
 }
 
 #[test]
@@ -380,6 +382,88 @@ proptest! {
         prop_assert_eq!(Expr::Nor(kids.clone()).eval(&i), not_all);
         if signed_in {
             prop_assert!(vals.iter().all(|v| *v != Tri::Unknown), "nothing is unknown for a signed-in user");
+        }
+    }
+}
+
+/// Random YAML values built from PPL's vocabulary and junk.
+fn yaml_value() -> impl Strategy<Value = serde_yaml_ng::Value> {
+    use serde_yaml_ng::Value as V;
+    let words = prop_oneof![
+        Just("allow"),
+        Just("deny"),
+        Just("and"),
+        Just("or"),
+        Just("not"),
+        Just("nor"),
+        Just("email"),
+        Just("domain"),
+        Just("user"),
+        Just("groups"),
+        Just("claim/x"),
+        Just("claim/"),
+        Just("http_method"),
+        Just("http_path"),
+        Just("source_ip"),
+        Just("date"),
+        Just("day_of_week"),
+        Just("time_of_day"),
+        Just("timezone"),
+        Just("after"),
+        Just("before"),
+        Just("is"),
+        Just("in"),
+        Just("not_in"),
+        Just("has"),
+        Just("exclude"),
+        Just("starts_with"),
+        Just("accept"),
+        Just("reject"),
+        Just("authenticated_user"),
+        Just("cors_preflight"),
+        Just("10.0.0.0/8"),
+        Just("::1/200"),
+        Just("mon-fri"),
+        Just("25:99"),
+        Just("Europe/Paris"),
+        Just(""),
+        Just("${"),
+        Just("\u{0}"),
+    ];
+    let leaf = prop_oneof![
+        words.clone().prop_map(|w| V::String(w.into())),
+        proptest::arbitrary::any::<String>().prop_map(V::String),
+        proptest::arbitrary::any::<bool>().prop_map(V::Bool),
+        proptest::arbitrary::any::<i64>().prop_map(|n| V::Number(n.into())),
+        Just(V::Null),
+    ];
+    leaf.prop_recursive(6, 64, 5, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(V::Sequence),
+            prop::collection::vec((words.clone(), inner), 0..4).prop_map(|kv| {
+                V::Mapping(
+                    kv.into_iter()
+                        .map(|(k, v)| (V::String(k.into()), v))
+                        .collect(),
+                )
+            }),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    /// The parser's fuzz target: any input is either a policy or an error with a path, never a
+    /// panic; and whatever parses evaluates without panicking for any user.
+    #[test]
+    fn parser_never_panics(v in yaml_value(), signed_in in proptest::arbitrary::any::<bool>()) {
+        match parse_policy(&v, "routes[0].policy") {
+            Ok(p) => {
+                let a = alice();
+                let _ = p.evaluate(&input(signed_in.then_some(&a)));
+            }
+            Err(e) => prop_assert!(e.path.starts_with("routes[0].policy"), "{e}"),
         }
     }
 }

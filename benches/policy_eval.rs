@@ -1,0 +1,93 @@
+//! Question: what does a policy decision cost per request, as policies grow?
+//! Baseline: a 1-criterion policy. Also: the identity-header assertion, cold (signing) and warm
+//! (cache hit), which is what a signed-in request on a `pass_identity_headers` route pays.
+
+use chrono::TimeZone;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use std::hint::black_box;
+use vallum::crypto::Key;
+use vallum::headers::jwt::Signer;
+use vallum::policy::{parse_policy, Input, Subject};
+
+/// `n` criteria: a realistic mix, with the matching one last so every criterion is evaluated.
+fn policy_yaml(n: usize) -> String {
+    let mut s = String::from("allow:\n  or:\n");
+    for i in 0..n.saturating_sub(1) {
+        s.push_str(&match i % 5 {
+            0 => format!("    - email: {{is: user{i}@example.com}}\n"),
+            1 => format!("    - groups: {{has: group{i}}}\n"),
+            2 => format!("    - domain: {{is: corp{i}.example}}\n"),
+            3 => format!("    - claim/department: dept{i}\n"),
+            _ => "    - source_ip: [192.0.2.0/24, 198.51.100.0/24]\n".to_string(),
+        });
+    }
+    s.push_str(
+        "    - and:\n        - groups: {has: admins}\n        - http_method: {in: [GET, HEAD]}\n",
+    );
+    s
+}
+
+fn bench(c: &mut Criterion) {
+    let claims = serde_json::json!({"department": "R&D"})
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let groups = vec!["engineering".to_string(), "admins".to_string()];
+    let input = Input {
+        subject: Some(Subject {
+            user_id: "alice-id",
+            email: Some("alice@example.com"),
+            groups: &groups,
+            claims: &claims,
+        }),
+        method: "GET",
+        path: "/api/v1/items",
+        client_ip: "10.1.2.3".parse().ok(),
+        now: chrono::Utc
+            .with_ymd_and_hms(2026, 11, 25, 14, 30, 0)
+            .single()
+            .unwrap_or_default(),
+        cors_preflight: false,
+    };
+    let mut g = c.benchmark_group("policy_eval");
+    for n in [1usize, 10, 100] {
+        let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&policy_yaml(n)).unwrap_or_default();
+        let p = parse_policy(&v, "bench").unwrap_or_default();
+        g.bench_with_input(BenchmarkId::new("criteria", n), &n, |b, _| {
+            b.iter(|| black_box(p.evaluate(black_box(&input))))
+        });
+    }
+    g.finish();
+
+    let signer = Signer::derived(&Key::random()).unwrap_or_else(|e| panic!("{e}"));
+    let claims = || {
+        let mut m = serde_json::Map::new();
+        m.insert("sub".into(), serde_json::json!("alice-id"));
+        m.insert("email".into(), serde_json::json!("alice@example.com"));
+        m.insert(
+            "groups".into(),
+            serde_json::json!(["engineering", "admins"]),
+        );
+        m
+    };
+    let mut g = c.benchmark_group("identity_header");
+    let mut i = 0u64;
+    g.bench_function("cold_sign", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(signer.assertion(&format!("sid{i}"), "app.example.com", 1_000, claims))
+        })
+    });
+    let _ = signer.assertion("warm", "app.example.com", 1_000, claims);
+    g.bench_function("warm_cache", |b| {
+        b.iter(|| black_box(signer.assertion("warm", "app.example.com", 1_010, claims)))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(50).measurement_time(std::time::Duration::from_secs(2)).warm_up_time(std::time::Duration::from_millis(500));
+    targets = bench
+}
+criterion_main!(benches);
