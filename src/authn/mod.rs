@@ -253,8 +253,13 @@ pub async fn route_endpoint(
         "/.pomerium/sign_out" => route_sign_out(auth, state, req).await,
         "/.pomerium/user" => user_json(auth, state, req).await,
         "/.pomerium/" => user_page(auth, state, req).await,
+        "/.pomerium/jwt" if auth.jwt_endpoint => jwt_endpoint(auth, state, req).await,
         "/.well-known/pomerium/jwks.json" => jwks(auth),
         "/.well-known/pomerium" | "/.well-known/pomerium/" => well_known(auth, req),
+        // Every other `/.pomerium/` path is Vallum's, never the app's.
+        p if p.starts_with("/.pomerium/") => {
+            Reply::error(StatusCode::NOT_FOUND, "not found", req.wants_json)
+        }
         _ => return None,
     })
 }
@@ -593,6 +598,30 @@ async fn user_page(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_
         e(&csrf),
     );
     Reply::html(StatusCode::OK, pages::page("Signed in", &body))
+}
+
+/// `/.pomerium/jwt` (when `runtime_flags.pomerium_jwt_endpoint`): the assertion for this host, for
+/// browser apps that want to read it.
+async fn jwt_endpoint(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
+    let Some(s) = session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await else {
+        return Reply::json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({ "error": "user-unauthenticated" }),
+        );
+    };
+    let host = req.host.split(':').next().unwrap_or(req.host);
+    let issuer = if auth.issuer_uri {
+        format!("https://{host}/")
+    } else {
+        host.to_string()
+    };
+    let extra: Vec<String> = auth.claim_headers.iter().map(|(_, c)| c.clone()).collect();
+    let jwt = auth.signer.assertion(&s.id, host, unix_now(), || {
+        crate::headers::assertion_claims(&s, host, &issuer, &extra)
+    });
+    let mut r = Reply::text(StatusCode::OK, bytes::Bytes::from(jwt));
+    r.content_type = "application/jwt";
+    r
 }
 
 fn cors_cacheable(r: Reply, etag: Option<String>) -> Reply {

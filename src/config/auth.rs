@@ -90,6 +90,8 @@ pub struct AuthSettings {
     pub pass_identity_headers: bool,
     /// `jwt_issuer_format: uri` → `iss` is `https://host/`, else the bare host.
     pub issuer_uri: bool,
+    /// `runtime_flags.pomerium_jwt_endpoint`: serve `/.pomerium/jwt` (off by default, as in Pomerium).
+    pub jwt_endpoint: bool,
     /// True when either secret was generated for this process (single node only).
     pub generated_secrets: bool,
     pub storage: Storage,
@@ -382,6 +384,16 @@ pub fn compile(
     let signer = Arc::new(signer.or_else(|| Signer::derived(&shared_secret).ok())?);
     let claim_headers = compile_claim_headers(raw.jwt_claims_headers.as_ref(), errs);
     let issuer_uri = issuer_format(raw.jwt_issuer_format.as_deref(), "jwt_issuer_format", errs);
+    let mut jwt_endpoint = false;
+    for (flag, on) in &raw.runtime_flags {
+        match flag.as_str() {
+            "pomerium_jwt_endpoint" => jwt_endpoint = *on,
+            other => errs.push(
+                format!("runtime_flags.{other}"),
+                "runtime flag not supported by Vallum (pomerium_jwt_endpoint is)",
+            ),
+        }
+    }
 
     let signout_redirect_url =
         raw.signout_redirect_url
@@ -417,6 +429,7 @@ pub fn compile(
         claim_headers,
         pass_identity_headers: raw.pass_identity_headers.unwrap_or(false),
         issuer_uri,
+        jwt_endpoint,
     })
 }
 

@@ -67,7 +67,6 @@ pub const POMERIUM_GLOBAL_UNSUPPORTED: &[&str] = &[
     "envoy_bind_config_source_address",
     "envoy_bind_config_freebind",
     "google_cloud_serverless_authentication_service_account",
-    "runtime_flags",
     "installation_id",
     "otel_traces_exporter",
     "otel_exporter_otlp_endpoint",

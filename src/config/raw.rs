@@ -59,6 +59,7 @@ pub struct RawSettings {
     pub cookie_same_site: Option<String>,
     pub signout_redirect_url: Option<String>,
     pub pass_identity_headers: Option<bool>,
+    pub runtime_flags: BTreeMap<String, bool>,
     pub signing_key: Option<String>,
     pub signing_key_file: Option<String>,
     pub jwt_claims_headers: Option<serde_yaml_ng::Value>,

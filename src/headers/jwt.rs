@@ -23,6 +23,8 @@ const RESIGN_BEFORE_SECS: u64 = 60;
 
 pub struct Signer {
     key: EncodingKey,
+    /// ES256, or RS256 for an RSA `signing_key`.
+    alg: Algorithm,
     kid: String,
     jwk: Value,
     cache: DashMap<(String, String), (String, u64)>,
@@ -45,8 +47,19 @@ impl Signer {
                 .map_err(|e| format!("neither PEM nor base64 PEM: {e}"))?;
             String::from_utf8(bytes).map_err(|_| "base64 does not hold PEM text".to_string())?
         };
-        if pem.contains("RSA PRIVATE KEY") {
-            return Err("RSA signing keys are not supported yet; use an EC P-256 key (openssl ecparam -name prime256v1 -genkey)".into());
+        if let Some(rsa) = rsa_public(&pem) {
+            let key = EncodingKey::from_rsa_pem(pem.as_bytes())
+                .map_err(|e| format!("not a usable RSA key: {e}"))?;
+            let (n, e) = rsa;
+            let kid = hex(&Sha256::digest([n.as_slice(), e.as_slice()].concat()))[..16].to_string();
+            let jwk = json!({"kty": "RSA", "alg": "RS256", "use": "sig", "kid": kid, "n": B64.encode(&n), "e": B64.encode(&e)});
+            return Ok(Signer {
+                key,
+                alg: Algorithm::RS256,
+                kid,
+                jwk,
+                cache: DashMap::new(),
+            });
         }
         let sk = p256::SecretKey::from_pkcs8_pem(&pem)
             .or_else(|_| p256::SecretKey::from_sec1_pem(&pem))
@@ -82,6 +95,7 @@ impl Signer {
         let jwk = json!({"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid, "x": B64.encode(x), "y": B64.encode(y)});
         Ok(Signer {
             key,
+            alg: Algorithm::ES256,
             kid,
             jwk,
             cache: DashMap::new(),
@@ -116,7 +130,7 @@ impl Signer {
         c.insert("iat".into(), json!(now));
         c.insert("exp".into(), json!(exp));
         c.insert("jti".into(), json!(crate::crypto::random_token(16)));
-        let mut header = Header::new(Algorithm::ES256);
+        let mut header = Header::new(self.alg);
         header.kid = Some(self.kid.clone());
         let jwt = jsonwebtoken::encode(&header, &Value::Object(c), &self.key).unwrap_or_default();
         if self.cache.len() > 100_000 {
@@ -125,6 +139,78 @@ impl Signer {
         self.cache.insert(key, (jwt.clone(), exp));
         jwt
     }
+}
+
+/// Modulus and exponent of an RSA private key in PEM (PKCS#1 `RSA PRIVATE KEY`, or PKCS#8
+/// `PRIVATE KEY` holding one); `None` for anything else.
+fn rsa_public(pem: &str) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (label, der) = pem_decode(pem)?;
+    let pkcs1 = match label.as_str() {
+        "RSA PRIVATE KEY" => der,
+        "PRIVATE KEY" => {
+            // PrivateKeyInfo ::= SEQUENCE { version, AlgorithmIdentifier, OCTET STRING privateKey }
+            let (body, _) = der_tlv(&der, 0x30)?;
+            let (_, rest) = der_tlv(body, 0x02)?;
+            let (alg, rest) = der_tlv(rest, 0x30)?;
+            // rsaEncryption OID 1.2.840.113549.1.1.1
+            if !alg
+                .windows(9)
+                .any(|w| w == [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01])
+            {
+                return None;
+            }
+            der_tlv(rest, 0x04)?.0.to_vec()
+        }
+        _ => return None,
+    };
+    // RSAPrivateKey ::= SEQUENCE { version, modulus, publicExponent, … }
+    let (body, _) = der_tlv(&pkcs1, 0x30)?;
+    let (_, rest) = der_tlv(body, 0x02)?;
+    let (n, rest) = der_tlv(rest, 0x02)?;
+    let (e, _) = der_tlv(rest, 0x02)?;
+    let strip = |v: &[u8]| {
+        v.iter()
+            .skip_while(|b| **b == 0)
+            .copied()
+            .collect::<Vec<u8>>()
+    };
+    Some((strip(n), strip(e)))
+}
+
+/// One DER TLV with the expected tag: (value, rest).
+fn der_tlv(b: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    if *b.first()? != tag {
+        return None;
+    }
+    let first = *b.get(1)? as usize;
+    let (len, start) = if first < 0x80 {
+        (first, 2)
+    } else {
+        let n = first & 0x7f;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for i in 0..n {
+            len = (len << 8) | *b.get(2 + i)? as usize;
+        }
+        (len, 2 + n)
+    };
+    let end = start.checked_add(len)?;
+    Some((b.get(start..end)?, b.get(end..)?))
+}
+
+fn pem_decode(pem: &str) -> Option<(String, Vec<u8>)> {
+    let begin = pem.find("-----BEGIN ")?;
+    let rest = pem.get(begin + 11..)?;
+    let label_end = rest.find("-----")?;
+    let label = rest.get(..label_end)?.to_string();
+    let end = rest.find("-----END ")?;
+    let b64: String = rest.get(label_end + 5..end)?.split_whitespace().collect();
+    Some((
+        label,
+        base64::engine::general_purpose::STANDARD.decode(b64).ok()?,
+    ))
 }
 
 fn hex(b: &[u8]) -> String {
@@ -191,8 +277,44 @@ mod tests {
         assert!(Signer::from_pem(
             "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----"
         )
-        .unwrap_err()
-        .contains("RSA"));
+        .is_err());
         assert!(Signer::from_pem("garbage").is_err());
+    }
+
+    /// RSA keys (PKCS#1 and PKCS#8, made by openssl) sign RS256, and the JWKS verifies them.
+    #[test]
+    fn rsa_signing_keys() {
+        for args in [
+            &["genrsa", "2048"][..],
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+            ][..],
+        ] {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("openssl is installed");
+            let pem = String::from_utf8(out.stdout).unwrap();
+            let s = Signer::from_pem(&pem).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let jwt = s.assertion("sid", "aud", 1_000, Map::new);
+            let jwk: jsonwebtoken::jwk::Jwk =
+                serde_json::from_value(s.jwks()["keys"][0].clone()).unwrap();
+            let mut v = jsonwebtoken::Validation::new(Algorithm::RS256);
+            v.validate_exp = false;
+            v.validate_aud = false;
+            let dk = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+            assert!(
+                jsonwebtoken::decode::<Value>(&jwt, &dk, &v).is_ok(),
+                "{args:?}"
+            );
+            assert_eq!(
+                jsonwebtoken::decode_header(&jwt).unwrap().alg,
+                Algorithm::RS256
+            );
+        }
     }
 }

@@ -93,6 +93,13 @@ async fn policies_on_email_groups_domain_claims_method_and_deny() {
             "eve on {host}{path}"
         );
     }
+    let jwt = alice
+        .client
+        .get(env.url("email", "/.pomerium/jwt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jwt.status(), 404, "/.pomerium/jwt is off by default");
     let post = alice
         .client
         .post(env.url("claim", "/"))
@@ -254,7 +261,11 @@ async fn identity_headers_verify_against_the_published_jwks() {
 
 #[tokio::test]
 async fn pomerium_endpoints_and_their_traversal_spellings() {
-    let env = env().await;
+    let env = Env::with_routes(
+        "jwt_claims_headers: [email]\nruntime_flags:\n  pomerium_jwt_endpoint: true\n",
+        ROUTES,
+    )
+    .await;
     let anon = env.browser();
     // Traversal spellings are normalised first: they reach the right handler, or the route.
     let (r, _) = anon.get(&env.url("email", "/.pomerium/../x")).await;
@@ -296,6 +307,34 @@ async fn pomerium_endpoints_and_their_traversal_spellings() {
         assert!(page.body.contains(shown), "user page shows {shown}");
     }
     assert!(!page.body.contains("eyJ"), "no token on the user page");
+    let jwt = Resp::from(
+        alice
+            .client
+            .get(env.url("email", "/.pomerium/jwt"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        jwt.status, 200,
+        "runtime_flags.pomerium_jwt_endpoint turns /.pomerium/jwt on"
+    );
+    assert_eq!(jwt.header("content-type"), Some("application/jwt"));
+    assert_eq!(jwt.body.split('.').count(), 3);
+    let unknown = Resp::from(
+        alice
+            .client
+            .get(env.url("email", "/.pomerium/nope"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        unknown.status, 404,
+        "unknown /.pomerium/ paths never reach the app"
+    );
 }
 
 #[tokio::test]
