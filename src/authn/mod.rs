@@ -668,6 +668,29 @@ fn csrf_token(auth: &AuthSettings, session: Option<&Session>) -> String {
     )
 }
 
+/// Sign-out is a state change, so it takes a POST with the CSRF token bound to the session;
+/// a GET shows the confirmation form. `None`: go ahead; else the page to answer with.
+fn confirm_sign_out(
+    auth: &AuthSettings,
+    session: Option<&Session>,
+    req: &Request<'_>,
+) -> Option<Reply> {
+    let csrf = csrf_token(auth, session);
+    if req.method != http::Method::POST {
+        return Some(Reply::html(StatusCode::OK, pages::sign_out_confirm(&csrf)));
+    }
+    if !req.field("csrf").is_some_and(|c| ct_eq(c, &csrf)) {
+        return Some(Reply::html(
+            StatusCode::FORBIDDEN,
+            pages::error(
+                "Sign-out refused",
+                "The form has expired (CSRF check failed); reload and try again.",
+            ),
+        ));
+    }
+    None
+}
+
 #[derive(Serialize, Deserialize)]
 struct Logout {
     id_token: String,
@@ -695,18 +718,8 @@ fn signed_out_url(auth: &AuthSettings) -> String {
 async fn route_sign_out(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
     let name = auth.cookie.name.clone();
     let session = session_for(auth, state, req.cookies, &name, req.host).await;
-    let csrf = csrf_token(auth, session.as_deref());
-    if req.method != http::Method::POST {
-        return Reply::html(StatusCode::OK, pages::sign_out_confirm(&csrf));
-    }
-    if !req.field("csrf").is_some_and(|c| ct_eq(c, &csrf)) {
-        return Reply::html(
-            StatusCode::FORBIDDEN,
-            pages::error(
-                "Sign-out refused",
-                "The form has expired (CSRF check failed); reload and try again.",
-            ),
-        );
+    if let Some(reply) = confirm_sign_out(auth, session.as_deref(), req) {
+        return reply;
     }
     let mut extra = Vec::new();
     if let Some(s) = &session {
@@ -759,15 +772,8 @@ async fn authenticate_sign_out(
         Ok(t) => t,
         Err(_) => {
             // Unsigned: confirm first, as on app hosts.
-            let csrf = csrf_token(auth, session.as_deref());
-            if req.method != http::Method::POST {
-                return Reply::html(StatusCode::OK, pages::sign_out_confirm(&csrf));
-            }
-            if !req.field("csrf").is_some_and(|c| ct_eq(c, &csrf)) {
-                return Reply::html(
-                    StatusCode::FORBIDDEN,
-                    pages::error("Sign-out refused", "CSRF check failed"),
-                );
+            if let Some(reply) = confirm_sign_out(auth, session.as_deref(), req) {
+                return reply;
             }
             signed_out_url(auth)
         }

@@ -119,33 +119,14 @@ fn compile_storage(
     files: &mut Vec<std::path::PathBuf>,
     errs: &mut Errors,
 ) -> Storage {
-    let conn = match (
+    let conn = inline_or_file(
         &raw.databroker_storage_connection_string,
         &raw.databroker_storage_connection_string_file,
-    ) {
-        (Some(_), Some(_)) => {
-            errs.push(
-                "databroker_storage_connection_string",
-                "set it or its _file form, not both",
-            );
-            None
-        }
-        (Some(c), None) => Some(c.clone()),
-        (None, Some(f)) => {
-            files.push(f.into());
-            match std::fs::read_to_string(f) {
-                Ok(t) => Some(t.trim().to_string()),
-                Err(e) => {
-                    errs.push(
-                        "databroker_storage_connection_string_file",
-                        format!("cannot read {f}: {e}"),
-                    );
-                    None
-                }
-            }
-        }
-        (None, None) => None,
-    };
+        "databroker_storage_connection_string",
+        files,
+        errs,
+    )
+    .map(|c| c.trim().to_string());
     match raw.databroker_storage_type.as_deref() {
         None | Some("memory") => Storage::Memory,
         Some("redis") => match conn {
@@ -186,6 +167,36 @@ fn compile_storage(
 static RANDOM_COOKIE_SECRET: OnceLock<Key> = OnceLock::new();
 static RANDOM_SHARED_SECRET: OnceLock<Key> = OnceLock::new();
 
+/// The value of a key that also has a `_file` form (Pomerium's convention for secrets): inline,
+/// or read from the file (which is then watched), without the trailing newline `echo > file`
+/// leaves. Setting both is an error.
+pub fn inline_or_file(
+    inline: &Option<String>,
+    file: &Option<String>,
+    key: &str,
+    files: &mut Vec<std::path::PathBuf>,
+    errs: &mut Errors,
+) -> Option<String> {
+    match (inline, file) {
+        (Some(_), Some(_)) => {
+            errs.push(key, format!("{key} and {key}_file cannot both be set"));
+            None
+        }
+        (Some(v), None) => Some(v.clone()),
+        (None, Some(f)) => {
+            files.push(f.into());
+            match std::fs::read_to_string(f) {
+                Ok(t) => Some(t.trim_end_matches(['\n', '\r']).to_string()),
+                Err(e) => {
+                    errs.push(format!("{key}_file"), format!("cannot read {f}: {e}"));
+                    None
+                }
+            }
+        }
+        (None, None) => None,
+    }
+}
+
 fn secret(
     inline: &Option<String>,
     file: &Option<String>,
@@ -193,25 +204,7 @@ fn secret(
     files: &mut Vec<std::path::PathBuf>,
     errs: &mut Errors,
 ) -> Option<Key> {
-    let text = match (inline, file) {
-        (Some(_), Some(_)) => {
-            errs.push(key, format!("{key} and {key}_file cannot both be set"));
-            return None;
-        }
-        (Some(v), None) => v.clone(),
-        (None, Some(f)) => {
-            files.push(f.into());
-            match std::fs::read_to_string(f) {
-                // A trailing newline from `echo … > file` is not part of the secret.
-                Ok(t) => t.trim_end_matches(['\n', '\r']).to_string(),
-                Err(e) => {
-                    errs.push(format!("{key}_file"), format!("cannot read {f}: {e}"));
-                    return None;
-                }
-            }
-        }
-        (None, None) => return None,
-    };
+    let text = inline_or_file(inline, file, key, files, errs)?;
     if text != text.trim() {
         errs.push(key, "has surrounding whitespace");
         return None;
@@ -360,26 +353,15 @@ pub fn compile(
     let shared_secret =
         shared_secret.unwrap_or_else(|| RANDOM_SHARED_SECRET.get_or_init(Key::random).clone());
 
-    let signer = match (&raw.signing_key, &raw.signing_key_file) {
-        (Some(_), Some(_)) => {
-            errs.push(
-                "signing_key",
-                "signing_key and signing_key_file cannot both be set",
-            );
-            None
-        }
-        (Some(k), None) => errs.check("signing_key", Signer::from_pem(k)),
-        (None, Some(f)) => {
-            files.push(f.into());
-            match std::fs::read_to_string(f) {
-                Ok(t) => errs.check("signing_key_file", Signer::from_pem(&t)),
-                Err(e) => {
-                    errs.push("signing_key_file", format!("cannot read {f}: {e}"));
-                    None
-                }
-            }
-        }
-        (None, None) => errs.check("shared_secret", Signer::derived(&shared_secret)),
+    let signer = match inline_or_file(
+        &raw.signing_key,
+        &raw.signing_key_file,
+        "signing_key",
+        files,
+        errs,
+    ) {
+        Some(pem) => errs.check("signing_key", Signer::from_pem(&pem)),
+        None => errs.check("shared_secret", Signer::derived(&shared_secret)),
     };
     let signer = Arc::new(signer.or_else(|| Signer::derived(&shared_secret).ok())?);
     let claim_headers = compile_claim_headers(raw.jwt_claims_headers.as_ref(), errs);
@@ -538,27 +520,14 @@ fn compile_idp(
             "required: the client id registered at the identity provider",
         );
     }
-    let client_secret = match (&raw.idp_client_secret, &raw.idp_client_secret_file) {
-        (Some(_), Some(_)) => {
-            errs.push(
-                "idp_client_secret",
-                "idp_client_secret and idp_client_secret_file cannot both be set",
-            );
-            String::new()
-        }
-        (Some(s), None) => s.clone(),
-        (None, Some(f)) => {
-            files.push(f.into());
-            match std::fs::read_to_string(f) {
-                Ok(t) => t.trim_end_matches(['\n', '\r']).to_string(),
-                Err(e) => {
-                    errs.push("idp_client_secret_file", format!("cannot read {f}: {e}"));
-                    String::new()
-                }
-            }
-        }
-        (None, None) => String::new(),
-    };
+    let client_secret = inline_or_file(
+        &raw.idp_client_secret,
+        &raw.idp_client_secret_file,
+        "idp_client_secret",
+        files,
+        errs,
+    )
+    .unwrap_or_default();
     let scopes = raw
         .idp_scopes
         .as_ref()

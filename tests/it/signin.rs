@@ -68,6 +68,15 @@ impl Env {
     }
 }
 
+/// The CSRF token of a sign-out form.
+pub fn csrf_field(html: &str) -> String {
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// The `*.localhost` names a test browser resolves to the gateway.
 pub const HOSTS: &[&str] = &[
     "app",
@@ -464,15 +473,7 @@ async fn sign_out_ends_the_session_for_every_copy_of_the_cookie() {
 
     let (page, _) = b.get(&env.url("app", "/.pomerium/sign_out")).await;
     assert_eq!(page.status, 200);
-    let csrf = page
-        .body
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
+    let csrf = crate::signin::csrf_field(&page.body);
 
     let refused = b
         .client

@@ -101,15 +101,7 @@ async fn authenticate_and_proxy_nodes_share_sessions_through_redis() {
     let (page, _) = b
         .get(&format!("http://app.localhost:{pb}/.pomerium/sign_out"))
         .await;
-    let csrf = page
-        .body
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
+    let csrf = crate::signin::csrf_field(&page.body);
     let r = b
         .client
         .post(format!("http://app.localhost:{pb}/.pomerium/sign_out"))
