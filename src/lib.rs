@@ -8,6 +8,7 @@
 pub mod authn;
 pub mod config;
 pub mod crypto;
+pub mod demo;
 pub mod headers;
 pub mod identity;
 pub mod policy;

@@ -29,6 +29,12 @@ struct Cli {
 enum Command {
     /// Run the gateway (the default when no command is given).
     Run(RunArgs),
+    /// Try Vallum on loopback: the gateway, a development identity provider and a whoami app.
+    Demo {
+        /// Gateway port; the demo identity provider and the whoami app take the next two.
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
+    },
     /// Validate config files and print a summary of their routes; exits non-zero on any error.
     CheckConfig {
         #[arg(required = true)]
@@ -60,6 +66,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig { files }) => check_config(&files),
         Some(Command::Run(args)) => run(args),
+        Some(Command::Demo { port }) => demo(port),
         None => run(cli.run),
     }
 }
@@ -130,6 +137,23 @@ fn try_run(args: RunArgs) -> anyhow::Result<()> {
     };
     let server = server::build(shared, &opts)?;
     server.run_forever()
+}
+
+fn demo(port: u16) -> ExitCode {
+    if std::env::var("VALLUM_LOG_FORMAT").is_err() {
+        std::env::set_var("VALLUM_LOG_FORMAT", "text");
+    }
+    init_logging("warn,vallum=info");
+    match vallum::demo::build(port) {
+        Ok((server, banner)) => {
+            println!("{banner}");
+            server.run_forever()
+        }
+        Err(e) => {
+            eprintln!("vallum demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn check_config(files: &[PathBuf]) -> ExitCode {

@@ -6,6 +6,7 @@ mod support;
 mod authorize;
 mod balancing;
 mod cli;
+mod demo;
 mod downstream_tls;
 mod headers;
 mod paths;
