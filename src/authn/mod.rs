@@ -9,7 +9,10 @@
 
 pub mod discovery;
 pub mod pages;
+mod refresh;
 pub mod signed;
+mod signout;
+mod user;
 
 use crate::config::auth::AuthSettings;
 use crate::crypto::{ct_eq, random_token};
@@ -116,91 +119,13 @@ pub async fn session_for(
     let handle = cookie::open(&session_key(auth), name, host, value, now)?;
     match state.store.get(&handle.sid).await {
         Ok(Some(s)) if !s.is_expired(now) => {
-            maybe_refresh(auth, state, &s, now);
+            refresh::maybe_refresh(auth, state, &s, now);
             Some(s)
         }
         Ok(_) => None,
         Err(e) => {
             tracing::warn!(error = %e, "session store lookup failed; treating the request as signed out");
             None
-        }
-    }
-}
-
-/// How long to wait before retrying a refresh that failed for a reason other than the IdP
-/// refusing it (network, IdP down).
-const REFRESH_RETRY_SECS: u64 = 30;
-
-/// Starts a background refresh when the session's access token is about to expire or its claims
-/// are older than `idp_refresh_claims_interval`, so group changes and revocations at the IdP
-/// reach policy decisions. The request goes on with the session as it is.
-fn maybe_refresh(auth: &AuthSettings, state: &Arc<AuthState>, session: &Arc<Session>, now: u64) {
-    let (Some(idp_settings), Some(_)) = (&auth.idp, &session.refresh_token) else {
-        return;
-    };
-    let claims_stale =
-        session.claims_refreshed_at + idp_settings.refresh_claims_interval.as_secs() <= now;
-    let access_expiring = session.access_expires_at.is_some_and(|t| t <= now + 60);
-    if !claims_stale && !access_expiring {
-        return;
-    }
-    if state
-        .refreshing
-        .get(&session.id)
-        .is_some_and(|next| *next > now)
-    {
-        return;
-    }
-    // Single flight: whoever inserts first refreshes.
-    if let Some(prev) = state
-        .refreshing
-        .insert(session.id.clone(), now + REFRESH_RETRY_SECS)
-    {
-        if prev > now {
-            return;
-        }
-    }
-    let (state, session) = (Arc::clone(state), Arc::clone(session));
-    tokio::spawn(async move { refresh(&state, &session).await });
-}
-
-async fn refresh(state: &Arc<AuthState>, session: &Session) {
-    let Some(idp) = state.idp.load_full() else {
-        return;
-    };
-    let Some(rt) = &session.refresh_token else {
-        return;
-    };
-    match idp.refresh(rt, &session.id_token).await {
-        Ok(identity) => {
-            let mut next = session.clone();
-            next.user_id = identity.user_id;
-            next.email = identity.email;
-            next.name = identity.name;
-            next.groups = identity.groups;
-            next.claims = identity.claims;
-            next.id_token = identity.id_token;
-            next.access_token = identity.access_token;
-            next.refresh_token = identity.refresh_token;
-            next.access_expires_at = identity.access_expires_at;
-            next.claims_refreshed_at = unix_now();
-            match state.store.put(next).await {
-                Ok(()) => {
-                    state.refreshing.remove(&session.id);
-                    tracing::info!(session_id = %session.id, "session refreshed");
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot store the refreshed session; will retry")
-                }
-            }
-        }
-        Err(crate::identity::IdpError::Unreachable(e)) => {
-            tracing::warn!(session_id = %session.id, error = %e, "session refresh failed; keeping the session and retrying later");
-        }
-        Err(e) => {
-            tracing::info!(session_id = %session.id, reason = %e, "session ended: the identity provider refused the refresh");
-            let _ = state.store.delete(&session.id).await;
-            state.refreshing.remove(&session.id);
         }
     }
 }
@@ -231,9 +156,9 @@ pub async fn authenticate_host(
         ),
         "/.pomerium/sign_in" => sign_in(auth, state, req).await,
         "/oauth2/callback" => oauth_callback(auth, state, req).await,
-        "/.pomerium/sign_out" => authenticate_sign_out(auth, state, req).await,
+        "/.pomerium/sign_out" => signout::authenticate_sign_out(auth, state, req).await,
         "/.pomerium/signed_out" => Reply::html(StatusCode::OK, pages::signed_out()),
-        "/.well-known/pomerium/jwks.json" => jwks(auth),
+        "/.well-known/pomerium/jwks.json" => user::jwks(auth),
         "/.pomerium/" => Reply::html(
             StatusCode::OK,
             pages::page("Vallum", "<p>This is the sign-in service.</p>"),
@@ -250,12 +175,12 @@ pub async fn route_endpoint(
 ) -> Option<Reply> {
     Some(match req.path {
         "/.pomerium/callback/" | "/.pomerium/callback" => route_callback(auth, state, req).await,
-        "/.pomerium/sign_out" => route_sign_out(auth, state, req).await,
-        "/.pomerium/user" => user_json(auth, state, req).await,
-        "/.pomerium/" => user_page(auth, state, req).await,
-        "/.pomerium/jwt" if auth.jwt_endpoint => jwt_endpoint(auth, state, req).await,
-        "/.well-known/pomerium/jwks.json" => jwks(auth),
-        "/.well-known/pomerium" | "/.well-known/pomerium/" => well_known(auth, req),
+        "/.pomerium/sign_out" => signout::route_sign_out(auth, state, req).await,
+        "/.pomerium/user" => user::user_json(auth, state, req).await,
+        "/.pomerium/" => user::user_page(auth, state, req).await,
+        "/.pomerium/jwt" if auth.jwt_endpoint => user::jwt_endpoint(auth, state, req).await,
+        "/.well-known/pomerium/jwks.json" => user::jwks(auth),
+        "/.well-known/pomerium" | "/.well-known/pomerium/" => user::well_known(auth, req),
         // Every other `/.pomerium/` path is Vallum's, never the app's.
         p if p.starts_with("/.pomerium/") => {
             Reply::error(StatusCode::NOT_FOUND, "not found", req.wants_json)
@@ -518,283 +443,4 @@ async fn route_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Reque
         session.ttl(now).as_secs(),
         false,
     ))
-}
-
-/// `/.pomerium/user`: the signed-in user's claims as JSON (never tokens).
-async fn user_json(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
-    let Some(s) = session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await else {
-        return Reply::json(
-            StatusCode::UNAUTHORIZED,
-            &serde_json::json!({ "error": "user-unauthenticated" }),
-        );
-    };
-    let mut claims = s.claims.clone();
-    for k in [
-        "iss",
-        "aud",
-        "exp",
-        "iat",
-        "nbf",
-        "jti",
-        "nonce",
-        "azp",
-        "at_hash",
-        "auth_time",
-    ] {
-        claims.remove(k);
-    }
-    claims.insert("sub".into(), serde_json::json!(s.user_id));
-    claims.insert("user".into(), serde_json::json!(s.user_id));
-    claims.insert("email".into(), serde_json::json!(s.email));
-    claims.insert("name".into(), serde_json::json!(s.name));
-    claims.insert("groups".into(), serde_json::json!(s.groups));
-    claims.insert("sid".into(), serde_json::json!(s.id));
-    Reply::json(StatusCode::OK, &serde_json::Value::Object(claims))
-}
-
-/// `/.pomerium/`: who you are signed in as. Never shows tokens (Pomerium's CVE-2024-39315).
-async fn user_page(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
-    let Some(s) = session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await else {
-        if req.wants_json {
-            return Reply::json(
-                StatusCode::UNAUTHORIZED,
-                &serde_json::json!({ "error": "user-unauthenticated" }),
-            );
-        }
-        let original = format!("{}://{}/.pomerium/", req.scheme, req.host);
-        return Reply::found(sign_in_url(auth, &original).as_str());
-    };
-    let e = pages::escape;
-    let mut claims: Vec<(&String, &serde_json::Value)> = s
-        .claims
-        .iter()
-        .filter(|(k, _)| {
-            ![
-                "iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp",
-            ]
-            .contains(&k.as_str())
-        })
-        .collect();
-    claims.sort_by(|a, b| a.0.cmp(b.0));
-    let rows: String = claims
-        .iter()
-        .map(|(k, v)| format!("<tr><th>{}</th><td>{}</td></tr>", e(k), e(&v.to_string())))
-        .collect();
-    let expires = chrono::DateTime::from_timestamp(s.expires_at as i64, 0)
-        .map(|t| t.to_rfc3339())
-        .unwrap_or_default();
-    let csrf = csrf_token(auth, Some(&s));
-    let body = format!(
-        "<table><tr><th>User</th><td>{}</td></tr><tr><th>Email</th><td>{}</td></tr><tr><th>Name</th><td>{}</td></tr>\
-         <tr><th>Groups</th><td>{}</td></tr><tr><th>Session expires</th><td>{}</td></tr></table>\
-         <h2>Claims</h2><table>{rows}</table>\
-         <form method=\"post\" action=\"/.pomerium/sign_out\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-         <button type=\"submit\">Sign out</button></form>",
-        e(&s.user_id),
-        e(s.email.as_deref().unwrap_or("")),
-        e(s.name.as_deref().unwrap_or("")),
-        e(&s.groups.join(", ")),
-        e(&expires),
-        e(&csrf),
-    );
-    Reply::html(StatusCode::OK, pages::page("Signed in", &body))
-}
-
-/// `/.pomerium/jwt` (when `runtime_flags.pomerium_jwt_endpoint`): the assertion for this host, for
-/// browser apps that want to read it.
-async fn jwt_endpoint(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
-    let Some(s) = session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await else {
-        return Reply::json(
-            StatusCode::UNAUTHORIZED,
-            &serde_json::json!({ "error": "user-unauthenticated" }),
-        );
-    };
-    let host = req.host.split(':').next().unwrap_or(req.host);
-    let issuer = if auth.issuer_uri {
-        format!("https://{host}/")
-    } else {
-        host.to_string()
-    };
-    let extra: Vec<String> = auth.claim_headers.iter().map(|(_, c)| c.clone()).collect();
-    let jwt = auth.signer.assertion(&s.id, host, unix_now(), || {
-        crate::headers::assertion_claims(&s, host, &issuer, &extra)
-    });
-    let mut r = Reply::text(StatusCode::OK, bytes::Bytes::from(jwt));
-    r.content_type = "application/jwt";
-    r
-}
-
-fn cors_cacheable(r: Reply, etag: Option<String>) -> Reply {
-    use http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, ETAG};
-    let mut r = r
-        .with_header(
-            ACCESS_CONTROL_ALLOW_ORIGIN,
-            http::HeaderValue::from_static("*"),
-        )
-        .with_header(CACHE_CONTROL, http::HeaderValue::from_static("max-age=60"));
-    if let Some(t) = etag.and_then(|t| http::HeaderValue::from_str(&t).ok()) {
-        r = r.with_header(ETAG, t);
-    }
-    r
-}
-
-/// `/.well-known/pomerium/jwks.json`: the key upstreams verify the assertion with.
-fn jwks(auth: &AuthSettings) -> Reply {
-    let body = auth.signer.jwks();
-    let etag = format!("\"{}\"", auth.signer.kid());
-    cors_cacheable(Reply::json(StatusCode::OK, &body), Some(etag))
-}
-
-/// `/.well-known/pomerium`: where this host's keys and endpoints are.
-fn well_known(auth: &AuthSettings, req: &Request<'_>) -> Reply {
-    let base = format!("{}://{}", req.scheme, req.host);
-    let mut callback = auth.authenticate_url.clone();
-    callback.set_path("/oauth2/callback");
-    let body = serde_json::json!({
-        "issuer": format!("{base}/"),
-        "authentication_callback_endpoint": callback.as_str(),
-        "jwks_uri": format!("{base}/.well-known/pomerium/jwks.json"),
-        "frontchannel_logout_uri": format!("{base}/.pomerium/sign_out"),
-    });
-    cors_cacheable(Reply::json(StatusCode::OK, &body), None)
-}
-
-fn csrf_token(auth: &AuthSettings, session: Option<&Session>) -> String {
-    auth.cookie_secret.derive("vallum csrf").sign(
-        session
-            .map(|s| s.id.as_str())
-            .unwrap_or("anonymous")
-            .as_bytes(),
-    )
-}
-
-/// Sign-out is a state change, so it takes a POST with the CSRF token bound to the session;
-/// a GET shows the confirmation form. `None`: go ahead; else the page to answer with.
-fn confirm_sign_out(
-    auth: &AuthSettings,
-    session: Option<&Session>,
-    req: &Request<'_>,
-) -> Option<Reply> {
-    let csrf = csrf_token(auth, session);
-    if req.method != http::Method::POST {
-        return Some(Reply::html(StatusCode::OK, pages::sign_out_confirm(&csrf)));
-    }
-    if !req.field("csrf").is_some_and(|c| ct_eq(c, &csrf)) {
-        return Some(Reply::html(
-            StatusCode::FORBIDDEN,
-            pages::error(
-                "Sign-out refused",
-                "The form has expired (CSRF check failed); reload and try again.",
-            ),
-        ));
-    }
-    None
-}
-
-#[derive(Serialize, Deserialize)]
-struct Logout {
-    id_token: String,
-    exp: u64,
-}
-
-fn logout_key(a: &AuthSettings) -> crate::crypto::Key {
-    a.shared_secret.derive("vallum logout")
-}
-
-fn signed_out_url(auth: &AuthSettings) -> String {
-    match &auth.signout_redirect_url {
-        Some(u) => u.to_string(),
-        None => {
-            let mut u = auth.authenticate_url.clone();
-            u.set_path("/.pomerium/signed_out");
-            u.to_string()
-        }
-    }
-}
-
-/// Sign-out on an app host: GET confirms, POST with the CSRF token ends the session everywhere
-/// (the store record is deleted, so every copy of every cookie stops working) and continues to
-/// the authenticate host and the IdP.
-async fn route_sign_out(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
-    let name = auth.cookie.name.clone();
-    let session = session_for(auth, state, req.cookies, &name, req.host).await;
-    if let Some(reply) = confirm_sign_out(auth, session.as_deref(), req) {
-        return reply;
-    }
-    let mut extra = Vec::new();
-    if let Some(s) = &session {
-        if let Err(e) = state.store.delete(&s.id).await {
-            tracing::error!(error = %e, "cannot delete the session");
-            return Reply::html(
-                StatusCode::SERVICE_UNAVAILABLE,
-                pages::error(
-                    "Sign-out failed",
-                    "the session store is unavailable; try again",
-                ),
-            );
-        }
-        tracing::info!(user = %s.user_id, session_id = %s.id, "signed out");
-        let l = Logout {
-            id_token: s.id_token.clone(),
-            exp: unix_now() + signed::VALIDITY_SECS,
-        };
-        extra.push(logout_key(auth).seal(
-            &serde_json::to_vec(&l).unwrap_or_default(),
-            format!("logout|{}", auth.authenticate_host).as_bytes(),
-        ));
-    }
-    let extra_pairs: Vec<(&str, &str)> = extra
-        .iter()
-        .map(|v| ("pomerium_logout", v.as_str()))
-        .collect();
-    let url = signed::sign(
-        &auth.shared_secret,
-        &auth.authenticate_url,
-        "/.pomerium/sign_out",
-        &signed_out_url(auth),
-        &extra_pairs,
-        unix_now(),
-    );
-    Reply::found(url.as_str()).with_cookie(cookie::set_cookie(&auth.cookie, &name, "", 0, false))
-}
-
-/// Sign-out on the authenticate host: clears its cookie, ends its session, and goes to the IdP's
-/// end-session endpoint (RP-initiated logout) or the signed-out page.
-async fn authenticate_sign_out(
-    auth: &AuthSettings,
-    state: &Arc<AuthState>,
-    req: &Request<'_>,
-) -> Reply {
-    let now = unix_now();
-    let name = auth_cookie_name(auth);
-    let session = session_for(auth, state, req.cookies, &name, req.host).await;
-    let target = match signed::verify(&auth.shared_secret, "/.pomerium/sign_out", &req.query, now) {
-        Ok(t) => t,
-        Err(_) => {
-            // Unsigned: confirm first, as on app hosts.
-            if let Some(reply) = confirm_sign_out(auth, session.as_deref(), req) {
-                return reply;
-            }
-            signed_out_url(auth)
-        }
-    };
-    let mut id_token = req
-        .param("pomerium_logout")
-        .and_then(|v| logout_key(auth).open(v, format!("logout|{}", req.host).as_bytes()))
-        .and_then(|b| serde_json::from_slice::<Logout>(&b).ok())
-        .filter(|l| l.exp > now)
-        .map(|l| l.id_token);
-    if let Some(s) = &session {
-        let _ = state.store.delete(&s.id).await;
-        id_token = id_token.or_else(|| Some(s.id_token.clone()));
-    }
-    let clear = cookie::set_cookie(&auth.cookie, &name, "", 0, true);
-    let Some(target) = signed::safe_target(&target) else {
-        return bad_request("invalid sign-out destination").with_cookie(clear);
-    };
-    let idp_logout = match (state.idp.load_full(), id_token) {
-        (Some(idp), Some(t)) => idp.end_session_url(&t, &target),
-        _ => None,
-    };
-    Reply::found(idp_logout.as_ref().unwrap_or(&target).as_str()).with_cookie(clear)
 }

@@ -1,0 +1,87 @@
+//! Keeping sessions current: a background refresh with the refresh token when the access token
+//! nears expiry or the claims are older than `idp_refresh_claims_interval`.
+
+use super::*;
+
+/// How long to wait before retrying a refresh that failed for a reason other than the IdP
+/// refusing it (network, IdP down).
+const REFRESH_RETRY_SECS: u64 = 30;
+
+/// Starts a background refresh when the session's access token is about to expire or its claims
+/// are older than `idp_refresh_claims_interval`, so group changes and revocations at the IdP
+/// reach policy decisions. The request goes on with the session as it is.
+pub(super) fn maybe_refresh(
+    auth: &AuthSettings,
+    state: &Arc<AuthState>,
+    session: &Arc<Session>,
+    now: u64,
+) {
+    let (Some(idp_settings), Some(_)) = (&auth.idp, &session.refresh_token) else {
+        return;
+    };
+    let claims_stale =
+        session.claims_refreshed_at + idp_settings.refresh_claims_interval.as_secs() <= now;
+    let access_expiring = session.access_expires_at.is_some_and(|t| t <= now + 60);
+    if !claims_stale && !access_expiring {
+        return;
+    }
+    if state
+        .refreshing
+        .get(&session.id)
+        .is_some_and(|next| *next > now)
+    {
+        return;
+    }
+    // Single flight: whoever inserts first refreshes.
+    if let Some(prev) = state
+        .refreshing
+        .insert(session.id.clone(), now + REFRESH_RETRY_SECS)
+    {
+        if prev > now {
+            return;
+        }
+    }
+    let (state, session) = (Arc::clone(state), Arc::clone(session));
+    tokio::spawn(async move { refresh(&state, &session).await });
+}
+
+async fn refresh(state: &Arc<AuthState>, session: &Session) {
+    let Some(idp) = state.idp.load_full() else {
+        return;
+    };
+    let Some(rt) = &session.refresh_token else {
+        return;
+    };
+    match idp.refresh(rt, &session.id_token).await {
+        Ok(identity) => {
+            let mut next = session.clone();
+            next.user_id = identity.user_id;
+            next.email = identity.email;
+            next.name = identity.name;
+            next.groups = identity.groups;
+            next.claims = identity.claims;
+            next.id_token = identity.id_token;
+            next.access_token = identity.access_token;
+            next.refresh_token = identity.refresh_token;
+            next.access_expires_at = identity.access_expires_at;
+            next.claims_refreshed_at = unix_now();
+            match state.store.put(next).await {
+                Ok(()) => {
+                    state.refreshing.remove(&session.id);
+                    tracing::info!(session_id = %session.id, "session refreshed");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot store the refreshed session; will retry")
+                }
+            }
+        }
+        Err(crate::identity::IdpError::Unreachable(e)) => {
+            tracing::warn!(session_id = %session.id, error = %e, "session refresh failed; keeping the session and retrying later");
+        }
+        Err(e) => {
+            tracing::info!(session_id = %session.id, reason = %e, "session ended: the identity provider refused the refresh");
+            let _ = state.store.delete(&session.id).await;
+            state.refreshing.remove(&session.id);
+        }
+    }
+}

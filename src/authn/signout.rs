@@ -1,0 +1,148 @@
+//! Sign-out: confirmation with a CSRF token, deleting the session in the store (every copy of the
+//! cookie dies with it), clearing cookies, and RP-initiated logout at the IdP.
+
+use super::*;
+
+pub(super) fn csrf_token(auth: &AuthSettings, session: Option<&Session>) -> String {
+    auth.cookie_secret.derive("vallum csrf").sign(
+        session
+            .map(|s| s.id.as_str())
+            .unwrap_or("anonymous")
+            .as_bytes(),
+    )
+}
+
+/// Sign-out is a state change, so it takes a POST with the CSRF token bound to the session;
+/// a GET shows the confirmation form. `None`: go ahead; else the page to answer with.
+fn confirm_sign_out(
+    auth: &AuthSettings,
+    session: Option<&Session>,
+    req: &Request<'_>,
+) -> Option<Reply> {
+    let csrf = csrf_token(auth, session);
+    if req.method != http::Method::POST {
+        return Some(Reply::html(StatusCode::OK, pages::sign_out_confirm(&csrf)));
+    }
+    if !req.field("csrf").is_some_and(|c| ct_eq(c, &csrf)) {
+        return Some(Reply::html(
+            StatusCode::FORBIDDEN,
+            pages::error(
+                "Sign-out refused",
+                "The form has expired (CSRF check failed); reload and try again.",
+            ),
+        ));
+    }
+    None
+}
+
+#[derive(Serialize, Deserialize)]
+struct Logout {
+    id_token: String,
+    exp: u64,
+}
+
+fn logout_key(a: &AuthSettings) -> crate::crypto::Key {
+    a.shared_secret.derive("vallum logout")
+}
+
+fn signed_out_url(auth: &AuthSettings) -> String {
+    match &auth.signout_redirect_url {
+        Some(u) => u.to_string(),
+        None => {
+            let mut u = auth.authenticate_url.clone();
+            u.set_path("/.pomerium/signed_out");
+            u.to_string()
+        }
+    }
+}
+
+/// Sign-out on an app host: GET confirms, POST with the CSRF token ends the session everywhere
+/// (the store record is deleted, so every copy of every cookie stops working) and continues to
+/// the authenticate host and the IdP.
+pub(super) async fn route_sign_out(
+    auth: &AuthSettings,
+    state: &Arc<AuthState>,
+    req: &Request<'_>,
+) -> Reply {
+    let name = auth.cookie.name.clone();
+    let session = session_for(auth, state, req.cookies, &name, req.host).await;
+    if let Some(reply) = confirm_sign_out(auth, session.as_deref(), req) {
+        return reply;
+    }
+    let mut extra = Vec::new();
+    if let Some(s) = &session {
+        if let Err(e) = state.store.delete(&s.id).await {
+            tracing::error!(error = %e, "cannot delete the session");
+            return Reply::html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                pages::error(
+                    "Sign-out failed",
+                    "the session store is unavailable; try again",
+                ),
+            );
+        }
+        tracing::info!(user = %s.user_id, session_id = %s.id, "signed out");
+        let l = Logout {
+            id_token: s.id_token.clone(),
+            exp: unix_now() + signed::VALIDITY_SECS,
+        };
+        extra.push(logout_key(auth).seal(
+            &serde_json::to_vec(&l).unwrap_or_default(),
+            format!("logout|{}", auth.authenticate_host).as_bytes(),
+        ));
+    }
+    let extra_pairs: Vec<(&str, &str)> = extra
+        .iter()
+        .map(|v| ("pomerium_logout", v.as_str()))
+        .collect();
+    let url = signed::sign(
+        &auth.shared_secret,
+        &auth.authenticate_url,
+        "/.pomerium/sign_out",
+        &signed_out_url(auth),
+        &extra_pairs,
+        unix_now(),
+    );
+    Reply::found(url.as_str()).with_cookie(cookie::set_cookie(&auth.cookie, &name, "", 0, false))
+}
+
+/// Sign-out on the authenticate host: clears its cookie, ends its session, and goes to the IdP's
+/// end-session endpoint (RP-initiated logout) or the signed-out page.
+pub(super) async fn authenticate_sign_out(
+    auth: &AuthSettings,
+    state: &Arc<AuthState>,
+    req: &Request<'_>,
+) -> Reply {
+    let now = unix_now();
+    let name = auth_cookie_name(auth);
+    let session = session_for(auth, state, req.cookies, &name, req.host).await;
+    let target = match signed::verify(&auth.shared_secret, "/.pomerium/sign_out", &req.query, now) {
+        Ok(t) => t,
+        Err(_) => {
+            // Unsigned: confirm first, as on app hosts.
+            if let Some(reply) = confirm_sign_out(auth, session.as_deref(), req) {
+                return reply;
+            }
+            signed_out_url(auth)
+        }
+    };
+    let mut id_token = req
+        .param("pomerium_logout")
+        .and_then(|v| logout_key(auth).open(v, format!("logout|{}", req.host).as_bytes()))
+        .and_then(|b| serde_json::from_slice::<Logout>(&b).ok())
+        .filter(|l| l.exp > now)
+        .map(|l| l.id_token);
+    if let Some(s) = &session {
+        let _ = state.store.delete(&s.id).await;
+        id_token = id_token.or_else(|| Some(s.id_token.clone()));
+    }
+    let clear = cookie::set_cookie(&auth.cookie, &name, "", 0, true);
+    let Some(target) = signed::safe_target(&target) else {
+        return bad_request("invalid sign-out destination").with_cookie(clear);
+    };
+    let idp_logout = match (state.idp.load_full(), id_token) {
+        (Some(idp), Some(t)) => idp.end_session_url(&t, &target),
+        _ => None,
+    };
+    Reply::found(idp_logout.as_ref().unwrap_or(&target).as_str()).with_cookie(clear)
+}

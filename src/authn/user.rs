@@ -1,0 +1,156 @@
+//! What a signed-in user and an upstream can ask about identity: `/.pomerium/`, `/.pomerium/user`,
+//! `/.pomerium/jwt`, and the `/.well-known/pomerium` documents.
+
+use super::signout::csrf_token;
+use super::*;
+
+/// `/.pomerium/user`: the signed-in user's claims as JSON (never tokens).
+pub(super) async fn user_json(
+    auth: &AuthSettings,
+    state: &Arc<AuthState>,
+    req: &Request<'_>,
+) -> Reply {
+    let Some(s) = session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await else {
+        return Reply::json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({ "error": "user-unauthenticated" }),
+        );
+    };
+    let mut claims = s.claims.clone();
+    for k in [
+        "iss",
+        "aud",
+        "exp",
+        "iat",
+        "nbf",
+        "jti",
+        "nonce",
+        "azp",
+        "at_hash",
+        "auth_time",
+    ] {
+        claims.remove(k);
+    }
+    claims.insert("sub".into(), serde_json::json!(s.user_id));
+    claims.insert("user".into(), serde_json::json!(s.user_id));
+    claims.insert("email".into(), serde_json::json!(s.email));
+    claims.insert("name".into(), serde_json::json!(s.name));
+    claims.insert("groups".into(), serde_json::json!(s.groups));
+    claims.insert("sid".into(), serde_json::json!(s.id));
+    Reply::json(StatusCode::OK, &serde_json::Value::Object(claims))
+}
+
+/// `/.pomerium/`: who you are signed in as. Never shows tokens (Pomerium's CVE-2024-39315).
+pub(super) async fn user_page(
+    auth: &AuthSettings,
+    state: &Arc<AuthState>,
+    req: &Request<'_>,
+) -> Reply {
+    let Some(s) = session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await else {
+        if req.wants_json {
+            return Reply::json(
+                StatusCode::UNAUTHORIZED,
+                &serde_json::json!({ "error": "user-unauthenticated" }),
+            );
+        }
+        let original = format!("{}://{}/.pomerium/", req.scheme, req.host);
+        return Reply::found(sign_in_url(auth, &original).as_str());
+    };
+    let e = pages::escape;
+    let mut claims: Vec<(&String, &serde_json::Value)> = s
+        .claims
+        .iter()
+        .filter(|(k, _)| {
+            ![
+                "iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp",
+            ]
+            .contains(&k.as_str())
+        })
+        .collect();
+    claims.sort_by(|a, b| a.0.cmp(b.0));
+    let rows: String = claims
+        .iter()
+        .map(|(k, v)| format!("<tr><th>{}</th><td>{}</td></tr>", e(k), e(&v.to_string())))
+        .collect();
+    let expires = chrono::DateTime::from_timestamp(s.expires_at as i64, 0)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default();
+    let csrf = csrf_token(auth, Some(&s));
+    let body = format!(
+        "<table><tr><th>User</th><td>{}</td></tr><tr><th>Email</th><td>{}</td></tr><tr><th>Name</th><td>{}</td></tr>\
+         <tr><th>Groups</th><td>{}</td></tr><tr><th>Session expires</th><td>{}</td></tr></table>\
+         <h2>Claims</h2><table>{rows}</table>\
+         <form method=\"post\" action=\"/.pomerium/sign_out\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <button type=\"submit\">Sign out</button></form>",
+        e(&s.user_id),
+        e(s.email.as_deref().unwrap_or("")),
+        e(s.name.as_deref().unwrap_or("")),
+        e(&s.groups.join(", ")),
+        e(&expires),
+        e(&csrf),
+    );
+    Reply::html(StatusCode::OK, pages::page("Signed in", &body))
+}
+
+/// `/.pomerium/jwt` (when `runtime_flags.pomerium_jwt_endpoint`): the assertion for this host, for
+/// browser apps that want to read it.
+pub(super) async fn jwt_endpoint(
+    auth: &AuthSettings,
+    state: &Arc<AuthState>,
+    req: &Request<'_>,
+) -> Reply {
+    let Some(s) = session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await else {
+        return Reply::json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({ "error": "user-unauthenticated" }),
+        );
+    };
+    let host = req.host.split(':').next().unwrap_or(req.host);
+    let issuer = if auth.issuer_uri {
+        format!("https://{host}/")
+    } else {
+        host.to_string()
+    };
+    let extra: Vec<String> = auth.claim_headers.iter().map(|(_, c)| c.clone()).collect();
+    let jwt = auth.signer.assertion(&s.id, host, unix_now(), || {
+        crate::headers::assertion_claims(&s, host, &issuer, &extra)
+    });
+    let mut r = Reply::text(StatusCode::OK, bytes::Bytes::from(jwt));
+    r.content_type = "application/jwt";
+    r
+}
+
+fn cors_cacheable(r: Reply, etag: Option<String>) -> Reply {
+    use http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, ETAG};
+    let mut r = r
+        .with_header(
+            ACCESS_CONTROL_ALLOW_ORIGIN,
+            http::HeaderValue::from_static("*"),
+        )
+        .with_header(CACHE_CONTROL, http::HeaderValue::from_static("max-age=60"));
+    if let Some(t) = etag.and_then(|t| http::HeaderValue::from_str(&t).ok()) {
+        r = r.with_header(ETAG, t);
+    }
+    r
+}
+
+/// `/.well-known/pomerium/jwks.json`: the key upstreams verify the assertion with.
+pub(super) fn jwks(auth: &AuthSettings) -> Reply {
+    let body = auth.signer.jwks();
+    let etag = format!("\"{}\"", auth.signer.kid());
+    cors_cacheable(Reply::json(StatusCode::OK, &body), Some(etag))
+}
+
+/// `/.well-known/pomerium`: where this host's keys and endpoints are.
+pub(super) fn well_known(auth: &AuthSettings, req: &Request<'_>) -> Reply {
+    let base = format!("{}://{}", req.scheme, req.host);
+    let mut callback = auth.authenticate_url.clone();
+    callback.set_path("/oauth2/callback");
+    let body = serde_json::json!({
+        "issuer": format!("{base}/"),
+        "authentication_callback_endpoint": callback.as_str(),
+        "jwks_uri": format!("{base}/.well-known/pomerium/jwks.json"),
+        "frontchannel_logout_uri": format!("{base}/.pomerium/sign_out"),
+    });
+    cors_cacheable(Reply::json(StatusCode::OK, &body), None)
+}
