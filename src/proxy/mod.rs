@@ -322,12 +322,16 @@ impl Gateway {
                 }
             }
             Action::Upstream(pool) => {
-                // Hash key for RING_HASH/MAGLEV: the client IP (the session id once sign-in lands).
-                let key = session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.ip().to_string())
-                    .unwrap_or_default();
+                // Hash key for RING_HASH/MAGLEV: the session (a user sticks to a backend across
+                // networks), else the client IP.
+                let key = match &ctx.identity {
+                    Some(s) => s.id.clone(),
+                    None => session
+                        .client_addr()
+                        .and_then(|a| a.as_inet())
+                        .map(|a| a.ip().to_string())
+                        .unwrap_or_default(),
+                };
                 match pool.pick(key.as_bytes()) {
                     Some(p) => {
                         ctx.picked = Some(p);
