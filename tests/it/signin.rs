@@ -92,6 +92,7 @@ pub const HOSTS: &[&str] = &[
     "time",
     "notime",
     "cors",
+    "ring",
 ];
 
 pub struct Browser {
@@ -575,4 +576,34 @@ async fn refresh_brings_group_changes_and_a_refused_refresh_ends_the_session() {
         .gw
         .log()
         .contains("the identity provider refused the refresh"));
+}
+
+#[tokio::test]
+async fn ring_hash_keys_on_the_session() {
+    let other = Upstream::echo("other").await;
+    let routes = format!(
+        "  - from: http://ring.localhost\n    to: [{{u}}, {}]\n    load_balancing_policy: RING_HASH\n    allow_any_authenticated_user: true\n",
+        other.url()
+    );
+    let env = Env::with_routes("", &routes).await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..16 {
+        let b = env.browser();
+        let (first, _) = b.browse(&env.url("ring", "/")).await;
+        assert_eq!(first.status, 200);
+        let server = first.echo().server;
+        for _ in 0..3 {
+            assert_eq!(
+                b.browse(&env.url("ring", "/")).await.0.echo().server,
+                server,
+                "a session sticks to its backend"
+            );
+        }
+        seen.insert(server);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "sessions from one client IP still spread over both backends"
+    );
 }
