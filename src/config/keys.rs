@@ -37,6 +37,7 @@ pub const POMERIUM_GLOBAL_UNSUPPORTED: &[&str] = &[
     "autocert_trusted_ca_file",
     "codec_type",
     "use_proxy_protocol",
+    "xff_num_trusted_hops",
     "downstream_mtls",
     "dns_lookup_family",
     "dns_resolvers",

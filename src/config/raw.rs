@@ -32,7 +32,6 @@ pub struct RawSettings {
     pub normalize_path: Option<bool>,
     pub merge_slashes: Option<bool>,
     pub skip_xff_append: bool,
-    pub xff_num_trusted_hops: u32,
     pub allow_upgrades: Vec<String>,
     // Sign-in.
     pub services: Option<String>,

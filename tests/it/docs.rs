@@ -1,0 +1,71 @@
+//! The README's configuration reference and the code cannot drift apart: every key the config
+//! structs accept is in a reference table, and every key a table lists is accepted.
+
+use std::collections::BTreeSet;
+use vallum::config::keys::struct_fields;
+use vallum::config::raw::{RawRoute, RawSettings};
+
+/// Keys named in the first cell of the README's tables; "`key` (`_file`)" names both forms.
+fn documented() -> BTreeSet<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut keys = BTreeSet::new();
+    for line in readme.lines().filter(|l| l.starts_with("| `")) {
+        let first = line.trim_start_matches('|').split('|').next().unwrap_or("");
+        let mut last = String::new();
+        for (i, tok) in first.split('`').enumerate() {
+            if i % 2 == 0 || tok.is_empty() {
+                continue;
+            }
+            if let Some(suffix) = tok.strip_prefix('_') {
+                keys.insert(format!("{last}_{suffix}"));
+            } else {
+                let key = tok.split([' ', ':']).next().unwrap_or(tok).to_string();
+                keys.insert(key.clone());
+                last = key;
+            }
+        }
+    }
+    keys
+}
+
+#[test]
+fn every_accepted_key_is_documented_and_every_documented_key_is_accepted() {
+    let docs = documented();
+    let accepted: BTreeSet<String> = struct_fields::<RawSettings>()
+        .iter()
+        .chain(struct_fields::<RawRoute>())
+        .map(|s| s.to_string())
+        .collect();
+    let missing: Vec<_> = accepted.difference(&docs).collect();
+    assert!(
+        missing.is_empty(),
+        "accepted by the code but not in the README's reference tables: {missing:?}"
+    );
+    // Table cells may also name CLI commands and criteria; only config-looking keys are checked.
+    let not_accepted: Vec<_> = docs
+        .iter()
+        .filter(|k| {
+            k.chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())
+                && k.contains('_')
+        })
+        .filter(|k| !accepted.contains(*k))
+        .filter(|k| !CRITERIA_AND_OTHER_TABLES.contains(&k.as_str()))
+        .collect();
+    assert!(
+        not_accepted.is_empty(),
+        "listed in the README but not accepted by the code: {not_accepted:?}"
+    );
+}
+
+/// Names in other README tables (policy criteria) that are not config keys.
+const CRITERIA_AND_OTHER_TABLES: &[&str] = &[
+    "authenticated_user",
+    "cors_preflight",
+    "http_method",
+    "http_path",
+    "source_ip",
+    "day_of_week",
+    "time_of_day",
+];
