@@ -37,6 +37,9 @@ enum Command {
     },
     /// Validate config files and print a summary of their routes; exits non-zero on any error.
     CheckConfig {
+        /// Also report, key by key, how Vallum treats a Pomerium config.
+        #[arg(long)]
+        pomerium: bool,
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -64,7 +67,7 @@ struct RunArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::CheckConfig { files }) => check_config(&files),
+        Some(Command::CheckConfig { files, pomerium }) => check_config(&files, pomerium),
         Some(Command::Run(args)) => run(args),
         Some(Command::Demo { port }) => demo(port),
         None => run(cli.run),
@@ -156,12 +159,29 @@ fn demo(port: u16) -> ExitCode {
     }
 }
 
-fn check_config(files: &[PathBuf]) -> ExitCode {
+fn check_config(files: &[PathBuf], pomerium: bool) -> ExitCode {
     use std::io::Write;
     let mut failed = false;
     // A closed pipe (`| head`) is not an error worth a panic: write errors are ignored.
     let mut out = std::io::stdout().lock();
     for f in files {
+        if pomerium {
+            match std::fs::read_to_string(f) {
+                Ok(text) => {
+                    let (lines, clean) = vallum::config::migrate::report(&text);
+                    let _ = writeln!(out, "{}: key by key", f.display());
+                    for l in lines {
+                        let _ = writeln!(out, "{l}");
+                    }
+                    failed |= !clean;
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", f.display());
+                    failed = true;
+                    continue;
+                }
+            }
+        }
         match Runtime::from_file(f, None) {
             Ok(rt) => {
                 let short = rt.checksum.get(..12).unwrap_or(&rt.checksum);

@@ -148,6 +148,51 @@ pub const POMERIUM_REMOVED: &[(&str, &str)] = &[
     ),
 ];
 
+/// How Vallum treats one key of a Pomerium config (for `check-config --pomerium`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Support {
+    Supported,
+    /// Accepted, but has no effect in Vallum (the reason says why).
+    Ignored(&'static str),
+    /// A Pomerium key Vallum does not implement yet.
+    Unsupported,
+    /// Pomerium itself removed it (the reason says what replaced it).
+    Removed(&'static str),
+    Unknown,
+}
+
+/// Keys Vallum accepts but that change nothing, with why.
+const IGNORED: &[(&str, &str)] = &[
+    (
+        "description",
+        "shown by Pomerium's routes portal, which Vallum does not have yet",
+    ),
+    (
+        "logo_url",
+        "shown by Pomerium's routes portal, which Vallum does not have yet",
+    ),
+    (
+        "regex_priority_order",
+        "file routes keep config order in Pomerium too",
+    ),
+];
+
+pub fn classify(key: &str, known: &[&str], unsupported: &[&str]) -> Support {
+    if let Some((_, why)) = IGNORED.iter().find(|(k, _)| *k == key) {
+        return Support::Ignored(why);
+    }
+    if known.contains(&key) {
+        return Support::Supported;
+    }
+    if let Some((_, why)) = POMERIUM_REMOVED.iter().find(|(k, _)| *k == key) {
+        return Support::Removed(why);
+    }
+    if unsupported.contains(&key) || key.starts_with("tracing_") {
+        return Support::Unsupported;
+    }
+    Support::Unknown
+}
+
 /// Explains why `key` is not accepted, given the keys that would be.
 pub fn explain_unknown(key: &str, known: &[&'static str], pomerium_unsupported: &[&str]) -> String {
     if let Some((_, why)) = POMERIUM_REMOVED.iter().find(|(k, _)| *k == key) {

@@ -9,6 +9,7 @@ pub mod duration;
 pub mod error;
 pub mod keys;
 pub mod load;
+pub mod migrate;
 pub mod pem;
 pub mod raw;
 pub mod settings;

@@ -154,3 +154,56 @@ fn environment_overrides_the_file() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("timeout_read: invalid duration"));
 }
+
+/// The migration checker on a realistic Pomerium config: global keys, routes, PPL, legacy keys.
+#[test]
+fn pomerium_migration_report() {
+    let f = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pomerium.yaml");
+    let out = Command::new(bin())
+        .args(["check-config", "--pomerium", f])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "unsupported keys make it fail");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| {
+                l.trim_start().starts_with(key) && l.trim_start()[key.len()..].starts_with(' ')
+            })
+            .unwrap_or_else(|| panic!("no line for {key}:\n{text}"))
+            .to_string()
+    };
+    for key in [
+        "authenticate_service_url",
+        "idp_provider",
+        "cookie_secret",
+        "pass_identity_headers",
+        "jwt_claims_headers",
+        "timeout_idle",
+    ] {
+        assert!(line(key).ends_with("supported"), "{}", line(key));
+    }
+    assert!(line("metrics_address").contains("NOT SUPPORTED"));
+    assert!(line("autocert").contains("NOT SUPPORTED"));
+    assert!(line("allowed_groups").contains("REMOVED: removed in Pomerium 0.20"));
+    assert!(line("logo_url").contains("accepted, no effect"));
+    assert!(text.contains("routes[0] (https://grafana.corp.example.com):"));
+    let tcp_from = text
+        .lines()
+        .skip_while(|l| !l.starts_with("routes[3]"))
+        .nth(1)
+        .unwrap_or("");
+    assert!(
+        tcp_from.contains("from") && tcp_from.contains("NOT SUPPORTED"),
+        "{tcp_from}"
+    );
+    assert!(
+        text.contains("supported (2 rule(s))"),
+        "the PPL policy parses:\n{text}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("routes[3].from: tcp+https:// routes are not supported by this build yet"),
+        "{err}"
+    );
+}
