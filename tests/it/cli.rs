@@ -87,8 +87,8 @@ fn check_config_prints_a_route_summary() {
     );
 }
 
-/// Every example in `conf/` is a valid config. TLS examples point at certificate files; the
-/// test supplies real ones through the environment, as Pomerium's env overrides allow.
+/// Every example in `conf/` is a valid config. TLS examples point at certificate files and
+/// leave secrets to the environment; the test supplies both that way, as an operator would.
 #[test]
 fn shipped_examples_are_valid() {
     let dir = tempfile::tempdir().unwrap();
@@ -108,6 +108,15 @@ fn shipped_examples_are_valid() {
             .arg(&f)
             .env("CERTIFICATE_FILE", &cert)
             .env("CERTIFICATE_KEY_FILE", &key)
+            // Secrets come from the environment, as the examples recommend.
+            .env(
+                "COOKIE_SECRET",
+                "V2JBZ0VvN0hQSEt0d2ZYcTJ1cXZkd0xyM2o4bE9Vd1A=",
+            )
+            .env(
+                "SHARED_SECRET",
+                "aGVsbG9oZWxsb2hlbGxvaGVsbG9oZWxsb2hlbGxvMTI=",
+            )
             .output()
             .unwrap();
         assert!(
