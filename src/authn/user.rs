@@ -4,17 +4,31 @@
 use super::signout::csrf_token;
 use super::*;
 
+/// The session for this route host, or the 401 an endpoint that needs one answers with.
+async fn route_session(
+    auth: &AuthSettings,
+    state: &Arc<AuthState>,
+    req: &Request<'_>,
+) -> Result<Arc<Session>, Box<Reply>> {
+    session_for(auth, state, req.cookies, &auth.cookie.name, req.host)
+        .await
+        .ok_or_else(|| {
+            Box::new(Reply::json(
+                StatusCode::UNAUTHORIZED,
+                &serde_json::json!({ "error": "user-unauthenticated" }),
+            ))
+        })
+}
+
 /// `/.pomerium/user`: the signed-in user's claims as JSON (never tokens).
 pub(super) async fn user_json(
     auth: &AuthSettings,
     state: &Arc<AuthState>,
     req: &Request<'_>,
 ) -> Reply {
-    let Some(s) = session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await else {
-        return Reply::json(
-            StatusCode::UNAUTHORIZED,
-            &serde_json::json!({ "error": "user-unauthenticated" }),
-        );
+    let s = match route_session(auth, state, req).await {
+        Ok(s) => s,
+        Err(unauthenticated) => return *unauthenticated,
     };
     let mut claims = s.claims.clone();
     for k in [
@@ -99,11 +113,9 @@ pub(super) async fn jwt_endpoint(
     state: &Arc<AuthState>,
     req: &Request<'_>,
 ) -> Reply {
-    let Some(s) = session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await else {
-        return Reply::json(
-            StatusCode::UNAUTHORIZED,
-            &serde_json::json!({ "error": "user-unauthenticated" }),
-        );
+    let s = match route_session(auth, state, req).await {
+        Ok(s) => s,
+        Err(unauthenticated) => return *unauthenticated,
     };
     let host = req.host.split(':').next().unwrap_or(req.host);
     let issuer = if auth.issuer_uri {

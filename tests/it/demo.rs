@@ -5,7 +5,6 @@ use crate::signin::Browser;
 use crate::support::bin;
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A base port with the next two free too.
@@ -20,21 +19,12 @@ fn three_free_ports() -> u16 {
 }
 
 fn browser(port: u16) -> Browser {
-    let jar = Arc::new(reqwest::cookie::Jar::default());
-    let mut b = reqwest::Client::builder().cookie_provider(jar.clone());
-    for h in ["public", "app", "admin", "eng", "authenticate"] {
-        b = b.resolve(
-            &format!("{h}.localhost"),
-            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        );
-    }
-    let client = b
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    Browser { client, jar }
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let names: Vec<String> = ["public", "app", "admin", "eng", "authenticate"]
+        .iter()
+        .map(|h| format!("{h}.localhost"))
+        .collect();
+    Browser::resolving(&names.iter().map(|n| (n.as_str(), addr)).collect::<Vec<_>>())
 }
 
 /// Follows redirects to the demo IdP's page, picks `user`, and follows the rest.

@@ -52,19 +52,9 @@ impl Env {
 
     /// A browser: its own cookie jar, `*.localhost` resolved to the gateway, no auto-redirects.
     pub fn browser(&self) -> Browser {
-        let jar = Arc::new(reqwest::cookie::Jar::default());
         let addr = self.gw.addr();
-        let mut builder = reqwest::Client::builder().cookie_provider(jar.clone());
-        for host in HOSTS {
-            builder = builder.resolve(&format!("{host}.localhost"), addr);
-        }
-        let client = builder
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
-        Browser { client, jar }
+        let names: Vec<String> = HOSTS.iter().map(|h| format!("{h}.localhost")).collect();
+        Browser::resolving(&names.iter().map(|n| (n.as_str(), addr)).collect::<Vec<_>>())
     }
 }
 
@@ -101,6 +91,23 @@ pub struct Browser {
 }
 
 impl Browser {
+    /// A browser with its own cookie jar that resolves these names to these addresses and does
+    /// not follow redirects by itself.
+    pub fn resolving(names: &[(&str, std::net::SocketAddr)]) -> Browser {
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let mut builder = reqwest::Client::builder().cookie_provider(jar.clone());
+        for (name, addr) in names {
+            builder = builder.resolve(name, *addr);
+        }
+        let client = builder
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        Browser { client, jar }
+    }
+
     pub async fn get(&self, url: &str) -> (Resp, String) {
         let r = self
             .client

@@ -6,8 +6,6 @@ use crate::support::idp::Idp;
 use crate::support::redis::RedisServer;
 use crate::support::{free_port, Gateway, Upstream};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Duration;
 
 const SECRETS: &str = "cookie_secret: 8GIP1sU0aqXJZ8T8XkL1zB0cR2P0kTmYxw0a3DkBwsw=\nshared_secret: Wm9vaF9zaGFyZWRfc2VjcmV0XzMyX2J5dGVzX19fXyE=\n";
 
@@ -51,17 +49,10 @@ async fn authenticate_and_proxy_nodes_share_sessions_through_redis() {
         })
         .await;
 
-    let jar = Arc::new(reqwest::cookie::Jar::default());
-    let client = reqwest::Client::builder()
-        .cookie_provider(jar.clone())
-        .resolve("authenticate.localhost", authn.addr())
-        .resolve("app.localhost", proxy_b.addr())
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let b = Browser { client, jar };
+    let b = Browser::resolving(&[
+        ("authenticate.localhost", authn.addr()),
+        ("app.localhost", proxy_b.addr()),
+    ]);
     let app = format!("http://app.localhost:{pb}/hello");
     let (resp, hops) = b.browse(&app).await;
     assert_eq!(
