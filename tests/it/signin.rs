@@ -374,8 +374,11 @@ async fn callback_state_is_checked_and_single_use() {
 
 #[tokio::test]
 async fn tampered_truncated_foreign_and_expired_cookies_are_no_session() {
-    let env = Env::start("cookie_expire: 3s\n").await;
+    let env = Env::start("cookie_expire: 6s\n").await;
     let b = env.browser();
+    // The session ends 6 s after its callback: the checks before that must not race it on a slow
+    // machine, and the expiry check waits long enough past it (whole-second clock, slow sign-in).
+    let signed_in_at = std::time::Instant::now();
     assert_eq!(b.browse(&env.url("app", "/")).await.0.status, 200);
     assert_eq!(b.browse(&env.url("app2", "/")).await.0.status, 200);
     let app_cookie = b.cookie_for(&env.url("app", "/")).unwrap();
@@ -415,7 +418,11 @@ async fn tampered_truncated_foreign_and_expired_cookies_are_no_session() {
     );
     assert_eq!(send(value2).await, 302, "a cookie for another host");
     assert_eq!(send(String::new()).await, 302, "empty");
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    tokio::time::sleep(
+        (signed_in_at + Duration::from_millis(7500))
+            .saturating_duration_since(std::time::Instant::now()),
+    )
+    .await;
     assert_eq!(send(value).await, 302, "expired with cookie_expire");
 }
 
