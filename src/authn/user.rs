@@ -31,19 +31,8 @@ pub(super) async fn user_json(
         Err(unauthenticated) => return *unauthenticated,
     };
     let mut claims = s.claims.clone();
-    for k in [
-        "iss",
-        "aud",
-        "exp",
-        "iat",
-        "nbf",
-        "jti",
-        "nonce",
-        "azp",
-        "at_hash",
-        "auth_time",
-    ] {
-        claims.remove(k);
+    for k in crate::identity::PROTOCOL_CLAIMS {
+        claims.remove(*k);
     }
     claims.insert("sub".into(), serde_json::json!(s.user_id));
     claims.insert("user".into(), serde_json::json!(s.user_id));
@@ -74,12 +63,7 @@ pub(super) async fn user_page(
     let mut claims: Vec<(&String, &serde_json::Value)> = s
         .claims
         .iter()
-        .filter(|(k, _)| {
-            ![
-                "iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp",
-            ]
-            .contains(&k.as_str())
-        })
+        .filter(|(k, _)| !crate::identity::PROTOCOL_CLAIMS.contains(&k.as_str()))
         .collect();
     claims.sort_by(|a, b| a.0.cmp(b.0));
     let rows: String = claims
@@ -118,15 +102,7 @@ pub(super) async fn jwt_endpoint(
         Err(unauthenticated) => return *unauthenticated,
     };
     let host = req.host.split(':').next().unwrap_or(req.host);
-    let issuer = if auth.issuer_uri {
-        format!("https://{host}/")
-    } else {
-        host.to_string()
-    };
-    let extra: Vec<String> = auth.claim_headers.iter().map(|(_, c)| c.clone()).collect();
-    let jwt = auth.signer.assertion(&s.id, host, unix_now(), || {
-        crate::headers::assertion_claims(&s, host, &issuer, &extra)
-    });
+    let jwt = crate::headers::assertion(auth, &s, host, auth.issuer_uri);
     let mut r = Reply::text(StatusCode::OK, bytes::Bytes::from(jwt));
     r.content_type = "application/jwt";
     r

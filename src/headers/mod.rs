@@ -3,8 +3,24 @@
 
 pub mod jwt;
 
+use crate::config::auth::AuthSettings;
 use crate::session::Session;
 use serde_json::{json, Map, Value};
+
+/// The (cached) `X-Pomerium-Jwt-Assertion` for a session on a route host; `issuer_uri` picks
+/// `jwt_issuer_format: uri`.
+pub fn assertion(auth: &AuthSettings, s: &Session, host: &str, issuer_uri: bool) -> String {
+    let issuer = if issuer_uri {
+        format!("https://{host}/")
+    } else {
+        host.to_string()
+    };
+    let extra: Vec<String> = auth.claim_headers.iter().map(|(_, c)| c.clone()).collect();
+    auth.signer
+        .assertion(&s.id, host, crate::session::unix_now(), || {
+            assertion_claims(s, host, &issuer, &extra)
+        })
+}
 
 /// Pomerium's assertion claims for a session and a route host.
 pub fn assertion_claims(

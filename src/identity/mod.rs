@@ -4,4 +4,4 @@
 
 mod oidc;
 
-pub use oidc::{Identity, IdpError, Oidc};
+pub use oidc::{Identity, IdpError, Oidc, PROTOCOL_CLAIMS};

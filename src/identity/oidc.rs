@@ -20,6 +20,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use url::Url;
 
+/// Claims about the token rather than the user: never merged from userinfo, never shown as user claims.
+pub const PROTOCOL_CLAIMS: &[&str] = &[
+    "iss",
+    "aud",
+    "exp",
+    "iat",
+    "nbf",
+    "jti",
+    "nonce",
+    "azp",
+    "at_hash",
+    "c_hash",
+    "auth_time",
+];
+
 /// Clock skew tolerated on `exp` and `iat`.
 const LEEWAY: Duration = Duration::from_secs(60);
 /// At most one JWKS refetch in this interval (an attacker's random `kid`s cannot hammer the IdP).
@@ -323,9 +338,7 @@ impl Oidc {
                 ));
             }
             for (k, v) in info {
-                if !["iss", "aud", "exp", "iat", "nbf", "nonce", "azp", "at_hash"]
-                    .contains(&k.as_str())
-                {
+                if !PROTOCOL_CLAIMS.contains(&k.as_str()) {
                     claims.insert(k, v);
                 }
             }

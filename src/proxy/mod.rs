@@ -496,18 +496,8 @@ impl Gateway {
         let auth = ctx.snap.as_ref()?.settings.auth.as_ref()?;
         let wants_jwt = route.pass_identity_headers
             || route.set_request_headers.iter().any(|(_, t)| t.needs_jwt());
-        let jwt = wants_jwt.then(|| {
-            let issuer = if route.issuer_uri {
-                format!("https://{}/", ctx.host)
-            } else {
-                ctx.host.clone()
-            };
-            let extra: Vec<String> = auth.claim_headers.iter().map(|(_, c)| c.clone()).collect();
-            auth.signer
-                .assertion(&session.id, &ctx.host, crate::session::unix_now(), || {
-                    crate::headers::assertion_claims(session, &ctx.host, &issuer, &extra)
-                })
-        });
+        let jwt = wants_jwt
+            .then(|| crate::headers::assertion(auth, session, &ctx.host, route.issuer_uri));
         let mut headers = Vec::new();
         if route.pass_identity_headers {
             if let Some(j) = &jwt {
