@@ -58,6 +58,11 @@ impl Key {
     /// Encrypts and authenticates `plain`, binding it to `ad` (e.g. cookie name and host).
     /// Output: base64url(nonce ‖ ciphertext).
     pub fn seal(&self, plain: &[u8], ad: &[u8]) -> String {
+        B64.encode(self.seal_raw(plain, ad))
+    }
+
+    /// `seal` without the base64 step, for stores that keep bytes (Redis records).
+    pub fn seal_raw(&self, plain: &[u8], ad: &[u8]) -> Vec<u8> {
         let cipher = XChaCha20Poly1305::new(self.0.as_ref().into());
         let mut nonce = [0u8; 24];
         rand::thread_rng().fill_bytes(&mut nonce);
@@ -73,12 +78,16 @@ impl Key {
         let mut out = Vec::with_capacity(24 + ct.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ct);
-        B64.encode(out)
+        out
     }
 
     /// Opens a value from `seal`; `None` if it was tampered with, truncated, or sealed for other `ad`.
     pub fn open(&self, sealed: &str, ad: &[u8]) -> Option<Vec<u8>> {
-        let raw = B64.decode(sealed.trim()).ok()?;
+        self.open_raw(&B64.decode(sealed.trim()).ok()?, ad)
+    }
+
+    /// Opens a value from `seal_raw`.
+    pub fn open_raw(&self, raw: &[u8], ad: &[u8]) -> Option<Vec<u8>> {
         if raw.len() < 24 + 16 {
             return None;
         }

@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod demo;
 pub mod headers;
 pub mod identity;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod redirect;

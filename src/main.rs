@@ -43,6 +43,35 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// List or revoke sessions in the configured shared (Redis) store.
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SessionsAction {
+    /// List a user's live sessions.
+    List {
+        /// The user's email (or IdP subject for users without one).
+        #[arg(long)]
+        user: String,
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End sessions at once on every node: one session, or all of a user's.
+    Revoke {
+        #[arg(long, conflicts_with = "session", required_unless_present = "session")]
+        user: Option<String>,
+        #[arg(long)]
+        session: Option<String>,
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -70,6 +99,7 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig { files, pomerium }) => check_config(&files, pomerium),
         Some(Command::Run(args)) => run(args),
         Some(Command::Demo { port }) => demo(port),
+        Some(Command::Sessions { action }) => sessions(action),
         None => run(cli.run),
     }
 }
@@ -157,6 +187,43 @@ fn demo(port: u16) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn sessions(action: SessionsAction) -> ExitCode {
+    match try_sessions(action) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vallum sessions: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn try_sessions(action: SessionsAction) -> anyhow::Result<()> {
+    let config = match &action {
+        SessionsAction::List { config, .. } | SessionsAction::Revoke { config, .. } => config,
+    };
+    let runtime = Runtime::from_file(config, None)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+    let store = vallum::session::admin::connect(&runtime.settings)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match action {
+            SessionsAction::List { user, json, .. } => {
+                for s in store.sessions_of(&user).await? {
+                    println!("{}", vallum::session::admin::describe(&s, json));
+                }
+            }
+            SessionsAction::Revoke { user, session, .. } => {
+                let n = vallum::session::admin::revoke(&store, user.as_deref(), session.as_deref())
+                    .await?;
+                println!("revoked {n} session(s)");
+            }
+        }
+        Ok(())
+    })
 }
 
 fn check_config(files: &[PathBuf], pomerium: bool) -> ExitCode {

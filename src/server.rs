@@ -9,6 +9,8 @@ use crate::proxy::Gateway;
 use crate::redirect::HttpsRedirect;
 use crate::reload::Reloader;
 use crate::runtime::SharedRuntime;
+use crate::metrics::Metrics;
+use crate::session::cache::{CachedStore, RevocationListener};
 use crate::session::memory::MemoryStore;
 use crate::session::redis::RedisStore;
 use crate::session::SessionStore;
@@ -33,17 +35,32 @@ pub struct ServerOptions {
     pub pingora_conf: Option<String>,
 }
 
-fn session_store(settings: &crate::config::Settings) -> Result<Arc<dyn SessionStore>, ServerError> {
+/// The session store and, for Redis, the listener that keeps this node's cache in step with
+/// the fleet's revocations.
+fn session_store(
+    settings: &crate::config::Settings,
+    metrics: &Arc<Metrics>,
+) -> Result<(Arc<dyn SessionStore>, Option<RevocationListener>), ServerError> {
     match settings
         .auth
         .as_ref()
         .map(|a| (&a.storage, &a.shared_secret))
     {
-        Some((Storage::Redis { url, prefix }, secret)) => {
-            let store = RedisStore::new(url, prefix, secret).map_err(ServerError::Store)?;
-            Ok(Arc::new(store))
+        Some((Storage::Redis(redis), secret)) => {
+            let inner = RedisStore::new(redis, secret, Arc::clone(metrics))
+                .map_err(ServerError::Store)?;
+            let store = Arc::new(CachedStore::new(
+                inner,
+                redis.cache_ttl,
+                redis.cache_max_stale,
+                Arc::clone(metrics),
+            ));
+            let listener = RevocationListener {
+                store: Arc::clone(&store),
+            };
+            Ok((store, Some(listener)))
         }
-        _ => Ok(Arc::new(MemoryStore::default())),
+        _ => Ok((Arc::new(MemoryStore::default()), None)),
     }
 }
 
@@ -55,11 +72,15 @@ pub enum ServerError {
     PingoraConf { path: String, reason: String },
     #[error("cannot set up the TLS listener: {0}")]
     Tls(String),
+    #[error("cannot set up metrics: {0}")]
+    Metrics(String),
 }
 
 pub fn build(runtime: SharedRuntime, opts: &ServerOptions) -> Result<Server, ServerError> {
     // Sessions live for the process, across config reloads; a storage change needs a restart.
-    let auth = Arc::new(AuthState::new(session_store(&runtime.load().settings)?));
+    let metrics = Metrics::new().map_err(|e| ServerError::Metrics(e.to_string()))?;
+    let (store, revocations) = session_store(&runtime.load().settings, &metrics)?;
+    let auth = Arc::new(AuthState::new(store));
     let conf = match &opts.pingora_conf {
         Some(path) => ServerConf::load_from_yaml(path).map_err(|e| ServerError::PingoraConf {
             path: path.clone(),
@@ -124,6 +145,9 @@ pub fn build(runtime: SharedRuntime, opts: &ServerOptions) -> Result<Server, Ser
         "upstream health",
         HealthSupervisor::new(Arc::clone(&runtime)),
     ));
+    if let Some(listener) = revocations {
+        server.add_service(background_service("session revocations", listener));
+    }
     server.add_service(background_service(
         "identity provider",
         IdpWatcher::new(runtime, auth),

@@ -19,7 +19,7 @@ use crate::crypto::{ct_eq, random_token};
 use crate::identity::Oidc;
 use crate::proxy::reply::Reply;
 use crate::session::cookie::{self, Handle};
-use crate::session::{unix_now, Session, SessionStore};
+use crate::session::{unix_now, Session, SessionStore, StoreError};
 use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
 use http::StatusCode;
@@ -36,8 +36,6 @@ const HANDOFF_TTL: u64 = 60;
 pub struct AuthState {
     pub store: Arc<dyn SessionStore>,
     pub idp: ArcSwapOption<Oidc>,
-    /// One-time values already used (`state`, hand-off ids) → expiry, against replay.
-    used: DashMap<String, u64>,
     /// Sessions being refreshed, or whose refresh failed for now → earliest next attempt.
     refreshing: DashMap<String, u64>,
 }
@@ -47,18 +45,18 @@ impl AuthState {
         Self {
             store,
             idp: ArcSwapOption::empty(),
-            used: DashMap::new(),
             refreshing: DashMap::new(),
         }
     }
 
-    /// Records a one-time value; false if it was seen before.
-    fn first_use(&self, id: &str, exp: u64) -> bool {
-        let now = unix_now();
-        if self.used.len() > 100_000 {
-            self.used.retain(|_, e| *e > now);
-        }
-        self.used.insert(id.to_string(), exp).is_none()
+    /// Records a one-time value (`state`, hand-off id) in the store, so a replay fails on every
+    /// node; `Err` is the reply when the store cannot say.
+    async fn first_use(&self, id: &str, exp: u64) -> Result<bool, Reply> {
+        let ttl = exp.saturating_sub(unix_now()).max(1);
+        self.store.claim_once(id, ttl).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot record a single-use sign-in value");
+            store_unavailable()
+        })
     }
 }
 
@@ -99,6 +97,17 @@ fn auth_cookie_name(a: &AuthSettings) -> String {
     format!("{}_authenticate", a.cookie.name)
 }
 
+/// The answer when the session store cannot be reached: a clear 503, never a login loop.
+pub fn store_unavailable() -> Reply {
+    Reply::html(
+        StatusCode::SERVICE_UNAVAILABLE,
+        pages::error(
+            "Sessions unavailable",
+            "the session store cannot be reached right now; try again in a moment",
+        ),
+    )
+}
+
 fn bad_request(detail: &str) -> Reply {
     Reply::html(
         StatusCode::BAD_REQUEST,
@@ -106,26 +115,31 @@ fn bad_request(detail: &str) -> Reply {
     )
 }
 
-/// The session a request carries for `host`, if any and still live.
+/// The session a request carries for `host`, if any and still live. An error means the store
+/// could not say (the caller answers 503 rather than sending a signed-in user to sign in again).
 pub async fn session_for(
     auth: &AuthSettings,
     state: &Arc<AuthState>,
     cookies: Option<&str>,
     name: &str,
     host: &str,
-) -> Option<Arc<Session>> {
-    let value = cookie::find(cookies?, name)?;
+) -> Result<Option<Arc<Session>>, StoreError> {
+    let Some(value) = cookies.and_then(|c| cookie::find(c, name)) else {
+        return Ok(None);
+    };
     let now = unix_now();
-    let handle = cookie::open(&session_key(auth), name, host, value, now)?;
+    let Some(handle) = cookie::open(&session_key(auth), name, host, value, now) else {
+        return Ok(None);
+    };
     match state.store.get(&handle.sid).await {
         Ok(Some(s)) if !s.is_expired(now) => {
             refresh::maybe_refresh(auth, state, &s, now);
-            Some(s)
+            Ok(Some(s))
         }
-        Ok(_) => None,
+        Ok(_) => Ok(None),
         Err(e) => {
-            tracing::warn!(error = %e, "session store lookup failed; treating the request as signed out");
-            None
+            tracing::warn!(error = %e, "session store lookup failed");
+            Err(e)
         }
     }
 }
@@ -222,8 +236,10 @@ async fn sign_in(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_>)
     };
     // Already signed in at the authenticate host: hand off straight away (single sign-on).
     let name = auth_cookie_name(auth);
-    if let Some(session) = session_for(auth, state, req.cookies, &name, req.host).await {
-        return handoff(auth, &target_url, &session);
+    match session_for(auth, state, req.cookies, &name, req.host).await {
+        Ok(Some(session)) => return handoff(auth, &target_url, &session),
+        Ok(None) => {}
+        Err(_) => return store_unavailable(),
     }
     let Some(idp) = state.idp.load_full() else {
         return Reply::html(
@@ -297,7 +313,11 @@ async fn oauth_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Reque
     if now > flow.i + FLOW_TTL {
         return bad_request("this sign-in attempt expired; start again").with_cookie(clear);
     }
-    if !state.first_use(&format!("state|{}", flow.s), flow.i + FLOW_TTL) {
+    let first = match state.first_use(&format!("state|{}", flow.s), flow.i + FLOW_TTL).await {
+        Ok(first) => first,
+        Err(reply) => return reply,
+    };
+    if !first {
         tracing::warn!(reason = "replay", "sign-in callback replayed");
         return bad_request("this sign-in response was already used").with_cookie(clear);
     }
@@ -420,7 +440,11 @@ async fn route_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Reque
     let Some(h) = h.filter(|h| h.exp > now) else {
         return bad_request("invalid or expired sign-in hand-off");
     };
-    if !state.first_use(&format!("handoff|{}", h.jti), h.exp) {
+    let first = match state.first_use(&format!("handoff|{}", h.jti), h.exp).await {
+        Ok(first) => first,
+        Err(reply) => return reply,
+    };
+    if !first {
         return bad_request("this sign-in hand-off was already used");
     }
     let Some(target) = signed::safe_target(&h.t).filter(|t| authority(t) == req.host) else {
@@ -428,7 +452,8 @@ async fn route_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Reque
     };
     let session = match state.store.get(&h.sid).await {
         Ok(Some(s)) if !s.is_expired(now) => s,
-        _ => return bad_request("the session has ended; sign in again"),
+        Ok(_) => return bad_request("the session has ended; sign in again"),
+        Err(_) => return store_unavailable(),
     };
     let handle = Handle {
         sid: session.id.clone(),

@@ -6,6 +6,8 @@ use super::*;
 /// How long to wait before retrying a refresh that failed for a reason other than the IdP
 /// refusing it (network, IdP down).
 const REFRESH_RETRY_SECS: u64 = 30;
+/// How long one node holds the right to refresh a session (a refresh takes one IdP round trip).
+const REFRESH_LEASE_SECS: u64 = 10;
 
 /// Starts a background refresh when the session's access token is about to expire or its claims
 /// are older than `idp_refresh_claims_interval`, so group changes and revocations at the IdP
@@ -52,6 +54,20 @@ async fn refresh(state: &Arc<AuthState>, session: &Session) {
     let Some(rt) = &session.refresh_token else {
         return;
     };
+    // Fleet-wide single flight: with rotating refresh tokens, two nodes refreshing at once would
+    // make the IdP refuse the second and end the session.
+    match state
+        .store
+        .claim_once(&format!("refresh|{}", session.id), REFRESH_LEASE_SECS)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take the refresh lease; retrying later");
+            return;
+        }
+    }
     match idp.refresh(rt, &session.id_token).await {
         Ok(identity) => {
             let mut next = session.clone();

@@ -65,7 +65,9 @@ pub(super) async fn route_sign_out(
     req: &Request<'_>,
 ) -> Reply {
     let name = auth.cookie.name.clone();
-    let session = session_for(auth, state, req.cookies, &name, req.host).await;
+    let Ok(session) = session_for(auth, state, req.cookies, &name, req.host).await else {
+        return super::store_unavailable();
+    };
     if let Some(reply) = confirm_sign_out(auth, session.as_deref(), req) {
         return reply;
     }
@@ -115,7 +117,9 @@ pub(super) async fn authenticate_sign_out(
 ) -> Reply {
     let now = unix_now();
     let name = auth_cookie_name(auth);
-    let session = session_for(auth, state, req.cookies, &name, req.host).await;
+    let Ok(session) = session_for(auth, state, req.cookies, &name, req.host).await else {
+        return super::store_unavailable();
+    };
     let target = match signed::verify(&auth.shared_secret, "/.pomerium/sign_out", &req.query, now) {
         Ok(t) => t,
         Err(_) => {

@@ -10,14 +10,14 @@ async fn route_session(
     state: &Arc<AuthState>,
     req: &Request<'_>,
 ) -> Result<Arc<Session>, Box<Reply>> {
-    session_for(auth, state, req.cookies, &auth.cookie.name, req.host)
-        .await
-        .ok_or_else(|| {
-            Box::new(Reply::json(
-                StatusCode::UNAUTHORIZED,
-                &serde_json::json!({ "error": "user-unauthenticated" }),
-            ))
-        })
+    match session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(Box::new(Reply::json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({ "error": "user-unauthenticated" }),
+        ))),
+        Err(_) => Err(Box::new(super::store_unavailable())),
+    }
 }
 
 /// `/.pomerium/user`: the signed-in user's claims as JSON (never tokens).
@@ -49,7 +49,11 @@ pub(super) async fn user_page(
     state: &Arc<AuthState>,
     req: &Request<'_>,
 ) -> Reply {
-    let Some(s) = session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await else {
+    let s = match session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await {
+        Ok(s) => s,
+        Err(_) => return super::store_unavailable(),
+    };
+    let Some(s) = s else {
         if req.wants_json {
             return Reply::json(
                 StatusCode::UNAUTHORIZED,

@@ -98,20 +98,85 @@ pub struct AuthSettings {
 }
 
 /// Where sessions are kept (`databroker_storage_type`).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Storage {
     Memory,
-    Redis { url: String, prefix: String },
+    Redis(RedisSettings),
 }
 
-impl std::fmt::Debug for Storage {
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    pub target: RedisTarget,
+    pub prefix: String,
+    /// Bound on each store call, connecting included.
+    pub timeout: Duration,
+    /// How long a node trusts its cached copy of a session (0: no local cache).
+    pub cache_ttl: Duration,
+    /// How long a cached session may still serve while the store is unreachable.
+    pub cache_max_stale: Duration,
+}
+
+/// One Redis, or the seed nodes of a Redis Cluster.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    Single(String),
+    Cluster(Vec<String>),
+}
+
+impl std::fmt::Debug for RedisSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Storage::Memory => f.write_str("memory"),
-            // The URL may hold a password.
-            Storage::Redis { prefix, .. } => write!(f, "redis(prefix {prefix:?})"),
+        // URLs may hold a password: only their count and shape are shown.
+        let target = match &self.target {
+            RedisTarget::Single(_) => "single".to_string(),
+            RedisTarget::Cluster(n) => format!("cluster of {} seed nodes", n.len()),
+        };
+        f.debug_struct("RedisSettings")
+            .field("target", &target)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("cache_max_stale", &self.cache_max_stale)
+            .finish()
+    }
+}
+
+/// Parses `databroker_storage_connection_string`: `redis://…`, `rediss://…` (TLS), or
+/// `redis+cluster://[user:password@]host1:port1,host2:port2[/]` (`rediss+cluster://` with TLS),
+/// whose credentials apply to every node. Errors never repeat the string (it may hold a password).
+pub fn parse_redis_target(conn: &str) -> Result<RedisTarget, String> {
+    let check = |url: &str| {
+        use redis::IntoConnectionInfo;
+        url.into_connection_info()
+            .map(|_| ())
+            .map_err(|e| format!("not a valid Redis URL ({:?})", e.kind()))
+    };
+    for (scheme, node_scheme) in [("redis+cluster://", "redis://"), ("rediss+cluster://", "rediss://")] {
+        if let Some(rest) = conn.strip_prefix(scheme) {
+            let rest = rest.trim_end_matches('/');
+            let (creds, hosts) = match rest.rsplit_once('@') {
+                Some((c, h)) => (format!("{c}@"), h),
+                None => (String::new(), rest),
+            };
+            let nodes: Vec<String> = hosts
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(|h| format!("{node_scheme}{creds}{h}/"))
+                .collect();
+            if nodes.is_empty() {
+                return Err("a cluster URL needs at least one host:port".into());
+            }
+            for n in &nodes {
+                check(n)?;
+            }
+            return Ok(RedisTarget::Cluster(nodes));
         }
     }
+    if conn.starts_with("redis://") || conn.starts_with("rediss://") {
+        check(conn)?;
+        return Ok(RedisTarget::Single(conn.to_string()));
+    }
+    Err("expected redis://host:port, rediss://host:port or redis+cluster://host1:port1,host2:port2".into())
 }
 
 fn compile_storage(
@@ -129,21 +194,34 @@ fn compile_storage(
     .map(|c| c.trim().to_string());
     match raw.databroker_storage_type.as_deref() {
         None | Some("memory") => Storage::Memory,
-        Some("redis") => match conn {
-            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-                Storage::Redis {
-                    url,
+        Some("redis") => match conn.as_deref().map(parse_redis_target) {
+            Some(Ok(target)) => {
+                let timeout = raw
+                    .databroker_storage_timeout
+                    .map(|d| d.0)
+                    .unwrap_or(Duration::from_millis(50));
+                if timeout.is_zero() {
+                    errs.push("databroker_storage_timeout", "must be more than 0");
+                }
+                Storage::Redis(RedisSettings {
+                    target,
                     prefix: raw
                         .databroker_storage_key_prefix
                         .clone()
                         .unwrap_or_else(|| "vallum:".into()),
-                }
+                    timeout,
+                    cache_ttl: raw
+                        .databroker_cache_ttl
+                        .map(|d| d.0)
+                        .unwrap_or(Duration::from_secs(1)),
+                    cache_max_stale: raw
+                        .databroker_cache_max_stale
+                        .map(|d| d.0)
+                        .unwrap_or(Duration::from_secs(300)),
+                })
             }
-            Some(_) => {
-                errs.push(
-                    "databroker_storage_connection_string",
-                    "expected redis://host:port or rediss://host:port",
-                );
+            Some(Err(reason)) => {
+                errs.push("databroker_storage_connection_string", reason);
                 Storage::Memory
             }
             None => {

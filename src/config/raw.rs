@@ -68,6 +68,12 @@ pub struct RawSettings {
     pub databroker_storage_connection_string_file: Option<String>,
     /// Vallum extension: prefix of every Redis key.
     pub databroker_storage_key_prefix: Option<String>,
+    /// Vallum extension: bound on every session-store call.
+    pub databroker_storage_timeout: Option<GoDuration>,
+    /// Vallum extension: how long a node trusts its cached copy of a session.
+    pub databroker_cache_ttl: Option<GoDuration>,
+    /// Vallum extension: how long a cached session may serve while the store is unreachable.
+    pub databroker_cache_max_stale: Option<GoDuration>,
     pub routes: Option<serde_yaml_ng::Value>,
     pub policy: Option<serde_yaml_ng::Value>,
 }

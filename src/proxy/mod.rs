@@ -248,7 +248,7 @@ impl Gateway {
         let identity = match &settings.auth {
             Some(auth) if wants_identity => {
                 let cookies = cookie_header(session);
-                authn::session_for(
+                match authn::session_for(
                     auth,
                     &self.auth,
                     cookies.as_deref(),
@@ -256,6 +256,10 @@ impl Gateway {
                     &host_full,
                 )
                 .await
+                {
+                    Ok(s) => s,
+                    Err(_) => return Step::Reply(authn::store_unavailable()),
+                }
             }
             _ => None,
         };

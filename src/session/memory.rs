@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 pub struct MemoryStore {
     map: DashMap<String, Arc<Session>>,
+    /// Single-use keys → expiry (unix seconds).
+    claimed: DashMap<String, u64>,
     capacity: usize,
 }
 
@@ -15,6 +17,7 @@ impl MemoryStore {
     pub fn new(capacity: usize) -> Self {
         Self {
             map: DashMap::new(),
+            claimed: DashMap::new(),
             capacity,
         }
     }
@@ -57,6 +60,43 @@ impl SessionStore for MemoryStore {
 
     async fn delete(&self, id: &str) -> Result<(), StoreError> {
         self.map.remove(id);
+        Ok(())
+    }
+
+    async fn claim_once(&self, key: &str, ttl: u64) -> Result<bool, StoreError> {
+        let now = unix_now();
+        if self.claimed.len() > 100_000 {
+            self.claimed.retain(|_, exp| *exp > now);
+        }
+        let mut fresh = false;
+        self.claimed
+            .entry(key.to_string())
+            .and_modify(|exp| {
+                if *exp <= now {
+                    *exp = now + ttl;
+                    fresh = true;
+                }
+            })
+            .or_insert_with(|| {
+                fresh = true;
+                now + ttl
+            });
+        Ok(fresh)
+    }
+
+    async fn sessions_of(&self, user: &str) -> Result<Vec<Arc<Session>>, StoreError> {
+        let now = unix_now();
+        let mut out: Vec<Arc<Session>> = self
+            .map
+            .iter()
+            .filter(|e| !e.is_expired(now) && super::redis::index_name(e) == user.to_lowercase())
+            .map(|e| Arc::clone(e.value()))
+            .collect();
+        out.sort_by(|a, b| (a.issued_at, &a.id).cmp(&(b.issued_at, &b.id)));
+        Ok(out)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
 

@@ -2,8 +2,11 @@
 //! that points to it. The cookie carries only an id and an expiry; everything else lives in the
 //! store, so deleting a session there ends it for every copy of the cookie at once.
 
+pub mod admin;
+pub mod cache;
 pub mod cookie;
 pub mod memory;
+pub mod record;
 pub mod redis;
 
 use async_trait::async_trait;
@@ -65,7 +68,7 @@ impl Session {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("session store unavailable: {0}")]
     Unavailable(String),
@@ -78,6 +81,14 @@ pub enum StoreError {
 pub trait SessionStore: Send + Sync + 'static {
     async fn get(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError>;
     async fn put(&self, session: Session) -> Result<(), StoreError>;
+    /// Ends a session everywhere (a shared store also tells every node's cache).
     async fn delete(&self, id: &str) -> Result<(), StoreError>;
+    /// True the first time `key` is claimed within `ttl` seconds, fleet-wide for a shared store:
+    /// single-use sign-in values and refresh leases.
+    async fn claim_once(&self, key: &str, ttl: u64) -> Result<bool, StoreError>;
+    /// The live sessions of a user (email, or IdP subject for users without one).
+    async fn sessions_of(&self, user: &str) -> Result<Vec<Arc<Session>>, StoreError>;
+    /// Whether the store answers (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
     fn backend(&self) -> &'static str;
 }

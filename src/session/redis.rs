@@ -1,111 +1,307 @@
-//! The shared session store: Redis, so every gateway node sees the same sessions and a sign-out
-//! on one holds on all. Records are sealed (XChaCha20-Poly1305, key derived from
-//! `shared_secret`, bound to the session id) so tokens are encrypted at rest, and expire in Redis
-//! with the session (TTL = remaining lifetime).
+//! The shared session store: Redis or Redis Cluster, so every gateway node sees the same sessions
+//! and a sign-out on one holds on all.
+//!
+//! Keys (all under the configured prefix):
+//! - `session:{id}` — the sealed record (`record.rs`), Redis TTL = the session's remaining life;
+//! - `user:{email or sub}` — a set of that user's session ids, for `vallum sessions`, expiring
+//!   with the user's last session (ids of ended sessions are pruned when listed);
+//! - `once:{key}` — single-use markers (sign-in `state`, hand-offs, refresh leases), `SET NX EX`;
+//! - channel `revoked` — session ids whose sessions ended, for every node's local cache.
+//!
+//! Every call is bounded by `timeout` (connecting included), so a slow or absent Redis costs a
+//! request at most that long; the caller decides what an error means.
 
-use super::{unix_now, Session, SessionStore, StoreError};
+use super::{record, unix_now, Session, StoreError};
+use crate::config::auth::{RedisSettings, RedisTarget};
 use crate::crypto::Key;
-use async_trait::async_trait;
+use crate::metrics::Metrics;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::AsyncCommands;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{FromRedisValue, Pipeline};
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
-/// Record format version, so a rolling upgrade can read what the previous version wrote.
-const FORMAT: &str = "v1";
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+enum Client {
+    Single(redis::Client),
+    Cluster(ClusterClient, Vec<String>),
+}
 
 pub struct RedisStore {
-    client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
+    client: Client,
+    conn: OnceCell<Conn>,
     prefix: String,
     key: Key,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+const BACKEND: &str = "redis";
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
 }
 
 impl RedisStore {
-    /// `url`: `redis://[user:pass@]host:port[/db]` or `rediss://…` (TLS). Connects lazily, on
-    /// first use, and reconnects by itself after a failure.
-    pub fn new(url: &str, prefix: &str, shared_secret: &Key) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
+    /// Builds the client; connects lazily, on first use, and reconnects by itself after a failure.
+    pub fn new(
+        settings: &RedisSettings,
+        shared_secret: &Key,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
+        let client = match &settings.target {
+            RedisTarget::Single(url) => Client::Single(
+                redis::Client::open(url.as_str()).map_err(|e| format!("invalid Redis URL: {e}"))?,
+            ),
+            RedisTarget::Cluster(urls) => Client::Cluster(
+                ClusterClient::builder(urls.iter().map(String::as_str))
+                    .connection_timeout(settings.timeout.max(Duration::from_millis(500)))
+                    .response_timeout(settings.timeout.max(Duration::from_millis(500)))
+                    .build()
+                    .map_err(|e| format!("invalid Redis Cluster nodes: {e}"))?,
+                urls.clone(),
+            ),
+        };
         Ok(Self {
             client,
             conn: OnceCell::new(),
-            prefix: prefix.to_string(),
+            prefix: settings.prefix.clone(),
             key: shared_secret.derive("vallum session record"),
+            timeout: settings.timeout,
+            metrics,
         })
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+    async fn connect(&self) -> Result<Conn, StoreError> {
         self.conn
-            .get_or_try_init(|| {
-                // Fail fast on the request path: a Redis outage must not hold requests for long.
-                let cfg = ConnectionManagerConfig::new()
-                    .set_number_of_retries(1)
-                    .set_connection_timeout(Some(Duration::from_secs(1)))
-                    .set_response_timeout(Some(Duration::from_secs(1)));
-                ConnectionManager::new_with_config(self.client.clone(), cfg)
+            .get_or_try_init(|| async {
+                match &self.client {
+                    Client::Single(c) => {
+                        let cfg = ConnectionManagerConfig::new()
+                            .set_number_of_retries(1)
+                            .set_connection_timeout(Some(Duration::from_secs(1)))
+                            .set_response_timeout(Some(Duration::from_secs(1)));
+                        ConnectionManager::new_with_config(c.clone(), cfg)
+                            .await
+                            .map(Conn::Single)
+                    }
+                    Client::Cluster(c, _) => c.get_async_connection().await.map(Conn::Cluster),
+                }
             })
             .await
             .cloned()
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
+            .map_err(unavailable)
     }
 
-    fn redis_key(&self, id: &str) -> String {
+    /// Runs one store operation under the timeout, recording its latency and any error.
+    async fn timed<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let start = Instant::now();
+        let result = tokio::time::timeout(self.timeout, async {
+            let conn = self.connect().await?;
+            f(conn).await.map_err(unavailable)
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "no answer within {:?}",
+                self.timeout
+            )))
+        });
+        self.metrics
+            .store_duration
+            .with_label_values(&[BACKEND, op])
+            .observe(start.elapsed().as_secs_f64());
+        if result.is_err() {
+            self.metrics
+                .store_errors
+                .with_label_values(&[BACKEND, op])
+                .inc();
+        }
+        result
+    }
+
+    async fn cmd<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        cmd: redis::Cmd,
+    ) -> Result<T, StoreError> {
+        self.timed(op, |conn| async move {
+            match conn {
+                Conn::Single(mut c) => cmd.query_async(&mut c).await,
+                Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
+            }
+        })
+        .await
+    }
+
+    /// A pipeline; under Redis Cluster all its keys must share a slot (one key here).
+    async fn pipe<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipe: Pipeline,
+    ) -> Result<T, StoreError> {
+        self.timed(op, |conn| async move {
+            match conn {
+                Conn::Single(mut c) => pipe.query_async(&mut c).await,
+                Conn::Cluster(mut c) => pipe.query_async(&mut c).await,
+            }
+        })
+        .await
+    }
+
+    fn session_key(&self, id: &str) -> String {
         format!("{}session:{id}", self.prefix)
     }
 
-    fn ad(id: &str) -> Vec<u8> {
-        format!("{FORMAT}|{id}").into_bytes()
+    fn user_key(&self, user: &str) -> String {
+        format!("{}user:{}", self.prefix, user.to_lowercase())
+    }
+
+    /// The channel that carries ended session ids to every node.
+    pub fn revocation_channel(&self) -> String {
+        format!("{}revoked", self.prefix)
+    }
+
+    /// A client for the revocation subscription. Under Redis Cluster, `PUBLISH` reaches every
+    /// node, so subscribing on any one of them is enough; `attempt` rotates through the nodes so
+    /// a dead one is skipped on the next try.
+    pub fn pubsub_client(&self, attempt: usize) -> Result<redis::Client, String> {
+        match &self.client {
+            Client::Single(c) => Ok(c.clone()),
+            Client::Cluster(_, urls) => {
+                let url = &urls[attempt % urls.len().max(1)];
+                redis::Client::open(url.as_str()).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError> {
+        let raw: Option<Vec<u8>> = self
+            .cmd("get", redis::cmd("GET").arg(self.session_key(id)).clone())
+            .await?;
+        let Some(raw) = raw else { return Ok(None) };
+        match record::decode(&self.key, id, &raw) {
+            Ok(s) if !s.is_expired(unix_now()) => Ok(Some(Arc::new(s))),
+            Ok(_) => Ok(None),
+            Err(e) => {
+                tracing::warn!(
+                    problem = ?e,
+                    "a session record cannot be read (written with another shared_secret or by a newer version?); treating it as absent"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    pub async fn put(&self, session: &Session) -> Result<(), StoreError> {
+        let ttl = session.ttl(unix_now()).as_secs().max(1);
+        let value = record::encode(&self.key, session).map_err(StoreError::Unavailable)?;
+        self.cmd::<()>(
+            "put",
+            redis::cmd("SET")
+                .arg(self.session_key(&session.id))
+                .arg(value)
+                .arg("EX")
+                .arg(ttl)
+                .clone(),
+        )
+        .await?;
+        // The user index lives until the user's last session ends: set the expiry on a new set
+        // (NX), and push it later for a longer-lived session (GT).
+        let idx = self.user_key(&index_name(session));
+        let mut p = redis::pipe();
+        p.cmd("SADD").arg(&idx).arg(&session.id).ignore();
+        p.cmd("EXPIREAT")
+            .arg(&idx)
+            .arg(session.expires_at)
+            .arg("NX")
+            .ignore();
+        p.cmd("EXPIREAT")
+            .arg(&idx)
+            .arg(session.expires_at)
+            .arg("GT")
+            .ignore();
+        self.pipe::<()>("index", p).await
+    }
+
+    /// Deletes the record and tells every node to drop its cached copy.
+    pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
+        self.cmd::<()>("delete", redis::cmd("DEL").arg(self.session_key(id)).clone())
+            .await?;
+        self.cmd::<()>(
+            "publish",
+            redis::cmd("PUBLISH")
+                .arg(self.revocation_channel())
+                .arg(id)
+                .clone(),
+        )
+        .await?;
+        self.metrics.revocations.with_label_values(&["sent"]).inc();
+        Ok(())
+    }
+
+    /// True the first time `key` is claimed within `ttl`, on any node.
+    pub async fn claim_once(&self, key: &str, ttl: u64) -> Result<bool, StoreError> {
+        let set: Option<String> = self
+            .cmd(
+                "claim",
+                redis::cmd("SET")
+                    .arg(format!("{}once:{key}", self.prefix))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(ttl.max(1))
+                    .clone(),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// The live sessions of `user` (an email, or the IdP's subject for users without one).
+    pub async fn sessions_of(&self, user: &str) -> Result<Vec<Arc<Session>>, StoreError> {
+        let idx = self.user_key(user);
+        let ids: Vec<String> = self
+            .cmd("list", redis::cmd("SMEMBERS").arg(&idx).clone())
+            .await?;
+        let mut out = Vec::new();
+        for id in ids {
+            match self.get(&id).await? {
+                Some(s) => out.push(s),
+                None => {
+                    self.cmd::<()>("index", redis::cmd("SREM").arg(&idx).arg(&id).clone())
+                        .await?
+                }
+            }
+        }
+        out.sort_by(|a, b| (a.issued_at, &a.id).cmp(&(b.issued_at, &b.id)));
+        Ok(out)
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.cmd::<String>("ping", redis::cmd("PING")).await.map(|_| ())
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 }
 
-#[async_trait]
-impl SessionStore for RedisStore {
-    async fn get(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError> {
-        let mut c = self.conn().await?;
-        let raw: Option<String> = c
-            .get(self.redis_key(id))
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let Some(raw) = raw else { return Ok(None) };
-        let Some(sealed) = raw.strip_prefix(&format!("{FORMAT}:")) else {
-            tracing::warn!("session record in an unknown format; treating it as absent");
-            return Ok(None);
-        };
-        let Some(plain) = self.key.open(sealed, &Self::ad(id)) else {
-            tracing::warn!(
-                "session record does not open (another shared_secret?); treating it as absent"
-            );
-            return Ok(None);
-        };
-        let Ok(s) = serde_json::from_slice::<Session>(&plain) else {
-            return Ok(None);
-        };
-        if s.is_expired(unix_now()) || s.id != id {
-            return Ok(None);
-        }
-        Ok(Some(Arc::new(s)))
-    }
-
-    async fn put(&self, session: Session) -> Result<(), StoreError> {
-        let ttl = session.ttl(unix_now()).as_secs().max(1);
-        let plain =
-            serde_json::to_vec(&session).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let value = format!("{FORMAT}:{}", self.key.seal(&plain, &Self::ad(&session.id)));
-        let mut c = self.conn().await?;
-        c.set_ex::<_, _, ()>(self.redis_key(&session.id), value, ttl)
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
-    }
-
-    async fn delete(&self, id: &str) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        c.del::<_, ()>(self.redis_key(id))
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
-    }
-
-    fn backend(&self) -> &'static str {
-        "redis"
-    }
+/// The name a session is indexed under: its email (lower-case), else the IdP subject.
+pub fn index_name(s: &Session) -> String {
+    s.email
+        .as_deref()
+        .unwrap_or(&s.user_id)
+        .to_ascii_lowercase()
 }

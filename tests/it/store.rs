@@ -1,13 +1,17 @@
 //! One contract for every session store, run against the embedded store and a real Redis.
 
-use crate::support::redis::RedisServer;
-use std::time::Duration;
+use crate::support::redis::{RedisCluster, RedisServer};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vallum::config::auth::{RedisSettings, RedisTarget};
 use vallum::crypto::Key;
+use vallum::metrics::Metrics;
+use vallum::session::cache::CachedStore;
 use vallum::session::memory::MemoryStore;
 use vallum::session::redis::RedisStore;
-use vallum::session::{unix_now, Session, SessionStore};
+use vallum::session::{unix_now, Session, SessionStore, StoreError};
 
-fn session(id: &str, ttl: u64) -> Session {
+pub fn session(id: &str, ttl: u64) -> Session {
     let now = unix_now();
     Session {
         id: id.into(),
@@ -77,36 +81,126 @@ async fn memory_store_is_bounded() {
     store.put(session("a", 3600)).await.unwrap();
 }
 
+pub fn redis_settings(target: RedisTarget, prefix: &str) -> RedisSettings {
+    RedisSettings {
+        target,
+        prefix: prefix.into(),
+        timeout: Duration::from_millis(500),
+        cache_ttl: Duration::from_secs(1),
+        cache_max_stale: Duration::from_secs(300),
+    }
+}
+
+fn single(redis: &RedisServer, prefix: &str) -> RedisSettings {
+    redis_settings(RedisTarget::Single(redis.url()), prefix)
+}
+
+fn redis_store(settings: &RedisSettings, secret: &Key) -> RedisStore {
+    RedisStore::new(settings, secret, Metrics::new().unwrap()).unwrap()
+}
+
+/// The plain Redis store behind the trait (no cache), for the contract.
+struct Uncached(RedisStore);
+
+#[async_trait::async_trait]
+impl SessionStore for Uncached {
+    async fn get(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError> {
+        self.0.get(id).await
+    }
+    async fn put(&self, s: Session) -> Result<(), StoreError> {
+        self.0.put(&s).await
+    }
+    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+        self.0.delete(id).await
+    }
+    async fn claim_once(&self, key: &str, ttl: u64) -> Result<bool, StoreError> {
+        self.0.claim_once(key, ttl).await
+    }
+    async fn sessions_of(&self, user: &str) -> Result<Vec<Arc<Session>>, StoreError> {
+        self.0.sessions_of(user).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.0.ping().await
+    }
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+}
+
 #[tokio::test]
 async fn redis_store_contract() {
     let redis = RedisServer::start().await;
-    let store = RedisStore::new(&redis.url(), "test:", &Key::random()).unwrap();
+    contract(&Uncached(redis_store(&single(&redis, "test:"), &Key::random()))).await;
+}
+
+#[tokio::test]
+async fn cached_redis_store_contract() {
+    let redis = RedisServer::start().await;
+    let mut settings = single(&redis, "test:");
+    // A short trust window so the expiry check in the contract reaches Redis.
+    settings.cache_ttl = Duration::from_millis(200);
+    let store = CachedStore::new(
+        redis_store(&settings, &Key::random()),
+        settings.cache_ttl,
+        settings.cache_max_stale,
+        Metrics::new().unwrap(),
+    );
     contract(&store).await;
 }
 
 #[tokio::test]
-async fn redis_records_are_encrypted_and_bound_to_the_secret() {
+async fn redis_cluster_store_contract() {
+    let cluster = RedisCluster::start(3).await;
+    let settings = redis_settings(
+        vallum::config::auth::parse_redis_target(&cluster.url()).unwrap(),
+        "test:",
+    );
+    assert!(matches!(settings.target, RedisTarget::Cluster(ref n) if n.len() == 3));
+    let store = Uncached(redis_store(&settings, &Key::random()));
+    contract(&store).await;
+    // Keys spread over the masters: the store really talks cluster, not one node.
+    for i in 0..30 {
+        store.put(session(&format!("spread-{i}"), 600)).await.unwrap();
+    }
+    let per_node = cluster.key_counts().await;
+    assert_eq!(per_node.len(), 3);
+    assert!(
+        per_node.iter().all(|&n| n > 0),
+        "keys on every master: {per_node:?}"
+    );
+}
+
+#[tokio::test]
+async fn redis_records_are_compact_encrypted_and_bound_to_the_secret() {
     let redis = RedisServer::start().await;
     let secret = Key::random();
-    let store = RedisStore::new(&redis.url(), "vallum:", &secret).unwrap();
-    store.put(session("x", 3600)).await.unwrap();
+    let settings = single(&redis, "vallum:");
+    let store = redis_store(&settings, &secret);
+    store.put(&session("x", 3600)).await.unwrap();
 
     let client = redis::Client::open(redis.url()).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
-    let raw: String = redis::cmd("GET")
+    let raw: Vec<u8> = redis::cmd("GET")
         .arg("vallum:session:x")
         .query_async(&mut c)
         .await
         .unwrap();
-    assert!(raw.starts_with("v1:"), "versioned record");
+    assert!(raw.starts_with(b"v2:"), "versioned record");
+    let text = String::from_utf8_lossy(&raw);
     for secret_text in [
         "access-secret-token",
         "refresh-secret-token",
         "header.payload.sig",
         "admins",
     ] {
-        assert!(!raw.contains(secret_text), "{secret_text} stored in clear");
+        assert!(!text.contains(secret_text), "{secret_text} stored in clear");
     }
+    let json_len = serde_json::to_vec(&session("x", 3600)).unwrap().len();
+    assert!(
+        raw.len() < json_len,
+        "record ({} bytes) is smaller than the session as JSON ({json_len})",
+        raw.len()
+    );
     let ttl: i64 = redis::cmd("TTL")
         .arg("vallum:session:x")
         .query_async(&mut c)
@@ -117,7 +211,7 @@ async fn redis_records_are_encrypted_and_bound_to_the_secret() {
         "Redis expires the record with the session (ttl {ttl})"
     );
 
-    let other = RedisStore::new(&redis.url(), "vallum:", &Key::random()).unwrap();
+    let other = redis_store(&settings, &Key::random());
     assert!(
         other.get("x").await.unwrap().is_none(),
         "another shared_secret cannot read it"
@@ -135,12 +229,75 @@ async fn redis_records_are_encrypted_and_bound_to_the_secret() {
 }
 
 #[tokio::test]
-async fn redis_store_reports_unavailability() {
+async fn redis_store_reports_unavailability_within_its_timeout() {
     let port = crate::support::free_port();
-    let store =
-        RedisStore::new(&format!("redis://127.0.0.1:{port}/"), "x:", &Key::random()).unwrap();
+    let mut settings = redis_settings(
+        RedisTarget::Single(format!("redis://127.0.0.1:{port}/")),
+        "x:",
+    );
+    settings.timeout = Duration::from_millis(50);
+    let store = redis_store(&settings, &Key::random());
+    let started = Instant::now();
     assert!(
         store.get("a").await.is_err(),
         "an unreachable Redis is an error, not 'no session'"
     );
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn users_are_indexed_for_listing_and_revocation() {
+    let redis = RedisServer::start().await;
+    let store = redis_store(&single(&redis, "vallum:"), &Key::random());
+    let mut a1 = session("a1", 600);
+    a1.email = Some("Alice@Example.com".into());
+    let mut a2 = session("a2", 7200);
+    a2.email = Some("alice@example.com".into());
+    store.put(&a1).await.unwrap();
+    store.put(&a2).await.unwrap();
+    store.put(&session("b1", 600)).await.unwrap();
+    let ids = |v: Vec<Arc<Session>>| v.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.sessions_of("ALICE@example.com").await.unwrap()),
+        ["a1", "a2"]
+    );
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("vallum:user:alice@example.com")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(
+        (7100..=7200).contains(&ttl),
+        "the index lives as long as the user's longest session (ttl {ttl})"
+    );
+    let n = vallum::session::admin::revoke(&store, Some("alice@example.com"), None)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    assert!(store.sessions_of("alice@example.com").await.unwrap().is_empty());
+    assert!(store.get("b1").await.unwrap().is_some(), "other users untouched");
+    assert!(
+        vallum::session::admin::revoke(&store, None, Some("nope")).await.is_err(),
+        "an unknown session id is an error"
+    );
+}
+
+#[tokio::test]
+async fn single_use_claims_hold_across_nodes() {
+    let redis = RedisServer::start().await;
+    let settings = single(&redis, "vallum:");
+    let (a, b) = (
+        redis_store(&settings, &Key::random()),
+        redis_store(&settings, &Key::random()),
+    );
+    assert!(a.claim_once("state|abc", 60).await.unwrap());
+    assert!(!b.claim_once("state|abc", 60).await.unwrap(), "replay on another node");
+    assert!(b.claim_once("state|other", 60).await.unwrap());
+    let mem = MemoryStore::default();
+    assert!(mem.claim_once("k", 1).await.unwrap());
+    assert!(!mem.claim_once("k", 1).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(mem.claim_once("k", 1).await.unwrap(), "claims expire");
 }

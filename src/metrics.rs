@@ -1,0 +1,177 @@
+//! Every metric Vallum exports, named in one place. One `Metrics` is built at start-up on its own
+//! registry and handed to the components that count, so tests can build a private one and read
+//! exact values. Labels are bounded: route ids, backends, reasons and classes — never a user, a
+//! session id or a raw path.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::sync::Arc;
+
+/// Buckets for request and store latencies: 100 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    /// `route`, `method` (read/write/other), `status` (2xx…5xx).
+    pub requests: IntCounterVec,
+    /// Downstream request duration by `route`.
+    pub request_duration: HistogramVec,
+    /// Time spent waiting on the upstream by `route`.
+    pub upstream_duration: HistogramVec,
+    /// `route`, `decision` (allow/deny/login), `reason`.
+    pub authorize: IntCounterVec,
+    /// `stage` (started/completed/failed), `reason`.
+    pub sign_ins: IntCounterVec,
+    /// `backend`, `op`.
+    pub store_duration: HistogramVec,
+    /// `backend`, `op`.
+    pub store_errors: IntCounterVec,
+    /// `result` (hit/miss/stale).
+    pub session_cache: IntCounterVec,
+    /// `direction` (sent/received).
+    pub revocations: IntCounterVec,
+    /// `result` (success/failure).
+    pub config_reloads: IntCounterVec,
+    pub config_last_reload_success: IntGauge,
+    /// Constant 1, labelled with the loaded config's checksum.
+    pub config_info: IntGaugeVec,
+    /// `route`, `backend`: 1 healthy, 0 not.
+    pub upstream_healthy: IntGaugeVec,
+    pub open_connections: IntGauge,
+    /// Constant 1, labelled with version.
+    pub build_info: IntGaugeVec,
+    /// `component` (config/idp/store): 1 ready.
+    pub ready: IntGaugeVec,
+}
+
+impl Metrics {
+    /// All metrics, registered on a fresh registry.
+    pub fn new() -> Result<Arc<Self>, prometheus::Error> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok::<_, prometheus::Error>(c)
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                labels,
+            )?;
+            registry.register(Box::new(h.clone()))?;
+            Ok::<_, prometheus::Error>(h)
+        };
+        let gauges = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok::<_, prometheus::Error>(g)
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok::<_, prometheus::Error>(g)
+        };
+        let m = Metrics {
+            requests: counter(
+                "vallum_http_requests_total",
+                "Requests answered, by route, method class and status class",
+                &["route", "method", "status"],
+            )?,
+            request_duration: histogram(
+                "vallum_http_request_duration_seconds",
+                "Time from request to the end of the response, by route",
+                &["route"],
+            )?,
+            upstream_duration: histogram(
+                "vallum_upstream_duration_seconds",
+                "Time from sending upstream to the end of the upstream response, by route",
+                &["route"],
+            )?,
+            authorize: counter(
+                "vallum_authorize_decisions_total",
+                "Authorization decisions, by route, decision and reason",
+                &["route", "decision", "reason"],
+            )?,
+            sign_ins: counter(
+                "vallum_sign_ins_total",
+                "Sign-ins started, completed and failed (by reason)",
+                &["stage", "reason"],
+            )?,
+            store_duration: histogram(
+                "vallum_session_store_duration_seconds",
+                "Session store call latency, by backend and operation",
+                &["backend", "op"],
+            )?,
+            store_errors: counter(
+                "vallum_session_store_errors_total",
+                "Session store calls that failed or timed out, by backend and operation",
+                &["backend", "op"],
+            )?,
+            session_cache: counter(
+                "vallum_session_cache_lookups_total",
+                "Local session cache lookups: hit, miss, or stale (served during a store outage)",
+                &["result"],
+            )?,
+            revocations: counter(
+                "vallum_session_revocations_total",
+                "Session revocations published and received on the fleet channel",
+                &["direction"],
+            )?,
+            config_reloads: counter(
+                "vallum_config_reloads_total",
+                "Config reloads, by result",
+                &["result"],
+            )?,
+            config_last_reload_success: gauge(
+                "vallum_config_last_reload_success_timestamp_seconds",
+                "When a config was last loaded successfully (unix seconds)",
+            )?,
+            config_info: gauges(
+                "vallum_config_info",
+                "The loaded config's checksum (value is always 1)",
+                &["checksum"],
+            )?,
+            upstream_healthy: gauges(
+                "vallum_upstream_healthy",
+                "Upstream health by route and backend (1 healthy)",
+                &["route", "backend"],
+            )?,
+            open_connections: gauge(
+                "vallum_downstream_open_requests",
+                "Downstream requests in progress",
+            )?,
+            build_info: gauges(
+                "vallum_build_info",
+                "Build information (value is always 1)",
+                &["version"],
+            )?,
+            ready: gauges(
+                "vallum_ready",
+                "Readiness by component (1 ready)",
+                &["component"],
+            )?,
+            registry,
+        };
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Ok(Arc::new(m))
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Observes the time since `start` on a histogram.
+pub fn observe_since(h: &Histogram, start: std::time::Instant) {
+    h.observe(start.elapsed().as_secs_f64());
+}

@@ -1,0 +1,91 @@
+//! What `vallum sessions` does: an operator's view of the shared store, from any machine that
+//! has the config. Revocations go through the store like a sign-out, so every node drops the
+//! session from its cache at once.
+
+use super::redis::RedisStore;
+use super::{unix_now, Session, StoreError};
+use crate::config::auth::Storage;
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("this config has no sign-in settings (authenticate_service_url, idp_*)")]
+    NoAuth,
+    #[error(
+        "sessions are in the memory store, inside the running gateway; `vallum sessions` needs \
+         databroker_storage_type: redis"
+    )]
+    MemoryStore,
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no session {0}")]
+    NoSuchSession(String),
+}
+
+/// A store client for the config's Redis, with a timeout meant for a person, not a request.
+pub fn connect(settings: &Settings) -> Result<RedisStore, AdminError> {
+    let auth = settings.auth.as_ref().ok_or(AdminError::NoAuth)?;
+    let Storage::Redis(redis) = &auth.storage else {
+        return Err(AdminError::MemoryStore);
+    };
+    let mut redis = redis.clone();
+    redis.timeout = redis.timeout.max(Duration::from_secs(5));
+    let metrics = Metrics::new().map_err(|e| AdminError::Setup(e.to_string()))?;
+    RedisStore::new(&redis, &auth.shared_secret, metrics).map_err(AdminError::Setup)
+}
+
+/// Ends one session, or every session of a user; returns how many ended.
+pub async fn revoke(
+    store: &RedisStore,
+    user: Option<&str>,
+    session: Option<&str>,
+) -> Result<usize, AdminError> {
+    let ids: Vec<String> = match (user, session) {
+        (_, Some(id)) => {
+            if store.get(id).await?.is_none() {
+                return Err(AdminError::NoSuchSession(id.to_string()));
+            }
+            vec![id.to_string()]
+        }
+        (Some(user), None) => store
+            .sessions_of(user)
+            .await?
+            .iter()
+            .map(|s| s.id.clone())
+            .collect(),
+        (None, None) => Vec::new(),
+    };
+    for id in &ids {
+        store.delete(id).await?;
+        tracing::info!(session_id = %id, "session revoked by an operator");
+    }
+    Ok(ids.len())
+}
+
+/// One line per session: a table row, or JSON. Never the tokens.
+pub fn describe(s: &Session, json: bool) -> String {
+    let now = unix_now();
+    if json {
+        serde_json::json!({
+            "session_id": s.id,
+            "user": s.user_id,
+            "email": s.email,
+            "groups": s.groups,
+            "issued_at": s.issued_at,
+            "expires_at": s.expires_at,
+        })
+        .to_string()
+    } else {
+        format!(
+            "{}  {}  signed in {}s ago  expires in {}s",
+            s.id,
+            s.email.as_deref().unwrap_or(&s.user_id),
+            now.saturating_sub(s.issued_at),
+            s.expires_at.saturating_sub(now)
+        )
+    }
+}

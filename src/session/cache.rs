@@ -1,0 +1,245 @@
+//! Each node's cache in front of the shared store, so the steady-state request path makes no
+//! network round trip.
+//!
+//! - An entry (a session, or the fact that there is none) is trusted for `ttl` (default 1 s);
+//!   after that the next request re-reads it with one `GET`. Concurrent misses for one id share
+//!   that `GET` (single-flight).
+//! - A revocation message (sign-out, failed refresh, `vallum sessions revoke` on any node) drops
+//!   the entry at once. A fetch that was in flight when a revocation arrived is returned to its
+//!   caller but not cached, so a reply that crossed the message cannot resurrect the session.
+//! - When the store cannot answer, a session this node saw within `max_stale` is still served
+//!   (bounded staleness; a revocation published during the outage is not seen until the
+//!   subscription reconnects, which then clears the cache). An unknown session is an error the
+//!   caller turns into a 503.
+
+use super::redis::RedisStore;
+use super::{Session, SessionStore, StoreError};
+use crate::metrics::Metrics;
+use async_trait::async_trait;
+use dashmap::DashMap;
+use futures_util::StreamExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+type Fetch = Arc<OnceCell<Result<Option<Arc<Session>>, StoreError>>>;
+
+struct Entry {
+    value: Option<Arc<Session>>,
+    fetched: Instant,
+}
+
+pub struct CachedStore {
+    inner: RedisStore,
+    entries: DashMap<String, Entry>,
+    inflight: DashMap<String, Fetch>,
+    /// Bumped by every revocation and cache clear; a fetch that saw it change is not cached.
+    epoch: AtomicU64,
+    ttl: Duration,
+    max_stale: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl CachedStore {
+    pub fn new(
+        inner: RedisStore,
+        ttl: Duration,
+        max_stale: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            inner,
+            entries: DashMap::new(),
+            inflight: DashMap::new(),
+            epoch: AtomicU64::new(0),
+            ttl,
+            max_stale,
+            metrics,
+        }
+    }
+
+    pub fn inner(&self) -> &RedisStore {
+        &self.inner
+    }
+
+    /// Drops one session from this node's cache (a revocation message).
+    pub fn evict(&self, id: &str) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.entries.remove(id);
+    }
+
+    /// Drops everything (after a subscription gap, when messages may have been missed).
+    pub fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.entries.clear();
+    }
+
+    /// Forgets entries too old to be served even during an outage.
+    pub fn sweep(&self) {
+        let keep = self.ttl.max(self.max_stale);
+        self.entries.retain(|_, e| e.fetched.elapsed() < keep);
+    }
+
+    pub fn cached(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn fresh(&self, id: &str) -> Option<Option<Arc<Session>>> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let e = self.entries.get(id)?;
+        (e.fetched.elapsed() < self.ttl).then(|| e.value.clone())
+    }
+
+    fn stale(&self, id: &str) -> Option<Arc<Session>> {
+        let e = self.entries.get(id)?;
+        if e.fetched.elapsed() >= self.max_stale {
+            return None;
+        }
+        e.value
+            .clone()
+            .filter(|s| !s.is_expired(super::unix_now()))
+    }
+
+    async fn fetch(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError> {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let cell = Arc::clone(self.inflight.entry(id.to_string()).or_default().value());
+        let result = cell.get_or_init(|| self.inner.get(id)).await.clone();
+        self.inflight.remove_if(id, |_, c| Arc::ptr_eq(c, &cell));
+        if let Ok(value) = &result {
+            if !self.ttl.is_zero() && self.epoch.load(Ordering::SeqCst) == epoch {
+                self.entries.insert(
+                    id.to_string(),
+                    Entry {
+                        value: value.clone(),
+                        fetched: Instant::now(),
+                    },
+                );
+            }
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl SessionStore for CachedStore {
+    async fn get(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError> {
+        if let Some(v) = self.fresh(id) {
+            self.metrics.session_cache.with_label_values(&["hit"]).inc();
+            return Ok(v.filter(|s| !s.is_expired(super::unix_now())));
+        }
+        self.metrics.session_cache.with_label_values(&["miss"]).inc();
+        match self.fetch(id).await {
+            Ok(v) => Ok(v),
+            Err(e) => match self.stale(id) {
+                Some(s) => {
+                    self.metrics.session_cache.with_label_values(&["stale"]).inc();
+                    tracing::debug!(error = %e, "session store unavailable; serving a recently seen session");
+                    Ok(Some(s))
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    async fn put(&self, session: Session) -> Result<(), StoreError> {
+        self.inner.put(&session).await?;
+        if !self.ttl.is_zero() {
+            self.entries.insert(
+                session.id.clone(),
+                Entry {
+                    value: Some(Arc::new(session)),
+                    fetched: Instant::now(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+        self.evict(id);
+        self.inner.delete(id).await
+    }
+
+    async fn claim_once(&self, key: &str, ttl: u64) -> Result<bool, StoreError> {
+        self.inner.claim_once(key, ttl).await
+    }
+
+    async fn sessions_of(&self, user: &str) -> Result<Vec<Arc<Session>>, StoreError> {
+        self.inner.sessions_of(user).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+}
+
+/// Keeps this node subscribed to the revocation channel for as long as the server runs:
+/// evicts each revoked id, clears the cache on every (re)subscription, and sweeps old entries.
+pub struct RevocationListener {
+    pub store: Arc<CachedStore>,
+}
+
+#[async_trait]
+impl pingora_core::services::background::BackgroundService for RevocationListener {
+    async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
+        let channel = self.store.inner.revocation_channel();
+        let mut attempt = 0usize;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let session = async {
+                let client = self.store.inner.pubsub_client(attempt)?;
+                let mut pubsub = client
+                    .get_async_pubsub()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                pubsub
+                    .subscribe(&channel)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // Subscribed: whatever was published while we were not is unknown to us.
+                self.store.clear();
+                backoff = Duration::from_millis(100);
+                tracing::info!("subscribed to session revocations");
+                let mut messages = pubsub.into_on_message();
+                let mut sweep = tokio::time::interval(Duration::from_secs(10));
+                loop {
+                    tokio::select! {
+                        msg = messages.next() => {
+                            let Some(msg) = msg else { break };
+                            if let Ok(id) = msg.get_payload::<String>() {
+                                self.store.evict(&id);
+                                self.store.metrics.revocations.with_label_values(&["received"]).inc();
+                            }
+                        }
+                        _ = sweep.tick() => self.store.sweep(),
+                    }
+                }
+                Ok::<(), String>(())
+            };
+            tokio::select! {
+                r = session => {
+                    match r {
+                        Ok(()) => tracing::warn!("session revocation subscription lost; reconnecting"),
+                        Err(e) => tracing::warn!(error = %e, "cannot subscribe to session revocations; retrying"),
+                    }
+                    attempt += 1;
+                }
+                _ = shutdown.changed() => return,
+            }
+            // The cache is kept while unsubscribed so recently seen sessions can be served during
+            // a Redis outage (bounded by `max_stale`); it is cleared on resubscription.
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.changed() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+}
