@@ -5,11 +5,11 @@
 use crate::authn::discovery::IdpWatcher;
 use crate::authn::AuthState;
 use crate::config::auth::Storage;
+use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::redirect::HttpsRedirect;
 use crate::reload::Reloader;
 use crate::runtime::SharedRuntime;
-use crate::metrics::Metrics;
 use crate::session::cache::{CachedStore, RevocationListener};
 use crate::session::memory::MemoryStore;
 use crate::session::redis::RedisStore;
@@ -47,8 +47,8 @@ fn session_store(
         .map(|a| (&a.storage, &a.shared_secret))
     {
         Some((Storage::Redis(redis), secret)) => {
-            let inner = RedisStore::new(redis, secret, Arc::clone(metrics))
-                .map_err(ServerError::Store)?;
+            let inner =
+                RedisStore::new(redis, secret, Arc::clone(metrics)).map_err(ServerError::Store)?;
             let store = Arc::new(CachedStore::new(
                 inner,
                 redis.cache_ttl,

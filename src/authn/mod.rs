@@ -313,7 +313,10 @@ async fn oauth_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Reque
     if now > flow.i + FLOW_TTL {
         return bad_request("this sign-in attempt expired; start again").with_cookie(clear);
     }
-    let first = match state.first_use(&format!("state|{}", flow.s), flow.i + FLOW_TTL).await {
+    let first = match state
+        .first_use(&format!("state|{}", flow.s), flow.i + FLOW_TTL)
+        .await
+    {
         Ok(first) => first,
         Err(reply) => return reply,
     };

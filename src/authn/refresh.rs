@@ -54,11 +54,11 @@ async fn refresh(state: &Arc<AuthState>, session: &Session) {
     let Some(rt) = &session.refresh_token else {
         return;
     };
-    // Fleet-wide single flight: with rotating refresh tokens, two nodes refreshing at once would
-    // make the IdP refuse the second and end the session.
+    // Fleet-wide single flight per refresh token: with rotating refresh tokens, two nodes
+    // redeeming the same one would make the IdP refuse the second and end the session.
     match state
         .store
-        .claim_once(&format!("refresh|{}", session.id), REFRESH_LEASE_SECS)
+        .claim_once(&lease_key(&session.id, rt), REFRESH_LEASE_SECS)
         .await
     {
         Ok(true) => {}
@@ -100,4 +100,13 @@ async fn refresh(state: &Arc<AuthState>, session: &Session) {
             state.refreshing.remove(&session.id);
         }
     }
+}
+
+/// The lease name for redeeming one refresh token of one session (the token itself is hashed:
+/// store keys are not secret).
+fn lease_key(sid: &str, refresh_token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(refresh_token.as_bytes());
+    let short: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("refresh|{sid}|{short}")
 }

@@ -150,7 +150,10 @@ pub fn parse_redis_target(conn: &str) -> Result<RedisTarget, String> {
             .map(|_| ())
             .map_err(|e| format!("not a valid Redis URL ({:?})", e.kind()))
     };
-    for (scheme, node_scheme) in [("redis+cluster://", "redis://"), ("rediss+cluster://", "rediss://")] {
+    for (scheme, node_scheme) in [
+        ("redis+cluster://", "redis://"),
+        ("rediss+cluster://", "rediss://"),
+    ] {
         if let Some(rest) = conn.strip_prefix(scheme) {
             let rest = rest.trim_end_matches('/');
             let (creds, hosts) = match rest.rsplit_once('@') {
@@ -176,7 +179,10 @@ pub fn parse_redis_target(conn: &str) -> Result<RedisTarget, String> {
         check(conn)?;
         return Ok(RedisTarget::Single(conn.to_string()));
     }
-    Err("expected redis://host:port, rediss://host:port or redis+cluster://host1:port1,host2:port2".into())
+    Err(
+        "expected redis://host:port, rediss://host:port or redis+cluster://host1:port1,host2:port2"
+            .into(),
+    )
 }
 
 fn compile_storage(

@@ -98,9 +98,7 @@ impl CachedStore {
         if e.fetched.elapsed() >= self.max_stale {
             return None;
         }
-        e.value
-            .clone()
-            .filter(|s| !s.is_expired(super::unix_now()))
+        e.value.clone().filter(|s| !s.is_expired(super::unix_now()))
     }
 
     async fn fetch(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError> {
@@ -130,12 +128,18 @@ impl SessionStore for CachedStore {
             self.metrics.session_cache.with_label_values(&["hit"]).inc();
             return Ok(v.filter(|s| !s.is_expired(super::unix_now())));
         }
-        self.metrics.session_cache.with_label_values(&["miss"]).inc();
+        self.metrics
+            .session_cache
+            .with_label_values(&["miss"])
+            .inc();
         match self.fetch(id).await {
             Ok(v) => Ok(v),
             Err(e) => match self.stale(id) {
                 Some(s) => {
-                    self.metrics.session_cache.with_label_values(&["stale"]).inc();
+                    self.metrics
+                        .session_cache
+                        .with_label_values(&["stale"])
+                        .inc();
                     tracing::debug!(error = %e, "session store unavailable; serving a recently seen session");
                     Ok(Some(s))
                 }
@@ -195,10 +199,7 @@ impl pingora_core::services::background::BackgroundService for RevocationListene
         loop {
             let session = async {
                 let client = self.store.inner.pubsub_client(attempt)?;
-                let mut pubsub = client
-                    .get_async_pubsub()
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
                 pubsub
                     .subscribe(&channel)
                     .await

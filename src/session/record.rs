@@ -93,7 +93,11 @@ mod tests {
             "v1:{}",
             key.seal(&serde_json::to_vec(&s).unwrap(), &ad("v1", "sid-1"))
         );
-        assert_eq!(decode(&key, "sid-1", v1.as_bytes()), Ok(s), "v1 still reads");
+        assert_eq!(
+            decode(&key, "sid-1", v1.as_bytes()),
+            Ok(s),
+            "v1 still reads"
+        );
         assert!(
             v2.len() * 100 < v1.len() * 80,
             "v2 {} bytes vs v1 {}",
@@ -111,10 +115,16 @@ mod tests {
             Err(DecodeError::DoesNotOpen)
         );
         assert_eq!(decode(&key, "sid-2", &v2), Err(DecodeError::DoesNotOpen));
-        assert_eq!(decode(&key, "sid-1", b"v9:xx"), Err(DecodeError::UnknownFormat));
+        assert_eq!(
+            decode(&key, "sid-1", b"v9:xx"),
+            Err(DecodeError::UnknownFormat)
+        );
         let mut flipped = v2.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
-        assert_eq!(decode(&key, "sid-1", &flipped), Err(DecodeError::DoesNotOpen));
+        assert_eq!(
+            decode(&key, "sid-1", &flipped),
+            Err(DecodeError::DoesNotOpen)
+        );
     }
 }

@@ -238,8 +238,11 @@ impl RedisStore {
 
     /// Deletes the record and tells every node to drop its cached copy.
     pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
-        self.cmd::<()>("delete", redis::cmd("DEL").arg(self.session_key(id)).clone())
-            .await?;
+        self.cmd::<()>(
+            "delete",
+            redis::cmd("DEL").arg(self.session_key(id)).clone(),
+        )
+        .await?;
         self.cmd::<()>(
             "publish",
             redis::cmd("PUBLISH")
@@ -290,7 +293,9 @@ impl RedisStore {
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.cmd::<String>("ping", redis::cmd("PING")).await.map(|_| ())
+        self.cmd::<String>("ping", redis::cmd("PING"))
+            .await
+            .map(|_| ())
     }
 
     pub fn timeout(&self) -> Duration {

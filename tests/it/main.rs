@@ -9,6 +9,7 @@ mod cli;
 mod demo;
 mod docs;
 mod downstream_tls;
+mod fleet;
 mod headers;
 mod paths;
 mod reload;

@@ -130,7 +130,11 @@ impl SessionStore for Uncached {
 #[tokio::test]
 async fn redis_store_contract() {
     let redis = RedisServer::start().await;
-    contract(&Uncached(redis_store(&single(&redis, "test:"), &Key::random()))).await;
+    contract(&Uncached(redis_store(
+        &single(&redis, "test:"),
+        &Key::random(),
+    )))
+    .await;
 }
 
 #[tokio::test]
@@ -160,7 +164,10 @@ async fn redis_cluster_store_contract() {
     contract(&store).await;
     // Keys spread over the masters: the store really talks cluster, not one node.
     for i in 0..30 {
-        store.put(session(&format!("spread-{i}"), 600)).await.unwrap();
+        store
+            .put(session(&format!("spread-{i}"), 600))
+            .await
+            .unwrap();
     }
     let per_node = cluster.key_counts().await;
     assert_eq!(per_node.len(), 3);
@@ -242,7 +249,11 @@ async fn redis_store_reports_unavailability_within_its_timeout() {
         store.get("a").await.is_err(),
         "an unreachable Redis is an error, not 'no session'"
     );
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -276,10 +287,19 @@ async fn users_are_indexed_for_listing_and_revocation() {
         .await
         .unwrap();
     assert_eq!(n, 2);
-    assert!(store.sessions_of("alice@example.com").await.unwrap().is_empty());
-    assert!(store.get("b1").await.unwrap().is_some(), "other users untouched");
+    assert!(store
+        .sessions_of("alice@example.com")
+        .await
+        .unwrap()
+        .is_empty());
     assert!(
-        vallum::session::admin::revoke(&store, None, Some("nope")).await.is_err(),
+        store.get("b1").await.unwrap().is_some(),
+        "other users untouched"
+    );
+    assert!(
+        vallum::session::admin::revoke(&store, None, Some("nope"))
+            .await
+            .is_err(),
         "an unknown session id is an error"
     );
 }
@@ -293,7 +313,10 @@ async fn single_use_claims_hold_across_nodes() {
         redis_store(&settings, &Key::random()),
     );
     assert!(a.claim_once("state|abc", 60).await.unwrap());
-    assert!(!b.claim_once("state|abc", 60).await.unwrap(), "replay on another node");
+    assert!(
+        !b.claim_once("state|abc", 60).await.unwrap(),
+        "replay on another node"
+    );
     assert!(b.claim_once("state|other", 60).await.unwrap());
     let mem = MemoryStore::default();
     assert!(mem.claim_once("k", 1).await.unwrap());

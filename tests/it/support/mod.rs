@@ -33,6 +33,8 @@ pub fn bin() -> &'static str {
 /// A running gateway process.
 pub struct Gateway {
     pub port: u16,
+    /// The loopback address it listens on (from `address:`; fleets use 127.0.0.x).
+    pub ip: std::net::IpAddr,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     child: Child,
@@ -85,8 +87,15 @@ impl Gateway {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap();
+        let ip = text
+            .lines()
+            .find_map(|l| l.strip_prefix("address: "))
+            .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+            .map(|a| a.ip())
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
         let gw = Gateway {
             port,
+            ip,
             dir,
             config,
             child,
@@ -98,7 +107,7 @@ impl Gateway {
     async fn wait_ready(&self, plain: bool) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await {
+            if let Ok(mut s) = tokio::net::TcpStream::connect((self.ip, self.port)).await {
                 if !plain {
                     return; // a TLS listener: accepting connections is enough
                 }
@@ -121,7 +130,7 @@ impl Gateway {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::new(self.ip, self.port)
     }
 
     pub fn log(&self) -> String {
@@ -144,7 +153,7 @@ impl Gateway {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("http://{}{path}", self.addr())
     }
 
     /// GET with a Host header.

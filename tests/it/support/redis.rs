@@ -147,7 +147,9 @@ impl RedisCluster {
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .output()
             .unwrap_or_else(|e| {
-                panic!("cannot run redis-cli ({e}); install it (Debian: apt-get install redis-tools)")
+                panic!(
+                    "cannot run redis-cli ({e}); install it (Debian: apt-get install redis-tools)"
+                )
             });
         assert!(
             out.status.success(),
@@ -166,7 +168,10 @@ impl RedisCluster {
             if ok {
                 break;
             }
-            assert!(Instant::now() < deadline, "the cluster did not become ready");
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become ready"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         cluster
