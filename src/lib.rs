@@ -12,6 +12,7 @@ pub mod demo;
 pub mod headers;
 pub mod identity;
 pub mod metrics;
+pub mod ops;
 pub mod policy;
 pub mod proxy;
 pub mod redirect;

@@ -3,37 +3,40 @@
 //! check. A new snapshot is built off the request path and swapped in whole; an invalid config
 //! is refused, logged with every error, and the old snapshot keeps serving.
 
+use crate::metrics::Metrics;
 use crate::runtime::{Runtime, SharedRuntime};
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Reload outcomes, for logs now and metrics later.
-#[derive(Debug, Default)]
-pub struct ReloadStats {
-    pub successes: AtomicU64,
-    pub failures: AtomicU64,
-}
 
 pub struct Reloader {
     config: PathBuf,
     runtime: SharedRuntime,
-    pub stats: Arc<ReloadStats>,
+    metrics: Arc<Metrics>,
 }
 
 impl Reloader {
-    pub fn new(config: PathBuf, runtime: SharedRuntime) -> Self {
+    pub fn new(config: PathBuf, runtime: SharedRuntime, metrics: Arc<Metrics>) -> Self {
+        record_loaded(&metrics, &runtime.load().checksum);
         Self {
             config,
             runtime,
-            stats: Arc::default(),
+            metrics,
         }
     }
+}
+
+/// Marks `checksum` as the loaded config in the metrics.
+fn record_loaded(metrics: &Metrics, checksum: &str) {
+    metrics.config_info.reset();
+    metrics.config_info.with_label_values(&[checksum]).set(1);
+    metrics
+        .config_last_reload_success
+        .set(crate::session::unix_now() as i64);
 }
 
 /// Hash of the watched files' contents; a missing file hashes as empty (and will fail the build).
@@ -49,7 +52,7 @@ fn fingerprint(files: &[PathBuf]) -> [u8; 32] {
 }
 
 /// Builds a snapshot from `path` and swaps it in, or logs why not. Returns whether it swapped.
-pub fn reload_now(path: &Path, runtime: &SharedRuntime, stats: &ReloadStats) -> bool {
+pub fn reload_now(path: &Path, runtime: &SharedRuntime, metrics: &Metrics) -> bool {
     let current = runtime.load_full();
     match Runtime::from_file(path, Some(&current)) {
         Ok(next) => {
@@ -71,12 +74,13 @@ pub fn reload_now(path: &Path, runtime: &SharedRuntime, stats: &ReloadStats) -> 
                 routes = next.routes.len(),
                 "config reloaded"
             );
+            record_loaded(metrics, &next.checksum);
+            metrics.config_reloads.with_label_values(&["success"]).inc();
             runtime.store(Arc::new(next));
-            stats.successes.fetch_add(1, Ordering::Relaxed);
             true
         }
         Err(errors) => {
-            stats.failures.fetch_add(1, Ordering::Relaxed);
+            metrics.config_reloads.with_label_values(&["failure"]).inc();
             let list: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
             tracing::error!(
                 config = %path.display(),
@@ -119,14 +123,15 @@ impl BackgroundService for Reloader {
                 tracing::info!("SIGHUP: reloading config");
             }
             last = now;
-            let (path, runtime, stats) = (
+            let (path, runtime, metrics) = (
                 self.config.clone(),
                 Arc::clone(&self.runtime),
-                Arc::clone(&self.stats),
+                Arc::clone(&self.metrics),
             );
-            let swapped = tokio::task::spawn_blocking(move || reload_now(&path, &runtime, &stats))
-                .await
-                .unwrap_or(false);
+            let swapped =
+                tokio::task::spawn_blocking(move || reload_now(&path, &runtime, &metrics))
+                    .await
+                    .unwrap_or(false);
             if swapped {
                 watched = self.runtime.load().files.clone();
                 last = fingerprint(&watched);

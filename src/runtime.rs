@@ -80,7 +80,7 @@ impl Runtime {
             previous_pools: previous.map(|p| &p.pools).unwrap_or(&empty),
             pools: HashMap::new(),
             files: settings.files.clone(),
-            warnings: Vec::new(),
+            warnings: settings.warnings.clone(),
         };
         let key = raw.routes_key;
         let mut routes = Vec::new();

@@ -6,6 +6,8 @@ use crate::authn::discovery::IdpWatcher;
 use crate::authn::AuthState;
 use crate::config::auth::Storage;
 use crate::metrics::Metrics;
+use crate::ops::listener::{Endpoints, OpsListener};
+use crate::ops::readiness::{Readiness, ReadinessProbe};
 use crate::proxy::Gateway;
 use crate::redirect::HttpsRedirect;
 use crate::reload::Reloader;
@@ -80,7 +82,7 @@ pub fn build(runtime: SharedRuntime, opts: &ServerOptions) -> Result<Server, Ser
     // Sessions live for the process, across config reloads; a storage change needs a restart.
     let metrics = Metrics::new().map_err(|e| ServerError::Metrics(e.to_string()))?;
     let (store, revocations) = session_store(&runtime.load().settings, &metrics)?;
-    let auth = Arc::new(AuthState::new(store));
+    let auth = Arc::new(AuthState::new(store, Arc::clone(&metrics)));
     let conf = match &opts.pingora_conf {
         Some(path) => ServerConf::load_from_yaml(path).map_err(|e| ServerError::PingoraConf {
             path: path.clone(),
@@ -139,7 +141,11 @@ pub fn build(runtime: SharedRuntime, opts: &ServerOptions) -> Result<Server, Ser
 
     server.add_service(background_service(
         "config reload",
-        Reloader::new(opts.config.clone(), Arc::clone(&runtime)),
+        Reloader::new(
+            opts.config.clone(),
+            Arc::clone(&runtime),
+            Arc::clone(&metrics),
+        ),
     ));
     server.add_service(background_service(
         "upstream health",
@@ -147,6 +153,40 @@ pub fn build(runtime: SharedRuntime, opts: &ServerOptions) -> Result<Server, Ser
     ));
     if let Some(listener) = revocations {
         server.add_service(background_service("session revocations", listener));
+    }
+    let readiness = Arc::new(Readiness::default());
+    server.add_service(background_service(
+        "readiness",
+        ReadinessProbe {
+            runtime: Arc::clone(&runtime),
+            auth: Arc::clone(&auth),
+            readiness: Arc::clone(&readiness),
+            metrics: Arc::clone(&metrics),
+        },
+    ));
+    let ops = &runtime.load().settings.ops;
+    if let Some(addr) = ops.health_check_addr {
+        server.add_service(background_service(
+            "probe listener",
+            OpsListener {
+                name: "health_check_addr",
+                addr,
+                endpoints: Arc::new(Endpoints::Probes { readiness }),
+            },
+        ));
+    }
+    if let Some(addr) = ops.metrics_address {
+        server.add_service(background_service(
+            "metrics listener",
+            OpsListener {
+                name: "metrics_address",
+                addr,
+                endpoints: Arc::new(Endpoints::Metrics {
+                    metrics: Arc::clone(&metrics),
+                    authorization: ops.metrics_authorization.clone(),
+                }),
+            },
+        ));
     }
     server.add_service(background_service(
         "identity provider",

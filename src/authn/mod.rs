@@ -36,14 +36,16 @@ const HANDOFF_TTL: u64 = 60;
 pub struct AuthState {
     pub store: Arc<dyn SessionStore>,
     pub idp: ArcSwapOption<Oidc>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Sessions being refreshed, or whose refresh failed for now → earliest next attempt.
     refreshing: DashMap<String, u64>,
 }
 
 impl AuthState {
-    pub fn new(store: Arc<dyn SessionStore>) -> Self {
+    pub fn new(store: Arc<dyn SessionStore>, metrics: Arc<crate::metrics::Metrics>) -> Self {
         Self {
             store,
+            metrics,
             idp: ArcSwapOption::empty(),
             refreshing: DashMap::new(),
         }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod keys;
 pub mod load;
 pub mod migrate;
+pub mod ops;
 pub mod pem;
 pub mod raw;
 pub mod settings;

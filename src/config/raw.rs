@@ -33,6 +33,19 @@ pub struct RawSettings {
     pub merge_slashes: Option<bool>,
     pub skip_xff_append: bool,
     pub allow_upgrades: Vec<String>,
+    // Operations.
+    pub metrics_address: Option<String>,
+    pub metrics_basic_auth: Option<String>,
+    pub health_check_addr: Option<String>,
+    pub access_log_fields: Option<Vec<String>>,
+    pub authorize_log_fields: Option<Vec<String>>,
+    /// Vallum extension: peers whose `X-Request-Id` is kept.
+    pub trusted_proxies: Vec<String>,
+    /// Vallum extension: request head limits.
+    pub max_request_header_bytes: Option<usize>,
+    pub max_request_headers: Option<usize>,
+    /// Vallum extension: default request body limit.
+    pub max_request_bytes: Option<u64>,
     // Sign-in.
     pub services: Option<String>,
     pub authenticate_service_url: Option<String>,
@@ -89,6 +102,8 @@ pub struct RawCertificate {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct RawRoute {
+    /// Vallum extension: request body limit for this route.
+    pub max_request_bytes: Option<u64>,
     pub from: Option<String>,
     pub to: Option<OneOrMany>,
     pub redirect: Option<RawRedirect>,

@@ -54,6 +54,9 @@ pub struct Settings {
     pub files: Vec<PathBuf>,
     /// Sign-in; `None` when no authenticate service is configured (only public routes then).
     pub auth: Option<super::auth::AuthSettings>,
+    pub ops: super::ops::OpsSettings,
+    /// Things worth saying that do not stop the config from loading.
+    pub warnings: Vec<String>,
 }
 
 impl Settings {
@@ -147,9 +150,13 @@ pub fn compile(raw: &RawSettings, errs: &mut Errors) -> Settings {
     }
 
     let auth = super::auth::compile(raw, insecure, &mut files, errs);
+    let mut warnings = Vec::new();
+    let ops = super::ops::compile(raw, errs, &mut warnings);
 
     Settings {
         auth,
+        ops,
+        warnings,
         address,
         insecure_server: insecure,
         http_redirect_addr,

@@ -157,6 +157,26 @@ impl Oidc {
         })
     }
 
+    /// Whether the IdP answers its discovery document now (readiness), within `timeout`.
+    pub async fn probe(&self, timeout: Duration) -> Result<(), IdpError> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.settings.issuer.as_str().trim_end_matches('/')
+        );
+        let r = self
+            .http
+            .get(url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| IdpError::Discovery(e.to_string()))?;
+        if r.status().is_success() {
+            Ok(())
+        } else {
+            Err(IdpError::Discovery(format!("status {}", r.status())))
+        }
+    }
+
     pub fn settings(&self) -> &IdpSettings {
         &self.settings
     }

@@ -5,6 +5,7 @@
 //! lock; it reads the snapshot the control plane built.
 
 pub mod forward;
+mod observe;
 pub mod reply;
 
 use crate::authn::{self, AuthState};
@@ -28,13 +29,20 @@ use std::sync::Arc;
 pub struct Gateway {
     runtime: SharedRuntime,
     auth: Arc<AuthState>,
+    metrics: Arc<crate::metrics::Metrics>,
     /// Whether this listener terminates TLS (fixed for the listener's life).
     tls: bool,
 }
 
 impl Gateway {
     pub fn new(runtime: SharedRuntime, tls: bool, auth: Arc<AuthState>) -> Self {
-        Self { runtime, auth, tls }
+        let metrics = Arc::clone(&auth.metrics);
+        Self {
+            runtime,
+            auth,
+            metrics,
+            tls,
+        }
     }
 
     fn scheme(&self) -> &'static str {
@@ -56,8 +64,13 @@ pub struct RequestCtx {
     upgrade: bool,
     picked: Option<Picked>,
     identity: Option<Arc<crate::session::Session>>,
-    /// Correlates the access log, the authorize log and error pages.
+    /// Correlates the access log, the authorize log, error pages and the upstream's logs.
     request_id: String,
+    started: Option<std::time::Instant>,
+    upstream_started: Option<std::time::Instant>,
+    /// Request body bytes seen so far (for `max_request_bytes`).
+    body_bytes: u64,
+    _open: Option<observe::OpenRequest>,
 }
 
 enum Step {
@@ -123,7 +136,23 @@ impl Gateway {
         };
         let settings = &snap.settings;
 
-        // 1. Header hygiene.
+        // 1. Header hygiene and limits.
+        let head = &session.req_header().headers;
+        if head.len() > settings.ops.max_request_headers {
+            tracing::info!(request_id = %ctx.request_id, count = head.len(), "request refused: too many headers");
+            return deny(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too many request headers",
+            );
+        }
+        let head_bytes: usize = head.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+        if head_bytes > settings.ops.max_request_header_bytes {
+            tracing::info!(request_id = %ctx.request_id, bytes = head_bytes, "request refused: headers too large");
+            return deny(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request headers too large",
+            );
+        }
         if settings.underscores != Underscores::Allow {
             let bad: Vec<_> = session
                 .req_header()
@@ -237,6 +266,21 @@ impl Gateway {
             ctx.upgrade = true;
         }
 
+        // Request body limit: a declared length is refused up front; chunked bodies are counted
+        // in `request_body_filter`.
+        if let Some(max) = route.max_request_bytes {
+            let declared = session
+                .req_header()
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max) {
+                tracing::info!(request_id = %ctx.request_id, route_id = %route.id, limit = max, "request refused: body too large");
+                return deny(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+            }
+        }
+
         // 8. Identity and access. Deny by default: a route is served only when its policy allows.
         // The session is read when the decision or the upstream headers need it.
         let wants_identity = route.pass_identity_headers
@@ -291,7 +335,18 @@ impl Gateway {
                         .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD),
             };
             let decision = policy.evaluate(&input);
-            authorize_log(&ctx.request_id, &route.id, identity.as_deref(), &decision);
+            observe::Authorize {
+                fields: settings.ops.authorize_log,
+                request_id: &ctx.request_id,
+                method: input.method,
+                path: &target.path,
+                host: &host_full,
+                ip: input.client_ip.map(|i| i.to_string()),
+                route_id: &route.id,
+                who: identity.as_deref(),
+                decision: &decision,
+            }
+            .record(&self.metrics);
             match decision {
                 Decision::Allow => {}
                 Decision::NeedLogin => {
@@ -352,29 +407,30 @@ impl Gateway {
     }
 }
 
-/// One line per authorization decision (Pomerium's authorize log), never with secrets.
-fn authorize_log(
-    request_id: &str,
-    route_id: &str,
-    who: Option<&crate::session::Session>,
-    decision: &Decision,
-) {
-    let (allow, reasons) = match decision {
-        Decision::Allow => (true, Vec::new()),
-        Decision::Deny { reasons } => (false, reasons.clone()),
-        Decision::NeedLogin => (false, vec!["user-unauthenticated"]),
-    };
-    tracing::info!(
-        target: "vallum::authorize",
-        request_id,
-        route_id,
-        user = who.map(|s| s.user_id.as_str()).unwrap_or(""),
-        email = who.and_then(|s| s.email.as_deref()).unwrap_or(""),
-        session_id = who.map(|s| s.id.as_str()).unwrap_or(""),
-        allow,
-        reasons = ?reasons,
-        "authorize"
-    );
+/// The request id: the incoming `X-Request-Id` when the peer is a trusted proxy and the value is
+/// sane (visible ASCII, at most 128 bytes), else a fresh one. An untrusted client cannot choose
+/// the id that ties log lines together.
+fn request_id(session: &Session, ops: &crate::config::ops::OpsSettings) -> String {
+    if !ops.trusted_proxies.is_empty() {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        if ops.trusts(peer) {
+            if let Some(v) = session
+                .req_header()
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| {
+                    !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())
+                })
+            {
+                return v.to_string();
+            }
+        }
+    }
+    crate::crypto::random_token(12)
 }
 
 /// All `Cookie` headers joined (HTTP/2 clients send one per cookie).
@@ -561,7 +617,8 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
-            request_id: crate::crypto::random_token(12),
+            started: Some(std::time::Instant::now()),
+            _open: Some(observe::OpenRequest::new(&self.metrics)),
             ..RequestCtx::default()
         }
     }
@@ -569,6 +626,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snap = self.runtime.load_full();
         let s = &snap.settings;
+        ctx.request_id = request_id(session, &s.ops);
         session.set_keepalive(Some(s.timeout_idle.as_secs()));
         session.set_read_timeout(Some(s.timeout_read));
         session.set_write_timeout(s.timeout_write);
@@ -581,7 +639,7 @@ impl ProxyHttp for Gateway {
                     Some(route) => route.response_headers.as_slice(),
                     None => snap.settings.response_headers.as_slice(),
                 };
-                reply::send(session, r, headers).await?;
+                reply::send(session, r, headers, &ctx.request_id).await?;
                 Ok(true)
             }
         }
@@ -683,7 +741,33 @@ impl ProxyHttp for Gateway {
             skip_xff_append: snap_skip,
             upgrade: ctx.upgrade,
         };
-        forward::shape_request(req, route, t, &info)
+        forward::shape_request(req, route, t, &info)?;
+        req.insert_header("x-request-id", ctx.request_id.as_str())?;
+        ctx.upstream_started = Some(std::time::Instant::now());
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(b), Some(max)) = (
+            body.as_ref(),
+            ctx.route.as_ref().and_then(|r| r.max_request_bytes),
+        ) {
+            ctx.body_bytes += b.len() as u64;
+            if ctx.body_bytes > max {
+                tracing::info!(request_id = %ctx.request_id, limit = max, "request refused: body too large");
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body too large",
+                ));
+            }
+        }
+        Ok(())
     }
 
     async fn response_filter(
@@ -695,7 +779,76 @@ impl ProxyHttp for Gateway {
         if let Some(route) = &ctx.route {
             forward::shape_response(resp, route)?;
         }
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let route = ctx.route.as_ref().map(|r| &*r.id).unwrap_or("-");
+        let req = session.req_header();
+        let m = &self.metrics;
+        m.requests
+            .with_label_values(&[
+                route,
+                observe::method_class(&req.method),
+                observe::status_class(status),
+            ])
+            .inc();
+        let elapsed = ctx.started.map(|s| s.elapsed()).unwrap_or_default();
+        m.request_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+        if let Some(u) = ctx.upstream_started {
+            m.upstream_duration
+                .with_label_values(&[route])
+                .observe(u.elapsed().as_secs_f64());
+        }
+        let Some(snap) = ctx.snap.as_ref() else {
+            return;
+        };
+        let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+        let path = ctx
+            .target
+            .as_ref()
+            .map(|t| t.path.as_str())
+            .unwrap_or_else(|| req.uri.path());
+        let query = ctx
+            .target
+            .as_ref()
+            .and_then(|t| t.query.as_deref())
+            .or_else(|| req.uri.query());
+        let details = match e {
+            Some(e) => e.etype().as_str(),
+            None if ctx.upstream_started.is_some() => "via_upstream",
+            None => "local_reply",
+        };
+        observe::Access {
+            fields: snap.settings.ops.access_log,
+            route,
+            method: req.method.as_str(),
+            authority: header("host")
+                .or_else(|| req.uri.authority().map(|a| a.as_str()))
+                .unwrap_or(""),
+            path,
+            query,
+            user_agent: header("user-agent"),
+            referer: header("referer"),
+            forwarded_for: header("x-forwarded-for"),
+            ip: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_string()),
+            request_id: &ctx.request_id,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            size: session.body_bytes_sent(),
+            status,
+            details,
+        }
+        .log();
     }
 
     async fn fail_to_proxy(
@@ -716,6 +869,7 @@ impl ProxyHttp for Gateway {
                 ErrorSource::Upstream => 502,
                 ErrorSource::Downstream => match e.etype() {
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    ErrorType::ReadTimedout => 408,
                     _ => 400,
                 },
                 ErrorSource::Internal | ErrorSource::Unset => 500,
@@ -734,7 +888,7 @@ impl ProxyHttp for Gateway {
                 .as_ref()
                 .map(|r| r.response_headers.clone())
                 .unwrap_or_default();
-            if let Err(err) = reply::send(session, r, &headers).await {
+            if let Err(err) = reply::send(session, r, &headers, &ctx.request_id).await {
                 tracing::debug!(error = %err, "could not send error response");
             }
         }

@@ -144,12 +144,52 @@ pub fn wants_json(session: &Session) -> bool {
         .is_some_and(|a| a.contains("application/json") && !a.contains("text/html"))
 }
 
+/// Adds the request id to an error page Vallum wrote (text, HTML or JSON), so a user can quote
+/// it and an operator find the matching log lines.
+fn with_request_id(mut reply: Reply, request_id: &str) -> Reply {
+    if reply.status.as_u16() < 400 || request_id.is_empty() {
+        return reply;
+    }
+    let body = String::from_utf8_lossy(&reply.body);
+    let next = if reply.content_type.starts_with("application/json") {
+        match serde_json::from_str::<serde_json::Value>(&body) {
+            Ok(serde_json::Value::Object(mut o)) if !o.contains_key("request_id") => {
+                o.insert("request_id".into(), request_id.into());
+                Some(serde_json::Value::Object(o).to_string())
+            }
+            _ => None,
+        }
+    } else if reply.content_type.starts_with("text/html") {
+        (!body.contains("Request id") && body.contains("</body>")).then(|| {
+            body.replacen(
+                "</body>",
+                &format!(
+                    "<p class=\"rid\">Request id: <code>{}</code></p></body>",
+                    crate::authn::pages::escape(request_id)
+                ),
+                1,
+            )
+        })
+    } else if reply.content_type.starts_with("text/plain") {
+        Some(format!("{body}request id: {request_id}\n"))
+    } else {
+        None
+    };
+    if let Some(b) = next {
+        reply.body = Bytes::from(b);
+    }
+    reply
+}
+
 pub async fn send(
     session: &mut Session,
     reply: Reply,
     headers: &[(HeaderName, HeaderValue)],
+    request_id: &str,
 ) -> pingora_core::Result<()> {
-    let mut resp = ResponseHeader::build(reply.status, Some(4 + headers.len()))?;
+    let reply = with_request_id(reply, request_id);
+    let mut resp = ResponseHeader::build(reply.status, Some(5 + headers.len()))?;
+    resp.insert_header("x-request-id", request_id)?;
     for (k, v) in headers {
         resp.insert_header(k.clone(), v.clone())?;
     }

@@ -324,6 +324,7 @@ pub fn compile(
         timeout: Some(timeout).filter(|d| !d.is_zero()),
         timeout_explicit: raw.timeout.is_some(),
         idle_timeout: raw.idle_timeout.map(|d| d.0).filter(|d| !d.is_zero()),
+        max_request_bytes: raw.max_request_bytes.or(ctx.settings.ops.max_request_bytes),
     })
 }
 

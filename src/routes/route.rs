@@ -226,6 +226,8 @@ pub struct Route {
     /// Set only when the config gave `timeout` explicitly (upgraded streams have none otherwise).
     pub timeout_explicit: bool,
     pub idle_timeout: Option<Duration>,
+    /// Largest request body accepted (413 beyond it); `None`: no limit.
+    pub max_request_bytes: Option<u64>,
 }
 
 impl Route {

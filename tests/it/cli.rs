@@ -192,7 +192,7 @@ fn pomerium_migration_report() {
     ] {
         assert!(line(key).ends_with("supported"), "{}", line(key));
     }
-    assert!(line("metrics_address").contains("NOT SUPPORTED"));
+    assert!(line("metrics_address").ends_with("supported"));
     assert!(line("autocert").contains("NOT SUPPORTED"));
     assert!(line("allowed_groups").contains("REMOVED: removed in Pomerium 0.20"));
     assert!(line("logo_url").contains("accepted, no effect"));

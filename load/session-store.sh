@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Authorised requests per second through one Vallum node, by session store, side by side:
+#   memory         the embedded store
+#   redis          Redis store, warm local cache (databroker_cache_ttl: 1s, the default)
+#   redis-nocache  Redis store, local cache off (databroker_cache_ttl: 0s): one GET per request
+# Sessions come from the real sign-in flow against `vallum demo`'s identity provider
+# (load/signin.py), never from forged cookies. Rounds are interleaved so machine noise hits every
+# variant alike; the table shows medians, CPU time per request and ratios to `memory`.
+#
+#   load/session-store.sh            # ROUNDS=5 DURATION=10s CONNS=32 by default
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-32}
+
+command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null; }
+command -v redis-server >/dev/null || { echo "redis-server is needed (apt-get install redis-server)"; exit 1; }
+cargo build --release --locked --quiet
+BIN=$PWD/target/release/vallum
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1"; exit 1; }
+
+# The demo gives us the identity provider (P+1) and the upstream app (P+2); its own gateway on
+# 127.0.0.1:P is not measured. Each measured gateway listens on its own 127.0.0.x:P so the
+# sign-in redirect URI (authenticate.localhost:P) is the one the demo IdP accepts.
+P=$(free_port)
+"$BIN" demo --port "$P" >"$WORK/demo.log" 2>&1 & PIDS+=($!)
+wait_http "http://127.0.0.1:$((P+1))/.well-known/openid-configuration"
+R=$(free_port)
+redis-server --port "$R" --bind 127.0.0.1 --save "" --appendonly no >/dev/null & PIDS+=($!)
+sleep 0.3
+printf 'threads: 1\n' >"$WORK/pingora.yaml"
+
+VARIANTS=(memory redis redis-nocache)
+declare -A IP PID COOKIE
+i=2
+for v in "${VARIANTS[@]}"; do
+  IP[$v]=127.0.0.$i; i=$((i+1))
+  case $v in
+    memory) store="" ;;
+    redis) store="databroker_storage_type: redis
+databroker_storage_connection_string: redis://127.0.0.1:$R/
+databroker_storage_key_prefix: load-$v:" ;;
+    redis-nocache) store="databroker_storage_type: redis
+databroker_storage_connection_string: redis://127.0.0.1:$R/
+databroker_storage_key_prefix: load-$v:
+databroker_cache_ttl: 0s" ;;
+  esac
+  cat >"$WORK/$v.yaml" <<YAML
+address: ${IP[$v]}:$P
+insecure_server: true
+log_level: warn
+authenticate_service_url: http://authenticate.localhost:$P
+idp_provider: oidc
+idp_provider_url: http://127.0.0.1:$((P+1))
+idp_client_id: vallum-demo
+idp_client_secret: vallum-demo-secret
+cookie_secret: 8GIP1sU0aqXJZ8T8XkL1zB0cR2P0kTmYxw0a3DkBwsw=
+shared_secret: Wm9vaF9zaGFyZWRfc2VjcmV0XzMyX2J5dGVzX19fXyE=
+pass_identity_headers: true
+$store
+routes:
+  - from: http://app.localhost:$P
+    to: http://127.0.0.1:$((P+2))
+    policy:
+      allow:
+        and:
+          - authenticated_user: true
+          - email: {ends_with: "@demo.vallum.dev"}
+          - groups: {has: engineering}
+          - http_method: GET
+          - source_ip: 127.0.0.0/8
+YAML
+  VALLUM_LOG=warn "$BIN" run -c "$WORK/$v.yaml" --conf "$WORK/pingora.yaml" >"$WORK/$v.log" 2>&1 & PID[$v]=$!
+  PIDS+=(${PID[$v]})
+  wait_http "http://${IP[$v]}:$P/ping"
+  for _ in $(seq 50); do grep -q "identity provider discovered" "$WORK/$v.log" && break; sleep 0.1; done
+  COOKIE[$v]=$(python3 load/signin.py --url "http://app.localhost:$P/" --ip "${IP[$v]}" --user alice)
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: app.localhost:$P" -H "Cookie: ${COOKIE[$v]}" "http://${IP[$v]}:$P/")
+  [ "$code" = 200 ] || { echo "$v: signed-in request got $code"; cat "$WORK/$v.log"; exit 1; }
+done
+
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+declare -A RPS P99 CPU
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "rounds: $ROUNDS x $DURATION, $CONNS connections, gateway threads: 1"
+for round in $(seq "$ROUNDS"); do
+  for v in "${VARIANTS[@]}"; do
+    before=$(cpu_ticks "${PID[$v]}")
+    out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -H "Host: app.localhost:$P" -H "Cookie: ${COOKIE[$v]}" "http://${IP[$v]}:$P/")
+    after=$(cpu_ticks "${PID[$v]}")
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    total=$(awk '/requests in/ {print $1}' <<<"$out")
+    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+    non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+    [ -z "$non2xx" ] || { echo "$v: $non2xx non-2xx responses"; exit 1; }
+    cpu=$(python3 -c "print(round(($after-$before)/$TICK*1e6/$total, 1))")
+    RPS[$v]+="$rps "; P99[$v]+="$p99 "; CPU[$v]+="$cpu "
+    echo "round $round $v: $rps req/s, p99 $p99, $cpu µs CPU/request"
+  done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+base=$(median <<<"${RPS[memory]}")
+basecpu=$(median <<<"${CPU[memory]}")
+echo
+echo "| store | requests/s (median) | ratio | p99 (median) | CPU µs/request | CPU ratio |"
+echo "|---|---|---|---|---|---|"
+for v in "${VARIANTS[@]}"; do
+  r=$(median <<<"${RPS[$v]}"); c=$(median <<<"${CPU[$v]}")
+  p=$(tr ' ' '\n' <<<"${P99[$v]}" | grep -v '^$' | sort | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  printf '| %s | %.0f | %.3f | %s | %s | %.3f |\n' "$v" "$r" "$(python3 -c "print($r/$base)")" "$p" "$c" "$(python3 -c "print($c/$basecpu)")"
+done

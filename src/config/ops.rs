@@ -1,0 +1,310 @@
+//! Operations settings: the metrics and probe listeners, which fields the access and authorize
+//! logs carry, whose `X-Request-Id` is believed, and the request size limits.
+
+use super::error::Errors;
+use super::raw::RawSettings;
+use super::settings::parse_listen;
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
+
+/// Fields of the access log line (Pomerium's names).
+pub const ACCESS_FIELDS: &[&str] = &[
+    "upstream-cluster",
+    "method",
+    "authority",
+    "path",
+    "query",
+    "user-agent",
+    "referer",
+    "forwarded-for",
+    "ip",
+    "request-id",
+    "duration",
+    "size",
+    "response-code",
+    "response-code-details",
+];
+
+/// Pomerium's default access log fields.
+const ACCESS_DEFAULT: &[&str] = &[
+    "upstream-cluster",
+    "method",
+    "authority",
+    "path",
+    "user-agent",
+    "referer",
+    "forwarded-for",
+    "request-id",
+    "duration",
+    "size",
+    "response-code",
+    "response-code-details",
+];
+
+/// Fields of the authorize log line (Pomerium's names; `reasons` is Vallum's: why, in words).
+pub const AUTHORIZE_FIELDS: &[&str] = &[
+    "request-id",
+    "method",
+    "path",
+    "host",
+    "ip",
+    "session-id",
+    "user",
+    "email",
+    "route-id",
+    "allow",
+    "deny",
+    "reasons",
+];
+
+const AUTHORIZE_DEFAULT: &[&str] = AUTHORIZE_FIELDS;
+
+/// Pomerium fields Vallum accepts in the lists but does not emit (with why), so a migrated
+/// config loads. Token fields are never logged, whatever the config says.
+const POMERIUM_ONLY_FIELDS: &[(&str, &str)] = &[
+    ("check-request-id", "Vallum has one request id"),
+    ("cluster-stat-name", "use upstream-cluster"),
+    ("client-certificate", "not logged yet"),
+    ("impersonate-session-id", "Vallum has no impersonation"),
+    ("impersonate-user-id", "Vallum has no impersonation"),
+    ("impersonate-email", "Vallum has no impersonation"),
+    ("removed-groups-count", "Vallum does not filter groups"),
+    ("service-account-id", "Vallum has no service accounts"),
+    ("envoy-route-checksum", "Vallum has no Envoy"),
+    ("envoy-route-id", "use route-id"),
+    ("route-checksum", "use route-id"),
+    ("allow-why-true", "use reasons"),
+    ("allow-why-false", "use reasons"),
+    ("deny-why-true", "use reasons"),
+    ("deny-why-false", "use reasons"),
+    ("body", "request bodies are never logged"),
+    (
+        "headers",
+        "request headers are never logged (they carry cookies and tokens)",
+    ),
+    ("id-token", "tokens are never logged"),
+    ("id-token-claims", "tokens are never logged"),
+    ("mcp-method", "Vallum has no MCP support"),
+    ("mcp-tool", "Vallum has no MCP support"),
+    ("mcp-tool-parameters", "Vallum has no MCP support"),
+];
+
+/// A set of log fields, by index into `ACCESS_FIELDS` / `AUTHORIZE_FIELDS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldSet(u32);
+
+impl FieldSet {
+    fn of(all: &[&str], names: &[&str]) -> FieldSet {
+        FieldSet(
+            names
+                .iter()
+                .filter_map(|n| all.iter().position(|a| a == n))
+                .fold(0, |acc, i| acc | 1 << i),
+        )
+    }
+
+    /// Whether field `name` (one of the known names) is selected.
+    pub fn has(&self, all: &[&str], name: &str) -> bool {
+        all.iter()
+            .position(|a| *a == name)
+            .is_some_and(|i| self.0 & (1 << i) != 0)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OpsSettings {
+    /// `/metrics` listener (`metrics_address`); off when absent.
+    pub metrics_address: Option<SocketAddr>,
+    /// The `Authorization` value a scrape must send (`Basic …` from `metrics_basic_auth`).
+    pub metrics_authorization: Option<String>,
+    /// Probe listener (`health_check_addr`, default 127.0.0.1:28080); `None` when set to "".
+    pub health_check_addr: Option<SocketAddr>,
+    pub access_log: FieldSet,
+    pub authorize_log: FieldSet,
+    /// Peers whose `X-Request-Id` is kept (`trusted_proxies`; default none).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Largest request head (all header names and values) accepted.
+    pub max_request_header_bytes: usize,
+    pub max_request_headers: usize,
+    /// Default request body limit for routes without `max_request_bytes`.
+    pub max_request_bytes: Option<u64>,
+}
+
+impl OpsSettings {
+    pub fn trusts(&self, ip: Option<IpAddr>) -> bool {
+        ip.is_some_and(|ip| self.trusted_proxies.iter().any(|n| n.contains(&ip)))
+    }
+}
+
+fn fields(
+    key: &str,
+    given: Option<&Vec<String>>,
+    all: &[&str],
+    default: &[&str],
+    errs: &mut Errors,
+    warnings: &mut Vec<String>,
+) -> FieldSet {
+    let Some(given) = given else {
+        return FieldSet::of(all, default);
+    };
+    let mut names = Vec::new();
+    for (i, name) in given.iter().enumerate() {
+        let n = name.trim().to_ascii_lowercase();
+        if all.contains(&n.as_str()) {
+            names.push(n);
+        } else if let Some((_, why)) = POMERIUM_ONLY_FIELDS
+            .iter()
+            .find(|(p, _)| *p == n || n.starts_with(&format!("{p}.")))
+        {
+            warnings.push(format!(
+                "{key}[{i}]: {n:?} is not emitted by Vallum ({why})"
+            ));
+        } else {
+            errs.push(
+                format!("{key}[{i}]"),
+                format!("unknown field {n:?}; expected one of: {}", all.join(", ")),
+            );
+        }
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    FieldSet::of(all, &refs)
+}
+
+pub fn compile(raw: &RawSettings, errs: &mut Errors, warnings: &mut Vec<String>) -> OpsSettings {
+    let metrics_address = raw
+        .metrics_address
+        .as_deref()
+        .filter(|a| !a.trim().is_empty())
+        .and_then(|a| errs.check("metrics_address", parse_listen(a)));
+    let metrics_authorization = raw.metrics_basic_auth.as_deref().and_then(|b| {
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .ok()
+            .and_then(|d| String::from_utf8(d).ok());
+        match decoded {
+            Some(up) if up.contains(':') => Some(format!("Basic {}", b.trim())),
+            _ => {
+                errs.push(
+                    "metrics_basic_auth",
+                    "expected base64 of user:password (`echo -n user:pass | base64`)",
+                );
+                None
+            }
+        }
+    });
+    if metrics_authorization.is_some() && metrics_address.is_none() {
+        errs.push("metrics_basic_auth", "set metrics_address too");
+    }
+    let health_check_addr = match raw.health_check_addr.as_deref() {
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 28080))),
+        Some(a) if a.trim().is_empty() => None,
+        Some(a) => errs.check("health_check_addr", parse_listen(a)),
+    };
+    let trusted_proxies = raw
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            let t = t.trim();
+            let net = t
+                .parse::<IpNet>()
+                .or_else(|_| t.parse::<IpAddr>().map(IpNet::from));
+            errs.check(
+                format!("trusted_proxies[{i}]"),
+                net.map_err(|_| format!("{t:?} is not an IP address or CIDR range")),
+            )
+        })
+        .collect();
+    OpsSettings {
+        metrics_address,
+        metrics_authorization,
+        health_check_addr,
+        access_log: fields(
+            "access_log_fields",
+            raw.access_log_fields.as_ref(),
+            ACCESS_FIELDS,
+            ACCESS_DEFAULT,
+            errs,
+            warnings,
+        ),
+        authorize_log: fields(
+            "authorize_log_fields",
+            raw.authorize_log_fields.as_ref(),
+            AUTHORIZE_FIELDS,
+            AUTHORIZE_DEFAULT,
+            errs,
+            warnings,
+        ),
+        trusted_proxies,
+        max_request_header_bytes: raw.max_request_header_bytes.unwrap_or(64 * 1024),
+        max_request_headers: raw.max_request_headers.unwrap_or(100),
+        max_request_bytes: raw.max_request_bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile_yaml(y: &str) -> (Result<OpsSettings, String>, Vec<String>) {
+        let raw: RawSettings = serde_yaml_ng::from_str(y).unwrap();
+        let mut errs = Errors::default();
+        let mut warnings = Vec::new();
+        let ops = compile(&raw, &mut errs, &mut warnings);
+        let r = if errs.is_empty() {
+            Ok(ops)
+        } else {
+            Err(errs.into_errors().to_string())
+        };
+        (r, warnings)
+    }
+
+    #[test]
+    fn field_lists_select_warn_and_refuse() {
+        let (ops, warnings) = compile_yaml(
+            "access_log_fields: [method, Path, request-id]\nauthorize_log_fields: [user, id-token, allow-why-true]\n",
+        );
+        let ops = ops.unwrap();
+        assert!(ops.access_log.has(ACCESS_FIELDS, "path"));
+        assert!(!ops.access_log.has(ACCESS_FIELDS, "user-agent"));
+        assert!(ops.authorize_log.has(AUTHORIZE_FIELDS, "user"));
+        assert!(!ops.authorize_log.has(AUTHORIZE_FIELDS, "email"));
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        let (bad, _) = compile_yaml("access_log_fields: [methd]\n");
+        let e = bad.unwrap_err();
+        assert!(
+            e.contains("access_log_fields[0]") && e.contains("methd"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn listeners_auth_and_trust() {
+        let (ops, _) = compile_yaml(
+            "metrics_address: ':9090'\nmetrics_basic_auth: dXNlcjpwYXNz\ntrusted_proxies: [10.0.0.0/8, 192.168.1.1]\nhealth_check_addr: ''\n",
+        );
+        let ops = ops.unwrap();
+        assert_eq!(ops.metrics_address, Some("0.0.0.0:9090".parse().unwrap()));
+        assert_eq!(
+            ops.metrics_authorization.as_deref(),
+            Some("Basic dXNlcjpwYXNz")
+        );
+        assert_eq!(ops.health_check_addr, None);
+        assert!(ops.trusts(Some("10.1.2.3".parse().unwrap())));
+        assert!(ops.trusts(Some("192.168.1.1".parse().unwrap())));
+        assert!(!ops.trusts(Some("192.168.1.2".parse().unwrap())));
+        assert!(!ops.trusts(None));
+        let (bad, _) = compile_yaml("metrics_basic_auth: notbase64!\ntrusted_proxies: [nope]\n");
+        let e = bad.unwrap_err();
+        assert!(
+            e.contains("metrics_basic_auth") && e.contains("trusted_proxies[0]"),
+            "{e}"
+        );
+        let (default, _) = compile_yaml("{}");
+        assert_eq!(
+            default.unwrap().health_check_addr,
+            Some("127.0.0.1:28080".parse().unwrap())
+        );
+    }
+}

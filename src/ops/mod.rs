@@ -1,0 +1,4 @@
+//! What operators see: readiness, and the metrics and probe listeners.
+
+pub mod listener;
+pub mod readiness;
