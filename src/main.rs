@@ -104,13 +104,42 @@ fn main() -> ExitCode {
     }
 }
 
+/// Libraries whose debug and trace output dumps request and response heads and bodies (cookies,
+/// tokens): capped at `info` whatever `log_level` or `VALLUM_LOG` asks for.
+const PAYLOAD_LOGGERS: &[&str] = &[
+    "pingora",
+    "pingora_core",
+    "pingora_proxy",
+    "pingora_load_balancing",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "reqwest",
+    "rustls",
+    "redis",
+    "openidconnect",
+    "oauth2",
+];
+
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VALLUM_LOG").unwrap_or_else(|_| {
+    use std::io::IsTerminal;
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("VALLUM_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{level},pingora_core=warn,pingora_proxy=warn"))
     });
+    for target in PAYLOAD_LOGGERS {
+        let cap = if target.starts_with("pingora") && std::env::var("VALLUM_LOG").is_err() {
+            "warn"
+        } else {
+            "info"
+        };
+        if let Ok(d) = format!("{target}={cap}").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let text = std::env::var("VALLUM_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if text {
         builder.init();

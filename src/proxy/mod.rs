@@ -246,6 +246,8 @@ impl Gateway {
             return deny(StatusCode::NOT_FOUND, "no route matches this host and path");
         };
         let route = Arc::clone(route);
+        // Known from here on, so every answer (deny, login, limits) is counted under its route.
+        ctx.route = Some(Arc::clone(&route));
 
         // 7. Upgrades only where the route allows them.
         if session.is_upgrade_req() {

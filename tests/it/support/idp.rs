@@ -32,6 +32,8 @@ pub enum Mode {
     Expired,
     FutureIat,
     UserinfoOtherSub,
+    /// Every endpoint answers 503 (an IdP outage).
+    Down,
 }
 
 #[derive(Clone)]
@@ -285,6 +287,12 @@ impl Ctx {
             .unwrap_or_default();
         let form: HashMap<String, String> =
             url::form_urlencoded::parse(&body).into_owned().collect();
+        if self.state.lock().unwrap().mode == Mode::Down {
+            return Response::builder()
+                .status(503)
+                .body(Full::new(Bytes::from_static(b"down")))
+                .unwrap();
+        }
         match path.as_str() {
             "/.well-known/openid-configuration" => {
                 let i = &self.issuer;
