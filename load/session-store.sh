@@ -24,7 +24,7 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1"; exit 1; }
+wait_http() { for _ in $(seq 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1"; [ -n "${2:-}" ] && cat "$2" "${2%.log}.yaml"; exit 1; }
 
 # The demo gives us the identity provider (P+1) and the upstream app (P+2); its own gateway on
 # 127.0.0.1:P is not measured. Each measured gateway listens on its own 127.0.0.x:P so the
@@ -46,10 +46,10 @@ for v in "${VARIANTS[@]}"; do
     memory) store="" ;;
     redis) store="databroker_storage_type: redis
 databroker_storage_connection_string: redis://127.0.0.1:$R/
-databroker_storage_key_prefix: load-$v:" ;;
+databroker_storage_key_prefix: 'load-$v:'" ;;
     redis-nocache) store="databroker_storage_type: redis
 databroker_storage_connection_string: redis://127.0.0.1:$R/
-databroker_storage_key_prefix: load-$v:
+databroker_storage_key_prefix: 'load-$v:'
 databroker_cache_ttl: 0s" ;;
   esac
   cat >"$WORK/$v.yaml" <<YAML
@@ -79,7 +79,7 @@ routes:
 YAML
   VALLUM_LOG=warn "$BIN" run -c "$WORK/$v.yaml" --conf "$WORK/pingora.yaml" >"$WORK/$v.log" 2>&1 & PID[$v]=$!
   PIDS+=(${PID[$v]})
-  wait_http "http://${IP[$v]}:$P/ping"
+  wait_http "http://${IP[$v]}:$P/ping" "$WORK/$v.log"
   for _ in $(seq 50); do grep -q "identity provider discovered" "$WORK/$v.log" && break; sleep 0.1; done
   COOKIE[$v]=$(python3 load/signin.py --url "http://app.localhost:$P/" --ip "${IP[$v]}" --user alice)
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: app.localhost:$P" -H "Cookie: ${COOKIE[$v]}" "http://${IP[$v]}:$P/")
