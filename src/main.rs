@@ -123,9 +123,12 @@ const PAYLOAD_LOGGERS: &[&str] = &[
 
 fn init_logging(level: &str) {
     use std::io::IsTerminal;
-    let mut filter = tracing_subscriber::EnvFilter::try_from_env("VALLUM_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{level},pingora_core=warn,pingora_proxy=warn"))
-    });
+    let mut filter =
+        tracing_subscriber::EnvFilter::try_from_env("VALLUM_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!(
+                "{level},pingora_core=warn,pingora_proxy=warn"
+            ))
+        });
     for target in PAYLOAD_LOGGERS {
         let cap = if target.starts_with("pingora") && std::env::var("VALLUM_LOG").is_err() {
             "warn"

@@ -149,7 +149,7 @@ pub fn build(runtime: SharedRuntime, opts: &ServerOptions) -> Result<Server, Ser
     ));
     server.add_service(background_service(
         "upstream health",
-        HealthSupervisor::new(Arc::clone(&runtime)),
+        HealthSupervisor::new(Arc::clone(&runtime), Arc::clone(&metrics)),
     ));
     if let Some(listener) = revocations {
         server.add_service(background_service("session revocations", listener));

@@ -264,6 +264,11 @@ async fn sign_in(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_>)
         format!("flow|{}", req.host).as_bytes(),
     );
     let url = idp.authorize_url(&flow.s, &flow.n, &flow.v);
+    state
+        .metrics
+        .sign_ins
+        .with_label_values(&["started", ""])
+        .inc();
     Reply::found(url.as_str()).with_cookie(cookie::set_cookie(
         &auth.cookie,
         &flow_cookie_name(auth, &flow.s),
@@ -273,9 +278,19 @@ async fn sign_in(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_>)
     ))
 }
 
+/// Counts a sign-in that ended without a session, by a bounded reason.
+fn failed(state: &AuthState, reason: &'static str) {
+    state
+        .metrics
+        .sign_ins
+        .with_label_values(&["failed", reason])
+        .inc();
+}
+
 async fn oauth_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
     let now = unix_now();
     if let Some(err) = req.param("error") {
+        failed(state, "idp_error");
         let desc = req.param("error_description").unwrap_or("");
         tracing::warn!(
             error = err,
@@ -291,6 +306,7 @@ async fn oauth_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Reque
         );
     }
     let Some(state_param) = req.param("state").filter(|s| !s.is_empty()) else {
+        failed(state, "csrf");
         return bad_request("missing state");
     };
     let cookie_name = flow_cookie_name(auth, state_param);
@@ -301,6 +317,7 @@ async fn oauth_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Reque
         .and_then(|v| flow_key(auth).open(v, format!("flow|{}", req.host).as_bytes()))
         .and_then(|b| serde_json::from_slice(&b).ok());
     let Some(flow) = flow else {
+        failed(state, "csrf");
         tracing::warn!(
             reason = "csrf",
             "sign-in callback without a matching sign-in attempt"
@@ -308,11 +325,13 @@ async fn oauth_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Reque
         return bad_request("this sign-in attempt is unknown or expired (state check failed); start again from the application").with_cookie(clear);
     };
     if !ct_eq(&flow.s, state_param) {
+        failed(state, "csrf");
         tracing::warn!(reason = "csrf", "sign-in callback state mismatch");
         // The cookie is left in place: a forged callback must not cancel the user's real attempt.
         return bad_request("state mismatch");
     }
     if now > flow.i + FLOW_TTL {
+        failed(state, "expired");
         return bad_request("this sign-in attempt expired; start again").with_cookie(clear);
     }
     let first = match state
@@ -320,16 +339,22 @@ async fn oauth_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Reque
         .await
     {
         Ok(first) => first,
-        Err(reply) => return reply,
+        Err(reply) => {
+            failed(state, "store_unavailable");
+            return reply;
+        }
     };
     if !first {
+        failed(state, "replay");
         tracing::warn!(reason = "replay", "sign-in callback replayed");
         return bad_request("this sign-in response was already used").with_cookie(clear);
     }
     let Some(code) = req.param("code") else {
+        failed(state, "bad_response");
         return bad_request("missing code").with_cookie(clear);
     };
     let Some(idp) = state.idp.load_full() else {
+        failed(state, "idp_unavailable");
         return Reply::html(
             StatusCode::SERVICE_UNAVAILABLE,
             pages::error("Sign-in unavailable", "identity provider not reachable"),
@@ -338,6 +363,7 @@ async fn oauth_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Reque
     let identity = match idp.exchange(code, &flow.v, &flow.n).await {
         Ok(i) => i,
         Err(e) => {
+            failed(state, "token_rejected");
             tracing::warn!(reason = %e, "sign-in failed; no session created");
             return Reply::html(
                 StatusCode::UNAUTHORIZED,
@@ -350,6 +376,7 @@ async fn oauth_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Reque
         }
     };
     let Some(target) = signed::safe_target(&flow.t) else {
+        failed(state, "bad_destination");
         return bad_request("invalid destination").with_cookie(clear);
     };
     let expires_at = now + auth.cookie.expire.as_secs();
@@ -369,6 +396,7 @@ async fn oauth_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Reque
         claims_refreshed_at: now,
     };
     if let Err(e) = state.store.put(session.clone()).await {
+        failed(state, "store_unavailable");
         tracing::error!(error = %e, "cannot store the new session");
         return Reply::html(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -377,6 +405,11 @@ async fn oauth_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Reque
         .with_cookie(clear);
     }
     tracing::info!(user = %session.user_id, session_id = %session.id, "signed in");
+    state
+        .metrics
+        .sign_ins
+        .with_label_values(&["completed", ""])
+        .inc();
     let name = auth_cookie_name(auth);
     let handle = Handle {
         sid: session.id.clone(),

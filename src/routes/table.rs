@@ -34,6 +34,11 @@ impl RouteTable {
         self.all.len()
     }
 
+    /// Every route, in config order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.all.iter()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.all.is_empty()
     }

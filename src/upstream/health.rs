@@ -4,6 +4,7 @@
 //! the live snapshot holds.
 
 use super::pool::{Pool, PoolSpec};
+use crate::metrics::Metrics;
 use crate::runtime::SharedRuntime;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
@@ -209,11 +210,32 @@ impl HealthCheck for PoolCheck {
 /// stopping those whose pool left the snapshot.
 pub struct HealthSupervisor {
     runtime: SharedRuntime,
+    metrics: Arc<Metrics>,
 }
 
 impl HealthSupervisor {
-    pub fn new(runtime: SharedRuntime) -> Self {
-        Self { runtime }
+    pub fn new(runtime: SharedRuntime, metrics: Arc<Metrics>) -> Self {
+        Self { runtime, metrics }
+    }
+
+    /// Publishes every checked backend's state as `vallum_upstream_healthy{route, backend}`,
+    /// labelled with the first route that uses the pool.
+    fn export(&self, snap: &crate::runtime::Runtime) {
+        let g = &self.metrics.upstream_healthy;
+        g.reset();
+        let mut seen = std::collections::HashSet::new();
+        for route in snap.routes.iter() {
+            let crate::routes::route::Action::Upstream(pool) = &route.action else {
+                continue;
+            };
+            if pool.health_interval.is_none() || !seen.insert(pool.key.clone()) {
+                continue;
+            }
+            for (addr, up) in pool.health() {
+                g.with_label_values(&[&*route.id, &addr.to_string()])
+                    .set(i64::from(up));
+            }
+        }
     }
 }
 
@@ -222,12 +244,17 @@ impl BackgroundService for HealthSupervisor {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut loops: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
         let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut ticks = 0u32;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = tick.tick() => {}
             }
             let snap = self.runtime.load_full();
+            ticks = ticks.wrapping_add(1);
+            if ticks % 5 == 0 {
+                self.export(&snap);
+            }
             let live: HashMap<&str, &Arc<Pool>> = snap
                 .pools
                 .iter()

@@ -208,6 +208,15 @@ impl Pool {
         })
     }
 
+    /// Each backend's address and whether it is in rotation.
+    pub fn health(&self) -> Vec<(SocketAddr, bool)> {
+        let b = self.backends();
+        b.get_backend()
+            .iter()
+            .filter_map(|x| Some((*x.addr.as_inet()?, b.ready(x))))
+            .collect()
+    }
+
     pub async fn run_health_checks(&self) {
         self.backends().run_health_check(true).await;
     }

@@ -27,13 +27,15 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 #[tokio::test]
 async fn metrics_count_exactly_what_happened_and_labels_stay_bounded() {
     let up = Upstream::echo("app").await;
-    let (port, mport) = (free_port(), free_port());
+    let (port, mport, dead) = (free_port(), free_port(), free_port());
     let config = |extra: &str| {
         format!(
             "address: 127.0.0.1:{port}\ninsecure_server: true\nmetrics_address: 127.0.0.1:{mport}\n\
              metrics_basic_auth: c2NyYXBlcjpzM2NyZXQ=\nhealth_check_addr: ''\n{extra}\
              routes:\n  - from: http://pub.localhost\n    to: {u}\n    name: pub\n    allow_public_unauthenticated_access: true\n\
-             \x20 - from: http://posts.localhost\n    to: {u}\n    name: posts-only\n    policy:\n      allow:\n        and:\n          - http_method: POST\n",
+             \x20 - from: http://posts.localhost\n    to: {u}\n    name: posts-only\n    policy:\n      allow:\n        and:\n          - http_method: POST\n\
+             \x20 - from: http://checked.localhost\n    to: [{u}, http://127.0.0.1:{dead}]\n    name: checked\n    allow_public_unauthenticated_access: true\n\
+             \x20   health_checks:\n      - interval: 100ms\n        timeout: 1s\n        unhealthy_threshold: 1\n        healthy_threshold: 1\n        http_health_check:\n          path: /health\n",
             u = up.url()
         )
     };
@@ -44,7 +46,12 @@ async fn metrics_count_exactly_what_happened_and_labels_stay_bounded() {
     assert_eq!(status, 401, "wrong password refused");
 
     for _ in 0..3 {
-        assert_eq!(gw.get("pub.localhost", "/users/alice@example.com/x").await.status, 200);
+        assert_eq!(
+            gw.get("pub.localhost", "/users/alice@example.com/x")
+                .await
+                .status,
+            200
+        );
     }
     let r = gw
         .request(reqwest::Method::POST, "pub.localhost", "/form", &[])
@@ -52,7 +59,10 @@ async fn metrics_count_exactly_what_happened_and_labels_stay_bounded() {
     assert_eq!(r.status, 200);
     assert_eq!(gw.get("pub.localhost", "/?status=503").await.status, 503);
     for _ in 0..2 {
-        assert_eq!(gw.get("nowhere.localhost", "/secret-path").await.status, 404);
+        assert_eq!(
+            gw.get("nowhere.localhost", "/secret-path").await.status,
+            404
+        );
     }
     assert_eq!(gw.get("posts.localhost", "/").await.status, 403);
     let r = gw
@@ -64,16 +74,46 @@ async fn metrics_count_exactly_what_happened_and_labels_stay_bounded() {
     let (status, text) = scrape(mport, auth).await;
     assert_eq!(status, 200);
     for (series, want) in [
-        (r#"vallum_http_requests_total{method="read",route="pub",status="2xx"}"#, 3.0),
-        (r#"vallum_http_requests_total{method="write",route="pub",status="2xx"}"#, 1.0),
-        (r#"vallum_http_requests_total{method="read",route="pub",status="5xx"}"#, 1.0),
-        (r#"vallum_http_requests_total{method="read",route="-",status="4xx"}"#, 2.0),
-        (r#"vallum_http_requests_total{method="read",route="posts-only",status="4xx"}"#, 1.0),
-        (r#"vallum_http_requests_total{method="write",route="posts-only",status="2xx"}"#, 1.0),
-        (r#"vallum_http_request_duration_seconds_count{route="pub"}"#, 5.0),
-        (r#"vallum_upstream_duration_seconds_count{route="pub"}"#, 5.0),
-        (r#"vallum_upstream_duration_seconds_count{route="posts-only"}"#, 1.0),
-        (r#"vallum_authorize_decisions_total{decision="allow",reason="allowed",route="posts-only"}"#, 1.0),
+        (
+            r#"vallum_http_requests_total{method="read",route="pub",status="2xx"}"#,
+            3.0,
+        ),
+        (
+            r#"vallum_http_requests_total{method="write",route="pub",status="2xx"}"#,
+            1.0,
+        ),
+        (
+            r#"vallum_http_requests_total{method="read",route="pub",status="5xx"}"#,
+            1.0,
+        ),
+        (
+            r#"vallum_http_requests_total{method="read",route="-",status="4xx"}"#,
+            2.0,
+        ),
+        (
+            r#"vallum_http_requests_total{method="read",route="posts-only",status="4xx"}"#,
+            1.0,
+        ),
+        (
+            r#"vallum_http_requests_total{method="write",route="posts-only",status="2xx"}"#,
+            1.0,
+        ),
+        (
+            r#"vallum_http_request_duration_seconds_count{route="pub"}"#,
+            5.0,
+        ),
+        (
+            r#"vallum_upstream_duration_seconds_count{route="pub"}"#,
+            5.0,
+        ),
+        (
+            r#"vallum_upstream_duration_seconds_count{route="posts-only"}"#,
+            1.0,
+        ),
+        (
+            r#"vallum_authorize_decisions_total{decision="allow",reason="allowed",route="posts-only"}"#,
+            1.0,
+        ),
         (r#"vallum_downstream_open_requests"#, 0.0),
         (r#"vallum_config_reloads_total{result="success"}"#, f64::NAN),
     ] {
@@ -94,24 +134,57 @@ async fn metrics_count_exactly_what_happened_and_labels_stay_bounded() {
         .sum();
     assert_eq!(denied, 1.0, "{text}");
     assert!(text.contains("vallum_build_info{version=\""));
+    let live = up.url().trim_start_matches("http://").to_string();
+    let health = |text: &str, backend: &str| {
+        sample(
+            text,
+            &format!("vallum_upstream_healthy{{backend=\"{backend}\",route=\"checked\"}}"),
+        )
+    };
+    let mut text = text;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while health(&text, &live) != Some(1.0)
+        || health(&text, &format!("127.0.0.1:{dead}")) != Some(0.0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "upstream health not exported:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        text = scrape(mport, auth).await.1;
+    }
 
     // A refused reload, then a good one.
     gw.rewrite_config(&config("timeout_read: nonsense\n"));
-    gw.eventually("reload refused", || async { gw.log().contains("config reload refused") })
-        .await;
+    gw.eventually("reload refused", || async {
+        gw.log().contains("config reload refused")
+    })
+    .await;
     gw.rewrite_config(&config("timeout_read: 20s\n"));
-    gw.eventually("reloaded", || async { gw.log().contains("config reloaded") })
-        .await;
+    gw.eventually("reloaded", || async {
+        gw.log().contains("config reloaded")
+    })
+    .await;
     let (_, text) = scrape(mport, auth).await;
-    assert_eq!(sample(&text, r#"vallum_config_reloads_total{result="failure"}"#), Some(1.0));
-    assert_eq!(sample(&text, r#"vallum_config_reloads_total{result="success"}"#), Some(1.0));
-    assert!(
-        sample(&text, "vallum_config_last_reload_success_timestamp_seconds").unwrap() > 1.7e9
+    assert_eq!(
+        sample(&text, r#"vallum_config_reloads_total{result="failure"}"#),
+        Some(1.0)
     );
+    assert_eq!(
+        sample(&text, r#"vallum_config_reloads_total{result="success"}"#),
+        Some(1.0)
+    );
+    assert!(sample(&text, "vallum_config_last_reload_success_timestamp_seconds").unwrap() > 1.7e9);
 
     // Labels name routes, classes and reasons; never a path, a host or a user.
-    for line in text.lines().filter(|l| l.starts_with("vallum_")) {
-        let Some(labels) = line.split_once('{').map(|(_, r)| r.rsplit_once('}').unwrap().0) else {
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("vallum_") && !l.starts_with("vallum_upstream_healthy"))
+    {
+        let Some(labels) = line
+            .split_once('{')
+            .map(|(_, r)| r.rsplit_once('}').unwrap().0)
+        else {
             continue;
         };
         for bad in ["/", "@", "alice", "secret-path", "localhost"] {
@@ -122,13 +195,16 @@ async fn metrics_count_exactly_what_happened_and_labels_stay_bounded() {
 
 #[tokio::test]
 async fn logs_carry_the_fields_and_never_a_secret() {
+    let mport = free_port();
     let env = Env::with_routes(
-        "",
+        &format!("metrics_address: 127.0.0.1:{mport}\n"),
         "  - from: http://deny.localhost\n    to: {u}\n    policy:\n      allow:\n        and:\n          - email:\n              is: nobody@example.com\n",
     )
     .await;
     let b = env.browser();
-    let (resp, _) = b.browse(&env.url("app", "/allowed?token=query-secret-123")).await;
+    let (resp, _) = b
+        .browse(&env.url("app", "/allowed?token=query-secret-123"))
+        .await;
     assert_eq!(resp.status, 200);
     let cookie = b.cookie_for(&env.url("app", "/")).unwrap();
     let session_value = cookie.split('=').nth(1).unwrap().to_string();
@@ -142,12 +218,36 @@ async fn logs_carry_the_fields_and_never_a_secret() {
         .await
         .unwrap();
     assert_eq!(allowed.status(), 200);
-    let allowed_id = allowed.headers()["x-request-id"].to_str().unwrap().to_string();
+    let allowed_id = allowed.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let (denied, hops) = b.browse(&env.url("deny", "/no")).await;
     assert_eq!(denied.status, 403, "{hops:#?}");
     let denied_id = denied.header("x-request-id").unwrap().to_string();
-    assert!(denied.body.contains(&denied_id), "the 403 page shows the request id");
+    assert!(
+        denied.body.contains(&denied_id),
+        "the 403 page shows the request id"
+    );
 
+    let forged = b
+        .client
+        .get(env.url("authenticate", "/oauth2/callback?state=forged&code=x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 400);
+    let (_, metrics) = scrape(mport, None).await;
+    for (series, want) in [
+        (r#"vallum_sign_ins_total{reason="",stage="started"}"#, 1.0),
+        (r#"vallum_sign_ins_total{reason="",stage="completed"}"#, 1.0),
+        (
+            r#"vallum_sign_ins_total{reason="csrf",stage="failed"}"#,
+            1.0,
+        ),
+    ] {
+        assert_eq!(sample(&metrics, series), Some(want), "{series}\n{metrics}");
+    }
     let log = env.gw.log();
     let access = log
         .lines()
@@ -168,7 +268,13 @@ async fn logs_carry_the_fields_and_never_a_secret() {
         .lines()
         .find(|l| l.contains(" authorize") && l.contains(&denied_id))
         .unwrap_or_else(|| panic!("no authorize line for {denied_id}\n{log}"));
-    for want in ["allow=false", "deny=true", "user=\"alice-id\"", "email=\"alice@example.com\"", "reasons="] {
+    for want in [
+        "allow=false",
+        "deny=true",
+        "user=\"alice-id\"",
+        "email=\"alice@example.com\"",
+        "reasons=",
+    ] {
         assert!(authz.contains(want), "{want} missing in {authz}");
     }
     assert!(log
@@ -181,7 +287,10 @@ async fn logs_carry_the_fields_and_never_a_secret() {
         "referer-secret-789",
         env.idp.client_secret.as_str(),
     ] {
-        assert!(!log.contains(secret), "{secret} leaked into the log:\n{log}");
+        assert!(
+            !log.contains(secret),
+            "{secret} leaked into the log:\n{log}"
+        );
     }
 }
 
@@ -225,12 +334,22 @@ async fn logs_are_json_and_secret_free_even_at_trace_level() {
     assert_eq!(v["method"], "GET");
     assert_eq!(v["path"], "/x");
     assert_eq!(v["response-code"], 200);
-    assert!(v.get("user-agent").is_none(), "unselected fields are left out: {line}");
-    for secret in ["trace-bearer-secret", "trace-cookie-secret", "8GIP1sU0aqXJZ8T8"] {
+    assert!(
+        v.get("user-agent").is_none(),
+        "unselected fields are left out: {line}"
+    );
+    for secret in [
+        "trace-bearer-secret",
+        "trace-cookie-secret",
+        "8GIP1sU0aqXJZ8T8",
+    ] {
         assert!(
             !log.contains(secret),
             "{secret} leaked at trace level:\n{}",
-            log.lines().filter(|l| l.contains(secret)).collect::<Vec<_>>().join("\n")
+            log.lines()
+                .filter(|l| l.contains(secret))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
 }
@@ -246,19 +365,38 @@ async fn request_ids_are_ours_unless_a_trusted_proxy_sent_one() {
     };
     let untrusted = Gateway::insecure(&body("10.0.0.0/8")).await;
     let r = untrusted
-        .request(reqwest::Method::GET, "pub.localhost", "/", &[("x-request-id", "chosen-by-client")])
+        .request(
+            reqwest::Method::GET,
+            "pub.localhost",
+            "/",
+            &[("x-request-id", "chosen-by-client")],
+        )
         .await;
     let id = r.header("x-request-id").unwrap().to_string();
     assert_ne!(id, "chosen-by-client");
-    assert_eq!(r.echo().header("x-request-id"), Some(id.as_str()), "sent upstream");
+    assert_eq!(
+        r.echo().header("x-request-id"),
+        Some(id.as_str()),
+        "sent upstream"
+    );
     let trusted = Gateway::insecure(&body("127.0.0.1")).await;
     let r = trusted
-        .request(reqwest::Method::GET, "pub.localhost", "/", &[("x-request-id", "from-the-lb-42")])
+        .request(
+            reqwest::Method::GET,
+            "pub.localhost",
+            "/",
+            &[("x-request-id", "from-the-lb-42")],
+        )
         .await;
     assert_eq!(r.header("x-request-id"), Some("from-the-lb-42"));
     assert_eq!(r.echo().header("x-request-id"), Some("from-the-lb-42"));
     let r = trusted
-        .request(reqwest::Method::GET, "pub.localhost", "/", &[("x-request-id", "bad id with spaces")])
+        .request(
+            reqwest::Method::GET,
+            "pub.localhost",
+            "/",
+            &[("x-request-id", "bad id with spaces")],
+        )
         .await;
     assert_ne!(r.header("x-request-id"), Some("bad id with spaces"));
     let r = trusted.get("nowhere.localhost", "/").await;
@@ -286,7 +424,9 @@ async fn request_limits_answer_431_and_413() {
     let long = "a".repeat(3000);
     let r = raw_request(
         gw.addr(),
-        &format!("GET / HTTP/1.1\r\nHost: big.localhost\r\nX-Long: {long}\r\nConnection: close\r\n\r\n"),
+        &format!(
+            "GET / HTTP/1.1\r\nHost: big.localhost\r\nX-Long: {long}\r\nConnection: close\r\n\r\n"
+        ),
     )
     .await;
     assert_eq!(r.status, 431, "headers too large");
@@ -350,7 +490,9 @@ async fn readiness_follows_redis_and_idp_outages() {
 
     redis.kill();
     env.gw
-        .eventually("not ready without Redis", || async { probe("/readyz").await.0 == 503 })
+        .eventually("not ready without Redis", || async {
+            probe("/readyz").await.0 == 503
+        })
         .await;
     let (_, body) = probe("/status").await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -363,14 +505,21 @@ async fn readiness_follows_redis_and_idp_outages() {
 
     env.idp.set_mode(Mode::Down);
     env.gw
-        .eventually("not ready without the IdP", || async { probe("/readyz").await.0 == 503 })
+        .eventually("not ready without the IdP", || async {
+            probe("/readyz").await.0 == 503
+        })
         .await;
     let (_, body) = probe("/status").await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["components"]["identity_provider"]["status"], "not ready", "{v}");
+    assert_eq!(
+        v["components"]["identity_provider"]["status"], "not ready",
+        "{v}"
+    );
     assert_eq!(v["components"]["session_store"]["status"], "ready");
     env.idp.set_mode(Mode::Honest);
     env.gw
-        .eventually("ready after the IdP returns", || async { probe("/readyz").await.0 == 200 })
+        .eventually("ready after the IdP returns", || async {
+            probe("/readyz").await.0 == 200
+        })
         .await;
 }
