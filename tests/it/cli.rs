@@ -87,6 +87,22 @@ fn check_config_prints_a_route_summary() {
     );
 }
 
+/// The systemd example's Pingora conf is one Pingora accepts.
+#[test]
+fn systemd_pingora_conf_loads() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/systemd/pingora.yaml");
+    let conf = pingora_core::server::configuration::ServerConf::load_from_yaml(path).unwrap();
+    assert_eq!(conf.pid_file, "/run/vallum/vallum.pid");
+    assert_eq!(conf.upgrade_sock, "/run/vallum/upgrade.sock");
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/conf/systemd/vallum.service"
+    ))
+    .unwrap();
+    assert!(unit.contains("PIDFile=/run/vallum/vallum.pid"), "unit and conf agree on the PID file");
+    assert!(unit.contains("run -d -u -c"), "reload is the graceful upgrade");
+}
+
 /// Every example in `conf/` is a valid config. TLS examples point at certificate files and
 /// leave secrets to the environment; the test supplies both that way, as an operator would.
 #[test]
