@@ -98,12 +98,14 @@ for round in $(seq "$ROUNDS"); do
     after=$(cpu_ticks "${PID[$v]}")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     total=$(awk '/requests in/ {print $1}' <<<"$out")
-    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+    # p99 in ms, whatever unit wrk printed it in.
+    p99=$(awk '$1=="99%" {v=$2; u=v; gsub(/[0-9.]/,"",u); sub(/[a-z]+$/,"",v);
+      print (u=="us" ? v/1000 : (u=="s" ? v*1000 : v))}' <<<"$out")
     non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
     [ -z "$non2xx" ] || { echo "$v: $non2xx non-2xx responses"; exit 1; }
     cpu=$(python3 -c "print(round(($after-$before)/$TICK*1e6/$total, 1))")
     RPS[$v]+="$rps "; P99[$v]+="$p99 "; CPU[$v]+="$cpu "
-    echo "round $round $v: $rps req/s, p99 $p99, $cpu µs CPU/request"
+    echo "round $round $v: $rps req/s, p99 ${p99}ms, $cpu µs CPU/request"
   done
 done
 
@@ -111,10 +113,10 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR
 base=$(median <<<"${RPS[memory]}")
 basecpu=$(median <<<"${CPU[memory]}")
 echo
-echo "| store | requests/s (median) | ratio | p99 (median) | CPU µs/request | CPU ratio |"
+echo "| store | requests/s (median) | ratio | p99 ms (median) | CPU µs/request | CPU ratio |"
 echo "|---|---|---|---|---|---|"
 for v in "${VARIANTS[@]}"; do
   r=$(median <<<"${RPS[$v]}"); c=$(median <<<"${CPU[$v]}")
-  p=$(tr ' ' '\n' <<<"${P99[$v]}" | grep -v '^$' | sort | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  p=$(median <<<"${P99[$v]}")
   printf '| %s | %.0f | %.3f | %s | %s | %.3f |\n' "$v" "$r" "$(python3 -c "print($r/$base)")" "$p" "$c" "$(python3 -c "print($c/$basecpu)")"
 done

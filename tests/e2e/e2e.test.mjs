@@ -1,0 +1,189 @@
+// Browser scenarios: Chromium against Vallum (TLS) and oidc-provider, first with one node and
+// the memory store, then with two nodes sharing Redis behind a balancer. A failing scenario
+// prints the browser console, the IdP's events and every gateway's log.
+
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { startWorld, idpLogin, echoData, ARTIFACTS, ACCESS_TOKEN_TTL, CLIENT_SECRET } from './harness.mjs';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/// Runs a scenario; on failure, attaches everything needed to understand it.
+function scenario(world, fn) {
+  return async () => {
+    try {
+      await fn(world());
+    } catch (e) {
+      console.error(`\n===== scenario failed: ${e.message}\n${world()?.diagnostics?.() ?? ''}`);
+      throw e;
+    }
+  };
+}
+
+const onIdp = (w, url) => url.startsWith(w.idp.issuer);
+const shot = (page, name) => page.screenshot({ path: path.join(ARTIFACTS, name), fullPage: true });
+
+describe('one node, memory store', () => {
+  let w;
+  let alice; // alice's browser profile, signed in by the first scenario
+  let signedInAt;
+  before(async () => { w = await startWorld({ nodes: 1 }); });
+  after(async () => { await w?.close(); });
+  const world = () => w;
+
+  it('a fresh user signs in at the IdP and lands on the original URL, query intact', scenario(world, async (w) => {
+    alice = await w.profile('alice');
+    const { page, visited } = alice;
+    await page.goto(w.url('app1', '/some/page?x=1&y=two%20words'));
+    assert.ok(onIdp(w, page.url()), `at the IdP's login page: ${page.url()}`);
+    await idpLogin(page, 'alice', 'app1');
+    signedInAt = Date.now();
+    assert.equal(page.url(), w.url('app1', '/some/page?x=1&y=two%20words'));
+    const data = await echoData(page);
+    assert.equal(data.url, '/some/page?x=1&y=two%20words');
+    assert.equal(data.jwt.verified, true, `assertion verifies against the JWKS: ${data.jwt.reason}`);
+    assert.equal(data.jwt.claims.email, 'alice@example.com');
+    assert.deepEqual(data.jwt.claims.groups, ['admins', 'engineering']);
+    assert.equal(data.headers['x-pomerium-claim-email'], 'alice@example.com');
+    assert.ok(visited.some((u) => u.includes('/oauth2/callback')), 'went through the authenticate callback');
+    await shot(page, 'signed-in.png');
+  }));
+
+  it('single sign-on: a second app needs no IdP login', scenario(world, async (w) => {
+    const { page, visited } = alice;
+    const before = visited.length;
+    const logins = w.idp.counts.logins;
+    await page.goto(w.url('app2', '/'));
+    assert.equal(page.url(), w.url('app2', '/'));
+    assert.ok(!visited.slice(before).some((u) => onIdp(w, u)), `no IdP page: ${visited.slice(before)}`);
+    assert.equal(w.idp.counts.logins, logins);
+    assert.equal((await echoData(page)).jwt.claims.email, 'alice@example.com');
+  }));
+
+  it('cookies carry the configured flags', scenario(world, async (w) => {
+    const cookies = await alice.context.cookies(w.url('app1', '/'));
+    const session = cookies.find((c) => c.name === '_pomerium');
+    assert.ok(session, `session cookie present: ${JSON.stringify(cookies)}`);
+    assert.equal(session.secure, true);
+    assert.equal(session.httpOnly, true);
+    assert.equal(session.sameSite, 'Lax');
+  }));
+
+  it('the user page shows email and groups and no token', scenario(world, async (w) => {
+    const { page } = alice;
+    await page.goto(w.url('app1', '/.pomerium/'));
+    const text = await page.textContent('body');
+    assert.match(text, /alice@example\.com/);
+    assert.match(text, /admins, engineering/);
+    assert.match(text, /Acme Access/, 'branded');
+    const html = await page.content();
+    assert.ok(!/eyJ[\w-]+\.eyJ[\w-]+/.test(html), 'no JWT (ID or access token) on the page');
+    assert.ok(!html.includes(CLIENT_SECRET));
+    await shot(page, 'user-page.png');
+  }));
+
+  it('a denied user sees the 403 page with the request id and can reach /.pomerium/', scenario(world, async (w) => {
+    const bob = await w.profile('bob');
+    const { page } = bob;
+    await page.goto(w.url('admin', '/'));
+    await idpLogin(page, 'bob', 'admin');
+    const resp = await page.reload();
+    assert.equal(resp.status(), 403);
+    const requestId = resp.headers()['x-request-id'];
+    assert.ok(requestId);
+    const text = await page.textContent('body');
+    assert.ok(text.includes(requestId), `403 page shows the request id ${requestId}`);
+    assert.match(text, /Acme Access/, 'branded');
+    await shot(page, 'forbidden.png');
+    await Promise.all([page.waitForURL(w.url('admin', '/.pomerium/')), page.click('a[href="/.pomerium/"]')]);
+    assert.match(await page.textContent('body'), /bob@example\.com/);
+    await bob.context.close();
+  }));
+
+  it('a websocket passes through a route that allows it, and not through one that does not', scenario(world, async (w) => {
+    const { page } = alice;
+    await page.goto(w.url('ws', '/'));
+    const echoed = await page.evaluate((url) => new Promise((resolve, reject) => {
+      const ws = new WebSocket(url);
+      ws.onopen = () => ws.send('hello through vallum');
+      ws.onmessage = (m) => { resolve(m.data); ws.close(); };
+      ws.onerror = () => reject(new Error('websocket error'));
+    }), w.url('ws', '/socket').replace('https:', 'wss:'));
+    assert.equal(echoed, 'hello through vallum');
+    await page.goto(w.url('app2', '/'));
+    const refused = await page.evaluate((url) => new Promise((resolve) => {
+      const ws = new WebSocket(url);
+      ws.onopen = () => resolve('open');
+      ws.onerror = () => resolve('refused');
+    }), w.url('app2', '/socket').replace('https:', 'wss:'));
+    assert.equal(refused, 'refused');
+  }));
+
+  it('the session outlives the access token through refresh', scenario(world, async (w) => {
+    const wait = signedInAt + (ACCESS_TOKEN_TTL + 2) * 1000 - Date.now();
+    if (wait > 0) await sleep(wait);
+    const { page, visited } = alice;
+    const before = visited.length;
+    await page.goto(w.url('app1', '/after-expiry'));
+    assert.equal(page.url(), w.url('app1', '/after-expiry'), 'still signed in');
+    assert.ok(!visited.slice(before).some((u) => onIdp(w, u)));
+    for (let i = 0; i < 50 && w.idp.counts.refreshes === 0; i++) await sleep(100);
+    assert.ok(w.idp.counts.refreshes >= 1, 'Vallum used the refresh token');
+    await page.goto(w.url('app1', '/after-refresh'));
+    assert.equal((await echoData(page)).jwt.verified, true);
+  }));
+
+  it('sign-out from app1 ends access on app1, app2 and at the IdP', scenario(world, async (w) => {
+    const { page } = alice;
+    await page.goto(w.url('app1', '/.pomerium/sign_out'));
+    await Promise.all([page.waitForURL((u) => onIdp(w, u.href)), page.click('button[type="submit"]')]);
+    // oidc-provider asks the user to confirm the RP-initiated logout.
+    await Promise.all([
+      page.waitForURL((u) => u.pathname === '/.pomerium/signed_out'),
+      page.click('button[autofocus], button[type="submit"]'),
+    ]);
+    assert.equal(w.idp.counts.endSessions, 1, 'the IdP session ended');
+    for (const app of ['app1', 'app2']) {
+      await page.goto(w.url(app, '/'));
+      assert.ok(onIdp(w, page.url()), `${app} sends the browser to sign in again: ${page.url()}`);
+      await page.waitForSelector('input[name="login"]'); // the IdP asks again: its session is gone too
+    }
+    await alice.context.close();
+  }));
+});
+
+describe('two nodes, Redis store, behind a balancer', () => {
+  let w;
+  before(async () => { w = await startWorld({ nodes: 2, redis: true }); });
+  after(async () => { await w?.close(); });
+  const world = () => w;
+
+  it('sign in on node A, browse on node B, sign out on B, refused on A', scenario(world, async (w) => {
+    const { page, context, visited } = await w.profile('alice-fleet');
+    w.useNode(0);
+    await page.goto(w.url('app1', '/fleet'));
+    await idpLogin(page, 'alice', 'app1');
+    assert.equal((await echoData(page)).jwt.claims.email, 'alice@example.com');
+
+    w.useNode(1);
+    const before = visited.length;
+    for (const app of ['app1', 'app2']) {
+      await page.goto(w.url(app, '/on-b'));
+      assert.equal(page.url(), w.url(app, '/on-b'), `node B serves ${app}`);
+    }
+    assert.ok(!visited.slice(before).some((u) => onIdp(w, u)), 'no sign-in on node B');
+
+    await page.goto(w.url('app1', '/.pomerium/sign_out'));
+    await Promise.all([page.waitForURL((u) => onIdp(w, u.href)), page.click('button[type="submit"]')]);
+    await Promise.all([
+      page.waitForURL((u) => u.pathname === '/.pomerium/signed_out'),
+      page.click('button[autofocus], button[type="submit"]'),
+    ]);
+
+    w.useNode(0);
+    await page.goto(w.url('app1', '/after-sign-out'));
+    assert.ok(onIdp(w, page.url()), `node A refuses the signed-out session: ${page.url()}`);
+    await context.close();
+  }));
+});
