@@ -163,6 +163,33 @@ impl Metrics {
         Ok(Arc::new(m))
     }
 
+    /// The name of every metric Vallum registers (for the README's drift test).
+    pub fn names(&self) -> Vec<String> {
+        use prometheus::core::Collector;
+        let all: [&dyn Collector; 16] = [
+            &self.requests,
+            &self.request_duration,
+            &self.upstream_duration,
+            &self.authorize,
+            &self.sign_ins,
+            &self.store_duration,
+            &self.store_errors,
+            &self.session_cache,
+            &self.revocations,
+            &self.config_reloads,
+            &self.config_last_reload_success,
+            &self.config_info,
+            &self.upstream_healthy,
+            &self.open_connections,
+            &self.build_info,
+            &self.ready,
+        ];
+        all.iter()
+            .flat_map(|c| c.desc())
+            .map(|d| d.fq_name.clone())
+            .collect()
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

@@ -76,6 +76,7 @@ pub fn reload_now(path: &Path, runtime: &SharedRuntime, metrics: &Metrics) -> bo
             );
             record_loaded(metrics, &next.checksum);
             metrics.config_reloads.with_label_values(&["success"]).inc();
+            crate::authn::pages::install(&next.settings.branding);
             runtime.store(Arc::new(next));
             true
         }

@@ -109,6 +109,7 @@ pub fn build(runtime: SharedRuntime, opts: &ServerOptions) -> Result<Server, Ser
 
     let snap = runtime.load_full();
     let settings = &snap.settings;
+    crate::authn::pages::install(&settings.branding);
     let tls = settings.tls();
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,

@@ -33,6 +33,10 @@ pub struct RawSettings {
     pub merge_slashes: Option<bool>,
     pub skip_xff_append: bool,
     pub allow_upgrades: Vec<String>,
+    /// Vallum extension: how Vallum's own pages present themselves.
+    pub branding_name: Option<String>,
+    pub branding_logo_url: Option<String>,
+    pub branding_color: Option<String>,
     // Operations.
     pub metrics_address: Option<String>,
     pub metrics_basic_auth: Option<String>,

@@ -55,6 +55,7 @@ pub struct Settings {
     /// Sign-in; `None` when no authenticate service is configured (only public routes then).
     pub auth: Option<super::auth::AuthSettings>,
     pub ops: super::ops::OpsSettings,
+    pub branding: Branding,
     /// Things worth saying that do not stop the config from loading.
     pub warnings: Vec<String>,
 }
@@ -152,10 +153,12 @@ pub fn compile(raw: &RawSettings, errs: &mut Errors) -> Settings {
     let auth = super::auth::compile(raw, insecure, &mut files, errs);
     let mut warnings = Vec::new();
     let ops = super::ops::compile(raw, errs, &mut warnings);
+    let branding = compile_branding(raw, errs);
 
     Settings {
         auth,
         ops,
+        branding,
         warnings,
         address,
         insecure_server: insecure,
@@ -188,6 +191,57 @@ pub fn compile(raw: &RawSettings, errs: &mut Errors) -> Settings {
             .collect(),
         files,
     }
+}
+
+/// How Vallum's own pages (sign-in problems, 403, the user page) present themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Branding {
+    pub name: String,
+    /// `data:image/…` or `https://…`; `None`: Vallum's inline mark. Inline data keeps the pages
+    /// free of external requests on closed networks.
+    pub logo_url: Option<String>,
+    /// `#rgb` or `#rrggbb`.
+    pub color: String,
+}
+
+impl Default for Branding {
+    fn default() -> Self {
+        Branding {
+            name: "Vallum".into(),
+            logo_url: None,
+            color: "#1f4e79".into(),
+        }
+    }
+}
+
+fn compile_branding(raw: &RawSettings, errs: &mut Errors) -> Branding {
+    let mut b = Branding::default();
+    if let Some(n) = raw.branding_name.as_deref().map(str::trim) {
+        if n.is_empty() || n.len() > 60 {
+            errs.push("branding_name", "must be 1 to 60 characters");
+        } else {
+            b.name = n.to_string();
+        }
+    }
+    if let Some(u) = raw.branding_logo_url.as_deref().map(str::trim) {
+        if u.starts_with("data:image/") || u.starts_with("https://") {
+            b.logo_url = Some(u.to_string());
+        } else {
+            errs.push(
+                "branding_logo_url",
+                "expected a data:image/… URL (works on closed networks) or an https:// URL",
+            );
+        }
+    }
+    if let Some(c) = raw.branding_color.as_deref().map(str::trim) {
+        let hex = c.strip_prefix('#').unwrap_or("");
+        if (hex.len() == 3 || hex.len() == 6) && hex.chars().all(|ch| ch.is_ascii_hexdigit()) {
+            b.color = c.to_string();
+        } else {
+            errs.push("branding_color", "expected a hex colour such as #1f4e79");
+        }
+    }
+    b
 }
 
 /// Go-style listen addresses: `:443` means every IPv4 interface, `localhost:8443` resolves.

@@ -30,6 +30,8 @@ enum Conn {
     Cluster(ClusterConnection),
 }
 
+// One per store, built once: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Client {
     Single(redis::Client),
     Cluster(ClusterClient, Vec<String>),

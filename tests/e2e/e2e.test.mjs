@@ -98,7 +98,7 @@ describe('one node, memory store', () => {
     await shot(page, 'forbidden.png');
     await Promise.all([page.waitForURL(w.url('admin', '/.pomerium/')), page.click('a[href="/.pomerium/"]')]);
     assert.match(await page.textContent('body'), /bob@example\.com/);
-    await bob.context.close();
+    await bob.close();
   }));
 
   it('a websocket passes through a route that allows it, and not through one that does not', scenario(world, async (w) => {
@@ -149,7 +149,7 @@ describe('one node, memory store', () => {
       assert.ok(onIdp(w, page.url()), `${app} sends the browser to sign in again: ${page.url()}`);
       await page.waitForSelector('input[name="login"]'); // the IdP asks again: its session is gone too
     }
-    await alice.context.close();
+    await alice.close();
   }));
 });
 
@@ -160,7 +160,8 @@ describe('two nodes, Redis store, behind a balancer', () => {
   const world = () => w;
 
   it('sign in on node A, browse on node B, sign out on B, refused on A', scenario(world, async (w) => {
-    const { page, context, visited } = await w.profile('alice-fleet');
+    const profile = await w.profile('alice-fleet');
+    const { page, visited } = profile;
     w.useNode(0);
     await page.goto(w.url('app1', '/fleet'));
     await idpLogin(page, 'alice', 'app1');
@@ -184,6 +185,6 @@ describe('two nodes, Redis store, behind a balancer', () => {
     w.useNode(0);
     await page.goto(w.url('app1', '/after-sign-out'));
     assert.ok(onIdp(w, page.url()), `node A refuses the signed-out session: ${page.url()}`);
-    await context.close();
+    await profile.close();
   }));
 });

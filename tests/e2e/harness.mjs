@@ -319,7 +319,9 @@ routes:
   lb.point(gateways[0].port);
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
-    headless: true,
+    // HEADFUL=1 (under xvfb-run on a server) shows the browser; SLOWMO=ms slows each action.
+    headless: !process.env.HEADFUL,
+    slowMo: Number(process.env.SLOWMO || 0),
     args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
       '--disable-sync', '--no-first-run', '--ignore-certificate-errors', '--disable-dev-shm-usage'],
   });
@@ -336,8 +338,14 @@ routes:
       const visited = [];
       page.on('console', (m) => log(`console[${label}] ${m.type()}: ${m.text()}`));
       page.on('pageerror', (e) => log(`pageerror[${label}]: ${e.message}`));
-      page.on('framenavigated', (f) => { if (f === page.mainFrame()) visited.push(f.url()); });
-      return { context, page, visited };
+      // Every main-frame navigation request, redirect hops included.
+      page.on('request', (r) => { if (r.isNavigationRequest() && r.frame() === page.mainFrame()) visited.push(r.url()); });
+      if (process.env.TRACE) await context.tracing.start({ screenshots: true, snapshots: true });
+      const close = async () => {
+        if (process.env.TRACE) await context.tracing.stop({ path: path.join(ARTIFACTS, `trace-${label}.zip`) });
+        await context.close();
+      };
+      return { context, page, visited, close };
     },
     /// Everything worth reading when a scenario fails.
     diagnostics() {

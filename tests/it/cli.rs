@@ -99,8 +99,14 @@ fn systemd_pingora_conf_loads() {
         "/conf/systemd/vallum.service"
     ))
     .unwrap();
-    assert!(unit.contains("PIDFile=/run/vallum/vallum.pid"), "unit and conf agree on the PID file");
-    assert!(unit.contains("run -d -u -c"), "reload is the graceful upgrade");
+    assert!(
+        unit.contains("PIDFile=/run/vallum/vallum.pid"),
+        "unit and conf agree on the PID file"
+    );
+    assert!(
+        unit.contains("run -d -u -c"),
+        "reload is the graceful upgrade"
+    );
 }
 
 /// Every example in `conf/` is a valid config. TLS examples point at certificate files and
