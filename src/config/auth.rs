@@ -114,6 +114,14 @@ pub struct RedisSettings {
     pub cache_ttl: Duration,
     /// How long a cached session may still serve while the store is unreachable.
     pub cache_max_stale: Duration,
+    /// Trust and client certificate for `rediss://` (PEM); empty: the system's roots, no client cert.
+    pub tls: RedisTls,
+}
+
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    pub ca_pem: Option<Vec<u8>>,
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// One Redis, or the seed nodes of a Redis Cluster.
@@ -136,6 +144,8 @@ impl std::fmt::Debug for RedisSettings {
             .field("timeout", &self.timeout)
             .field("cache_ttl", &self.cache_ttl)
             .field("cache_max_stale", &self.cache_max_stale)
+            .field("custom_ca", &self.tls.ca_pem.is_some())
+            .field("client_cert", &self.tls.client.is_some())
             .finish()
     }
 }
@@ -185,6 +195,77 @@ pub fn parse_redis_target(conn: &str) -> Result<RedisTarget, String> {
     )
 }
 
+/// `databroker_storage_ca_file`, `_cert_file`, `_key_file` and `_tls_skip_verify`: only with
+/// `rediss://`. Skipping verification is spelled the way the redis crate reads it (`#insecure`).
+fn compile_redis_tls(
+    raw: &RawSettings,
+    target: RedisTarget,
+    files: &mut Vec<std::path::PathBuf>,
+    errs: &mut Errors,
+) -> (RedisTarget, RedisTls) {
+    let tls_url = match &target {
+        RedisTarget::Single(u) => u.starts_with("rediss://"),
+        RedisTarget::Cluster(n) => n.iter().all(|u| u.starts_with("rediss://")),
+    };
+    let mut read = |key: &str, path: &Option<String>| -> Option<Vec<u8>> {
+        let path = path.as_deref()?;
+        files.push(path.into());
+        match std::fs::read(path) {
+            Ok(b) if b.windows(10).any(|w| w == b"-----BEGIN") => Some(b),
+            Ok(_) => {
+                errs.push(key, format!("{path}: not a PEM file"));
+                None
+            }
+            Err(e) => {
+                errs.push(key, format!("cannot read {path}: {e}"));
+                None
+            }
+        }
+    };
+    let ca_pem = read(
+        "databroker_storage_ca_file",
+        &raw.databroker_storage_ca_file,
+    );
+    let cert = read(
+        "databroker_storage_cert_file",
+        &raw.databroker_storage_cert_file,
+    );
+    let key = read(
+        "databroker_storage_key_file",
+        &raw.databroker_storage_key_file,
+    );
+    let client = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            errs.push(
+                "databroker_storage_cert_file",
+                "set both databroker_storage_cert_file and databroker_storage_key_file",
+            );
+            None
+        }
+    };
+    let wants_tls = ca_pem.is_some() || client.is_some() || raw.databroker_storage_tls_skip_verify;
+    if wants_tls && !tls_url {
+        errs.push(
+            "databroker_storage_connection_string",
+            "TLS settings (databroker_storage_ca_file, _cert_file, _key_file, _tls_skip_verify) need rediss://",
+        );
+    }
+    let insecure = |u: String| {
+        if raw.databroker_storage_tls_skip_verify && !u.contains('#') {
+            format!("{u}#insecure")
+        } else {
+            u
+        }
+    };
+    let target = match target {
+        RedisTarget::Single(u) => RedisTarget::Single(insecure(u)),
+        RedisTarget::Cluster(n) => RedisTarget::Cluster(n.into_iter().map(insecure).collect()),
+    };
+    (target, RedisTls { ca_pem, client })
+}
+
 fn compile_storage(
     raw: &RawSettings,
     files: &mut Vec<std::path::PathBuf>,
@@ -202,6 +283,7 @@ fn compile_storage(
         None | Some("memory") => Storage::Memory,
         Some("redis") => match conn.as_deref().map(parse_redis_target) {
             Some(Ok(target)) => {
+                let (target, tls) = compile_redis_tls(raw, target, files, errs);
                 let timeout = raw
                     .databroker_storage_timeout
                     .map(|d| d.0)
@@ -224,6 +306,7 @@ fn compile_storage(
                         .databroker_cache_max_stale
                         .map(|d| d.0)
                         .unwrap_or(Duration::from_secs(300)),
+                    tls,
                 })
             }
             Some(Err(reason)) => {

@@ -85,6 +85,11 @@ pub struct RawSettings {
     pub databroker_storage_connection_string_file: Option<String>,
     /// Vallum extension: prefix of every Redis key.
     pub databroker_storage_key_prefix: Option<String>,
+    /// Vallum extension (Pomerium's names from when it had Redis): TLS to Redis.
+    pub databroker_storage_ca_file: Option<String>,
+    pub databroker_storage_cert_file: Option<String>,
+    pub databroker_storage_key_file: Option<String>,
+    pub databroker_storage_tls_skip_verify: bool,
     /// Vallum extension: bound on every session-store call.
     pub databroker_storage_timeout: Option<GoDuration>,
     /// Vallum extension: how long a node trusts its cached copy of a session.

@@ -12,13 +12,13 @@
 //! request at most that long; the caller decides what an error means.
 
 use super::{record, unix_now, Session, StoreError};
-use crate::config::auth::{RedisSettings, RedisTarget};
+use crate::config::auth::{RedisSettings, RedisTarget, RedisTls};
 use crate::crypto::Key;
 use crate::metrics::Metrics;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{FromRedisValue, Pipeline};
+use redis::{ClientTlsConfig, FromRedisValue, Pipeline, TlsCertificates};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,7 +34,8 @@ enum Conn {
 #[allow(clippy::large_enum_variant)]
 enum Client {
     Single(redis::Client),
-    Cluster(ClusterClient, Vec<String>),
+    /// The cluster client, its seed URLs and TLS material (for the pub/sub connection).
+    Cluster(ClusterClient, Vec<String>, Option<TlsCertificates>),
 }
 
 pub struct RedisStore {
@@ -59,18 +60,25 @@ impl RedisStore {
         shared_secret: &Key,
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
+        let certs = tls_certificates(&settings.tls);
         let client = match &settings.target {
             RedisTarget::Single(url) => Client::Single(
-                redis::Client::open(url.as_str()).map_err(|e| format!("invalid Redis URL: {e}"))?,
+                open(url, certs.as_ref()).map_err(|e| format!("invalid Redis URL: {e}"))?,
             ),
-            RedisTarget::Cluster(urls) => Client::Cluster(
-                ClusterClient::builder(urls.iter().map(String::as_str))
+            RedisTarget::Cluster(urls) => {
+                let mut b = ClusterClient::builder(urls.iter().map(String::as_str))
                     .connection_timeout(settings.timeout.max(Duration::from_millis(500)))
-                    .response_timeout(settings.timeout.max(Duration::from_millis(500)))
-                    .build()
-                    .map_err(|e| format!("invalid Redis Cluster nodes: {e}"))?,
-                urls.clone(),
-            ),
+                    .response_timeout(settings.timeout.max(Duration::from_millis(500)));
+                if let Some(c) = &certs {
+                    b = b.certs(c.clone());
+                }
+                Client::Cluster(
+                    b.build()
+                        .map_err(|e| format!("invalid Redis Cluster nodes: {e}"))?,
+                    urls.clone(),
+                    certs,
+                )
+            }
         };
         Ok(Self {
             client,
@@ -95,7 +103,7 @@ impl RedisStore {
                             .await
                             .map(Conn::Single)
                     }
-                    Client::Cluster(c, _) => c.get_async_connection().await.map(Conn::Cluster),
+                    Client::Cluster(c, _, _) => c.get_async_connection().await.map(Conn::Cluster),
                 }
             })
             .await
@@ -182,9 +190,11 @@ impl RedisStore {
     pub fn pubsub_client(&self, attempt: usize) -> Result<redis::Client, String> {
         match &self.client {
             Client::Single(c) => Ok(c.clone()),
-            Client::Cluster(_, urls) => {
-                let url = &urls[attempt % urls.len().max(1)];
-                redis::Client::open(url.as_str()).map_err(|e| e.to_string())
+            Client::Cluster(_, urls, certs) => {
+                let url = urls
+                    .get(attempt % urls.len().max(1))
+                    .ok_or("no cluster nodes")?;
+                open(url, certs.as_ref()).map_err(|e| e.to_string())
             }
         }
     }
@@ -302,6 +312,27 @@ impl RedisStore {
 
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+}
+
+/// The redis crate's form of the configured CA and client certificate, if any.
+fn tls_certificates(t: &RedisTls) -> Option<TlsCertificates> {
+    if t.ca_pem.is_none() && t.client.is_none() {
+        return None;
+    }
+    Some(TlsCertificates {
+        client_tls: t.client.as_ref().map(|(cert, key)| ClientTlsConfig {
+            client_cert: cert.clone(),
+            client_key: key.clone(),
+        }),
+        root_cert: t.ca_pem.clone(),
+    })
+}
+
+fn open(url: &str, certs: Option<&TlsCertificates>) -> redis::RedisResult<redis::Client> {
+    match certs {
+        Some(c) => redis::Client::build_with_tls(url, c.clone()),
+        None => redis::Client::open(url),
     }
 }
 

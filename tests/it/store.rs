@@ -88,6 +88,7 @@ pub fn redis_settings(target: RedisTarget, prefix: &str) -> RedisSettings {
         timeout: Duration::from_millis(500),
         cache_ttl: Duration::from_secs(1),
         cache_max_stale: Duration::from_secs(300),
+        tls: Default::default(),
     }
 }
 
@@ -323,4 +324,88 @@ async fn single_use_claims_hold_across_nodes() {
     assert!(!mem.claim_once("k", 1).await.unwrap());
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert!(mem.claim_once("k", 1).await.unwrap(), "claims expire");
+}
+
+#[tokio::test]
+async fn redis_with_a_password_in_the_url() {
+    let redis = RedisServer::start_with_password("s3cret-pass").await;
+    let url = format!("redis://:s3cret-pass@127.0.0.1:{}/", redis.port);
+    let store = redis_store(
+        &redis_settings(RedisTarget::Single(url), "pw:"),
+        &Key::random(),
+    );
+    store.put(&session("p", 600)).await.unwrap();
+    assert!(store.get("p").await.unwrap().is_some());
+    let wrong = redis_store(
+        &redis_settings(
+            RedisTarget::Single(format!("redis://:wrong@127.0.0.1:{}/", redis.port)),
+            "pw:",
+        ),
+        &Key::random(),
+    );
+    assert!(
+        wrong.get("p").await.is_err(),
+        "a wrong password is an error"
+    );
+}
+
+#[tokio::test]
+async fn redis_over_tls_with_a_private_ca_and_a_client_certificate() {
+    use crate::support::certs::TestCa;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("redis CA");
+    let ca_path = ca.write(dir.path(), "ca");
+    let (cert, key) = ca
+        .server(&["127.0.0.1", "localhost"])
+        .write(dir.path(), "server");
+    let (ccert, ckey) = ca.client("vallum").write(dir.path(), "client");
+    let redis = RedisServer::start_tls(&ca_path, &cert, &key, true).await;
+    assert!(redis.url().starts_with("rediss://"));
+
+    // Through the config keys, as an operator writes them.
+    let yaml = format!(
+        "authenticate_service_url: https://auth.example.com\nidp_provider: oidc\nidp_provider_url: https://idp.example.com\n\
+         idp_client_id: x\nidp_client_secret: y\ncookie_secret: 8GIP1sU0aqXJZ8T8XkL1zB0cR2P0kTmYxw0a3DkBwsw=\n\
+         shared_secret: Wm9vaF9zaGFyZWRfc2VjcmV0XzMyX2J5dGVzX19fXyE=\ninsecure_server: true\n\
+         databroker_storage_type: redis\ndatabroker_storage_connection_string: {}\n\
+         databroker_storage_ca_file: {}\ndatabroker_storage_cert_file: {}\ndatabroker_storage_key_file: {}\n",
+        redis.url(),
+        ca_path.display(),
+        ccert.display(),
+        ckey.display()
+    );
+    let rt = vallum::runtime::Runtime::from_str(&yaml, &|_| None, None).unwrap();
+    let auth = rt.settings.auth.as_ref().unwrap();
+    let vallum::config::auth::Storage::Redis(settings) = &auth.storage else {
+        panic!("redis storage expected")
+    };
+    let mut settings = settings.clone();
+    settings.timeout = Duration::from_secs(2);
+    let store = redis_store(&settings, &auth.shared_secret);
+    store.put(&session("t", 600)).await.unwrap();
+    assert_eq!(
+        store.get("t").await.unwrap().unwrap().id,
+        "t",
+        "round trip over TLS"
+    );
+
+    // Without the client certificate the server refuses; without the CA the client does.
+    let mut no_client = settings.clone();
+    no_client.tls.client = None;
+    assert!(redis_store(&no_client, &auth.shared_secret)
+        .get("t")
+        .await
+        .is_err());
+    let mut no_ca = settings.clone();
+    no_ca.tls.ca_pem = None;
+    assert!(redis_store(&no_ca, &auth.shared_secret)
+        .get("t")
+        .await
+        .is_err());
+
+    let bad =
+        vallum::runtime::Runtime::from_str(&yaml.replace("rediss://", "redis://"), &|_| None, None)
+            .unwrap_err()
+            .to_string();
+    assert!(bad.contains("need rediss://"), "{bad}");
 }

@@ -6,14 +6,20 @@ use std::time::{Duration, Instant};
 
 pub struct RedisServer {
     pub port: u16,
+    pub tls: bool,
     child: Option<Child>,
     extra: Vec<String>,
     dir: tempfile::TempDir,
 }
 
 fn spawn(port: u16, dir: &std::path::Path, extra: &[String]) -> Child {
+    let plain_port = if extra.iter().any(|a| a == "--tls-port") {
+        0
+    } else {
+        port
+    };
     Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args(["--port", &plain_port.to_string(), "--bind", "127.0.0.1", "--save", ""])
         .arg("--dir")
         .arg(dir)
         .args(extra)
@@ -25,14 +31,19 @@ fn spawn(port: u16, dir: &std::path::Path, extra: &[String]) -> Child {
         })
 }
 
-async fn wait_ready(port: u16) {
+/// Waits until the server answers: `PING` on a plain port (any reply, so a password-protected
+/// server counts), an accepted connection on a TLS one.
+async fn wait_ready(port: u16, plain: bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            if !plain {
+                return;
+            }
             let _ = s.write_all(b"PING\r\n").await;
-            let mut buf = [0u8; 7];
-            if s.read_exact(&mut buf).await.is_ok() && &buf == b"+PONG\r\n" {
+            let mut buf = [0u8; 1];
+            if s.read_exact(&mut buf).await.is_ok() && (buf[0] == b'+' || buf[0] == b'-') {
                 return;
             }
         }
@@ -58,13 +69,60 @@ impl RedisServer {
         .await
     }
 
+    /// A server that requires `AUTH` with this password.
+    pub async fn start_with_password(password: &str) -> RedisServer {
+        Self::start_with(
+            super::free_port(),
+            &["--appendonly", "no", "--requirepass", password],
+        )
+        .await
+    }
+
+    /// A TLS-only server (`rediss://`) with this certificate, trusting `ca` for client
+    /// certificates, which it requires when `client_certs` is set.
+    pub async fn start_tls(
+        ca: &std::path::Path,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        client_certs: bool,
+    ) -> RedisServer {
+        let port = super::free_port();
+        let (port_s, ca, cert, key) = (
+            port.to_string(),
+            ca.display().to_string(),
+            cert.display().to_string(),
+            key.display().to_string(),
+        );
+        let mut s = Self::start_with(
+            port,
+            &[
+                "--appendonly",
+                "no",
+                "--tls-port",
+                &port_s,
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca,
+                "--tls-auth-clients",
+                if client_certs { "yes" } else { "no" },
+            ],
+        )
+        .await;
+        s.tls = true;
+        s
+    }
+
     async fn start_with(port: u16, extra: &[&str]) -> RedisServer {
         let dir = tempfile::tempdir().unwrap();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let child = spawn(port, dir.path(), &extra);
-        wait_ready(port).await;
+        wait_ready(port, !extra.iter().any(|a| a == "--tls-port")).await;
         RedisServer {
             port,
+            tls: false,
             child: Some(child),
             extra,
             dir,
@@ -72,7 +130,8 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     /// SIGKILL: no goodbye to clients, like a crashed or partitioned Redis.
@@ -87,7 +146,7 @@ impl RedisServer {
     pub async fn restart(&mut self) {
         self.kill();
         self.child = Some(spawn(self.port, self.dir.path(), &self.extra));
-        wait_ready(self.port).await;
+        wait_ready(self.port, !self.extra.iter().any(|a| a == "--tls-port")).await;
     }
 }
 
