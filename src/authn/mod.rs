@@ -29,6 +29,10 @@ use url::Url;
 
 /// How long a sign-in attempt (IdP round trip) may take.
 const FLOW_TTL: u64 = 600;
+/// Sign-in attempts a browser may have in flight before the older ones are dropped.
+const MAX_PENDING_SIGN_INS: usize = 5;
+/// Longest URL a sign-in may return to (it travels in a cookie and in signed URLs).
+pub const MAX_REDIRECT_LEN: usize = 4096;
 /// How long the hand-off from the authenticate host to an app host is valid.
 const HANDOFF_TTL: u64 = 60;
 
@@ -264,12 +268,32 @@ async fn sign_in(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_>)
         format!("flow|{}", req.host).as_bytes(),
     );
     let url = idp.authorize_url(&flow.s, &flow.n, &flow.v);
+    // Each attempt leaves a small cookie until its callback; a client that starts attempts
+    // without finishing them would grow the Cookie header without bound. Past a few, the old
+    // attempts are dropped (a tab still waiting on one restarts its sign-in).
+    let prefix = format!("{}_csrf_", auth.cookie.name);
+    let stale: Vec<String> = req
+        .cookies
+        .map(|c| {
+            c.split(';')
+                .filter_map(|kv| kv.trim().split_once('=').map(|(k, _)| k.trim()))
+                .filter(|k| k.starts_with(&prefix))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut reply = Reply::found(url.as_str());
+    if stale.len() >= MAX_PENDING_SIGN_INS {
+        for name in stale {
+            reply = reply.with_cookie(cookie::set_cookie(&auth.cookie, &name, "", 0, true));
+        }
+    }
     state
         .metrics
         .sign_ins
         .with_label_values(&["started", ""])
         .inc();
-    Reply::found(url.as_str()).with_cookie(cookie::set_cookie(
+    reply.with_cookie(cookie::set_cookie(
         &auth.cookie,
         &flow_cookie_name(auth, &flow.s),
         &sealed,
@@ -304,6 +328,15 @@ async fn oauth_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Reque
                 &format!("The identity provider said: {err} {desc}"),
             ),
         );
+    }
+    // A parameter given twice is refused, not resolved first- or last-wins: the two halves of
+    // a stack that disagree on which one counts is how parameter pollution attacks work.
+    if ["state", "code", "error"]
+        .iter()
+        .any(|k| req.query.iter().filter(|(n, _)| n == k).count() > 1)
+    {
+        failed(state, "bad_response");
+        return bad_request("a sign-in parameter was given more than once");
     }
     let Some(state_param) = req.param("state").filter(|s| !s.is_empty()) else {
         failed(state, "csrf");

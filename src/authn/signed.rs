@@ -62,7 +62,18 @@ pub fn verify(
     query: &[(String, String)],
     now: u64,
 ) -> Result<String, SignedUrlError> {
-    let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    // Each signed parameter exactly once: with two, the signature check and the code that
+    // acts on the target could read different ones.
+    let get = |k: &str| {
+        let mut it = query
+            .iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str());
+        match (it.next(), it.next()) {
+            (Some(v), None) => Some(v),
+            _ => None,
+        }
+    };
     let (Some(target), Some(issued), Some(expiry), Some(sig)) = (
         get("pomerium_redirect_uri"),
         get("pomerium_issued").and_then(|v| v.parse::<u64>().ok()),
@@ -82,6 +93,9 @@ pub fn verify(
 
 /// A redirect target Vallum will send a browser to: absolute http(s), a host, no user info.
 pub fn safe_target(target: &str) -> Option<Url> {
+    if target.len() > super::MAX_REDIRECT_LEN {
+        return None;
+    }
     let u = Url::parse(target).ok()?;
     let ok = matches!(u.scheme(), "http" | "https")
         && u.host_str().is_some_and(|h| !h.is_empty())

@@ -128,7 +128,36 @@ pub struct OpsSettings {
     pub max_request_headers: usize,
     /// Default request body limit for routes without `max_request_bytes`.
     pub max_request_bytes: Option<u64>,
+    /// Canonical (lower-case, `-`) identity header names stripped from every request; a trailing
+    /// `*` strips a prefix.
+    pub strip_identity_headers: Vec<String>,
+    /// Requests per second one client IP may make to the sign-in endpoints (0: unlimited).
+    pub signin_rate_limit: u32,
 }
+
+/// Headers other identity-aware proxies use to tell upstreams who the user is. An upstream
+/// migrated from oauth2-proxy, Authelia or Apache may still trust them, so a client must not be
+/// able to send them through Vallum.
+pub const DEFAULT_STRIP_IDENTITY: &[&str] = &[
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "x-auth-request-*",
+    "remote-user",
+    "remote-email",
+    "remote-groups",
+    "remote-name",
+    "x-remote-user",
+    "x-webauth-user",
+    "x-user",
+    "x-email",
+    "x-authenticated-user",
+    "x-goog-authenticated-user-*",
+    "x-ms-client-principal*",
+    "cf-access-*",
+];
 
 impl OpsSettings {
     pub fn trusts(&self, ip: Option<IpAddr>) -> bool {
@@ -240,6 +269,33 @@ pub fn compile(raw: &RawSettings, errs: &mut Errors, warnings: &mut Vec<String>)
         max_request_header_bytes: raw.max_request_header_bytes.unwrap_or(64 * 1024),
         max_request_headers: raw.max_request_headers.unwrap_or(100),
         max_request_bytes: raw.max_request_bytes,
+        strip_identity_headers: match &raw.strip_identity_headers {
+            None => DEFAULT_STRIP_IDENTITY
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, h)| {
+                    let c = h.trim().to_ascii_lowercase().replace('_', "-");
+                    let name = c.strip_suffix('*').unwrap_or(&c);
+                    let ok = !name.is_empty()
+                        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                    errs.check(
+                        format!("strip_identity_headers[{i}]"),
+                        if ok {
+                            Ok(c.clone())
+                        } else {
+                            Err(format!(
+                                "{h:?} is not a header name (a trailing * matches a prefix)"
+                            ))
+                        },
+                    )
+                })
+                .collect(),
+        },
+        signin_rate_limit: raw.signin_rate_limit.unwrap_or(20),
     }
 }
 

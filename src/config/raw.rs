@@ -50,6 +50,10 @@ pub struct RawSettings {
     pub max_request_headers: Option<usize>,
     /// Vallum extension: default request body limit.
     pub max_request_bytes: Option<u64>,
+    /// Vallum extension: identity headers other gateways use, stripped from every request.
+    pub strip_identity_headers: Option<Vec<String>>,
+    /// Vallum extension: sign-in requests per second per client IP.
+    pub signin_rate_limit: Option<u32>,
     // Sign-in.
     pub services: Option<String>,
     pub authenticate_service_url: Option<String>,
@@ -111,6 +115,10 @@ pub struct RawCertificate {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct RawRoute {
+    /// Vallum extension: let `email`/`domain` rules match an email the IdP did not verify.
+    pub allow_unverified_email: bool,
+    /// Vallum extension: `Origin`s allowed to open a websocket (none listed: any).
+    pub websocket_allowed_origins: Vec<String>,
     /// Vallum extension: request body limit for this route.
     pub max_request_bytes: Option<u64>,
     pub from: Option<String>,

@@ -2,6 +2,7 @@
 //! ID token validation (asymmetric algorithms only, JWKS refetched on an unknown `kid`), userinfo,
 //! refresh, and the IdP's end-session URL.
 
+pub mod bounded;
 mod oidc;
 
 pub use oidc::{Identity, IdpError, Oidc, PROTOCOL_CLAIMS};

@@ -114,12 +114,7 @@ impl std::fmt::Debug for Oidc {
 }
 
 fn http_client() -> Result<reqwest::Client, IdpError> {
-    reqwest::Client::builder()
-        // An IdP endpoint that redirects is a misconfiguration or an attack (SSRF); don't follow.
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| IdpError::Discovery(e.to_string()))
+    super::bounded::client().map_err(|e| IdpError::Discovery(e.to_string()))
 }
 
 impl Oidc {
@@ -128,7 +123,7 @@ impl Oidc {
         let http = http_client()?;
         let issuer = IssuerUrl::new(settings.issuer.as_str().trim_end_matches('/').to_string())
             .map_err(|e| IdpError::Discovery(e.to_string()))?;
-        let metadata = Metadata::discover_async(issuer, &http)
+        let metadata = Metadata::discover_async(issuer, &super::bounded::Bounded(http.clone()))
             .await
             .map_err(|e| IdpError::Discovery(format!("{e}: {}", error_chain(&e))))?;
         let jwks = metadata.jwks().clone();
@@ -215,7 +210,7 @@ impl Oidc {
             .client
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_string()))
-            .request_async(&self.http)
+            .request_async(&super::bounded::Bounded(self.http.clone()))
             .await
             .map_err(|e| IdpError::Exchange(format!("{e}: {}", error_chain(&e))))?;
         let id_token = resp.id_token().ok_or(IdpError::NoIdToken)?;
@@ -239,7 +234,7 @@ impl Oidc {
         let resp = self
             .client
             .exchange_refresh_token(&token)
-            .request_async(&self.http)
+            .request_async(&super::bounded::Bounded(self.http.clone()))
             .await
             .map_err(|e| match &e {
                 openidconnect::RequestTokenError::ServerResponse(r) => {
@@ -326,7 +321,12 @@ impl Oidc {
             return;
         }
         *last = Some(Instant::now());
-        match CoreJsonWebKeySet::fetch_async(self.metadata.jwks_uri(), &self.http).await {
+        match CoreJsonWebKeySet::fetch_async(
+            self.metadata.jwks_uri(),
+            &super::bounded::Bounded(self.http.clone()),
+        )
+        .await
+        {
             Ok(keys) => {
                 tracing::info!(keys = keys.keys().len(), "identity provider keys refetched");
                 self.jwks.store(Arc::new(keys));
@@ -363,6 +363,7 @@ impl Oidc {
                 }
             }
         }
+        check_claim_types(&claims, &self.settings.groups_claim)?;
         let groups = match claims.get(&self.settings.groups_claim) {
             Some(Value::Array(a)) => a
                 .iter()
@@ -410,10 +411,10 @@ impl Oidc {
         if !resp.status().is_success() {
             return Err(IdpError::UserInfo(format!("status {}", resp.status())));
         }
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| IdpError::Unreachable(e.to_string()))?;
+        let bytes = super::bounded::read_body(resp).await.map_err(|e| match e {
+            super::bounded::BoundedError::TooLarge => IdpError::UserInfo(e.to_string()),
+            other => IdpError::Unreachable(other.to_string()),
+        })?;
         serde_json::from_slice(&bytes)
             .map_err(|e| IdpError::UserInfo(format!("not a JSON object: {e}")))
     }
@@ -451,4 +452,30 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out.join(": ")
+}
+
+/// Claims policy reads must have the type the spec gives them: one of the wrong type makes the
+/// identity invalid rather than quietly absent (an `email_verified: "true"` string or an `email`
+/// array must not slip through as "no value" and fall to a weaker rule).
+pub fn check_claim_types(claims: &Map<String, Value>, groups_claim: &str) -> Result<(), IdpError> {
+    let wrong =
+        |name: &str, want: &str| Err(IdpError::IdToken(format!("claim `{name}` must be {want}")));
+    match claims.get("sub") {
+        Some(Value::String(s)) if !s.is_empty() => {}
+        _ => return wrong("sub", "a non-empty string"),
+    }
+    for name in ["email", "name"] {
+        if matches!(claims.get(name), Some(v) if !v.is_string() && !v.is_null()) {
+            return wrong(name, "a string");
+        }
+    }
+    if matches!(claims.get("email_verified"), Some(v) if !v.is_boolean() && !v.is_null()) {
+        return wrong("email_verified", "a boolean");
+    }
+    match claims.get(groups_claim) {
+        None | Some(Value::Null) | Some(Value::String(_)) => {}
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {}
+        Some(_) => return wrong(groups_claim, "a list of strings"),
+    }
+    Ok(())
 }

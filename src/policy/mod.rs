@@ -200,8 +200,10 @@ impl Criterion {
             Criterion::Reject => Tri::False,
             Criterion::AuthenticatedUser => with_subject(&|_| true),
             Criterion::Email(m) => with_subject(&|s| s.email.is_some_and(|e| m.matches(e))),
+            // An address with more than one `@` has no single domain: it never matches.
             Criterion::Domain(m) => with_subject(&|s| {
                 s.email
+                    .filter(|e| e.matches('@').count() == 1)
                     .and_then(|e| e.rsplit_once('@'))
                     .is_some_and(|(_, d)| m.matches(d))
             }),

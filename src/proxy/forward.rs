@@ -48,6 +48,40 @@ pub struct UpstreamIdentity {
     pub headers: Vec<(HeaderName, String)>,
 }
 
+/// Headers that describe the client or the original request: believed only from a trusted proxy.
+const FORWARDING: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-uri",
+    "x-real-ip",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+    "x-client-ip",
+    "true-client-ip",
+];
+
+/// A header name as an upstream might read it: lower-case, `_` as `-` (some frameworks fold
+/// one into the other, which would let `X_Forwarded_User` pass for `X-Forwarded-User`).
+fn canonical(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
+/// Whether `name` is one of the identity headers Vallum owns on the way upstream.
+pub fn is_owned(name: &str, strip: &[String], set_names: &[HeaderName]) -> bool {
+    let n = canonical(name);
+    n.starts_with("x-pomerium-")
+        || strip.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => n.starts_with(prefix),
+            None => n == *p,
+        })
+        || set_names.iter().any(|h| canonical(h.as_str()) == n)
+}
+
 pub struct ForwardInfo<'a> {
     pub identity: Option<UpstreamIdentity>,
     /// Vallum's own cookies, removed from `Cookie` so the upstream never sees a session handle.
@@ -58,6 +92,12 @@ pub struct ForwardInfo<'a> {
     pub skip_xff_append: bool,
     /// The upgrade token this request carries and the route allows, if any.
     pub upgrade: bool,
+    /// The peer is a trusted proxy: its `X-Forwarded-*` and friends are kept (and appended to).
+    pub trusted_peer: bool,
+    /// Identity header names (canonical; `*` suffix = prefix) stripped from every request.
+    pub strip_identity: &'a [String],
+    /// Claim headers Vallum sets (stripped from the client's request either way).
+    pub claim_headers: &'a [(HeaderName, String)],
 }
 
 pub fn shape_request(
@@ -104,15 +144,28 @@ pub fn shape_request(
             }
         }
     }
-    // Identity headers are Vallum's to set; a client never gets to choose them.
+    // Identity headers are Vallum's to set; a client never gets to choose them: every
+    // `X-Pomerium-*`, the claim headers and `set_request_headers` names, and the configured list
+    // of headers other gateways use for identity (`X-Forwarded-User`, `Remote-User`, …).
+    let set_names: Vec<HeaderName> = route
+        .set_request_headers
+        .iter()
+        .map(|(k, _)| k.clone())
+        .chain(info.claim_headers.iter().map(|(h, _)| h.clone()))
+        .collect();
     let spoofable: Vec<HeaderName> = req
         .headers
         .keys()
-        .filter(|k| k.as_str().starts_with("x-pomerium-"))
+        .filter(|k| is_owned(k.as_str(), info.strip_identity, &set_names))
         .cloned()
         .collect();
     for k in spoofable {
         req.remove_header(&k);
+    }
+    if !info.trusted_peer {
+        for h in FORWARDING {
+            req.remove_header(*h);
+        }
     }
 
     let host = match &route.host_header {

@@ -30,6 +30,9 @@ pub struct Gateway {
     runtime: SharedRuntime,
     auth: Arc<AuthState>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Sign-in requests per client IP in the current second, so nobody can flood the IdP (or
+    /// the session store) through Vallum.
+    sign_in_rate: pingora_limits::rate::Rate,
     /// Whether this listener terminates TLS (fixed for the listener's life).
     tls: bool,
 }
@@ -41,6 +44,7 @@ impl Gateway {
             runtime,
             auth,
             metrics,
+            sign_in_rate: pingora_limits::rate::Rate::new(std::time::Duration::from_secs(1)),
             tls,
         }
     }
@@ -70,6 +74,13 @@ pub struct RequestCtx {
     upstream_started: Option<std::time::Instant>,
     /// Request body bytes seen so far (for `max_request_bytes`).
     body_bytes: u64,
+    /// The peer is in `trusted_proxies`: its forwarding headers are believed.
+    trusted_peer: bool,
+    /// The client's address: the peer, or (behind trusted proxies) the right-most untrusted
+    /// `X-Forwarded-For` entry.
+    client_ip: Option<std::net::IpAddr>,
+    /// When an upgraded connection's session was last confirmed in the store.
+    session_checked: Option<std::time::Instant>,
     _open: Option<observe::OpenRequest>,
 }
 
@@ -136,7 +147,13 @@ impl Gateway {
         };
         let settings = &snap.settings;
 
-        // 1. Header hygiene and limits.
+        // 1. Strict framing, header hygiene and limits. A request whose length is ambiguous is
+        // refused and its connection closed: anything after it on the wire could be smuggled.
+        if let Some(problem) = framing_problem(session) {
+            tracing::info!(request_id = %ctx.request_id, problem, "request refused: ambiguous framing");
+            session.set_keepalive(None);
+            return deny(StatusCode::BAD_REQUEST, problem);
+        }
         let head = &session.req_header().headers;
         if head.len() > settings.ops.max_request_headers {
             tracing::info!(request_id = %ctx.request_id, count = head.len(), "request refused: too many headers");
@@ -217,6 +234,22 @@ impl Gateway {
         if let Some(auth) = &settings.auth {
             let on_auth_host =
                 auth.services != Services::Proxy && host_full == auth.authenticate_host;
+            let starts_idp_work = on_auth_host
+                && (target.path == "/.pomerium/sign_in" || target.path == "/oauth2/callback");
+            if starts_idp_work && settings.ops.signin_rate_limit > 0 {
+                let key = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+                if self.sign_in_rate.observe(&key, 1) > settings.ops.signin_rate_limit as isize {
+                    tracing::info!(request_id = %ctx.request_id, "sign-in refused: rate limit");
+                    return Step::Reply(
+                        Reply::error(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "too many sign-in attempts; try again in a moment",
+                            wants_json,
+                        )
+                        .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1")),
+                    );
+                }
+            }
             if on_auth_host
                 || target.path.starts_with("/.pomerium/")
                 || target.path.starts_with("/.well-known/pomerium")
@@ -259,11 +292,25 @@ impl Gateway {
                 .and_then(|v| v.split(',').next())
                 .map(|t| t.trim().to_ascii_lowercase())
                 .unwrap_or_default();
-            if !route.allows_upgrade(&token) {
+            // h2c would turn the connection into HTTP/2 that Vallum never parses: never relayed.
+            if token == "h2c" || !route.allows_upgrade(&token) {
+                session.set_keepalive(None);
                 return deny(
-                    StatusCode::FORBIDDEN,
-                    "this route does not allow connection upgrades",
+                    StatusCode::BAD_REQUEST,
+                    "this route does not allow this connection upgrade",
                 );
+            }
+            // Cross-site websocket hijacking: a page on another origin riding the user's cookie.
+            if !route.websocket_origins.is_empty() {
+                let origin = session
+                    .req_header()
+                    .headers
+                    .get(http::header::ORIGIN)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|o| o.trim_end_matches('/').to_ascii_lowercase());
+                if !origin.is_some_and(|o| route.websocket_origins.contains(&o)) {
+                    return deny(StatusCode::FORBIDDEN, "websocket origin not allowed");
+                }
             }
             ctx.upgrade = true;
         }
@@ -310,8 +357,15 @@ impl Gateway {
             _ => None,
         };
         if let Access::Policy(policy) = &route.access {
+            // `email` and `domain` rules see only an address the IdP verified (`email_verified`
+            // exactly `true`), unless the route opts out: anyone can put any address in an
+            // unverified account at many IdPs.
             let email = identity
                 .as_ref()
+                .filter(|s| {
+                    route.allow_unverified_email
+                        || s.claims.get("email_verified") == Some(&serde_json::Value::Bool(true))
+                })
                 .and_then(|s| s.email.as_deref())
                 .map(str::to_ascii_lowercase);
             let subject = identity.as_ref().map(|s| Subject {
@@ -325,10 +379,7 @@ impl Gateway {
                 subject,
                 method: req.method.as_str(),
                 path: &target.path,
-                client_ip: session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.ip()),
+                client_ip: ctx.client_ip,
                 now: chrono::Utc::now(),
                 cors_preflight: req.method == http::Method::OPTIONS
                     && req.headers.contains_key(http::header::ORIGIN)
@@ -387,11 +438,7 @@ impl Gateway {
                 // networks), else the client IP.
                 let key = match &ctx.identity {
                     Some(s) => s.id.clone(),
-                    None => session
-                        .client_addr()
-                        .and_then(|a| a.as_inet())
-                        .map(|a| a.ip().to_string())
-                        .unwrap_or_default(),
+                    None => ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
                 };
                 match pool.pick(key.as_bytes()) {
                     Some(p) => {
@@ -433,6 +480,66 @@ fn request_id(session: &Session, ops: &crate::config::ops::OpsSettings) -> Strin
         }
     }
     crate::crypto::random_token(12)
+}
+
+/// Why an HTTP/1 request's framing is ambiguous, if it is: duplicate or malformed
+/// `Content-Length`, `Content-Length` together with `Transfer-Encoding`, a coding other than
+/// `chunked`, or obsolete line folding (the classic request-smuggling spellings).
+fn framing_problem(session: &Session) -> Option<&'static str> {
+    let h = &session.req_header().headers;
+    let cl: Vec<&HeaderValue> = h.get_all(http::header::CONTENT_LENGTH).iter().collect();
+    if cl.len() > 1 {
+        return Some("duplicate Content-Length");
+    }
+    if let Some(v) = cl.first() {
+        let b = v.as_bytes();
+        if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
+            return Some("malformed Content-Length");
+        }
+    }
+    let te: Vec<&HeaderValue> = h.get_all(http::header::TRANSFER_ENCODING).iter().collect();
+    if !te.is_empty() {
+        if !cl.is_empty() {
+            return Some("both Content-Length and Transfer-Encoding");
+        }
+        let codings: Vec<String> = te
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|c| c.trim().to_ascii_lowercase())
+            .collect();
+        if codings != ["chunked"] {
+            return Some("unsupported Transfer-Encoding");
+        }
+    }
+    if let Some(h1) = session.as_downstream().as_http1() {
+        let raw = h1.get_headers_raw_bytes();
+        let folded = raw
+            .windows(3)
+            .any(|w| w[0] == b'\r' && w[1] == b'\n' && (w[2] == b' ' || w[2] == b'\t'));
+        if folded {
+            return Some("obsolete header line folding");
+        }
+    }
+    None
+}
+
+/// Behind trusted proxies, the client is the right-most `X-Forwarded-For` address that is not
+/// itself a trusted proxy (entries to its left were written by the client and prove nothing).
+fn client_behind_proxies(
+    session: &Session,
+    ops: &crate::config::ops::OpsSettings,
+) -> Option<std::net::IpAddr> {
+    let all: Vec<std::net::IpAddr> = session
+        .req_header()
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    all.into_iter().rev().find(|ip| !ops.trusts(Some(*ip)))
 }
 
 /// All `Cookie` headers joined (HTTP/2 clients send one per cookie).
@@ -490,6 +597,9 @@ impl AuthnInput {
         }
     }
 }
+
+/// How often an upgraded connection's session is re-confirmed while the client sends.
+const UPGRADE_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Largest form body the sign-in endpoints read.
 const MAX_FORM_BYTES: usize = 16 * 1024;
@@ -609,6 +719,13 @@ impl Gateway {
             original.push('?');
             original.push_str(q);
         }
+        if original.len() > authn::MAX_REDIRECT_LEN {
+            return Step::Reply(Reply::error(
+                StatusCode::URI_TOO_LONG,
+                "this URL is too long to sign in and come back to",
+                reply::wants_json(session),
+            ));
+        }
         Step::Reply(Reply::found(authn::sign_in_url(auth, &original).as_str()))
     }
 }
@@ -629,6 +746,16 @@ impl ProxyHttp for Gateway {
         let snap = self.runtime.load_full();
         let s = &snap.settings;
         ctx.request_id = request_id(session, &s.ops);
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        ctx.trusted_peer = s.ops.trusts(peer);
+        ctx.client_ip = if ctx.trusted_peer {
+            client_behind_proxies(session, &s.ops).or(peer)
+        } else {
+            peer
+        };
         session.set_keepalive(Some(s.timeout_idle.as_secs()));
         session.set_read_timeout(Some(s.timeout_read));
         session.set_write_timeout(s.timeout_write);
@@ -742,6 +869,18 @@ impl ProxyHttp for Gateway {
             scheme: self.scheme(),
             skip_xff_append: snap_skip,
             upgrade: ctx.upgrade,
+            trusted_peer: ctx.trusted_peer,
+            strip_identity: ctx
+                .snap
+                .as_ref()
+                .map(|s| s.settings.ops.strip_identity_headers.as_slice())
+                .unwrap_or(&[]),
+            claim_headers: ctx
+                .snap
+                .as_ref()
+                .and_then(|s| s.settings.auth.as_ref())
+                .map(|a| a.claim_headers.as_slice())
+                .unwrap_or(&[]),
         };
         forward::shape_request(req, route, t, &info)?;
         req.insert_header("x-request-id", ctx.request_id.as_str())?;
@@ -756,6 +895,29 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // An upgraded (websocket) connection lives as long as its session: re-confirmed in the
+        // store at most every UPGRADE_RECHECK while the client sends, and cut when it ended.
+        if ctx.upgrade {
+            if let Some(s) = ctx.identity.clone() {
+                let now = std::time::Instant::now();
+                if s.is_expired(crate::session::unix_now()) {
+                    return Err(Error::explain(
+                        ErrorType::HTTPStatus(401),
+                        "session expired",
+                    ));
+                }
+                let due = ctx
+                    .session_checked
+                    .is_none_or(|t| now.duration_since(t) >= UPGRADE_RECHECK);
+                if due {
+                    ctx.session_checked = Some(now);
+                    if let Ok(None) = self.auth.store.get(&s.id).await {
+                        tracing::info!(request_id = %ctx.request_id, session_id = %s.id, "upgraded connection closed: session ended");
+                        return Err(Error::explain(ErrorType::HTTPStatus(401), "session ended"));
+                    }
+                }
+            }
+        }
         if let (Some(b), Some(max)) = (
             body.as_ref(),
             ctx.route.as_ref().and_then(|r| r.max_request_bytes),
@@ -840,10 +1002,7 @@ impl ProxyHttp for Gateway {
             user_agent: header("user-agent"),
             referer: header("referer"),
             forwarded_for: header("x-forwarded-for"),
-            ip: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip().to_string()),
+            ip: ctx.client_ip.map(|ip| ip.to_string()),
             request_id: &ctx.request_id,
             duration_ms: elapsed.as_secs_f64() * 1000.0,
             size: session.body_bytes_sent(),

@@ -325,6 +325,12 @@ pub fn compile(
         timeout_explicit: raw.timeout.is_some(),
         idle_timeout: raw.idle_timeout.map(|d| d.0).filter(|d| !d.is_zero()),
         max_request_bytes: raw.max_request_bytes.or(ctx.settings.ops.max_request_bytes),
+        allow_unverified_email: raw.allow_unverified_email,
+        websocket_origins: raw
+            .websocket_allowed_origins
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+            .collect(),
     })
 }
 

@@ -228,6 +228,11 @@ pub struct Route {
     pub idle_timeout: Option<Duration>,
     /// Largest request body accepted (413 beyond it); `None`: no limit.
     pub max_request_bytes: Option<u64>,
+    /// `email`/`domain` rules may match an unverified email (the IdP vouches for none of its
+    /// users' addresses, e.g. some Azure AD tenants); off by default.
+    pub allow_unverified_email: bool,
+    /// Allowed websocket `Origin`s, lower-case `scheme://host[:port]`; empty: any.
+    pub websocket_origins: Vec<String>,
 }
 
 impl Route {

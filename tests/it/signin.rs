@@ -30,11 +30,13 @@ impl Env {
         let port = free_port();
         let text = format!(
             "address: 127.0.0.1:{port}\ninsecure_server: true\nauthenticate_service_url: http://authenticate.localhost:{port}\n\
-             {idp}cookie_secret: {COOKIE_SECRET}\nshared_secret: {SHARED_SECRET}\n{extra}\
+             {idp}cookie_secret: {COOKIE_SECRET}\nshared_secret: {SHARED_SECRET}\n{limit}{extra}\
              routes:\n  - from: http://app.localhost\n    to: {u}\n    allow_any_authenticated_user: true\n\
              \x20 - from: http://app2.localhost\n    to: {u}\n    allow_any_authenticated_user: true\n\
              \x20 - from: http://public.localhost\n    to: {u}\n    allow_public_unauthenticated_access: true\n{routes}",
             idp = idp.config(),
+            // Tests sign in many times a second from one address; the limit has its own test.
+            limit = if extra.contains("signin_rate_limit") { "" } else { "signin_rate_limit: 0\n" },
             u = up.url(),
             routes = routes.replace("{u}", &up.url()),
         );

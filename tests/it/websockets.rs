@@ -49,7 +49,7 @@ routes:
     req.headers_mut()
         .insert("host", "plain.test".parse().unwrap());
     match tokio_tungstenite::connect_async(req).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 400),
         other => panic!("upgrade should be refused, got {other:?}"),
     }
 }

@@ -40,6 +40,9 @@ pub enum Mode {
 pub struct User {
     pub sub: String,
     pub email: String,
+    /// Whether the IdP vouches for the address (`email_verified`): a JSON value, so a test can
+    /// send the wrong type.
+    pub email_verified: serde_json::Value,
     pub name: String,
     pub groups: Vec<String>,
 }
@@ -132,6 +135,7 @@ impl Idp {
                 User {
                     sub: sub.into(),
                     email: email.into(),
+                    email_verified: serde_json::Value::Bool(true),
                     name: name.into(),
                     groups: groups.into_iter().map(String::from).collect(),
                 },
@@ -371,7 +375,7 @@ impl Ctx {
                 respond(
                     200,
                     "application/json",
-                    json!({"sub": sub, "email": u.email, "name": u.name, "groups": u.groups})
+                    json!({"sub": sub, "email": u.email, "email_verified": u.email_verified, "name": u.name, "groups": u.groups})
                         .to_string(),
                 )
             }
@@ -447,7 +451,7 @@ impl Ctx {
         let t = now();
         let mut claims = json!({
             "iss": self.issuer, "sub": u.sub, "aud": self.client_id, "iat": t, "exp": t + 300,
-            "email": u.email, "name": u.name, "groups": u.groups,
+            "email": u.email, "email_verified": u.email_verified, "name": u.name, "groups": u.groups,
         });
         if let Some(n) = &nonce {
             claims["nonce"] = json!(n);
