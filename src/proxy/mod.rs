@@ -482,43 +482,69 @@ fn request_id(session: &Session, ops: &crate::config::ops::OpsSettings) -> Strin
     crate::crypto::random_token(12)
 }
 
-/// Why an HTTP/1 request's framing is ambiguous, if it is: duplicate or malformed
-/// `Content-Length`, `Content-Length` together with `Transfer-Encoding`, a coding other than
-/// `chunked`, or obsolete line folding (the classic request-smuggling spellings).
+/// Why a request's framing is ambiguous, if it is: duplicate or malformed `Content-Length`,
+/// `Content-Length` together with `Transfer-Encoding`, a coding other than `chunked`, or
+/// obsolete line folding (the classic request-smuggling spellings). For HTTP/1 the raw head is
+/// read, because Pingora drops `Content-Length` from the parsed headers when
+/// `Transfer-Encoding` is present (RFC 9112 §6.3) — which hides exactly the conflict to refuse.
 fn framing_problem(session: &Session) -> Option<&'static str> {
-    let h = &session.req_header().headers;
-    let cl: Vec<&HeaderValue> = h.get_all(http::header::CONTENT_LENGTH).iter().collect();
+    let mut cl: Vec<Vec<u8>> = Vec::new();
+    let mut te: Vec<Vec<u8>> = Vec::new();
+    if let Some(h1) = session.as_downstream().as_http1() {
+        let raw = h1.get_headers_raw_bytes();
+        let mut lines = raw.split(|&b| b == b'\n');
+        lines.next(); // request line
+        for line in lines {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                break;
+            }
+            if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+                return Some("obsolete header line folding");
+            }
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let (name, value) = line.split_at(colon);
+            let value = value.get(1..).unwrap_or(&[]).trim_ascii().to_vec();
+            if name.eq_ignore_ascii_case(b"content-length") {
+                cl.push(value);
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                te.push(value);
+            }
+        }
+    } else {
+        let h = &session.req_header().headers;
+        cl = h
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect();
+        te = h
+            .get_all(http::header::TRANSFER_ENCODING)
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect();
+    }
     if cl.len() > 1 {
         return Some("duplicate Content-Length");
     }
     if let Some(v) = cl.first() {
-        let b = v.as_bytes();
-        if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
+        if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
             return Some("malformed Content-Length");
         }
     }
-    let te: Vec<&HeaderValue> = h.get_all(http::header::TRANSFER_ENCODING).iter().collect();
     if !te.is_empty() {
         if !cl.is_empty() {
             return Some("both Content-Length and Transfer-Encoding");
         }
         let codings: Vec<String> = te
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|c| c.trim().to_ascii_lowercase())
+            .flat_map(|v| v.split(|&b| b == b','))
+            .map(|c| String::from_utf8_lossy(c).trim().to_ascii_lowercase())
             .collect();
         if codings != ["chunked"] {
             return Some("unsupported Transfer-Encoding");
-        }
-    }
-    if let Some(h1) = session.as_downstream().as_http1() {
-        let raw = h1.get_headers_raw_bytes();
-        let folded = raw
-            .windows(3)
-            .any(|w| w[0] == b'\r' && w[1] == b'\n' && (w[2] == b' ' || w[2] == b'\t'));
-        if folded {
-            return Some("obsolete header line folding");
         }
     }
     None

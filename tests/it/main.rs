@@ -16,6 +16,7 @@ mod paths;
 mod reload;
 mod rewrites;
 mod routing;
+mod security;
 pub mod signin;
 mod split;
 mod store;

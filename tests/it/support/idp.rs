@@ -34,6 +34,12 @@ pub enum Mode {
     UserinfoOtherSub,
     /// Every endpoint answers 503 (an IdP outage).
     Down,
+    /// An ES256 signature with r = s = 0 (the "psychic signatures" class).
+    ZeroSignature,
+    /// Signed by an attacker's key, whose header points at the attacker's keys (`jku`, `x5u`).
+    KeysFromHeader,
+    /// A 2 MiB userinfo response.
+    HugeUserinfo,
 }
 
 #[derive(Clone)]
@@ -97,6 +103,8 @@ pub struct State {
     access: HashMap<String, String>,
     refresh: HashMap<String, String>,
     pub logouts: Vec<HashMap<String, String>>,
+    /// Claims added to (or replacing those in) both the ID token and userinfo.
+    pub extra_claims: serde_json::Map<String, Value>,
 }
 
 pub struct Idp {
@@ -143,6 +151,7 @@ impl Idp {
         }
         let state = Arc::new(Mutex::new(State {
             mode: Mode::Honest,
+            extra_claims: serde_json::Map::new(),
             users,
             current: "alice-id".into(),
             keys: vec![SigningKey::generate("key-1")],
@@ -199,6 +208,11 @@ impl Idp {
 
     pub fn login_as(&self, sub: &str) {
         self.state.lock().unwrap().current = sub.into();
+    }
+
+    /// Claims to add to (or replace in) every ID token and userinfo answer from now on.
+    pub fn set_extra_claims(&self, claims: Value) {
+        self.state.lock().unwrap().extra_claims = claims.as_object().cloned().unwrap_or_default();
     }
 
     pub fn set_groups(&self, sub: &str, groups: &[&str]) {
@@ -372,12 +386,19 @@ impl Ctx {
                 } else {
                     u.sub.clone()
                 };
-                respond(
-                    200,
-                    "application/json",
-                    json!({"sub": sub, "email": u.email, "email_verified": u.email_verified, "name": u.name, "groups": u.groups})
-                        .to_string(),
-                )
+                if s.mode == Mode::HugeUserinfo {
+                    let padding = "x".repeat(2 * 1024 * 1024);
+                    return respond(
+                        200,
+                        "application/json",
+                        json!({"sub": sub, "padding": padding}).to_string(),
+                    );
+                }
+                let mut info = json!({"sub": sub, "email": u.email, "email_verified": u.email_verified, "name": u.name, "groups": u.groups});
+                for (k, v) in &s.extra_claims {
+                    info[k] = v.clone();
+                }
+                respond(200, "application/json", info.to_string())
             }
             "/logout" => {
                 self.state.lock().unwrap().logouts.push(query.clone());
@@ -456,6 +477,9 @@ impl Ctx {
         if let Some(n) = &nonce {
             claims["nonce"] = json!(n);
         }
+        for (k, v) in &s.extra_claims {
+            claims[k] = v.clone();
+        }
         match s.mode {
             Mode::WrongIssuer => claims["iss"] = json!("https://evil.example"),
             Mode::WrongAudience => claims["aud"] = json!("someone-else"),
@@ -493,6 +517,24 @@ impl Ctx {
                     &header,
                     &claims,
                     &jsonwebtoken::EncodingKey::from_secret(&key.public_raw),
+                )
+                .unwrap()
+            }
+            Mode::ZeroSignature => {
+                let honest = key.sign(&claims);
+                let (signed, _) = honest.rsplit_once('.').unwrap();
+                format!("{signed}.{}", B64.encode([0u8; 64]))
+            }
+            Mode::KeysFromHeader => {
+                let attacker = SigningKey::generate("attacker-key");
+                let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+                header.kid = Some(attacker.kid.clone());
+                header.jku = Some("https://attacker.example/jwks.json".into());
+                header.x5u = Some("https://attacker.example/cert.pem".into());
+                jsonwebtoken::encode(
+                    &header,
+                    &claims,
+                    &jsonwebtoken::EncodingKey::from_ec_pem(attacker.pem.as_bytes()).unwrap(),
                 )
                 .unwrap()
             }
