@@ -76,7 +76,11 @@ async fn ambiguous_framing_is_refused_and_the_connection_closed() {
         );
     }
     // The control: the same smuggled request on its own is served.
-    let r = raw(gw.addr(), b"GET /ok HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n").await;
+    let r = raw(
+        gw.addr(),
+        b"GET /ok HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!(r.status, 200);
 }
 

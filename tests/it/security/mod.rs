@@ -43,10 +43,7 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> Raw {
         }
     }
     let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
     Raw {
         status,
         responses: text.matches("HTTP/1.1 ").count(),

@@ -14,15 +14,29 @@ async fn unsigned_polluted_and_oversized_targets_are_refused() {
         ("//evil.example/", "scheme-relative"),
         ("/\\evil.example", "oauth2-proxy CVE-2020-5233 (backslash)"),
         ("/\t/evil.example", "oauth2-proxy CVE-2020-11053 (tab)"),
-        ("https://app.localhost.evil.example/", "suffix look-alike (oauth2-proxy CVE-2021-21291 class)"),
-        ("https://evil.example\\@app.localhost/", "userinfo/backslash confusion"),
+        (
+            "https://app.localhost.evil.example/",
+            "suffix look-alike (oauth2-proxy CVE-2021-21291 class)",
+        ),
+        (
+            "https://evil.example\\@app.localhost/",
+            "userinfo/backslash confusion",
+        ),
         ("javascript:alert(1)", "script scheme"),
-        ("http://localhost:1/", "programmatic-login style (Pomerium CVE-2021-29651 class)"),
+        (
+            "http://localhost:1/",
+            "programmatic-login style (Pomerium CVE-2021-29651 class)",
+        ),
     ];
     for (target, source) in targets {
         let mut u = url::Url::parse(&sign_in).unwrap();
-        u.query_pairs_mut().append_pair("pomerium_redirect_uri", target);
-        assert_eq!(b.get(u.as_str()).await.0.status, 400, "unsigned {target:?} ({source})");
+        u.query_pairs_mut()
+            .append_pair("pomerium_redirect_uri", target);
+        assert_eq!(
+            b.get(u.as_str()).await.0.status,
+            400,
+            "unsigned {target:?} ({source})"
+        );
     }
     // A genuine signed link with a second, different target appended (parameter pollution).
     let (_, hops) = b
@@ -40,7 +54,11 @@ async fn unsigned_polluted_and_oversized_targets_are_refused() {
             "repeated signed parameter {extra} (HTTP parameter pollution)"
         );
     }
-    assert_eq!(b.get(&real).await.0.status, 302, "the genuine link still works");
+    assert_eq!(
+        b.get(&real).await.0.status,
+        302,
+        "the genuine link still works"
+    );
     // A URL too long to carry through sign-in.
     let long = format!("/{}", "a".repeat(5000));
     let (r, _) = b.get(&env.url("app", &long)).await;

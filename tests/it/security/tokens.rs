@@ -17,23 +17,44 @@ async fn forged_and_mistyped_tokens_make_no_session() {
     let env = Env::with_routes("", ROUTES).await;
     // (misbehaviour, source)
     let modes = [
-        (Mode::ZeroSignature, "ES256 r = s = 0 (Java CVE-2022-21449, \"psychic signatures\")"),
-        (Mode::KeysFromHeader, "key material from the token header: jku/x5u/jwk (CVE-2018-0114 class)"),
+        (
+            Mode::ZeroSignature,
+            "ES256 r = s = 0 (Java CVE-2022-21449, \"psychic signatures\")",
+        ),
+        (
+            Mode::KeysFromHeader,
+            "key material from the token header: jku/x5u/jwk (CVE-2018-0114 class)",
+        ),
         (Mode::AlgNone, "alg: none (CVE-2015-9235 class)"),
-        (Mode::Hs256WithPublicKey, "HMAC with the public key as secret (algorithm confusion)"),
+        (
+            Mode::Hs256WithPublicKey,
+            "HMAC with the public key as secret (algorithm confusion)",
+        ),
         (Mode::HugeUserinfo, "unbounded IdP response"),
     ];
     for (mode, source) in modes {
         env.idp.set_mode(mode);
         let (r, hops) = env.browser().browse(&env.url("app", "/")).await;
-        assert_eq!(r.status, 401, "{mode:?} ({source}) must be refused: {hops:#?}");
+        assert_eq!(
+            r.status, 401,
+            "{mode:?} ({source}) must be refused: {hops:#?}"
+        );
     }
     env.idp.set_mode(Mode::Honest);
     // (claims, source)
     let mistyped = [
-        (json!({"email_verified": "true"}), "a string where a boolean belongs"),
-        (json!({"email": ["alice@example.com", "ceo@example.com"]}), "an array where a string belongs"),
-        (json!({"groups": {"admins": true}}), "an object where a list of strings belongs"),
+        (
+            json!({"email_verified": "true"}),
+            "a string where a boolean belongs",
+        ),
+        (
+            json!({"email": ["alice@example.com", "ceo@example.com"]}),
+            "an array where a string belongs",
+        ),
+        (
+            json!({"groups": {"admins": true}}),
+            "an object where a list of strings belongs",
+        ),
         (json!({"groups": ["admins", 7]}), "a list with a non-string"),
     ];
     for (claims, source) in mistyped {
@@ -57,12 +78,42 @@ async fn email_rules_need_a_verified_single_address() {
     // (extra claims, host, status, source)
     let cases = [
         (json!({}), "email", 200, "verified address matches"),
-        (json!({"email_verified": false}), "email", 403, "unverified address (Pomerium/oauth2-proxy unverified-email takeovers)"),
-        (json!({"email_verified": null}), "email", 403, "no verification claim counts as unverified"),
-        (json!({"email_verified": false}), "claim", 200, "a route that opts out (allow_unverified_email)"),
-        (json!({"email_verified": false}), "app", 200, "rules that do not read the email are unaffected"),
-        (json!({"email": "alice@example.com@evil.example"}), "domain", 403, "two @: no single domain"),
-        (json!({"email": "bob@evil.example"}), "domain", 200, "the control: one @ in the domain"),
+        (
+            json!({"email_verified": false}),
+            "email",
+            403,
+            "unverified address (Pomerium/oauth2-proxy unverified-email takeovers)",
+        ),
+        (
+            json!({"email_verified": null}),
+            "email",
+            403,
+            "no verification claim counts as unverified",
+        ),
+        (
+            json!({"email_verified": false}),
+            "claim",
+            200,
+            "a route that opts out (allow_unverified_email)",
+        ),
+        (
+            json!({"email_verified": false}),
+            "app",
+            200,
+            "rules that do not read the email are unaffected",
+        ),
+        (
+            json!({"email": "alice@example.com@evil.example"}),
+            "domain",
+            403,
+            "two @: no single domain",
+        ),
+        (
+            json!({"email": "bob@evil.example"}),
+            "domain",
+            200,
+            "the control: one @ in the domain",
+        ),
     ];
     for (claims, host, status, source) in cases {
         env.idp.set_extra_claims(claims.clone());
