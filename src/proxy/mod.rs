@@ -219,10 +219,31 @@ impl Gateway {
             ));
         }
 
-        // 4. Host.
+        // 4. Host. An absolute-form target (`GET http://a/ HTTP/1.1`) must name the same host as
+        // `Host`: otherwise the router and an upstream that reads `Host` would disagree.
         let Some((host, explicit_port)) = request_host(session.req_header()) else {
             return deny(StatusCode::BAD_REQUEST, "missing or invalid Host header");
         };
+        if session.req_header().uri.authority().is_some() {
+            let header_host = session
+                .req_header()
+                .headers
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<http::uri::Authority>().ok())
+                .map(|a| {
+                    (
+                        a.host().trim_end_matches('.').to_ascii_lowercase(),
+                        a.port_u16(),
+                    )
+                });
+            if header_host.is_some_and(|h| h != (host.clone(), explicit_port)) {
+                return deny(
+                    StatusCode::BAD_REQUEST,
+                    "the request target's host differs from the Host header",
+                );
+            }
+        }
         let port = explicit_port.unwrap_or(if self.tls { 443 } else { 80 });
         // `Host` as the browser sends it: what cookies and hand-offs are bound to.
         let host_full = match explicit_port {

@@ -26,6 +26,8 @@ pub enum PathError {
     EncodedSlash,
     #[error("the path contains a malformed percent-escape")]
     BadEscape,
+    #[error("the path contains an encoded '#'")]
+    EncodedFragment,
 }
 
 /// Outcome of normalisation, with a redirect when `unescape_and_redirect` asks for one.
@@ -89,6 +91,17 @@ pub fn normalize(raw: &[u8], rules: PathRules) -> Result<Normalized, PathError> 
         }));
     }
 
+    // `%23` decoded by an upstream becomes a fragment delimiter, and an encoded control byte
+    // (`%00` above all) truncates or splits paths in C and CGI upstreams: what Vallum routed and
+    // what the upstream acts on would differ.
+    for w in path.as_bytes().windows(3).filter(|w| w[0] == b'%') {
+        let hex = std::str::from_utf8(&w[1..]).ok();
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(b'#') => return Err(PathError::EncodedFragment),
+            Some(b) if b < 0x20 || b == 0x7f => return Err(PathError::InvalidByte),
+            _ => {}
+        }
+    }
     let has_encoded_slash = contains_encoded_slash(path);
     let mut redirect = false;
     let decoded_slashes;
@@ -340,6 +353,10 @@ mod tests {
         assert_eq!(norm("/a%2Fb"), Err(PathError::EncodedSlash));
         assert_eq!(norm("/a%5cb"), Err(PathError::EncodedSlash));
         assert_eq!(norm("/a#b"), Err(PathError::Fragment));
+        assert_eq!(norm("/a%23b"), Err(PathError::EncodedFragment));
+        assert_eq!(norm("/a%00b"), Err(PathError::InvalidByte));
+        assert_eq!(norm("/a%0Db"), Err(PathError::InvalidByte));
+        assert_eq!(norm("/a%7fb"), Err(PathError::InvalidByte));
         assert_eq!(norm("/a b"), Err(PathError::InvalidByte));
         assert_eq!(norm("/a\x00b"), Err(PathError::InvalidByte));
         assert_eq!(norm("/a%zz"), Err(PathError::BadEscape));

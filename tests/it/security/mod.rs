@@ -5,6 +5,7 @@
 mod framing;
 mod headers;
 mod limits;
+mod paths;
 mod redirects;
 mod sessions;
 mod tokens;
