@@ -9,6 +9,7 @@
 
 pub mod discovery;
 pub mod pages;
+pub mod programmatic;
 mod refresh;
 pub mod signed;
 mod signout;
@@ -75,6 +76,8 @@ pub struct Request<'a> {
     pub path: &'a str,
     pub query: Vec<(String, String)>,
     pub cookies: Option<&'a str>,
+    /// A programmatic-login token sent in one of the bearer forms.
+    pub bearer: Option<&'a str>,
     pub wants_json: bool,
     /// Form fields of a POST body.
     pub form: Vec<(String, String)>,
@@ -196,6 +199,8 @@ pub async fn route_endpoint(
     Some(match req.path {
         "/.pomerium/callback/" | "/.pomerium/callback" => route_callback(auth, state, req).await,
         "/.pomerium/sign_out" => signout::route_sign_out(auth, state, req).await,
+        "/.pomerium/api/v1/login" => programmatic::login_url(auth, req),
+        "/.pomerium/programmatic" => programmatic::hand_token(auth, state, req).await,
         "/.pomerium/user" => user::user_json(auth, state, req).await,
         "/.pomerium/" => user::user_page(auth, state, req).await,
         "/.pomerium/jwt" if auth.jwt_endpoint => user::jwt_endpoint(auth, state, req).await,

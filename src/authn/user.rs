@@ -10,7 +10,14 @@ async fn route_session(
     state: &Arc<AuthState>,
     req: &Request<'_>,
 ) -> Result<Arc<Session>, Box<Reply>> {
-    match session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await {
+    let found = match session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await {
+        Ok(None) => match req.bearer {
+            Some(t) => super::programmatic::session_for_token(auth, state, t, req.host).await,
+            None => Ok(None),
+        },
+        other => other,
+    };
+    match found {
         Ok(Some(s)) => Ok(s),
         Ok(None) => Err(Box::new(Reply::json(
             StatusCode::UNAUTHORIZED,

@@ -95,6 +95,9 @@ pub struct AuthSettings {
     /// True when either secret was generated for this process (single node only).
     pub generated_secrets: bool,
     pub storage: Storage,
+    /// Hosts a programmatic login may return its token to (lower-case). `localhost` also admits
+    /// the loopback addresses.
+    pub programmatic_redirects: Vec<String>,
 }
 
 /// Where sessions are kept (`databroker_storage_type`).
@@ -574,6 +577,14 @@ pub fn compile(
         signout_redirect_url,
         generated_secrets: generated,
         storage,
+        programmatic_redirects: raw
+            .programmatic_redirect_domain_whitelist
+            .clone()
+            .unwrap_or_else(|| vec!["localhost".into()])
+            .into_iter()
+            .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect(),
         signer,
         claim_headers,
         pass_identity_headers: raw.pass_identity_headers.unwrap_or(false),

@@ -19,7 +19,6 @@ pub const POMERIUM_GLOBAL_UNSUPPORTED: &[&str] = &[
     "idp_access_token_allowed_audiences",
     "identity_providers",
     "bearer_token_format",
-    "programmatic_redirect_domain_whitelist",
     "jwt_groups_filter",
     "certificate_authority",
     "certificate_authority_file",

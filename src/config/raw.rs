@@ -84,6 +84,7 @@ pub struct RawSettings {
     pub signing_key_file: Option<String>,
     pub jwt_claims_headers: Option<serde_yaml_ng::Value>,
     pub jwt_issuer_format: Option<String>,
+    pub programmatic_redirect_domain_whitelist: Option<Vec<String>>,
     pub databroker_storage_type: Option<String>,
     pub databroker_storage_connection_string: Option<String>,
     pub databroker_storage_connection_string_file: Option<String>,

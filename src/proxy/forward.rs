@@ -167,6 +167,18 @@ pub fn shape_request(
             req.remove_header(*h);
         }
     }
+    // A programmatic-login token is Vallum's credential, not the app's.
+    let pomerium_auth = req
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let v = v.trim_start();
+            v.starts_with("Pomerium ") || v.starts_with("Bearer Pomerium-")
+        });
+    if pomerium_auth {
+        req.remove_header(&http::header::AUTHORIZATION);
+    }
 
     let host = match &route.host_header {
         HostHeader::Auto => HeaderValue::from_str(&target.authority).ok(),

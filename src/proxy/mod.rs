@@ -371,6 +371,21 @@ impl Gateway {
                 )
                 .await
                 {
+                    Ok(None) => {
+                        match authn::programmatic::bearer_token(&session.req_header().headers) {
+                            Some(token) => {
+                                match authn::programmatic::session_for_token(
+                                    auth, &self.auth, token, &host_full,
+                                )
+                                .await
+                                {
+                                    Ok(s) => s,
+                                    Err(_) => return Step::Reply(authn::store_unavailable()),
+                                }
+                            }
+                            None => None,
+                        }
+                    }
                     Ok(s) => s,
                     Err(_) => return Step::Reply(authn::store_unavailable()),
                 }
@@ -621,6 +636,7 @@ struct AuthnInput {
     method: http::Method,
     query: Vec<(String, String)>,
     cookies: Option<String>,
+    bearer: Option<String>,
     form: Vec<(String, String)>,
     scheme: &'static str,
 }
@@ -639,6 +655,7 @@ impl AuthnInput {
             path,
             query: self.query.clone(),
             cookies: self.cookies.as_deref(),
+            bearer: self.bearer.as_deref(),
             wants_json,
             form: self.form.clone(),
         }
@@ -699,6 +716,8 @@ impl Gateway {
             method,
             query,
             cookies: cookie_header(session),
+            bearer: authn::programmatic::bearer_token(&session.req_header().headers)
+                .map(str::to_string),
             form,
             scheme: self.scheme(),
         })

@@ -13,6 +13,7 @@ mod fleet;
 mod headers;
 mod ops;
 mod paths;
+mod programmatic;
 mod reload;
 mod rewrites;
 mod routing;
