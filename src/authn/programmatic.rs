@@ -22,7 +22,7 @@ pub fn allowed_redirect(uri: &str, whitelist: &[String]) -> Option<Url> {
     let ok = match u.host()? {
         url::Host::Domain(d) => {
             let d = d.trim_end_matches('.').to_ascii_lowercase();
-            whitelist.iter().any(|w| *w == d)
+            whitelist.contains(&d)
         }
         url::Host::Ipv4(ip) => {
             whitelist.iter().any(|w| *w == ip.to_string())
