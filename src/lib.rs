@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod demo;
 pub mod headers;
 pub mod identity;
+pub mod login;
 pub mod metrics;
 pub mod ops;
 pub mod policy;

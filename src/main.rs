@@ -43,6 +43,27 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Sign in to a route from a terminal and print a token for scripts
+    /// (`curl -H "Authorization: Pomerium $(vallum login --print-token URL)" URL`).
+    Login {
+        /// A URL on the route, e.g. https://app.example.com
+        url: String,
+        /// Reuse the cached token if the gateway still accepts it; sign in only if not.
+        #[arg(long)]
+        print_token: bool,
+        /// Print `{"host", "token"}` as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Print the sign-in URL only; do not try to open a browser.
+        #[arg(long)]
+        no_browser: bool,
+        /// Do not verify the gateway's TLS certificate (test setups only).
+        #[arg(long)]
+        insecure: bool,
+        /// How long to wait for the sign-in, in seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
     /// List or revoke sessions in the configured shared (Redis) store.
     Sessions {
         #[command(subcommand)]
@@ -100,6 +121,14 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => run(args),
         Some(Command::Demo { port }) => demo(port),
         Some(Command::Sessions { action }) => sessions(action),
+        Some(Command::Login {
+            url,
+            print_token,
+            json,
+            no_browser,
+            insecure,
+            timeout,
+        }) => login(&url, print_token, json, !no_browser, insecure, timeout),
         None => run(cli.run),
     }
 }
@@ -216,6 +245,45 @@ fn demo(port: u16) -> ExitCode {
         }
         Err(e) => {
             eprintln!("vallum demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn login(url: &str, reuse: bool, json: bool, open: bool, insecure: bool, timeout: u64) -> ExitCode {
+    let run = || -> anyhow::Result<(String, String)> {
+        let url = url::Url::parse(url).with_context(|| format!("{url} is not a URL"))?;
+        let host = vallum::login::host_key(&url)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let token = rt.block_on(async {
+            if reuse {
+                if let Some(t) = vallum::login::cached_valid(&url, insecure).await {
+                    return Ok::<_, anyhow::Error>(t);
+                }
+            }
+            let opts = vallum::login::LoginOptions {
+                url: url.clone(),
+                insecure,
+                open_browser: open,
+                timeout: std::time::Duration::from_secs(timeout),
+            };
+            Ok(vallum::login::login(&opts).await?)
+        })?;
+        Ok((host, token))
+    };
+    match run() {
+        Ok((host, token)) => {
+            if json {
+                println!("{}", serde_json::json!({ "host": host, "token": token }));
+            } else {
+                println!("{token}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vallum login: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -152,3 +152,106 @@ async fn programmatic_redirects_only_to_the_whitelist() {
         .await;
     assert_eq!(r.status, 400);
 }
+
+#[tokio::test]
+async fn vallum_login_end_to_end() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::{Command, Stdio};
+    let env = Env::start("").await;
+    let cache = tempfile::tempdir().unwrap();
+    let app = env.url("app", "/");
+    let mut cli = Command::new(crate::support::bin())
+        .args(["login", &app, "--no-browser", "--json", "--timeout", "30"])
+        .env("VALLUM_CACHE_DIR", cache.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The CLI prints the sign-in URL; the test plays the user's browser.
+    let stderr = BufReader::new(cli.stderr.take().unwrap());
+    let sign_in = tokio::task::spawn_blocking(move || {
+        stderr
+            .lines()
+            .map_while(Result::ok)
+            .map(|l| l.trim().to_string())
+            .find(|l| l.starts_with("http"))
+            .expect("the CLI prints a sign-in URL")
+    })
+    .await
+    .unwrap();
+    let b = env.browser();
+    let (_, hops) = b
+        .browse_until(&sign_in, |u| u.contains("pomerium_jwt="))
+        .await;
+    let callback = hops.last().unwrap().clone();
+    let (landed, _) = b.get(&callback).await;
+    assert_eq!(landed.status, 200, "the CLI's listener answers the browser");
+    let out = tokio::task::spawn_blocking(move || cli.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = printed["token"].as_str().unwrap().to_string();
+    assert_eq!(printed["host"], format!("app.localhost:{}", env.gw.port));
+
+    let files: Vec<_> = std::fs::read_dir(cache.path().join("tokens"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1);
+    let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the cached token is private");
+    assert_eq!(std::fs::read_to_string(&files[0]).unwrap().trim(), token);
+
+    let r = client()
+        .get(env.gw.url("/"))
+        .header("host", format!("app.localhost:{}", env.gw.port))
+        .header("authorization", format!("Pomerium {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the token works with curl-style requests");
+
+    let reuse = |timeout: &'static str| {
+        let (app, dir) = (app.clone(), cache.path().to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            Command::new(crate::support::bin())
+                .args([
+                    "login",
+                    "--print-token",
+                    "--no-browser",
+                    "--timeout",
+                    timeout,
+                    &app,
+                ])
+                .env("VALLUM_CACHE_DIR", dir)
+                .output()
+                .unwrap()
+        })
+    };
+    let again = reuse("1").await.unwrap();
+    assert!(again.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).trim(),
+        token,
+        "the cached token is reused"
+    );
+
+    // After sign-out the cached token is no longer valid: --print-token starts a new sign-in.
+    let sign_out = env.url("app", "/.pomerium/sign_out");
+    let (page, _) = b.get(&sign_out).await;
+    b.client
+        .post(&sign_out)
+        .form(&[("csrf", csrf_field(&page.body))])
+        .send()
+        .await
+        .unwrap();
+    let stale = reuse("1").await.unwrap();
+    assert!(!stale.status.success(), "no reuse of a revoked token");
+    assert!(String::from_utf8_lossy(&stale.stderr).contains("Sign in at:"));
+}
