@@ -23,4 +23,5 @@ pub mod runtime;
 pub mod server;
 pub mod session;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;

@@ -64,6 +64,23 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
+    /// Carry local TCP connections to a tunnel route (`from: tcp+https://HOST:PORT`).
+    Tcp {
+        /// The route's HOST:PORT, e.g. db.example.com:5432
+        target: String,
+        /// Local address to accept connections on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// The gateway's URL (default: https://HOST).
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Token to use (default: $VALLUM_TOKEN, else the one `vallum login` cached for the gateway URL).
+        #[arg(long)]
+        token: Option<String>,
+        /// Do not verify the gateway's TLS certificate (test setups only).
+        #[arg(long)]
+        insecure: bool,
+    },
     /// List or revoke sessions in the configured shared (Redis) store.
     Sessions {
         #[command(subcommand)]
@@ -121,6 +138,13 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => run(args),
         Some(Command::Demo { port }) => demo(port),
         Some(Command::Sessions { action }) => sessions(action),
+        Some(Command::Tcp {
+            target,
+            listen,
+            gateway,
+            token,
+            insecure,
+        }) => tcp(target, listen, gateway, token, insecure),
         Some(Command::Login {
             url,
             print_token,
@@ -284,6 +308,56 @@ fn login(url: &str, reuse: bool, json: bool, open: bool, insecure: bool, timeout
         }
         Err(e) => {
             eprintln!("vallum login: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn tcp(
+    target: String,
+    listen: std::net::SocketAddr,
+    gateway: Option<String>,
+    token: Option<String>,
+    insecure: bool,
+) -> ExitCode {
+    let run = || -> anyhow::Result<()> {
+        let host = target
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .context("the target must be HOST:PORT")?;
+        let gateway = url::Url::parse(&gateway.unwrap_or_else(|| format!("https://{host}")))
+            .context("--gateway is not a URL")?;
+        let token = match token.or_else(|| std::env::var("VALLUM_TOKEN").ok()) {
+            Some(t) => t,
+            None => {
+                let path = vallum::login::cache_path(&vallum::login::cache_dir(), &gateway)?;
+                std::fs::read_to_string(&path)
+                    .map(|t| t.trim().to_string())
+                    .with_context(|| {
+                        format!(
+                            "no token: run `vallum login {gateway}` first (looked in {})",
+                            path.display()
+                        )
+                    })?
+            }
+        };
+        let opts = vallum::tunnel::TunnelOptions {
+            target,
+            gateway,
+            token,
+            insecure,
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        rt.block_on(vallum::tunnel::serve(listen, opts))?;
+        Ok(())
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vallum tcp: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -42,6 +42,15 @@ fn token_key(a: &AuthSettings) -> crate::crypto::Key {
 
 const TOKEN_NAME: &str = "pomerium-bearer";
 
+/// Tokens are bound to the host name without the port: one sign-in serves every service of a
+/// host, including its TCP tunnels (`tcp+https://db.example.com:5432` is reached through the
+/// gateway's HTTPS port).
+fn token_host(host: &str) -> String {
+    host.parse::<http::uri::Authority>()
+        .map(|a| a.host().to_string())
+        .unwrap_or_else(|_| host.to_string())
+}
+
 /// `GET /.pomerium/api/v1/login?pomerium_redirect_uri=…` → the sign-in URL, as text.
 pub(super) fn login_url(auth: &AuthSettings, req: &Request<'_>) -> Reply {
     let uri = match req.param("pomerium_redirect_uri") {
@@ -109,7 +118,7 @@ pub(super) async fn hand_token(
     let token = cookie::seal(
         &token_key(auth),
         TOKEN_NAME,
-        req.host,
+        &token_host(req.host),
         &Handle {
             sid: session.id.clone(),
             exp: session.expires_at,
@@ -146,7 +155,8 @@ pub async fn session_for_token(
     host: &str,
 ) -> Result<Option<Arc<Session>>, StoreError> {
     let now = unix_now();
-    let Some(handle) = cookie::open(&token_key(auth), TOKEN_NAME, host, token, now) else {
+    let Some(handle) = cookie::open(&token_key(auth), TOKEN_NAME, &token_host(host), token, now)
+    else {
         return Ok(None);
     };
     match state.store.get(&handle.sid).await? {

@@ -87,6 +87,8 @@ pub struct RequestCtx {
 enum Step {
     Continue,
     Reply(Reply),
+    /// An authorised tunnel request: carry the connection to one of these addresses.
+    Tunnel(Vec<std::net::SocketAddr>),
 }
 
 /// Host and port of the request, from `Host` (HTTP/1) or `:authority` (HTTP/2), lower-cased
@@ -303,8 +305,23 @@ impl Gateway {
         // Known from here on, so every answer (deny, login, limits) is counted under its route.
         ctx.route = Some(Arc::clone(&route));
 
-        // 7. Upgrades only where the route allows them.
-        if session.is_upgrade_req() {
+        // 7. Upgrades only where the route allows them. A tunnel route takes only `Upgrade: tcp`
+        // (what `vallum tcp` sends), and nothing else.
+        if let Action::Tunnel(_) = &route.action {
+            let token = session
+                .req_header()
+                .headers
+                .get(http::header::UPGRADE)
+                .and_then(|v| v.to_str().ok())
+                .map(|t| t.trim().to_ascii_lowercase());
+            if !session.is_upgrade_req() || token.as_deref() != Some("tcp") {
+                session.set_keepalive(None);
+                return deny(
+                    StatusCode::BAD_REQUEST,
+                    "this is a TCP tunnel route: connect with `vallum tcp`",
+                );
+            }
+        } else if session.is_upgrade_req() {
             let token = session
                 .req_header()
                 .headers
@@ -452,6 +469,7 @@ impl Gateway {
         // 9. Action.
         let step = match &route.action {
             Action::Respond { status, body } => Step::Reply(Reply::text(*status, body.clone())),
+            Action::Tunnel(addrs) => Step::Tunnel(addrs.clone()),
             Action::Redirect(spec) => {
                 let matched = match &route.path {
                     PathMatch::Prefix(p) | PathMatch::Exact(p) => p.as_str(),
@@ -662,6 +680,101 @@ impl AuthnInput {
     }
 }
 
+impl Gateway {
+    /// Carries an authorised `Upgrade: tcp` request as a raw TCP connection: connects to the
+    /// route's address, answers 101, then copies bytes both ways until either side closes or
+    /// the session ends (re-checked like websockets). Pingora switches the downstream to
+    /// pass-through once it has sent the 101.
+    async fn tunnel(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        addrs: &[std::net::SocketAddr],
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut upstream = None;
+        for a in addrs {
+            match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                tokio::net::TcpStream::connect(a),
+            )
+            .await
+            {
+                Ok(Ok(s)) => {
+                    upstream = Some(s);
+                    break;
+                }
+                _ => {
+                    tracing::warn!(request_id = %ctx.request_id, backend = %a, "tunnel backend unreachable")
+                }
+            }
+        }
+        let headers = ctx
+            .route
+            .as_ref()
+            .map(|r| r.response_headers.clone())
+            .unwrap_or_default();
+        let Some(mut upstream) = upstream else {
+            let r = Reply::error(
+                StatusCode::BAD_GATEWAY,
+                "the tunnel's backend could not be reached",
+                false,
+            );
+            let _ = reply::send(session, r, &headers, &ctx.request_id).await;
+            return;
+        };
+        let Ok(mut resp) = ResponseHeader::build(StatusCode::SWITCHING_PROTOCOLS, Some(3)) else {
+            return;
+        };
+        let _ = resp.insert_header(http::header::UPGRADE, "tcp");
+        let _ = resp.insert_header(http::header::CONNECTION, "Upgrade");
+        let _ = resp.insert_header("x-request-id", ctx.request_id.as_str());
+        if session
+            .write_response_header(Box::new(resp), false)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        ctx.upstream_started = Some(std::time::Instant::now());
+        tracing::info!(request_id = %ctx.request_id, "tunnel open");
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut recheck = tokio::time::interval(UPGRADE_RECHECK);
+        loop {
+            tokio::select! {
+                from_client = session.read_request_body() => match from_client {
+                    Ok(Some(bytes)) => {
+                        if upstream.write_all(&bytes).await.is_err() {
+                            break;
+                        }
+                    }
+                    _ => break,
+                },
+                n = upstream.read(&mut buf) => match n {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let chunk = bytes::Bytes::copy_from_slice(buf.get(..n).unwrap_or(&[]));
+                        if session.write_response_body(Some(chunk), false).await.is_err() {
+                            break;
+                        }
+                    }
+                },
+                _ = recheck.tick() => {
+                    let Some(s) = ctx.identity.clone() else { continue };
+                    let ended = s.is_expired(crate::session::unix_now())
+                        || matches!(self.auth.store.get(&s.id).await, Ok(None));
+                    if ended {
+                        tracing::info!(request_id = %ctx.request_id, session_id = %s.id, "tunnel closed: session ended");
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = upstream.shutdown().await;
+        let _ = session.write_response_body(None, true).await;
+    }
+}
+
 /// How often an upgraded connection's session is re-confirmed while the client sends.
 const UPGRADE_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -829,6 +942,10 @@ impl ProxyHttp for Gateway {
         ctx.snap = Some(Arc::clone(&snap));
         match step {
             Step::Continue => Ok(false),
+            Step::Tunnel(addrs) => {
+                self.tunnel(session, ctx, &addrs).await;
+                Ok(true)
+            }
             Step::Reply(r) => {
                 let headers = match &ctx.route {
                     Some(route) => route.response_headers.as_slice(),

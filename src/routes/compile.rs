@@ -43,14 +43,32 @@ pub fn compile(
             );
             (None, None)
         }
-        Some(from) => match parse_from(from) {
-            Ok((h, port)) => (Some(h), port),
-            Err(m) => {
-                e.push(p("from"), m);
-                (None, None)
-            }
+        Some(from) => match from.strip_prefix("tcp+") {
+            // A tunnel route: the port names the service, so it is required.
+            Some(inner) => match parse_from(inner) {
+                Ok((h, Some(port))) => (Some(h), Some(port)),
+                Ok(_) => {
+                    e.push(
+                        p("from"),
+                        "a tcp+ route needs the service port, e.g. tcp+https://db.example.com:5432",
+                    );
+                    (None, None)
+                }
+                Err(m) => {
+                    e.push(p("from"), m);
+                    (None, None)
+                }
+            },
+            None => match parse_from(from) {
+                Ok((h, port)) => (Some(h), port),
+                Err(m) => {
+                    e.push(p("from"), m);
+                    (None, None)
+                }
+            },
         },
     };
+    let tunnel = raw.from.as_deref().is_some_and(|f| f.starts_with("tcp+"));
 
     // Path matching.
     let set: Vec<&str> = [
@@ -178,6 +196,8 @@ pub fn compile(
         }
     } else if let Some(r) = &raw.redirect {
         compile_redirect(r, base, &mut e).map(Action::Redirect)
+    } else if let (true, Some(to)) = (tunnel, &raw.to) {
+        compile_tunnel(&to.0, &p("to"), &mut e).map(Action::Tunnel)
     } else if let Some(to) = &raw.to {
         crate::upstream::compile::pool(raw, &to.0, base, ctx, &mut e).map(Action::Upstream)
     } else {
@@ -398,6 +418,29 @@ fn compile_access(raw: &RawRoute, base: &str, ctx: &Ctx<'_>, e: &mut Errors) -> 
     Access::Policy(Arc::new(policy))
 }
 
+/// `to` of a tunnel route: `tcp://host:port` (or a list), resolved at load like other upstreams.
+fn compile_tunnel(to: &[String], path: &str, e: &mut Errors) -> Option<Vec<std::net::SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    let mut addrs = Vec::new();
+    for (i, t) in to.iter().enumerate() {
+        let Some(authority) = t.strip_prefix("tcp://").map(|a| a.trim_end_matches('/')) else {
+            e.push(
+                format!("{path}[{i}]"),
+                "a tcp+ route's `to` must be tcp://host:port",
+            );
+            continue;
+        };
+        match authority.to_socket_addrs() {
+            Ok(found) => addrs.extend(found),
+            Err(err) => e.push(
+                format!("{path}[{i}]"),
+                format!("cannot resolve {authority:?}: {err}"),
+            ),
+        }
+    }
+    (!addrs.is_empty()).then_some(addrs)
+}
+
 /// `https://host[:port]`, `http://…`, `https://*.example.com`, `https://*`.
 fn parse_from(from: &str) -> Result<(HostPattern, Option<u16>), String> {
     let (scheme, rest) = from
@@ -406,7 +449,7 @@ fn parse_from(from: &str) -> Result<(HostPattern, Option<u16>), String> {
     let default_port = match scheme {
         "https" => 443,
         "http" => 80,
-        "tcp+https" | "udp+https" | "ssh" => {
+        "udp+https" | "ssh" => {
             return Err(format!(
                 "{scheme}:// routes are not supported by this build yet"
             ))

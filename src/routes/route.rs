@@ -94,8 +94,14 @@ pub struct RedirectSpec {
 #[derive(Debug, Clone)]
 pub enum Action {
     Upstream(Arc<Pool>),
+    /// A TCP tunnel (`from: tcp+https://host:port`, `to: tcp://addr:port`): each authorised
+    /// `Upgrade: tcp` request becomes one TCP connection to these addresses (first that answers).
+    Tunnel(Vec<std::net::SocketAddr>),
     Redirect(RedirectSpec),
-    Respond { status: StatusCode, body: Bytes },
+    Respond {
+        status: StatusCode,
+        body: Bytes,
+    },
 }
 
 /// Who may pass: everyone, or whoever the route's policy allows (deny by default).
@@ -257,6 +263,10 @@ impl Route {
             PathMatch::Regex(r) => format!("~{}", r.as_str()),
         };
         let action = match &self.action {
+            Action::Tunnel(addrs) => {
+                let to: Vec<String> = addrs.iter().map(|a| format!("tcp://{a}")).collect();
+                format!("tunnel to {}", to.join(", "))
+            }
             Action::Upstream(pool) => {
                 let to: Vec<String> = pool
                     .targets

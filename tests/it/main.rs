@@ -21,6 +21,7 @@ mod security;
 pub mod signin;
 mod split;
 mod store;
+mod tunnels;
 mod upgrade;
 mod upstream_tls;
 mod websockets;
