@@ -8,6 +8,7 @@
 //! authenticate cookie and skips the IdP.
 
 pub mod discovery;
+pub mod idp_bearer;
 pub mod pages;
 pub mod programmatic;
 mod refresh;
@@ -42,6 +43,8 @@ pub struct AuthState {
     pub store: Arc<dyn SessionStore>,
     pub idp: ArcSwapOption<Oidc>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Identities proven by IdP tokens presented as bearer tokens, for their remaining life.
+    pub bearer_cache: idp_bearer::BearerCache,
     /// Sessions being refreshed, or whose refresh failed for now → earliest next attempt.
     refreshing: DashMap<String, u64>,
 }
@@ -51,6 +54,7 @@ impl AuthState {
         Self {
             store,
             metrics,
+            bearer_cache: idp_bearer::BearerCache::default(),
             idp: ArcSwapOption::empty(),
             refreshing: DashMap::new(),
         }

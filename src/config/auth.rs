@@ -98,6 +98,36 @@ pub struct AuthSettings {
     /// Hosts a programmatic login may return its token to (lower-case). `localhost` also admits
     /// the loopback addresses.
     pub programmatic_redirects: Vec<String>,
+    pub bearer: BearerFormat,
+    pub access_token_audiences: Vec<String>,
+}
+
+/// What an `Authorization: Bearer <token>` header carries (`bearer_token_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BearerFormat {
+    /// A Vallum (Pomerium) session token from the programmatic login (`Bearer Pomerium-…`).
+    #[default]
+    Default,
+    /// An access token from the IdP: a JWT checked against its keys and the allowed audiences,
+    /// or an opaque token checked at the userinfo endpoint.
+    IdpAccessToken,
+    /// An ID token from the IdP, checked against its keys with this client as audience.
+    IdpIdentityToken,
+}
+
+pub fn bearer_format(v: Option<&str>, path: &str, errs: &mut Errors) -> Option<BearerFormat> {
+    match v? {
+        "default" => Some(BearerFormat::Default),
+        "idp_access_token" => Some(BearerFormat::IdpAccessToken),
+        "idp_identity_token" => Some(BearerFormat::IdpIdentityToken),
+        other => {
+            errs.push(
+                path,
+                format!("unknown value {other:?}; expected default, idp_access_token or idp_identity_token"),
+            );
+            None
+        }
+    }
 }
 
 /// Where sessions are kept (`databroker_storage_type`).
@@ -577,6 +607,16 @@ pub fn compile(
         signout_redirect_url,
         generated_secrets: generated,
         storage,
+        bearer: bearer_format(
+            raw.bearer_token_format.as_deref(),
+            "bearer_token_format",
+            errs,
+        )
+        .unwrap_or_default(),
+        access_token_audiences: raw
+            .idp_access_token_allowed_audiences
+            .clone()
+            .unwrap_or_default(),
         programmatic_redirects: raw
             .programmatic_redirect_domain_whitelist
             .clone()

@@ -83,11 +83,7 @@ pub fn report(text: &str) -> (Vec<String>, bool) {
                 continue;
             }
             let support = match (key, v.as_str()) {
-                ("from", Some(f))
-                    if f.starts_with("tcp+")
-                        || f.starts_with("udp+")
-                        || f.starts_with("ssh://") =>
-                {
+                ("from", Some(f)) if f.starts_with("udp+") || f.starts_with("ssh://") => {
                     Support::Unsupported
                 }
                 _ => classify(key, route_known, POMERIUM_ROUTE_UNSUPPORTED),

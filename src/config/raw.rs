@@ -84,6 +84,8 @@ pub struct RawSettings {
     pub signing_key_file: Option<String>,
     pub jwt_claims_headers: Option<serde_yaml_ng::Value>,
     pub jwt_issuer_format: Option<String>,
+    pub bearer_token_format: Option<String>,
+    pub idp_access_token_allowed_audiences: Option<Vec<String>>,
     pub programmatic_redirect_domain_whitelist: Option<Vec<String>>,
     pub databroker_storage_type: Option<String>,
     pub databroker_storage_connection_string: Option<String>,
@@ -162,6 +164,8 @@ pub struct RawRoute {
     pub logo_url: Option<String>,
     pub pass_identity_headers: Option<bool>,
     pub jwt_issuer_format: Option<String>,
+    pub bearer_token_format: Option<String>,
+    pub idp_access_token_allowed_audiences: Option<Vec<String>>,
     // Access keys.
     pub policy: Option<serde_yaml_ng::Value>,
     pub allowed_users: Option<Vec<String>>,

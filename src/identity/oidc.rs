@@ -312,6 +312,78 @@ impl Oidc {
         }
     }
 
+    /// Verifies a JWT this IdP issued, for use as a bearer token: signed (with an allowed
+    /// asymmetric algorithm) by a key of the IdP's JWKS — refetched once for an unknown `kid` —
+    /// from this issuer, for one of `audiences`, within its validity. Returns its claims.
+    pub async fn verify_jwt(
+        &self,
+        token: &str,
+        audiences: &[String],
+    ) -> Result<Map<String, Value>, IdpError> {
+        use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+        let bad = |m: String| IdpError::IdToken(m);
+        if audiences.is_empty() {
+            return Err(bad("no audience is allowed for this token".into()));
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| bad(e.to_string()))?;
+        if !matches!(
+            header.alg,
+            Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512
+                | Algorithm::ES256
+                | Algorithm::ES384
+                | Algorithm::EdDSA
+        ) {
+            return Err(bad(format!("algorithm {:?} is not allowed", header.alg)));
+        }
+        let find = |set: &CoreJsonWebKeySet| -> Option<jsonwebtoken::jwk::Jwk> {
+            let json = serde_json::to_value(set).ok()?;
+            let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(json).ok()?;
+            match &header.kid {
+                Some(kid) => set.find(kid).cloned(),
+                None if set.keys.len() == 1 => set.keys.first().cloned(),
+                None => None,
+            }
+        };
+        let before = self.jwks.load_full();
+        let jwk = match find(&before) {
+            Some(k) => k,
+            None => {
+                self.refetch_jwks(&before).await;
+                find(&self.jwks.load()).ok_or_else(|| bad("signed by an unknown key".into()))?
+            }
+        };
+        let key = DecodingKey::from_jwk(&jwk).map_err(|e| bad(e.to_string()))?;
+        let mut v = Validation::new(header.alg);
+        v.set_issuer(&[
+            self.settings.issuer.as_str(),
+            self.settings.issuer.as_str().trim_end_matches('/'),
+        ]);
+        v.set_audience(audiences);
+        v.validate_nbf = true;
+        v.leeway = 60;
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &v)
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(data.claims)
+    }
+
+    /// The claims the userinfo endpoint returns for an (opaque) access token.
+    pub async fn userinfo_claims(
+        &self,
+        access_token: &str,
+    ) -> Result<Map<String, Value>, IdpError> {
+        let url = self
+            .metadata
+            .userinfo_endpoint()
+            .ok_or_else(|| IdpError::UserInfo("the provider has no userinfo endpoint".into()))?;
+        self.userinfo(url.url(), access_token).await
+    }
+
     async fn refetch_jwks(&self, seen: &Arc<CoreJsonWebKeySet>) {
         let mut last = self.refetch.lock().await;
         if !Arc::ptr_eq(seen, &self.jwks.load_full()) {

@@ -400,7 +400,20 @@ impl Gateway {
                                     Err(_) => return Step::Reply(authn::store_unavailable()),
                                 }
                             }
-                            None => None,
+                            None => {
+                                match authn::idp_bearer::idp_token(&session.req_header().headers) {
+                                    Some(t) => {
+                                        authn::idp_bearer::session_for_idp_token(
+                                            &self.auth,
+                                            t,
+                                            route.bearer,
+                                            &route.access_token_audiences,
+                                        )
+                                        .await
+                                    }
+                                    None => None,
+                                }
+                            }
                         }
                     }
                     Ok(s) => s,

@@ -320,6 +320,14 @@ pub fn compile(
         .unwrap_or_else(|| format!("route-{index}"))
         .into();
 
+    let bearer = crate::config::auth::bearer_format(
+        raw.bearer_token_format.as_deref(),
+        &p("bearer_token_format"),
+        &mut e,
+    )
+    .or_else(|| ctx.settings.auth.as_ref().map(|a| a.bearer))
+    .unwrap_or_default();
+
     let ok = e.is_empty();
     errs.extend(e);
     if !ok {
@@ -337,6 +345,17 @@ pub fn compile(
         set_request_headers,
         pass_identity_headers,
         issuer_uri,
+        bearer,
+        access_token_audiences: raw
+            .idp_access_token_allowed_audiences
+            .clone()
+            .or_else(|| {
+                ctx.settings
+                    .auth
+                    .as_ref()
+                    .map(|a| a.access_token_audiences.clone())
+            })
+            .unwrap_or_default(),
         remove_request_headers,
         response_headers,
         rewrite_response_headers,

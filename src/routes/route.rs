@@ -222,6 +222,10 @@ pub struct Route {
     pub pass_identity_headers: bool,
     /// `jwt_issuer_format: uri`.
     pub issuer_uri: bool,
+    /// What an `Authorization: Bearer` token is on this route (`bearer_token_format`).
+    pub bearer: crate::config::auth::BearerFormat,
+    /// Audiences accepted in IdP access tokens (`idp_access_token_allowed_audiences`).
+    pub access_token_audiences: Vec<String>,
     pub remove_request_headers: Vec<HeaderName>,
     /// Global headers merged with the route's own.
     pub response_headers: Vec<(HeaderName, HeaderValue)>,

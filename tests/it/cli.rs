@@ -225,8 +225,8 @@ fn pomerium_migration_report() {
         .nth(1)
         .unwrap_or("");
     assert!(
-        tcp_from.contains("from") && tcp_from.contains("NOT SUPPORTED"),
-        "{tcp_from}"
+        tcp_from.contains("from") && tcp_from.ends_with("supported"),
+        "tcp+https routes are tunnels now: {tcp_from}"
     );
     assert!(
         text.contains("supported (2 rule(s))"),
@@ -234,7 +234,7 @@ fn pomerium_migration_report() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("routes[3].from: tcp+https:// routes are not supported by this build yet"),
+        err.contains("routes[3].to[0]: cannot resolve \"db.internal:5432\""),
         "{err}"
     );
 }

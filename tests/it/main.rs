@@ -11,6 +11,7 @@ mod docs;
 mod downstream_tls;
 mod fleet;
 mod headers;
+mod idp_bearer;
 mod ops;
 mod paths;
 mod programmatic;

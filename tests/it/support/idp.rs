@@ -210,6 +210,23 @@ impl Idp {
         self.state.lock().unwrap().current = sub.into();
     }
 
+    /// A JWT signed by the provider's active key (as an access or ID token it might issue).
+    pub fn sign_jwt(&self, claims: Value) -> String {
+        let s = self.state.lock().unwrap();
+        s.keys[s.active].sign(&claims)
+    }
+
+    /// An opaque access token for `sub`, as the token endpoint would issue (userinfo accepts it).
+    pub fn issue_access_token(&self, sub: &str) -> String {
+        let token = format!("at-{}", rand_id());
+        self.state
+            .lock()
+            .unwrap()
+            .access
+            .insert(token.clone(), sub.to_string());
+        token
+    }
+
     /// Claims to add to (or replace in) every ID token and userinfo answer from now on.
     pub fn set_extra_claims(&self, claims: Value) {
         self.state.lock().unwrap().extra_claims = claims.as_object().cloned().unwrap_or_default();

@@ -1,0 +1,124 @@
+//! Machine-to-machine access with the IdP's own tokens (`bearer_token_format`): a service that
+//! holds an access token (e.g. from the client-credentials grant) or an ID token from the same
+//! IdP presents it as `Authorization: Bearer …`; Vallum verifies it and evaluates the route's
+//! policy on its claims. Nothing is stored: the verified identity is cached in memory for the
+//! token's remaining life (at most five minutes; one minute for opaque tokens, which only the
+//! IdP's userinfo endpoint can vouch for).
+
+use super::*;
+use crate::config::auth::BearerFormat;
+use dashmap::DashMap;
+use std::time::{Duration, Instant};
+
+const MAX_CACHE: Duration = Duration::from_secs(300);
+const OPAQUE_CACHE: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+pub struct BearerCache {
+    entries: DashMap<[u8; 32], (Arc<Session>, Instant)>,
+}
+
+fn digest(token: &str, format: BearerFormat, audiences: &[String]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(format!("{format:?}|{}|", audiences.join(",")).as_bytes());
+    h.update(token.as_bytes());
+    h.finalize().into()
+}
+
+/// The `Authorization: Bearer` token, unless it is a Vallum token (`Bearer Pomerium-…`).
+pub fn idp_token(headers: &http::HeaderMap) -> Option<&str> {
+    let v = headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim();
+    let t = v.strip_prefix("Bearer ")?.trim();
+    (!t.starts_with("Pomerium-") && !t.is_empty()).then_some(t)
+}
+
+/// The identity an IdP token proves, or `None` if it proves nothing (logged with the reason).
+pub async fn session_for_idp_token(
+    state: &Arc<AuthState>,
+    token: &str,
+    format: BearerFormat,
+    audiences: &[String],
+) -> Option<Arc<Session>> {
+    if format == BearerFormat::Default {
+        return None;
+    }
+    let key = digest(token, format, audiences);
+    if let Some(e) = state.bearer_cache.entries.get(&key) {
+        if e.1 > Instant::now() {
+            return Some(Arc::clone(&e.0));
+        }
+    }
+    let idp = state.idp.load_full()?;
+    let jwt = token.split('.').count() == 3;
+    let verified = match format {
+        BearerFormat::IdpIdentityToken => {
+            idp.verify_jwt(token, std::slice::from_ref(&idp.settings().client_id))
+                .await
+        }
+        BearerFormat::IdpAccessToken if jwt => idp.verify_jwt(token, audiences).await,
+        BearerFormat::IdpAccessToken => idp.userinfo_claims(token).await,
+        BearerFormat::Default => return None,
+    };
+    let claims = match verified.and_then(|c| {
+        crate::identity::check_claim_types(&c, &idp.settings().groups_claim).map(|()| c)
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(reason = %e, format = ?format, "IdP bearer token refused");
+            return None;
+        }
+    };
+    let now = unix_now();
+    let str_claim = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_string);
+    let exp = claims.get("exp").and_then(Value::as_u64);
+    let groups = match claims.get(&idp.settings().groups_claim) {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        Some(Value::String(s)) => s.split(',').map(|g| g.trim().to_string()).collect(),
+        _ => Vec::new(),
+    };
+    let ttl = if jwt { MAX_CACHE } else { OPAQUE_CACHE };
+    let ttl = match exp {
+        Some(e) => ttl.min(Duration::from_secs(e.saturating_sub(now))),
+        None => ttl,
+    };
+    let session = Arc::new(Session {
+        id: format!(
+            "bearer-{}",
+            key.iter()
+                .take(12)
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ),
+        user_id: str_claim("sub")?,
+        email: str_claim("email"),
+        name: str_claim("name"),
+        groups,
+        claims: claims.clone(),
+        id_token: String::new(),
+        access_token: String::new(),
+        refresh_token: None,
+        access_expires_at: exp,
+        issued_at: now,
+        expires_at: exp.unwrap_or(now + ttl.as_secs()),
+        claims_refreshed_at: now,
+    });
+    if state.bearer_cache.entries.len() > 100_000 {
+        let t = Instant::now();
+        state.bearer_cache.entries.retain(|_, e| e.1 > t);
+    }
+    state
+        .bearer_cache
+        .entries
+        .insert(key, (Arc::clone(&session), Instant::now() + ttl));
+    Some(session)
+}
+
+use serde_json::Value;
