@@ -827,6 +827,16 @@ impl Gateway {
                         }
                     }
                     Ok(None) => break,
+                    Err(e) if matches!(e.etype(), ErrorType::ReadTimedout) => {
+                        tracing::info!(
+                            "request refused: the body did not arrive within timeout_read"
+                        );
+                        return Err(Reply::error(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "the request body did not arrive in time",
+                            false,
+                        ));
+                    }
                     Err(_) => {
                         return Err(Reply::error(
                             StatusCode::BAD_REQUEST,

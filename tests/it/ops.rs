@@ -523,3 +523,22 @@ async fn readiness_follows_redis_and_idp_outages() {
         })
         .await;
 }
+
+#[tokio::test]
+async fn a_stalled_request_body_gets_408() {
+    let env = Env::start("timeout_read: 1s\n").await;
+    // Half a sign-out form, then silence: the read timeout answers for the client.
+    let started = std::time::Instant::now();
+    let r = crate::security::raw(
+        env.gw.addr(),
+        format!(
+            "POST /.pomerium/sign_out HTTP/1.1\r\nHost: app.localhost:{}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ncsrf=only-part",
+            env.gw.port
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 408, "{}", r.text);
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    assert!(env.gw.log().contains("did not arrive within timeout_read"));
+}
