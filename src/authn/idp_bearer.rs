@@ -8,6 +8,7 @@
 use super::*;
 use crate::config::auth::BearerFormat;
 use dashmap::DashMap;
+use serde_json::Value;
 use std::time::{Duration, Instant};
 
 const MAX_CACHE: Duration = Duration::from_secs(300);
@@ -76,14 +77,7 @@ pub async fn session_for_idp_token(
     let now = unix_now();
     let str_claim = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_string);
     let exp = claims.get("exp").and_then(Value::as_u64);
-    let groups = match claims.get(&idp.settings().groups_claim) {
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect(),
-        Some(Value::String(s)) => s.split(',').map(|g| g.trim().to_string()).collect(),
-        _ => Vec::new(),
-    };
+    let groups = crate::identity::groups_from(&claims, &idp.settings().groups_claim);
     let ttl = if jwt { MAX_CACHE } else { OPAQUE_CACHE };
     let ttl = match exp {
         Some(e) => ttl.min(Duration::from_secs(e.saturating_sub(now))),
@@ -120,5 +114,3 @@ pub async fn session_for_idp_token(
         .insert(key, (Arc::clone(&session), Instant::now() + ttl));
     Some(session)
 }
-
-use serde_json::Value;

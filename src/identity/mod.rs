@@ -5,4 +5,4 @@
 pub mod bounded;
 mod oidc;
 
-pub use oidc::{check_claim_types, Identity, IdpError, Oidc, PROTOCOL_CLAIMS};
+pub use oidc::{check_claim_types, groups_from, Identity, IdpError, Oidc, PROTOCOL_CLAIMS};

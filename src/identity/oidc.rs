@@ -436,18 +436,7 @@ impl Oidc {
             }
         }
         check_claim_types(&claims, &self.settings.groups_claim)?;
-        let groups = match claims.get(&self.settings.groups_claim) {
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-            Some(Value::String(s)) => s
-                .split(',')
-                .map(|g| g.trim().to_string())
-                .filter(|g| !g.is_empty())
-                .collect(),
-            _ => Vec::new(),
-        };
+        let groups = groups_from(&claims, &self.settings.groups_claim);
         Ok(Identity {
             user_id: sub,
             email: claims
@@ -550,4 +539,21 @@ pub fn check_claim_types(claims: &Map<String, Value>, groups_claim: &str) -> Res
         Some(_) => return wrong(groups_claim, "a list of strings"),
     }
     Ok(())
+}
+
+/// The user's groups from the configured claim: a list of strings, or one comma-separated string
+/// (some IdPs flatten the list).
+pub fn groups_from(claims: &Map<String, Value>, groups_claim: &str) -> Vec<String> {
+    match claims.get(groups_claim) {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        Some(Value::String(s)) => s
+            .split(',')
+            .map(|g| g.trim().to_string())
+            .filter(|g| !g.is_empty())
+            .collect(),
+        _ => Vec::new(),
+    }
 }

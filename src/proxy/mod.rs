@@ -694,6 +694,13 @@ impl AuthnInput {
 }
 
 impl Gateway {
+    /// Whether a long-lived connection's session has ended: expired, or gone from the store
+    /// (signed out, revoked). A store outage does not end it (bounded staleness, as for requests).
+    async fn session_ended(&self, s: &crate::session::Session) -> bool {
+        s.is_expired(crate::session::unix_now())
+            || matches!(self.auth.store.get(&s.id).await, Ok(None))
+    }
+
     /// Carries an authorised `Upgrade: tcp` request as a raw TCP connection: connects to the
     /// route's address, answers 101, then copies bytes both ways until either side closes or
     /// the session ends (re-checked like websockets). Pingora switches the downstream to
@@ -774,9 +781,7 @@ impl Gateway {
                 },
                 _ = recheck.tick() => {
                     let Some(s) = ctx.identity.clone() else { continue };
-                    let ended = s.is_expired(crate::session::unix_now())
-                        || matches!(self.auth.store.get(&s.id).await, Ok(None));
-                    if ended {
+                    if self.session_ended(&s).await {
                         tracing::info!(request_id = %ctx.request_id, session_id = %s.id, "tunnel closed: session ended");
                         break;
                     }
@@ -1117,7 +1122,7 @@ impl ProxyHttp for Gateway {
                     .is_none_or(|t| now.duration_since(t) >= UPGRADE_RECHECK);
                 if due {
                     ctx.session_checked = Some(now);
-                    if let Ok(None) = self.auth.store.get(&s.id).await {
+                    if self.session_ended(&s).await {
                         tracing::info!(request_id = %ctx.request_id, session_id = %s.id, "upgraded connection closed: session ended");
                         return Err(Error::explain(ErrorType::HTTPStatus(401), "session ended"));
                     }
