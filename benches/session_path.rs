@@ -1,0 +1,119 @@
+//! Question: what does the signed-in part of a request cost, step by step, beyond routing and
+//! policy (benched elsewhere)? Unsealing the session cookie, finding the session in the memory
+//! store, and shaping the upstream request (hop-by-hop removal, identity-header ownership,
+//! forwarding headers, cookie stripping, header sets).
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use std::hint::black_box;
+use vallum::crypto::Key;
+use vallum::proxy::forward::{shape_request, ForwardInfo};
+use vallum::routes::route::Action;
+use vallum::session::cookie::{self, Handle};
+use vallum::session::memory::MemoryStore;
+use vallum::session::{unix_now, Session, SessionStore};
+
+fn session(id: &str) -> Session {
+    let now = unix_now();
+    Session {
+        id: id.into(),
+        user_id: "alice-id".into(),
+        email: Some("alice@example.com".into()),
+        name: Some("Alice".into()),
+        groups: vec!["admins".into(), "engineering".into()],
+        claims: serde_json::Map::new(),
+        id_token: "h.p.s".into(),
+        access_token: "at".into(),
+        refresh_token: None,
+        access_expires_at: None,
+        issued_at: now,
+        expires_at: now + 3600,
+        claims_refreshed_at: now,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let key = Key::from_bytes([3; 32]);
+    let now = unix_now();
+    let value = cookie::seal(
+        &key,
+        "_pomerium",
+        "app.example.com",
+        &Handle {
+            sid: "s-42".into(),
+            exp: now + 3600,
+        },
+    );
+    c.bench_function("cookie_unseal", |b| {
+        b.iter(|| cookie::open(&key, "_pomerium", "app.example.com", black_box(&value), now))
+    });
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let store = MemoryStore::default();
+    for i in 0..10_000 {
+        let _ = rt.block_on(store.put(session(&format!("s-{i}"))));
+    }
+    c.bench_function("memory_store_get_10k_sessions", |b| {
+        b.iter(|| rt.block_on(store.get(black_box("s-4242"))))
+    });
+
+    let text = "insecure_server: true\nroutes:\n  - from: http://app.example.com\n    to: http://127.0.0.1:9\n    allow_public_unauthenticated_access: true\n    set_request_headers:\n      X-Team: platform\n    remove_request_headers: [X-Debug]\n";
+    let rt_config = vallum::runtime::Runtime::from_str(text, &|_| None, None)
+        .unwrap_or_else(|e| panic!("config: {e}"));
+    let route = rt_config
+        .routes
+        .find("app.example.com", 80, "/")
+        .unwrap_or_else(|| panic!("route"))
+        .clone();
+    let Action::Upstream(pool) = &route.action else {
+        panic!("upstream route")
+    };
+    let target = pool.targets[0].clone();
+    let strip = vec![
+        "_pomerium".to_string(),
+        "_pomerium_authenticate".to_string(),
+    ];
+    let identity_list: Vec<String> = vallum::config::ops::DEFAULT_STRIP_IDENTITY
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut template = pingora_http::RequestHeader::build("GET", b"/api/items?x=1", None)
+        .unwrap_or_else(|e| panic!("header: {e}"));
+    for (k, v) in [
+        ("host", "app.example.com"),
+        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0"),
+        ("accept", "text/html,application/xhtml+xml"),
+        ("accept-language", "en-GB,en;q=0.9"),
+        (
+            "cookie",
+            "_pomerium=abcdefghijklmnopqrstuvwxyz0123456789; theme=dark",
+        ),
+        ("x-forwarded-for", "203.0.113.9"),
+        ("connection", "keep-alive"),
+    ] {
+        let _ = template.insert_header(k, v);
+    }
+    c.bench_function("shape_upstream_request", |b| {
+        b.iter(|| {
+            let mut req = template.clone();
+            let info = ForwardInfo {
+                identity: None,
+                strip_cookies: &strip,
+                original_host: "app.example.com",
+                client_ip: Some("198.51.100.7".into()),
+                scheme: "https",
+                skip_xff_append: false,
+                upgrade: false,
+                trusted_peer: false,
+                strip_identity: &identity_list,
+                claim_headers: &[],
+            };
+            let _ = shape_request(&mut req, &route, &target, &info);
+            black_box(req)
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
