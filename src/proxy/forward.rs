@@ -66,9 +66,14 @@ const FORWARDING: &[&str] = &[
 ];
 
 /// A header name as an upstream might read it: lower-case, `_` as `-` (some frameworks fold
-/// one into the other, which would let `X_Forwarded_User` pass for `X-Forwarded-User`).
-fn canonical(name: &str) -> String {
-    name.to_ascii_lowercase().replace('_', "-")
+/// one into the other, which would let `X_Forwarded_User` pass for `X-Forwarded-User`). Parsed
+/// header names are already lower-case, so only a name with `_` costs an allocation.
+fn canonical(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().any(|b| b == b'_' || b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase().replace('_', "-"))
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
 }
 
 /// Whether `name` is one of the identity headers Vallum owns on the way upstream.
@@ -77,7 +82,7 @@ pub fn is_owned(name: &str, strip: &[String], set_names: &[HeaderName]) -> bool 
     n.starts_with("x-pomerium-")
         || strip.iter().any(|p| match p.strip_suffix('*') {
             Some(prefix) => n.starts_with(prefix),
-            None => n == *p,
+            None => *n == **p,
         })
         || set_names.iter().any(|h| canonical(h.as_str()) == n)
 }
