@@ -102,8 +102,8 @@ impl Request<'_> {
     }
 }
 
-fn session_key(a: &AuthSettings) -> crate::crypto::Key {
-    a.cookie_secret.derive("vallum session cookie")
+fn session_key(a: &AuthSettings) -> &crate::crypto::Key {
+    &a.session_cookie_key
 }
 
 fn auth_cookie_name(a: &AuthSettings) -> String {
@@ -141,7 +141,7 @@ pub async fn session_for(
         return Ok(None);
     };
     let now = unix_now();
-    let Some(handle) = cookie::open(&session_key(auth), name, host, value, now) else {
+    let Some(handle) = cookie::open(session_key(auth), name, host, value, now) else {
         return Ok(None);
     };
     match state.store.get(&handle.sid).await {
@@ -460,7 +460,7 @@ async fn oauth_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Reque
     let auth_cookie = cookie::set_cookie(
         &auth.cookie,
         &name,
-        &cookie::seal(&session_key(auth), &name, req.host, &handle),
+        &cookie::seal(session_key(auth), &name, req.host, &handle),
         auth.cookie.expire.as_secs(),
         true,
     );
@@ -540,7 +540,7 @@ async fn route_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Reque
         exp: session.expires_at,
     };
     let name = &auth.cookie.name;
-    let value = cookie::seal(&session_key(auth), name, req.host, &handle);
+    let value = cookie::seal(session_key(auth), name, req.host, &handle);
     Reply::found(target.as_str()).with_cookie(cookie::set_cookie(
         &auth.cookie,
         name,

@@ -80,6 +80,9 @@ pub struct AuthSettings {
     pub idp: Option<IdpSettings>,
     pub cookie: CookieSettings,
     pub cookie_secret: Key,
+    /// Derived once per snapshot from `cookie_secret`: every signed-in request opens its cookie
+    /// with it, and HKDF per request would cost more than the AEAD itself.
+    pub session_cookie_key: Key,
     pub shared_secret: Key,
     pub signout_redirect_url: Option<Url>,
     /// Signs `X-Pomerium-Jwt-Assertion`; its public key is at `/.well-known/pomerium/jwks.json`.
@@ -602,6 +605,7 @@ pub fn compile(
         authenticate_host,
         idp,
         cookie,
+        session_cookie_key: cookie_secret.derive("vallum session cookie"),
         cookie_secret,
         shared_secret,
         signout_redirect_url,
