@@ -307,14 +307,14 @@ impl Gateway {
 
         // 7. Upgrades only where the route allows them. A tunnel route takes only `Upgrade: tcp`
         // (what `vallum tcp` sends), and nothing else.
+        let upgrade = session
+            .req_header()
+            .headers
+            .get(http::header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .map(|t| t.trim().to_ascii_lowercase());
         if let Action::Tunnel(_) = &route.action {
-            let token = session
-                .req_header()
-                .headers
-                .get(http::header::UPGRADE)
-                .and_then(|v| v.to_str().ok())
-                .map(|t| t.trim().to_ascii_lowercase());
-            if !session.is_upgrade_req() || token.as_deref() != Some("tcp") {
+            if !session.is_upgrade_req() || upgrade.as_deref() != Some("tcp") {
                 session.set_keepalive(None);
                 return deny(
                     StatusCode::BAD_REQUEST,
@@ -322,16 +322,13 @@ impl Gateway {
                 );
             }
         } else if session.is_upgrade_req() {
-            let token = session
-                .req_header()
-                .headers
-                .get(http::header::UPGRADE)
-                .and_then(|v| v.to_str().ok())
+            let token = upgrade
+                .as_deref()
                 .and_then(|v| v.split(',').next())
-                .map(|t| t.trim().to_ascii_lowercase())
+                .map(str::trim)
                 .unwrap_or_default();
             // h2c would turn the connection into HTTP/2 that Vallum never parses: never relayed.
-            if token == "h2c" || !route.allows_upgrade(&token) {
+            if token == "h2c" || !route.allows_upgrade(token) {
                 session.set_keepalive(None);
                 return deny(
                     StatusCode::BAD_REQUEST,
@@ -378,44 +375,7 @@ impl Gateway {
             || matches!(&route.access, Access::Policy(p) if p.needs_identity());
         let identity = match &settings.auth {
             Some(auth) if wants_identity => {
-                let cookies = cookie_header(session);
-                match authn::session_for(
-                    auth,
-                    &self.auth,
-                    cookies.as_deref(),
-                    &auth.cookie.name,
-                    &host_full,
-                )
-                .await
-                {
-                    Ok(None) => {
-                        match authn::programmatic::bearer_token(&session.req_header().headers) {
-                            Some(token) => {
-                                match authn::programmatic::session_for_token(
-                                    auth, &self.auth, token, &host_full,
-                                )
-                                .await
-                                {
-                                    Ok(s) => s,
-                                    Err(_) => return Step::Reply(authn::store_unavailable()),
-                                }
-                            }
-                            None => {
-                                match authn::idp_bearer::idp_token(&session.req_header().headers) {
-                                    Some(t) => {
-                                        authn::idp_bearer::session_for_idp_token(
-                                            &self.auth,
-                                            t,
-                                            route.bearer,
-                                            &route.access_token_audiences,
-                                        )
-                                        .await
-                                    }
-                                    None => None,
-                                }
-                            }
-                        }
-                    }
+                match self.identity(auth, session, &route, &host_full).await {
                     Ok(s) => s,
                     Err(_) => return Step::Reply(authn::store_unavailable()),
                 }
@@ -694,6 +654,46 @@ impl AuthnInput {
 }
 
 impl Gateway {
+    /// Who a request is: its session cookie, else a Vallum bearer token, else (where the route's
+    /// `bearer_token_format` says so) an IdP token. An error means the session store could not
+    /// answer.
+    async fn identity(
+        &self,
+        auth: &crate::config::auth::AuthSettings,
+        session: &Session,
+        route: &Route,
+        host: &str,
+    ) -> std::result::Result<Option<Arc<crate::session::Session>>, crate::session::StoreError> {
+        let cookies = cookie_header(session);
+        let from_cookie = authn::session_for(
+            auth,
+            &self.auth,
+            cookies.as_deref(),
+            &auth.cookie.name,
+            host,
+        )
+        .await?;
+        if from_cookie.is_some() {
+            return Ok(from_cookie);
+        }
+        let headers = &session.req_header().headers;
+        if let Some(token) = authn::programmatic::bearer_token(headers) {
+            return authn::programmatic::session_for_token(auth, &self.auth, token, host).await;
+        }
+        Ok(match authn::idp_bearer::idp_token(headers) {
+            Some(t) => {
+                authn::idp_bearer::session_for_idp_token(
+                    &self.auth,
+                    t,
+                    route.bearer,
+                    &route.access_token_audiences,
+                )
+                .await
+            }
+            None => None,
+        })
+    }
+
     /// Whether a long-lived connection's session has ended: expired, or gone from the store
     /// (signed out, revoked). A store outage does not end it (bounded staleness, as for requests).
     async fn session_ended(&self, s: &crate::session::Session) -> bool {
