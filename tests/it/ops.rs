@@ -71,7 +71,21 @@ async fn metrics_count_exactly_what_happened_and_labels_stay_bounded() {
     assert_eq!(r.status, 200);
 
     let auth = Some("Basic c2NyYXBlcjpzM2NyZXQ=");
-    let (status, text) = scrape(mport, auth).await;
+    // Metrics are recorded in the logging phase, just after the response reaches the client:
+    // scrape until the last request's have landed (the in-flight gauge is back to 0).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let (status, text) = loop {
+        let (status, text) = scrape(mport, auth).await;
+        let settled = sample(&text, "vallum_downstream_open_requests") == Some(0.0)
+            && sample(
+                &text,
+                r#"vallum_http_request_duration_seconds_count{route="pub"}"#,
+            ) == Some(5.0);
+        if settled || std::time::Instant::now() > deadline {
+            break (status, text);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(status, 200);
     for (series, want) in [
         (
