@@ -48,6 +48,8 @@ fn bench(c: &mut Criterion) {
             .single()
             .unwrap_or_default(),
         cors_preflight: false,
+        client_cert: vallum::policy::CertInput::Absent,
+        devices: &[],
     };
     let mut g = c.benchmark_group("policy_eval");
     for n in [1usize, 10, 100] {

@@ -108,6 +108,7 @@ fn bench(c: &mut Criterion) {
                 trusted_peer: false,
                 strip_identity: &identity_list,
                 claim_headers: &[],
+                client_cert: None,
             };
             let _ = shape_request(&mut req, &route, &target, &info);
             black_box(req)

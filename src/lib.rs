@@ -13,6 +13,7 @@ pub mod headers;
 pub mod identity;
 pub mod login;
 pub mod metrics;
+pub mod mtls;
 pub mod ops;
 pub mod policy;
 pub mod proxy;

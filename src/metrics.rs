@@ -47,6 +47,8 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// `component` (config/idp/store): 1 ready.
     pub ready: IntGaugeVec,
+    /// `result` (trusted/untrusted/absent/rejected): client certificates per TLS connection.
+    pub client_certificates: IntCounterVec,
 }
 
 impl Metrics {
@@ -155,6 +157,11 @@ impl Metrics {
                 "Readiness by component (1 ready)",
                 &["component"],
             )?,
+            client_certificates: counter(
+                "vallum_client_certificates_total",
+                "Downstream TLS connections by client certificate verdict (trusted, untrusted, absent; rejected = handshake refused)",
+                &["result"],
+            )?,
             registry,
         };
         m.build_info
@@ -166,7 +173,7 @@ impl Metrics {
     /// The name of every metric Vallum registers (for the README's drift test).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let all: [&dyn Collector; 16] = [
+        let all: [&dyn Collector; 17] = [
             &self.requests,
             &self.request_duration,
             &self.upstream_duration,
@@ -183,6 +190,7 @@ impl Metrics {
             &self.open_connections,
             &self.build_info,
             &self.ready,
+            &self.client_certificates,
         ];
         all.iter()
             .flat_map(|c| c.desc())

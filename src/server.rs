@@ -6,6 +6,7 @@ use crate::authn::discovery::IdpWatcher;
 use crate::authn::AuthState;
 use crate::config::auth::Storage;
 use crate::metrics::Metrics;
+use crate::mtls::{ClientCertGate, HandshakeRecorder};
 use crate::ops::listener::{Endpoints, OpsListener};
 use crate::ops::readiness::{Readiness, ReadinessProbe};
 use crate::proxy::Gateway;
@@ -119,9 +120,16 @@ pub fn build(runtime: SharedRuntime, opts: &ServerOptions) -> Result<Server, Ser
     let addr = settings.address.to_string();
     if tls {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut tls_settings = TlsSettings::with_callbacks(Box::new(NoCallbacks))
+        let recorder = HandshakeRecorder::new(Arc::clone(&runtime), Arc::clone(&metrics));
+        let mut tls_settings = TlsSettings::with_callbacks(Box::new(recorder))
             .map_err(|e| ServerError::Tls(e.to_string()))?;
         tls_settings.set_cert_resolver(Arc::new(SniResolver::new(Arc::clone(&runtime))));
+        // Always installed: whether a certificate is asked for is read per handshake, so a reload
+        // can turn downstream mTLS on or off.
+        tls_settings.set_client_cert_verifier(Arc::new(ClientCertGate::new(
+            Arc::clone(&runtime),
+            Arc::clone(&metrics),
+        )));
         tls_settings.enable_h2();
         proxy.add_tls_with_settings(&addr, None, tls_settings);
     } else {
@@ -195,10 +203,3 @@ pub fn build(runtime: SharedRuntime, opts: &ServerOptions) -> Result<Server, Ser
     ));
     Ok(server)
 }
-
-/// `TlsSettings::with_callbacks` is the constructor that takes no certificate files; Vallum
-/// resolves certificates per handshake instead and needs no callback.
-struct NoCallbacks;
-
-#[async_trait::async_trait]
-impl pingora_core::listeners::TlsAccept for NoCallbacks {}

@@ -35,7 +35,6 @@ pub const POMERIUM_GLOBAL_UNSUPPORTED: &[&str] = &[
     "codec_type",
     "use_proxy_protocol",
     "xff_num_trusted_hops",
-    "downstream_mtls",
     "dns_lookup_family",
     "dns_resolvers",
     "dns_refresh_rate",

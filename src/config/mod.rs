@@ -10,6 +10,7 @@ pub mod error;
 pub mod keys;
 pub mod load;
 pub mod migrate;
+pub mod mtls;
 pub mod ops;
 pub mod pem;
 pub mod raw;

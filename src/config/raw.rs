@@ -33,6 +33,7 @@ pub struct RawSettings {
     pub merge_slashes: Option<bool>,
     pub skip_xff_append: bool,
     pub allow_upgrades: Vec<String>,
+    pub downstream_mtls: Option<super::mtls::RawDownstreamMtls>,
     /// Vallum extension: how Vallum's own pages present themselves.
     pub branding_name: Option<String>,
     pub branding_logo_url: Option<String>,

@@ -56,6 +56,8 @@ pub struct Settings {
     pub auth: Option<super::auth::AuthSettings>,
     pub ops: super::ops::OpsSettings,
     pub branding: Branding,
+    /// `downstream_mtls`: `None` when client certificates are not asked for.
+    pub client_ca: Option<crate::mtls::ClientCa>,
     /// Things worth saying that do not stop the config from loading.
     pub warnings: Vec<String>,
 }
@@ -154,11 +156,13 @@ pub fn compile(raw: &RawSettings, errs: &mut Errors) -> Settings {
     let mut warnings = Vec::new();
     let ops = super::ops::compile(raw, errs, &mut warnings);
     let branding = compile_branding(raw, errs);
+    let client_ca = super::mtls::compile(raw.downstream_mtls.as_ref(), insecure, &mut files, errs);
 
     Settings {
         auth,
         ops,
         branding,
+        client_ca,
         warnings,
         address,
         insecure_server: insecure,

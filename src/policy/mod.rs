@@ -9,6 +9,7 @@
 pub mod matchers;
 pub mod parse;
 
+use crate::mtls::PeerCert;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use ipnet::IpNet;
 use matchers::{ListMatcher, StringMatcher};
@@ -49,8 +50,77 @@ pub enum Criterion {
         before: Option<u32>,
         tz: chrono_tz::Tz,
     },
+    /// No trusted client certificate on the connection.
+    InvalidClientCertificate,
+    /// A trusted client certificate matching every given field.
+    ClientCertificate(Box<CertMatcher>),
+    /// A WebAuthn device the user proved in this session, matching every given field.
+    Device(Box<DeviceMatcher>),
     /// `criterion: false`.
     Not(Box<Criterion>),
+}
+
+/// `client_certificate`: every field that is set must match.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CertMatcher {
+    /// Any of these SHA-256 certificate fingerprints.
+    pub fingerprints: Vec<[u8; 32]>,
+    /// Any of these SHA-256 SPKI hashes.
+    pub spki_hashes: Vec<[u8; 32]>,
+    /// Some SAN of the kind matches.
+    pub san_dns: Option<StringMatcher>,
+    pub san_email: Option<StringMatcher>,
+    pub san_uri: Option<StringMatcher>,
+}
+
+impl CertMatcher {
+    pub fn matches(&self, c: &PeerCert) -> bool {
+        let any_san = |m: &Option<StringMatcher>, values: &[String]| {
+            m.as_ref()
+                .is_none_or(|m| values.iter().any(|v| m.matches(v)))
+        };
+        (self.fingerprints.is_empty() || self.fingerprints.contains(&c.fingerprint))
+            && (self.spki_hashes.is_empty() || self.spki_hashes.contains(&c.spki_hash))
+            && any_san(&self.san_dns, &c.san_dns)
+            && any_san(&self.san_email, &c.san_email)
+            && any_san(&self.san_uri, &c.san_uri)
+    }
+}
+
+/// `device`: every field that is set must match one proven device.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeviceMatcher {
+    /// Credential id (base64url).
+    pub is: Option<StringMatcher>,
+    /// Approved by an administrator (`vallum devices approve`).
+    pub approved: Option<bool>,
+    /// Device type id (`any`, `enclave_only`, or one from `device_types`).
+    pub type_id: Option<String>,
+}
+
+/// A device the user proved (WebAuthn assertion) during this session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvenDevice<'a> {
+    pub id: &'a str,
+    pub type_id: &'a str,
+    pub approved: bool,
+}
+
+impl DeviceMatcher {
+    pub fn matches(&self, d: &ProvenDevice<'_>) -> bool {
+        self.is.as_ref().is_none_or(|m| m.matches(d.id))
+            && self.approved.is_none_or(|a| a == d.approved)
+            && self.type_id.as_deref().is_none_or(|t| t == d.type_id)
+    }
+}
+
+/// The connection's client certificate as the policy sees it.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum CertInput<'a> {
+    #[default]
+    Absent,
+    Untrusted,
+    Trusted(&'a PeerCert),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +165,9 @@ pub struct Input<'a> {
     pub now: DateTime<Utc>,
     /// OPTIONS with `Origin` and `Access-Control-Request-Method`.
     pub cors_preflight: bool,
+    pub client_cert: CertInput<'a>,
+    /// Devices proven in this session (empty for anonymous requests).
+    pub devices: &'a [ProvenDevice<'a>],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,7 +245,26 @@ impl Criterion {
             Criterion::Date { .. } => "date-unauthorized",
             Criterion::DayOfWeek { .. } => "day-of-week-unauthorized",
             Criterion::TimeOfDay { .. } => "time-of-day-unauthorized",
+            Criterion::InvalidClientCertificate => "invalid-client-certificate",
+            Criterion::ClientCertificate(_) => "client-certificate-required",
+            Criterion::Device(_) => "device-unauthorized",
             Criterion::Not(c) => c.reason(),
+        }
+    }
+
+    /// The reason for this request: certificate and device reasons say whether anything was
+    /// presented at all (Pomerium's distinction, which decides between 495/450 and 403).
+    pub fn reason_for(&self, input: &Input<'_>) -> &'static str {
+        match self {
+            Criterion::InvalidClientCertificate | Criterion::ClientCertificate(_) => {
+                match input.client_cert {
+                    CertInput::Absent => "client-certificate-required",
+                    CertInput::Untrusted => "invalid-client-certificate",
+                    CertInput::Trusted(_) => "client-certificate-unauthorized",
+                }
+            }
+            Criterion::Device(_) if input.devices.is_empty() => "device-unauthenticated",
+            other => other.reason(),
         }
     }
 
@@ -183,7 +275,8 @@ impl Criterion {
             | Criterion::Domain(_)
             | Criterion::User(_)
             | Criterion::Claim { .. }
-            | Criterion::Groups(_) => true,
+            | Criterion::Groups(_)
+            | Criterion::Device(_) => true,
             Criterion::Not(c) => c.needs_identity(),
             _ => false,
         }
@@ -240,6 +333,14 @@ impl Criterion {
                 };
                 Tri::from(ok)
             }
+            Criterion::InvalidClientCertificate => {
+                Tri::from(!matches!(input.client_cert, CertInput::Trusted(_)))
+            }
+            Criterion::ClientCertificate(m) => Tri::from(match input.client_cert {
+                CertInput::Trusted(c) => m.matches(c),
+                _ => false,
+            }),
+            Criterion::Device(m) => with_subject(&|_| input.devices.iter().any(|d| m.matches(d))),
             Criterion::Not(c) => c.eval(input).not(),
         }
     }
@@ -289,8 +390,9 @@ impl Expr {
     fn reasons(&self, input: &Input<'_>, want: Tri, out: &mut Vec<&'static str>) {
         match self {
             Expr::Criterion(c) => {
-                if c.eval(input) == want && !out.contains(&c.reason()) {
-                    out.push(c.reason());
+                let reason = c.reason_for(input);
+                if c.eval(input) == want && !out.contains(&reason) {
+                    out.push(reason);
                 }
             }
             Expr::And(c) | Expr::Or(c) => c.iter().for_each(|e| e.reasons(input, want, out)),
@@ -299,7 +401,44 @@ impl Expr {
     }
 }
 
+impl Expr {
+    fn any_criterion(&self, f: &dyn Fn(&Criterion) -> bool) -> bool {
+        match self {
+            Expr::And(c) | Expr::Or(c) | Expr::Not(c) | Expr::Nor(c) => {
+                c.iter().any(|e| e.any_criterion(f))
+            }
+            Expr::Criterion(Criterion::Not(c)) => f(c),
+            Expr::Criterion(c) => f(c),
+        }
+    }
+}
+
 impl Policy {
+    fn any_criterion(&self, f: &dyn Fn(&Criterion) -> bool) -> bool {
+        self.rules.iter().any(|r| {
+            r.allow
+                .iter()
+                .chain(r.deny.iter())
+                .any(|e| e.any_criterion(f))
+        })
+    }
+
+    /// Whether this policy looks at the client certificate (a client-certificate boundary for
+    /// the domain-fronting check).
+    pub fn mentions_client_certificate(&self) -> bool {
+        self.any_criterion(&|c| {
+            matches!(
+                c,
+                Criterion::InvalidClientCertificate | Criterion::ClientCertificate(_)
+            )
+        })
+    }
+
+    /// Whether this policy asks for a WebAuthn device.
+    pub fn mentions_device(&self) -> bool {
+        self.any_criterion(&|c| matches!(c, Criterion::Device(_)))
+    }
+
     /// Whether evaluating this policy can depend on who the user is (else the session lookup
     /// can be skipped).
     pub fn needs_identity(&self) -> bool {

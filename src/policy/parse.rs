@@ -2,7 +2,7 @@
 //! config (`routes[4].policy[1].allow.and[2]: unknown criterion 'emial'`).
 
 use super::matchers::{parse_list_matcher, parse_string_matcher, scalar};
-use super::{Criterion, Expr, Policy, Rule};
+use super::{CertMatcher, Criterion, DeviceMatcher, Expr, Policy, Rule};
 use ipnet::IpNet;
 use serde_yaml_ng::Value;
 use std::net::IpAddr;
@@ -42,6 +42,9 @@ const CRITERIA: &[&str] = &[
     "date",
     "day_of_week",
     "time_of_day",
+    "client_certificate",
+    "invalid_client_certificate",
+    "device",
 ];
 
 /// A policy: one rule object or a list of them; a string holding YAML/JSON is parsed first.
@@ -198,6 +201,9 @@ fn parse_criterion(key: &str, v: &Value, cx: &Ctx, path: &str) -> Result<Criteri
         "date" => parse_date(v, cx, &p)?,
         "day_of_week" => parse_day_of_week(v, cx, &p)?,
         "time_of_day" => parse_time_of_day(v, cx, &p)?,
+        "invalid_client_certificate" => flag(Criterion::InvalidClientCertificate)?,
+        "client_certificate" => parse_client_certificate(v, cx, &p)?,
+        "device" => parse_device(v, cx, &p)?,
         other => {
             let hint = suggest(other)
                 .map(|s| format!("; did you mean {s}?"))
@@ -360,4 +366,96 @@ fn parse_time_of_day(v: &Value, cx: &Ctx, path: &str) -> Result<Criterion, Parse
         return Err(cx.err(path, "needs after and/or before"));
     }
     Ok(Criterion::TimeOfDay { after, before, tz })
+}
+
+/// One value or a list of them, as strings.
+fn one_or_many(v: &Value) -> Vec<String> {
+    match v {
+        Value::Sequence(s) => s.iter().filter_map(scalar).collect(),
+        other => scalar(other).into_iter().collect(),
+    }
+}
+
+/// `{fingerprint: …, spki_hash: …, san_dns: {…}, san_email: {…}, san_uri: {…}}`.
+fn parse_client_certificate(v: &Value, cx: &Ctx, path: &str) -> Result<Criterion, ParseError> {
+    let Value::Mapping(m) = v else {
+        return Err(cx.err(
+            path,
+            "expected {fingerprint, spki_hash, san_dns, san_email, san_uri}",
+        ));
+    };
+    let mut cm = CertMatcher::default();
+    for (k, val) in m {
+        let key = scalar(k).unwrap_or_default();
+        let p = format!("{path}.{key}");
+        match key.as_str() {
+            "fingerprint" => {
+                for f in one_or_many(val) {
+                    let parsed = crate::mtls::parse_fingerprint(&f).ok_or_else(|| {
+                        cx.err(&p, &format!("'{f}' is not a SHA-256 fingerprint (64 hex digits, optionally colon-separated)"))
+                    })?;
+                    cm.fingerprints.push(parsed);
+                }
+            }
+            "spki_hash" => {
+                for h in one_or_many(val) {
+                    let parsed = crate::mtls::parse_spki_hash(&h).ok_or_else(|| {
+                        cx.err(&p, &format!("'{h}' is not a base64 SHA-256 hash"))
+                    })?;
+                    cm.spki_hashes.push(parsed);
+                }
+            }
+            "san_dns" => cm.san_dns = Some(parse_string_matcher(val, cx, &p)?),
+            "san_email" => cm.san_email = Some(parse_string_matcher(val, cx, &p)?),
+            "san_uri" => cm.san_uri = Some(parse_string_matcher(val, cx, &p)?),
+            other => {
+                return Err(cx.err(
+                    &p,
+                    &format!(
+                    "unknown field '{other}' (fingerprint, spki_hash, san_dns, san_email, san_uri)"
+                ),
+                ))
+            }
+        }
+    }
+    if cm == CertMatcher::default() {
+        return Err(cx.err(
+            path,
+            "needs at least one of fingerprint, spki_hash, san_dns, san_email, san_uri",
+        ));
+    }
+    Ok(Criterion::ClientCertificate(Box::new(cm)))
+}
+
+/// `{is: <credential id>, approved: true, type: any|enclave_only|…}`; `{}` = any proven device.
+fn parse_device(v: &Value, cx: &Ctx, path: &str) -> Result<Criterion, ParseError> {
+    let mut dm = DeviceMatcher::default();
+    match v {
+        Value::Null | Value::Bool(true) => {}
+        Value::Mapping(m) => {
+            for (k, val) in m {
+                let key = scalar(k).unwrap_or_default();
+                let p = format!("{path}.{key}");
+                match key.as_str() {
+                    "is" => dm.is = Some(parse_string_matcher(val, cx, &p)?),
+                    "approved" => match val {
+                        Value::Bool(b) => dm.approved = Some(*b),
+                        _ => return Err(cx.err(&p, "expected true or false")),
+                    },
+                    "type" => {
+                        dm.type_id = Some(scalar(val).ok_or_else(|| {
+                            cx.err(&p, "expected a device type id such as any or enclave_only")
+                        })?)
+                    }
+                    other => {
+                        return Err(
+                            cx.err(&p, &format!("unknown field '{other}' (is, approved, type)"))
+                        )
+                    }
+                }
+            }
+        }
+        _ => return Err(cx.err(path, "expected {is, approved, type}")),
+    }
+    Ok(Criterion::Device(Box::new(dm)))
 }

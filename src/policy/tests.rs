@@ -47,6 +47,8 @@ fn input<'a>(who: Option<&'a Who>) -> Input<'a> {
         // Wednesday 2026-11-25 14:30 UTC
         now: Utc.with_ymd_and_hms(2026, 11, 25, 14, 30, 0).unwrap(),
         cors_preflight: false,
+        client_cert: crate::policy::CertInput::Absent,
+        devices: &[],
     }
 }
 

@@ -1,7 +1,9 @@
 //! Shaping the request that goes upstream and the response that comes back: path and host
 //! rewrites, hop-by-hop headers, `X-Forwarded-*`, and the route's header sets.
 
-use crate::routes::route::{HostHeader, RedirectSpec, ResponseHeaderRewrite, Route};
+use crate::routes::route::{
+    HostHeader, RedirectSpec, ResponseHeaderRewrite, Route, TemplateValues,
+};
 use crate::upstream::UpstreamTarget;
 use http::header::{CONNECTION, HOST, UPGRADE};
 use http::{HeaderName, HeaderValue};
@@ -103,6 +105,8 @@ pub struct ForwardInfo<'a> {
     pub strip_identity: &'a [String],
     /// Claim headers Vallum sets (stripped from the client's request either way).
     pub claim_headers: &'a [(HeaderName, String)],
+    /// The connection's trusted client certificate, for `${pomerium.client_cert_*}`.
+    pub client_cert: Option<&'a crate::mtls::PeerCert>,
 }
 
 pub fn shape_request(
@@ -222,16 +226,17 @@ pub fn shape_request(
             req.insert_header(k.clone(), v.as_str())?;
         }
     }
-    let (jwt, id_token, access_token) = match &info.identity {
-        Some(id) => (
-            id.jwt.as_deref().unwrap_or(""),
-            id.id_token.as_str(),
-            id.access_token.as_str(),
-        ),
-        None => ("", "", ""),
+    let mut values = TemplateValues {
+        cert: info.client_cert,
+        ..TemplateValues::default()
     };
+    if let Some(id) = &info.identity {
+        values.jwt = id.jwt.as_deref().unwrap_or("");
+        values.id_token = &id.id_token;
+        values.access_token = &id.access_token;
+    }
     for (k, t) in &route.set_request_headers {
-        if let Some(v) = t.render(jwt, id_token, access_token) {
+        if let Some(v) = t.render(&values) {
             req.insert_header(k.clone(), v)?;
         }
     }

@@ -11,9 +11,10 @@ pub mod reply;
 use crate::authn::{self, AuthState};
 use crate::config::auth::Services;
 use crate::config::settings::Underscores;
-use crate::policy::{Decision, Input, Subject};
+use crate::mtls::{CertState, Enforcement};
+use crate::policy::{CertInput, Decision, Input, Subject};
 use crate::routes::path::{self, Normalized, PathRules, Target};
-use crate::routes::route::{Access, Action, HeaderTemplate, PathMatch, Route};
+use crate::routes::route::{Access, Action, PathMatch, Route};
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::upstream::Picked;
 use async_trait::async_trait;
@@ -81,6 +82,8 @@ pub struct RequestCtx {
     client_ip: Option<std::net::IpAddr>,
     /// When an upgraded connection's session was last confirmed in the store.
     session_checked: Option<std::time::Instant>,
+    /// The connection's trusted client certificate (downstream mTLS), for header templates.
+    client_cert: Option<Arc<crate::mtls::PeerCert>>,
     _open: Option<observe::OpenRequest>,
 }
 
@@ -365,13 +368,71 @@ impl Gateway {
             }
         }
 
-        // 8. Identity and access. Deny by default: a route is served only when its policy allows.
+        // 8. Client certificate (downstream mTLS): judged once per connection at the handshake.
+        let ssl = session.digest().and_then(|d| d.ssl_digest.clone());
+        let conn = ssl
+            .as_ref()
+            .and_then(|d| d.extension.get::<crate::mtls::ConnTls>());
+        let client_cert = match conn.map(|c| &c.cert) {
+            Some(CertState::Trusted(c)) => CertInput::Trusted(c),
+            Some(CertState::Untrusted(_)) => CertInput::Untrusted,
+            _ => CertInput::Absent,
+        };
+        if let Some(ca) = &settings.client_ca {
+            let needs_cert = |r: &Route| {
+                ca.enforcement == Enforcement::PolicyWithDefaultDeny
+                    || matches!(&r.access, Access::Policy(p) if p.mentions_client_certificate())
+            };
+            // Domain fronting: a connection made for a host that asks nothing of client
+            // certificates must not carry requests for one that does.
+            if let Some(sni) = conn.and_then(|c| c.sni.as_deref()) {
+                if sni != host
+                    && needs_cert(&route)
+                    && !snap
+                        .routes
+                        .find(sni, port, &target.path)
+                        .is_some_and(|r| needs_cert(r))
+                {
+                    tracing::info!(request_id = %ctx.request_id, %sni, %host, "request refused: Host differs from SNI across a client-certificate boundary");
+                    return deny(
+                        StatusCode::MISDIRECTED_REQUEST,
+                        "this connection was made for another host; reconnect for this one",
+                    );
+                }
+            }
+            if ca.enforcement == Enforcement::PolicyWithDefaultDeny
+                && !matches!(client_cert, CertInput::Trusted(_))
+            {
+                let reason = match client_cert {
+                    CertInput::Absent => "client-certificate-required",
+                    _ => "invalid-client-certificate",
+                };
+                self.metrics
+                    .authorize
+                    .with_label_values(&[&route.id, "deny", reason])
+                    .inc();
+                tracing::info!(request_id = %ctx.request_id, route_id = %route.id, reason, "request refused: no trusted client certificate");
+                return Step::Reply(reply::client_cert_error(
+                    reason,
+                    &ctx.request_id,
+                    wants_json,
+                ));
+            }
+            if let CertInput::Trusted(_) = client_cert {
+                ctx.client_cert = conn.and_then(|c| match &c.cert {
+                    CertState::Trusted(c) => Some(Arc::clone(c)),
+                    _ => None,
+                });
+            }
+        }
+
+        // 9. Identity and access. Deny by default: a route is served only when its policy allows.
         // The session is read when the decision or the upstream headers need it.
         let wants_identity = route.pass_identity_headers
             || route
                 .set_request_headers
                 .iter()
-                .any(|(_, t)| matches!(t, HeaderTemplate::Dynamic(_)))
+                .any(|(_, t)| t.needs_identity())
             || matches!(&route.access, Access::Policy(p) if p.needs_identity());
         let identity = match &settings.auth {
             Some(auth) if wants_identity => {
@@ -412,6 +473,8 @@ impl Gateway {
                     && req
                         .headers
                         .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD),
+                client_cert,
+                devices: &[],
             };
             let decision = policy.evaluate(&input);
             observe::Authorize {
@@ -431,6 +494,13 @@ impl Gateway {
                 Decision::NeedLogin => {
                     return self.need_login(session, settings, &host_full, &target, &ctx.request_id)
                 }
+                Decision::Deny { reasons } if reply::is_client_cert_problem(&reasons) => {
+                    return Step::Reply(reply::client_cert_error(
+                        reasons[0],
+                        &ctx.request_id,
+                        wants_json,
+                    ))
+                }
                 Decision::Deny { reasons } => {
                     return Step::Reply(reply::forbidden(&reasons, &ctx.request_id, wants_json))
                 }
@@ -439,7 +509,7 @@ impl Gateway {
 
         ctx.identity = identity;
 
-        // 9. Action.
+        // 10. Action.
         let step = match &route.action {
             Action::Respond { status, body } => Step::Reply(Reply::text(*status, body.clone())),
             Action::Tunnel(addrs) => Step::Tunnel(addrs.clone()),
@@ -1092,6 +1162,7 @@ impl ProxyHttp for Gateway {
                 .and_then(|s| s.settings.auth.as_ref())
                 .map(|a| a.claim_headers.as_slice())
                 .unwrap_or(&[]),
+            client_cert: ctx.client_cert.as_deref(),
         };
         forward::shape_request(req, route, t, &info)?;
         req.insert_header("x-request-id", ctx.request_id.as_str())?;

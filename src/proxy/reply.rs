@@ -135,6 +135,42 @@ pub fn forbidden(reasons: &[&'static str], request_id: &str, wants_json: bool) -
     )
 }
 
+/// Every reason is about the client certificate (none, or not trusted): answered with 495.
+pub fn is_client_cert_problem(reasons: &[&'static str]) -> bool {
+    !reasons.is_empty()
+        && reasons.iter().all(|r| {
+            matches!(
+                *r,
+                "client-certificate-required" | "invalid-client-certificate"
+            )
+        })
+}
+
+/// 495 (nginx's and Pomerium's "SSL Certificate Error"): the route needs a trusted client
+/// certificate. Never a sign-in redirect: signing in cannot fix this.
+pub fn client_cert_error(reason: &'static str, request_id: &str, wants_json: bool) -> Reply {
+    let status = StatusCode::from_u16(495).unwrap_or(StatusCode::FORBIDDEN);
+    if wants_json {
+        let body = serde_json::json!({ "error": reason, "request_id": request_id });
+        return Reply::json(status, &body);
+    }
+    let what = if reason == "client-certificate-required" {
+        "This page needs a client certificate, and your browser did not present one."
+    } else {
+        "The client certificate your browser presented is not trusted here (unknown issuer, expired or revoked)."
+    };
+    Reply::html(
+        status,
+        crate::authn::pages::page(
+            "495 SSL Certificate Error",
+            &format!(
+                "<p>{what}</p><ul><li><code>{reason}</code></li></ul><p>Install the certificate your organisation issued for this device, then reconnect.</p><p>Request id: <code>{}</code></p>",
+                crate::authn::pages::escape(request_id)
+            ),
+        ),
+    )
+}
+
 pub fn wants_json(session: &Session) -> bool {
     session
         .req_header()

@@ -126,6 +126,21 @@ pub enum Part {
     Jwt,
     IdToken,
     AccessToken,
+    /// The trusted client certificate's SHA-256 fingerprint (hex).
+    CertFingerprint,
+    /// Its DNS / email SANs, comma-joined.
+    CertSanDns,
+    CertSanEmail,
+}
+
+/// What a dynamic header value can draw on; empty strings for anonymous requests and for
+/// connections without a trusted client certificate.
+#[derive(Default)]
+pub struct TemplateValues<'a> {
+    pub jwt: &'a str,
+    pub id_token: &'a str,
+    pub access_token: &'a str,
+    pub cert: Option<&'a crate::mtls::PeerCert>,
 }
 
 impl HeaderTemplate {
@@ -147,9 +162,12 @@ impl HeaderTemplate {
                     "pomerium.jwt" => Part::Jwt,
                     "pomerium.id_token" => Part::IdToken,
                     "pomerium.access_token" => Part::AccessToken,
+                    "pomerium.client_cert_fingerprint" => Part::CertFingerprint,
+                    "pomerium.client_cert_san_dns" => Part::CertSanDns,
+                    "pomerium.client_cert_san_email" => Part::CertSanEmail,
                     other => {
                         return Err(format!(
-                            "unknown variable ${{{other}}} (pomerium.jwt, pomerium.id_token, pomerium.access_token)"
+                            "unknown variable ${{{other}}} (pomerium.jwt, pomerium.id_token, pomerium.access_token, pomerium.client_cert_fingerprint, pomerium.client_cert_san_dns, pomerium.client_cert_san_email)"
                         ))
                     }
                 };
@@ -176,22 +194,42 @@ impl HeaderTemplate {
     }
 
     /// The value for one request; identity values are empty for anonymous requests.
-    pub fn render(&self, jwt: &str, id_token: &str, access_token: &str) -> Option<HeaderValue> {
+    pub fn render(&self, v: &TemplateValues<'_>) -> Option<HeaderValue> {
         match self {
             HeaderTemplate::Static(v) => Some(v.clone()),
             HeaderTemplate::Dynamic(parts) => {
                 let mut s = String::new();
                 for p in parts {
-                    s.push_str(match p {
-                        Part::Lit(l) => l,
-                        Part::Jwt => jwt,
-                        Part::IdToken => id_token,
-                        Part::AccessToken => access_token,
-                    });
+                    match p {
+                        Part::Lit(l) => s.push_str(l),
+                        Part::Jwt => s.push_str(v.jwt),
+                        Part::IdToken => s.push_str(v.id_token),
+                        Part::AccessToken => s.push_str(v.access_token),
+                        Part::CertFingerprint => {
+                            if let Some(c) = v.cert {
+                                s.push_str(&c.fingerprint_hex());
+                            }
+                        }
+                        Part::CertSanDns => {
+                            if let Some(c) = v.cert {
+                                s.push_str(&c.san_dns.join(","));
+                            }
+                        }
+                        Part::CertSanEmail => {
+                            if let Some(c) = v.cert {
+                                s.push_str(&c.san_email.join(","));
+                            }
+                        }
+                    }
                 }
                 HeaderValue::from_str(&s).ok()
             }
         }
+    }
+
+    /// Whether the value depends on who the user is (else the session lookup can be skipped).
+    pub fn needs_identity(&self) -> bool {
+        matches!(self, HeaderTemplate::Dynamic(p) if p.iter().any(|p| matches!(p, Part::Jwt | Part::IdToken | Part::AccessToken)))
     }
 
     pub fn needs_jwt(&self) -> bool {

@@ -12,6 +12,7 @@ mod downstream_tls;
 mod fleet;
 mod headers;
 mod idp_bearer;
+mod mtls;
 mod ops;
 mod paths;
 mod programmatic;
