@@ -314,7 +314,7 @@ fn legacy_keys_map_like_pomerium() {
 fn errors_name_the_path_and_the_reason() {
     assert_eq!(
         err("- allow: {or: [{accept: true}]}\n- allow:\n    and:\n      - email: a@b.c\n      - user: x\n      - emial: a@b.c\n"),
-        "routes[4].policy[1].allow.and[2]: unknown criterion 'emial'; did you mean email? (known: accept, reject, authenticated_user, email, domain, user, claim/<name>, groups, http_method, http_path, source_ip, cors_preflight, date, day_of_week, time_of_day)"
+        "routes[4].policy[1].allow.and[2]: unknown criterion 'emial'; did you mean email? (known: accept, reject, authenticated_user, email, domain, user, claim/<name>, groups, http_method, http_path, source_ip, cors_preflight, date, day_of_week, time_of_day, client_certificate, invalid_client_certificate, device)"
     );
     assert!(err("allow: {xor: []}").contains("routes[4].policy.allow.xor: unknown operator 'xor'"));
     assert!(err("permit: {or: []}").contains("unknown action 'permit'"));
@@ -468,4 +468,86 @@ proptest! {
             Err(e) => prop_assert!(e.path.starts_with("routes[0].policy"), "{e}"),
         }
     }
+}
+
+#[test]
+fn device_criterion_needs_a_proven_device_of_the_right_kind() {
+    let a = alice();
+    let p = policy("allow:\n  and:\n    - device: {type: enclave_only}\n");
+    // Anonymous: signing in could change the outcome.
+    assert_eq!(p.evaluate(&input(None)), Decision::NeedLogin);
+    // Signed in, nothing proven: the reason sends the user to enrol or prove a device.
+    assert_eq!(
+        p.evaluate(&input(Some(&a))),
+        Decision::Deny {
+            reasons: vec!["device-unauthenticated"]
+        }
+    );
+    let plain = [ProvenDevice {
+        id: "cred-1",
+        type_id: "any",
+        approved: false,
+    }];
+    let i = Input {
+        devices: &plain,
+        ..input(Some(&a))
+    };
+    assert_eq!(
+        p.evaluate(&i),
+        Decision::Deny {
+            reasons: vec!["device-unauthorized"]
+        }
+    );
+    let enclave = [ProvenDevice {
+        id: "cred-2",
+        type_id: "enclave_only",
+        approved: true,
+    }];
+    let i = Input {
+        devices: &enclave,
+        ..input(Some(&a))
+    };
+    assert_eq!(p.evaluate(&i), Decision::Allow);
+    assert!(allows("device: {is: cred-2, approved: true}", &i));
+    assert!(!allows("device: {is: cred-1}", &i));
+    assert!(!allows("device: {approved: false}", &i));
+    assert!(p.mentions_device());
+    assert!(!p.mentions_client_certificate());
+}
+
+#[test]
+fn certificate_criteria_parse_errors_name_the_field() {
+    assert!(
+        err("allow:\n  and:\n    - client_certificate: {fingerprint: abc}\n")
+            .contains("client_certificate.fingerprint: 'abc' is not a SHA-256 fingerprint")
+    );
+    assert!(
+        err("allow:\n  and:\n    - client_certificate: {spki_hash: abc}\n")
+            .contains("client_certificate.spki_hash")
+    );
+    assert!(
+        err("allow:\n  and:\n    - client_certificate: {subject: x}\n")
+            .contains("unknown field 'subject'")
+    );
+    assert!(err("allow:\n  and:\n    - client_certificate: {}\n").contains("needs at least one"));
+    assert!(err("allow:\n  and:\n    - device: {kind: x}\n").contains("unknown field 'kind'"));
+    let p = policy("deny:\n  or:\n    - invalid_client_certificate: true\n");
+    assert!(p.mentions_client_certificate());
+    // Without a trusted certificate the deny rule matches, with the reason saying why.
+    assert_eq!(
+        p.evaluate(&input(None)),
+        Decision::Deny {
+            reasons: vec!["client-certificate-required"]
+        }
+    );
+    let i = Input {
+        client_cert: CertInput::Untrusted,
+        ..input(None)
+    };
+    assert_eq!(
+        p.evaluate(&i),
+        Decision::Deny {
+            reasons: vec!["invalid-client-certificate"]
+        }
+    );
 }
