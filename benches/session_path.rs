@@ -28,6 +28,7 @@ fn session(id: &str) -> Session {
         issued_at: now,
         expires_at: now + 3600,
         claims_refreshed_at: now,
+        devices: Vec::new(),
     }
 }
 

@@ -88,6 +88,18 @@ impl Runtime {
             let Some(r) = r else { continue };
             if let Some(route) = compile::compile(r, i, &format!("{key}[{i}]"), &mut ctx, &mut errs)
             {
+                // A `device: {type: …}` must name a configured device type: a typo would
+                // otherwise lock everyone out with no hint why.
+                if let crate::routes::route::Access::Policy(p) = &route.access {
+                    for t in p.device_types_named() {
+                        if !settings.device_types.iter().any(|d| d.id == t) {
+                            errs.push(
+                                format!("{key}[{i}].policy"),
+                                format!("device type {t:?} is not configured (built in: any, enclave_only; add others under device_types)"),
+                            );
+                        }
+                    }
+                }
                 routes.push(Arc::new(route));
             }
         }

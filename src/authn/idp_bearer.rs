@@ -103,6 +103,7 @@ pub async fn session_for_idp_token(
         issued_at: now,
         expires_at: exp.unwrap_or(now + ttl.as_secs()),
         claims_refreshed_at: now,
+        devices: Vec::new(),
     });
     if state.bearer_cache.entries.len() > 100_000 {
         let t = Instant::now();

@@ -15,6 +15,7 @@ mod refresh;
 pub mod signed;
 mod signout;
 mod user;
+pub mod webauthn;
 
 use crate::config::auth::AuthSettings;
 use crate::crypto::{ct_eq, random_token};
@@ -185,6 +186,7 @@ pub async fn authenticate_host(
         "/oauth2/callback" => oauth_callback(auth, state, req).await,
         "/.pomerium/sign_out" => signout::authenticate_sign_out(auth, state, req).await,
         "/.pomerium/signed_out" => Reply::html(StatusCode::OK, pages::signed_out()),
+        webauthn::PATH => webauthn::authenticate_page(auth, state, req).await,
         "/.well-known/pomerium/jwks.json" => user::jwks(auth),
         "/.pomerium/" => Reply::html(
             StatusCode::OK,
@@ -206,6 +208,7 @@ pub async fn route_endpoint(
         "/.pomerium/api/v1/login" => programmatic::login_url(auth, req),
         "/.pomerium/programmatic" => programmatic::hand_token(auth, state, req).await,
         "/.pomerium/user" => user::user_json(auth, state, req).await,
+        webauthn::PATH => webauthn::route_page(auth, state, req).await,
         "/.pomerium/" => user::user_page(auth, state, req).await,
         "/.pomerium/jwt" if auth.jwt_endpoint => user::jwt_endpoint(auth, state, req).await,
         "/.well-known/pomerium/jwks.json" => user::jwks(auth),
@@ -436,6 +439,7 @@ async fn oauth_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Reque
         issued_at: now,
         expires_at,
         claims_refreshed_at: now,
+        devices: Vec::new(),
     };
     if let Err(e) = state.store.put(session.clone()).await {
         failed(state, "store_unavailable");

@@ -85,10 +85,15 @@ pub(super) async fn user_page(
         .map(|t| t.to_rfc3339())
         .unwrap_or_default();
     let csrf = csrf_token(auth, Some(&s));
+    let devices = match super::webauthn::load_devices(state.store.as_ref(), &s.user_id).await {
+        Ok(d) => d,
+        Err(_) => return super::store_unavailable(),
+    };
+    let devices = super::webauthn::user_page_section(&devices, &csrf);
     let body = format!(
         "<table><tr><th>User</th><td>{}</td></tr><tr><th>Email</th><td>{}</td></tr><tr><th>Name</th><td>{}</td></tr>\
          <tr><th>Groups</th><td>{}</td></tr><tr><th>Session expires</th><td>{}</td></tr></table>\
-         <h2>Claims</h2><table>{rows}</table>\
+         <h2>Claims</h2><table>{rows}</table>{devices}\
          <form method=\"post\" action=\"/.pomerium/sign_out\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
          <button type=\"submit\">Sign out</button></form>",
         e(&s.user_id),

@@ -77,6 +77,10 @@ pub struct AuthSettings {
     pub authenticate_url: Url,
     /// `host` or `host:port` of `authenticate_url`, lower-case, as it appears in `Host`.
     pub authenticate_host: String,
+    /// WebAuthn device types (`device_types`; set from the global settings after compile).
+    pub device_types: Vec<super::devices::DeviceType>,
+    /// The relying-party name browsers show during WebAuthn ceremonies (`branding_name`).
+    pub rp_name: String,
     pub idp: Option<IdpSettings>,
     pub cookie: CookieSettings,
     pub cookie_secret: Key,
@@ -603,6 +607,8 @@ pub fn compile(
         services,
         authenticate_url,
         authenticate_host,
+        device_types: super::devices::builtin(),
+        rp_name: "Vallum".into(),
         idp,
         cookie,
         session_cookie_key: cookie_secret.derive("vallum session cookie"),

@@ -5,6 +5,7 @@
 //! (validation, every error collected) → `runtime::Runtime`, which the proxy reads.
 
 pub mod auth;
+pub mod devices;
 pub mod duration;
 pub mod error;
 pub mod keys;

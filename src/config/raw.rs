@@ -34,6 +34,8 @@ pub struct RawSettings {
     pub skip_xff_append: bool,
     pub allow_upgrades: Vec<String>,
     pub downstream_mtls: Option<super::mtls::RawDownstreamMtls>,
+    /// WebAuthn device types (`any` and `enclave_only` are built in).
+    pub device_types: Vec<super::devices::RawDeviceType>,
     /// Vallum extension: how Vallum's own pages present themselves.
     pub branding_name: Option<String>,
     pub branding_logo_url: Option<String>,

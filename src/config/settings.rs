@@ -58,6 +58,8 @@ pub struct Settings {
     pub branding: Branding,
     /// `downstream_mtls`: `None` when client certificates are not asked for.
     pub client_ca: Option<crate::mtls::ClientCa>,
+    /// WebAuthn device types, built-ins first.
+    pub device_types: Vec<super::devices::DeviceType>,
     /// Things worth saying that do not stop the config from loading.
     pub warnings: Vec<String>,
 }
@@ -152,17 +154,23 @@ pub fn compile(raw: &RawSettings, errs: &mut Errors) -> Settings {
         );
     }
 
-    let auth = super::auth::compile(raw, insecure, &mut files, errs);
+    let mut auth = super::auth::compile(raw, insecure, &mut files, errs);
     let mut warnings = Vec::new();
     let ops = super::ops::compile(raw, errs, &mut warnings);
     let branding = compile_branding(raw, errs);
     let client_ca = super::mtls::compile(raw.downstream_mtls.as_ref(), insecure, &mut files, errs);
+    let device_types = super::devices::compile(&raw.device_types, errs);
+    if let Some(a) = auth.as_mut() {
+        a.device_types = device_types.clone();
+        a.rp_name = branding.name.clone();
+    }
 
     Settings {
         auth,
         ops,
         branding,
         client_ca,
+        device_types,
         warnings,
         address,
         insecure_server: insecure,

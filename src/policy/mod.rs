@@ -439,6 +439,36 @@ impl Policy {
         self.any_criterion(&|c| matches!(c, Criterion::Device(_)))
     }
 
+    /// The first device type a `device` criterion names (the device page preselects it).
+    pub fn device_type_wanted(&self) -> Option<String> {
+        let found = std::cell::RefCell::new(None);
+        self.any_criterion(&|c| match c {
+            Criterion::Device(m) => {
+                if let Some(t) = &m.type_id {
+                    *found.borrow_mut() = Some(t.clone());
+                    return true;
+                }
+                false
+            }
+            _ => false,
+        });
+        found.into_inner()
+    }
+
+    /// Every device type id a `device` criterion names (checked against `device_types`).
+    pub fn device_types_named(&self) -> Vec<String> {
+        let found = std::cell::RefCell::new(Vec::new());
+        self.any_criterion(&|c| {
+            if let Criterion::Device(m) = c {
+                if let Some(t) = &m.type_id {
+                    found.borrow_mut().push(t.clone());
+                }
+            }
+            false
+        });
+        found.into_inner()
+    }
+
     /// Whether evaluating this policy can depend on who the user is (else the session lookup
     /// can be skipped).
     pub fn needs_identity(&self) -> bool {

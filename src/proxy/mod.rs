@@ -12,7 +12,7 @@ use crate::authn::{self, AuthState};
 use crate::config::auth::Services;
 use crate::config::settings::Underscores;
 use crate::mtls::{CertState, Enforcement};
-use crate::policy::{CertInput, Decision, Input, Subject};
+use crate::policy::{CertInput, Decision, Input, ProvenDevice, Subject};
 use crate::routes::path::{self, Normalized, PathRules, Target};
 use crate::routes::route::{Access, Action, PathMatch, Route};
 use crate::runtime::{Runtime, SharedRuntime};
@@ -461,6 +461,19 @@ impl Gateway {
                 groups: &s.groups,
                 claims: &s.claims,
             });
+            let proven: Vec<ProvenDevice<'_>> = identity
+                .as_ref()
+                .map(|s| {
+                    s.devices
+                        .iter()
+                        .map(|d| ProvenDevice {
+                            id: &d.id,
+                            type_id: &d.type_id,
+                            approved: d.approved,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
             let req = session.req_header();
             let input = Input {
                 subject,
@@ -474,7 +487,7 @@ impl Gateway {
                         .headers
                         .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD),
                 client_cert,
-                devices: &[],
+                devices: &proven,
             };
             let decision = policy.evaluate(&input);
             observe::Authorize {
@@ -500,6 +513,16 @@ impl Gateway {
                         &ctx.request_id,
                         wants_json,
                     ))
+                }
+                Decision::Deny { reasons } if reasons.contains(&"device-unauthenticated") => {
+                    return self.need_device(
+                        session,
+                        settings,
+                        &host_full,
+                        &target,
+                        &route,
+                        &ctx.request_id,
+                    )
                 }
                 Decision::Deny { reasons } => {
                     return Step::Reply(reply::forbidden(&reasons, &ctx.request_id, wants_json))
@@ -968,6 +991,46 @@ impl Gateway {
             access_token: session.access_token.clone(),
             headers,
         })
+    }
+
+    /// The answer to a signed-in request on a route that needs a WebAuthn device this session
+    /// has not proven: browsers go to the device page, API clients get Pomerium's 450.
+    fn need_device(
+        &self,
+        session: &Session,
+        settings: &crate::config::Settings,
+        host_full: &str,
+        target: &Target,
+        route: &Route,
+        request_id: &str,
+    ) -> Step {
+        let auth = match &settings.auth {
+            Some(a) if prefers_html(session) => a,
+            _ => {
+                let body = serde_json::json!({ "error": "device-unauthenticated", "request_id": request_id });
+                let status = StatusCode::from_u16(450).unwrap_or(StatusCode::FORBIDDEN);
+                return Step::Reply(Reply::json(status, &body));
+            }
+        };
+        let mut original = format!("{}://{host_full}{}", self.scheme(), target.path);
+        if let Some(q) = &target.query {
+            original.push('?');
+            original.push_str(q);
+        }
+        if original.len() > authn::MAX_REDIRECT_LEN {
+            return Step::Reply(Reply::error(
+                StatusCode::URI_TOO_LONG,
+                "this URL is too long to come back to",
+                reply::wants_json(session),
+            ));
+        }
+        let wanted = match &route.access {
+            Access::Policy(p) => p.device_type_wanted(),
+            Access::Public => None,
+        };
+        Step::Reply(Reply::found(
+            authn::webauthn::device_url(auth, &original, wanted.as_deref()).as_str(),
+        ))
     }
 
     /// The answer to an anonymous request on a route that needs a signed-in user.

@@ -179,6 +179,19 @@ impl SessionStore for CachedStore {
         self.inner.ping().await
     }
 
+    // Records are read where a person is waiting (enrolment pages), never per request: no cache.
+    async fn put_record(&self, key: &str, value: Vec<u8>, ttl: u64) -> Result<(), StoreError> {
+        self.inner.put_record(key, &value, ttl).await
+    }
+
+    async fn get_record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get_record(key).await
+    }
+
+    async fn delete_record(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.delete_record(key).await
+    }
+
     fn backend(&self) -> &'static str {
         "redis"
     }

@@ -10,6 +10,8 @@ pub struct MemoryStore {
     map: DashMap<String, Arc<Session>>,
     /// Single-use keys → expiry (unix seconds).
     claimed: DashMap<String, u64>,
+    /// Other records → (value, expiry; 0 = none).
+    records: DashMap<String, (Vec<u8>, u64)>,
     capacity: usize,
 }
 
@@ -18,6 +20,7 @@ impl MemoryStore {
         Self {
             map: DashMap::new(),
             claimed: DashMap::new(),
+            records: DashMap::new(),
             capacity,
         }
     }
@@ -97,6 +100,33 @@ impl SessionStore for MemoryStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn put_record(&self, key: &str, value: Vec<u8>, ttl: u64) -> Result<(), StoreError> {
+        let now = unix_now();
+        if self.records.len() >= self.capacity && !self.records.contains_key(key) {
+            self.records.retain(|_, (_, exp)| *exp == 0 || *exp > now);
+            if self.records.len() >= self.capacity {
+                return Err(StoreError::Full(self.capacity));
+            }
+        }
+        let exp = if ttl == 0 { 0 } else { now + ttl };
+        self.records.insert(key.to_string(), (value, exp));
+        Ok(())
+    }
+
+    async fn get_record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let now = unix_now();
+        Ok(self
+            .records
+            .get(key)
+            .filter(|e| e.1 == 0 || e.1 > now)
+            .map(|e| e.0.clone()))
+    }
+
+    async fn delete_record(&self, key: &str) -> Result<(), StoreError> {
+        self.records.remove(key);
         Ok(())
     }
 

@@ -43,6 +43,19 @@ pub struct Session {
     pub expires_at: u64,
     /// When claims were last read from the IdP.
     pub claims_refreshed_at: u64,
+    /// WebAuthn devices the user proved during this session (the `device` criterion).
+    #[serde(default)]
+    pub devices: Vec<ProvenDevice>,
+}
+
+/// A device proven with a WebAuthn assertion (or at enrolment) in this session.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProvenDevice {
+    /// Credential id, base64url.
+    pub id: String,
+    /// The device type it was enrolled as.
+    pub type_id: String,
+    pub approved: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -90,5 +103,10 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn sessions_of(&self, user: &str) -> Result<Vec<Arc<Session>>, StoreError>;
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Small records beside sessions (WebAuthn devices and ceremonies), shared by the fleet like
+    /// sessions are. `ttl` in seconds; 0 keeps the record until it is deleted.
+    async fn put_record(&self, key: &str, value: Vec<u8>, ttl: u64) -> Result<(), StoreError>;
+    async fn get_record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn delete_record(&self, key: &str) -> Result<(), StoreError>;
     fn backend(&self) -> &'static str;
 }

@@ -80,6 +80,7 @@ mod tests {
             issued_at: now,
             expires_at: now + 3600,
             claims_refreshed_at: now,
+            devices: Vec::new(),
         }
     }
 

@@ -304,6 +304,49 @@ impl RedisStore {
         Ok(out)
     }
 
+    fn record_key(&self, key: &str) -> String {
+        format!("{}rec:{key}", self.prefix)
+    }
+
+    /// A record, sealed like sessions so that write access to Redis alone cannot plant one
+    /// (a WebAuthn device, say).
+    pub async fn put_record(&self, key: &str, value: &[u8], ttl: u64) -> Result<(), StoreError> {
+        let sealed = self.key.seal_raw(value, key.as_bytes());
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.record_key(key)).arg(sealed);
+        if ttl > 0 {
+            cmd.arg("EX").arg(ttl);
+        }
+        self.cmd::<()>("put_record", cmd).await
+    }
+
+    pub async fn get_record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let raw: Option<Vec<u8>> = self
+            .cmd(
+                "get_record",
+                redis::cmd("GET").arg(self.record_key(key)).clone(),
+            )
+            .await?;
+        Ok(raw.and_then(|r| {
+            let open = self.key.open_raw(&r, key.as_bytes());
+            if open.is_none() {
+                tracing::warn!(
+                    key,
+                    "a record does not open with this shared_secret; treating it as absent"
+                );
+            }
+            open
+        }))
+    }
+
+    pub async fn delete_record(&self, key: &str) -> Result<(), StoreError> {
+        self.cmd::<()>(
+            "delete_record",
+            redis::cmd("DEL").arg(self.record_key(key)).clone(),
+        )
+        .await
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.cmd::<String>("ping", redis::cmd("PING"))
             .await

@@ -5,6 +5,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
+import https from 'node:https';
 import { startWorld, idpLogin, echoData, ARTIFACTS, ACCESS_TOKEN_TTL, CLIENT_SECRET } from './harness.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -22,6 +23,20 @@ function scenario(world, fn) {
 }
 
 const onIdp = (w, url) => url.startsWith(w.idp.issuer);
+
+/// One HTTPS GET to the balancer with the given Host/SNI and headers (no redirects followed).
+function rawGet(port, host, p, headers) {
+  return new Promise((resolve, reject) => {
+    const req = https.request({ host: '127.0.0.1', port, path: p, servername: host, rejectUnauthorized: false,
+      headers: { host: `${host}:${port}`, ...headers } }, (res) => {
+      let body = '';
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => resolve({ status: res.statusCode, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
 const shot = (page, name) => page.screenshot({ path: path.join(ARTIFACTS, name), fullPage: true });
 
 describe('one node, memory store', () => {
@@ -118,6 +133,57 @@ describe('one node, memory store', () => {
       ws.onerror = () => resolve('refused');
     }), w.url('app2', '/socket').replace('https:', 'wss:'));
     assert.equal(refused, 'refused');
+  }));
+
+  it('a device: enrolled with a platform authenticator, required by a route, refused to a second profile without it, removed from the user page', scenario(world, async (w) => {
+    const { page, context } = alice;
+    // Chromium's DevTools virtual authenticator: a platform key with user verification.
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('WebAuthn.enable', { enableUI: false });
+    const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
+      options: { protocol: 'ctap2', transport: 'internal', hasResidentKey: true, hasUserVerification: true,
+        isUserVerified: true, automaticPresenceSimulation: true },
+    });
+    const target = w.url('device', '/needs/device?x=1');
+    await page.goto(target);
+    assert.match(page.url(), /^https:\/\/authenticate\.localhost:\d+\/\.pomerium\/webauthn\?/, 'sent to the device page');
+    assert.match(page.url(), /pomerium_device_type=enclave_only/);
+    await page.fill('#name', 'alice laptop');
+    await shot(page, 'device-page.png');
+    await Promise.all([page.waitForURL(target, { timeout: 15000 }), page.click('#enrol')])
+      .catch(async (e) => { throw new Error(`${e.message}; page status: ${await page.textContent('#status').catch(() => '?')}`); });
+    assert.equal((await echoData(page)).url, '/needs/device?x=1', 'the route serves once the device is proven');
+    const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
+    assert.equal(credentials.length, 1, 'the authenticator holds one new credential');
+
+    // Same user, second browser profile, no authenticator: signed in, but the route refuses.
+    const other = await w.profile('alice-without-device');
+    await other.page.goto(target);
+    await other.page.fill('input[name="login"]', 'alice');
+    await other.page.fill('input[name="password"]', 'any-password');
+    await Promise.all([
+      other.page.waitForURL((u) => u.pathname === '/.pomerium/webauthn', { waitUntil: 'load' }),
+      other.page.click('button[type="submit"]'),
+    ]);
+    assert.match(await other.page.textContent('#device-list'), /alice laptop/, 'the enrolled device is listed');
+    await other.page.goto(target);
+    assert.match(other.page.url(), /\/\.pomerium\/webauthn\?/, 'the browser is sent to prove a device, not served');
+    // The same session as an API client (JSON): 450, Pomerium's device-unauthenticated code.
+    const cookie = (await other.context.cookies(target)).map((c) => `${c.name}=${c.value}`).join('; ');
+    const api = await rawGet(w.lbPort, 'device.localhost', '/needs/device?x=1', { cookie, accept: 'application/json' });
+    assert.equal(api.status, 450, `an API client gets 450: ${api.body}`);
+    assert.equal(JSON.parse(api.body).error, 'device-unauthenticated');
+    await other.close();
+
+    // The user page lists the device; removing it ends its use at once.
+    await page.goto(w.url('device', '/.pomerium/'));
+    assert.match(await page.textContent('#devices'), /alice laptop/);
+    await shot(page, 'user-page-devices.png');
+    await Promise.all([page.waitForURL(w.url('device', '/.pomerium/')), page.click('#devices button[type="submit"]')]);
+    assert.doesNotMatch(await page.textContent('#devices'), /alice laptop/, 'removed');
+    await page.goto(target);
+    assert.match(page.url(), /\/\.pomerium\/webauthn\?/, 'the route needs a device again');
+    await cdp.send('WebAuthn.removeVirtualAuthenticator', { authenticatorId });
   }));
 
   it('the session outlives the access token through refresh', scenario(world, async (w) => {

@@ -28,7 +28,7 @@ const COOKIE_SECRET = '8GIP1sU0aqXJZ8T8XkL1zB0cR2P0kTmYxw0a3DkBwsw=';
 const SHARED_SECRET = 'Wm9vaF9zaGFyZWRfc2VjcmV0XzMyX2J5dGVzX19fXyE=';
 /// Access tokens live this long, so a test can outlive one and see the session refreshed.
 export const ACCESS_TOKEN_TTL = 8;
-export const HOSTS = ['authenticate', 'app1', 'app2', 'admin', 'ws'];
+export const HOSTS = ['authenticate', 'app1', 'app2', 'admin', 'ws', 'device'];
 // A small inline logo, so branded pages need no network.
 const LOGO = 'data:image/svg+xml;base64,' + Buffer.from(
   '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="7" fill="#0f766e"/>' +
@@ -311,6 +311,13 @@ routes:
     to: ${up}
     allow_websockets: true
     allow_any_authenticated_user: true
+  - from: https://device.localhost
+    to: ${up}
+    policy:
+      allow:
+        and:
+          - authenticated_user: true
+          - device: {type: enclave_only}
 `;
   const gateways = [];
   for (let i = 0; i < nodes; i++) {

@@ -30,6 +30,7 @@ pub fn session(id: &str, ttl: u64) -> Session {
         issued_at: now,
         expires_at: now + ttl,
         claims_refreshed_at: now,
+        devices: Vec::new(),
     }
 }
 
@@ -58,12 +59,34 @@ async fn contract(store: &dyn SessionStore) {
     assert!(store.get("b").await.unwrap().is_some(), "others untouched");
     store.delete("never-existed").await.unwrap();
 
+    // Records beside sessions: round trip, overwrite, delete, expiry.
+    assert!(store.get_record("dev:u1").await.unwrap().is_none());
+    store
+        .put_record("dev:u1", b"one".to_vec(), 0)
+        .await
+        .unwrap();
+    store
+        .put_record("dev:u1", b"two".to_vec(), 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_record("dev:u1").await.unwrap().as_deref(),
+        Some(&b"two"[..])
+    );
+    store.put_record("dev:u2", b"x".to_vec(), 1).await.unwrap();
+    store.delete_record("dev:u1").await.unwrap();
+    assert!(store.get_record("dev:u1").await.unwrap().is_none());
+
     store.put(session("short", 1)).await.unwrap();
     assert!(store.get("short").await.unwrap().is_some());
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert!(
         store.get("short").await.unwrap().is_none(),
         "expired sessions are gone"
+    );
+    assert!(
+        store.get_record("dev:u2").await.unwrap().is_none(),
+        "expired records are gone"
     );
 }
 
@@ -122,6 +145,15 @@ impl SessionStore for Uncached {
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.0.ping().await
+    }
+    async fn put_record(&self, key: &str, value: Vec<u8>, ttl: u64) -> Result<(), StoreError> {
+        self.0.put_record(key, &value, ttl).await
+    }
+    async fn get_record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.get_record(key).await
+    }
+    async fn delete_record(&self, key: &str) -> Result<(), StoreError> {
+        self.0.delete_record(key).await
     }
     fn backend(&self) -> &'static str {
         "redis"

@@ -1,0 +1,552 @@
+//! WebAuthn device identity: enrol a device, prove it, remove it.
+//!
+//! The ceremonies run on the authenticate host (the relying party id is its name), so one
+//! enrolment serves every route, as with Pomerium. Enrolled credentials are records in the
+//! session store, per user, so every node of a fleet sees them; the proof ("this session used
+//! device X") is written into the session itself, which is what the `device` criterion reads on
+//! the hot path without another store call. Ceremony state (the challenge) is a short-lived
+//! record, used once. The protocol itself is webauthn-rs's.
+
+use super::signout::csrf_token;
+use super::*;
+use crate::config::devices::{Attachment, DeviceType};
+use crate::session::ProvenDevice;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use sha2::Digest;
+use webauthn_rs::prelude::{
+    AuthenticatorAttachment, Passkey, PasskeyAuthentication, PasskeyRegistration,
+    PublicKeyCredential, RegisterPublicKeyCredential, Uuid,
+};
+use webauthn_rs::{Webauthn, WebauthnBuilder};
+
+/// Where the device page lives on both the authenticate host and route hosts.
+pub const PATH: &str = "/.pomerium/webauthn";
+/// How long a started ceremony may take.
+const CEREMONY_TTL: u64 = 300;
+/// Devices one user may enrol (bounds the record and the page).
+const MAX_DEVICES: usize = 20;
+
+/// An enrolled device, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrolledDevice {
+    /// Credential id, base64url.
+    pub id: String,
+    pub type_id: String,
+    pub name: String,
+    pub created_at: u64,
+    /// Set by an administrator (`vallum devices approve`), for `device: {approved: true}`.
+    #[serde(default)]
+    pub approved: bool,
+    pub passkey: Passkey,
+}
+
+fn devices_key(user_id: &str) -> String {
+    format!("devices:{user_id}")
+}
+
+pub async fn load_devices(
+    store: &dyn SessionStore,
+    user_id: &str,
+) -> Result<Vec<EnrolledDevice>, StoreError> {
+    Ok(store
+        .get_record(&devices_key(user_id))
+        .await?
+        .and_then(|raw| serde_json::from_slice(&raw).ok())
+        .unwrap_or_default())
+}
+
+pub async fn save_devices(
+    store: &dyn SessionStore,
+    user_id: &str,
+    devices: &[EnrolledDevice],
+) -> Result<(), StoreError> {
+    if devices.is_empty() {
+        return store.delete_record(&devices_key(user_id)).await;
+    }
+    let raw = serde_json::to_vec(devices).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    store.put_record(&devices_key(user_id), raw, 0).await
+}
+
+/// Removes a device and every session's proof of it (so a removed device stops opening doors
+/// now, not when sessions end).
+pub async fn remove_device(
+    store: &dyn SessionStore,
+    user: &Session,
+    device_id: &str,
+) -> Result<bool, StoreError> {
+    let mut devices = load_devices(store, &user.user_id).await?;
+    let before = devices.len();
+    devices.retain(|d| d.id != device_id);
+    if devices.len() == before {
+        return Ok(false);
+    }
+    save_devices(store, &user.user_id, &devices).await?;
+    let index = crate::session::redis::index_name(user);
+    for s in store.sessions_of(&index).await? {
+        if s.devices.iter().any(|d| d.id == device_id) {
+            let mut s = (*s).clone();
+            s.devices.retain(|d| d.id != device_id);
+            store.put(s).await?;
+        }
+    }
+    Ok(true)
+}
+
+/// The signed link a route sends a browser to when its policy needs a device this session has
+/// not proven.
+pub fn device_url(auth: &AuthSettings, original: &str, type_id: Option<&str>) -> Url {
+    let extra: Vec<(&str, &str)> = type_id
+        .map(|t| vec![("pomerium_device_type", t)])
+        .unwrap_or_default();
+    signed::sign(
+        &auth.shared_secret,
+        &auth.authenticate_url,
+        PATH,
+        original,
+        &extra,
+        unix_now(),
+    )
+}
+
+fn relying_party(auth: &AuthSettings, name: &str) -> Option<Webauthn> {
+    let rp_id = auth.authenticate_url.host_str()?;
+    let origin = Url::parse(&auth.authenticate_url.origin().ascii_serialization()).ok()?;
+    WebauthnBuilder::new(rp_id, &origin)
+        .ok()?
+        .rp_name(name)
+        .build()
+        .ok()
+}
+
+/// A stable WebAuthn user handle for an IdP subject (no personal data in it).
+fn user_handle(user_id: &str) -> Uuid {
+    let digest = sha2::Sha256::digest(format!("vallum webauthn user|{user_id}").as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest[..16]);
+    Uuid::from_bytes(b)
+}
+
+fn json_error(status: StatusCode, message: &str) -> Reply {
+    Reply::json(status, &serde_json::json!({ "error": message }))
+}
+
+#[derive(Serialize, Deserialize)]
+struct RegisterState {
+    type_id: String,
+    state: PasskeyRegistration,
+}
+
+fn ceremony_key(session: &Session, kind: &str) -> String {
+    format!("webauthn:{kind}:{}", session.id)
+}
+
+/// Records a proof in the session (and in the store, so every node sees it).
+async fn mark_proven(
+    state: &Arc<AuthState>,
+    session: &Session,
+    device: &EnrolledDevice,
+) -> Result<(), StoreError> {
+    let mut s = session.clone();
+    s.devices.retain(|d| d.id != device.id);
+    s.devices.push(ProvenDevice {
+        id: device.id.clone(),
+        type_id: device.type_id.clone(),
+        approved: device.approved,
+    });
+    state.store.put(s).await
+}
+
+/// `/.pomerium/webauthn` on the authenticate host: the device page (GET) and its ceremonies
+/// (POST `action=register-begin|register-finish|authenticate-begin|authenticate-finish|unregister`).
+pub async fn authenticate_page(
+    auth: &AuthSettings,
+    state: &Arc<AuthState>,
+    req: &Request<'_>,
+) -> Reply {
+    let device_types = auth.device_types.as_slice();
+    let name = auth_cookie_name(auth);
+    let session = match session_for(auth, state, req.cookies, &name, req.host).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return Reply::html(
+                StatusCode::UNAUTHORIZED,
+                pages::error(
+                    "Sign in first",
+                    "Devices belong to a signed-in user. Open the application again to sign in, then come back.",
+                ),
+            )
+        }
+        Err(_) => return store_unavailable(),
+    };
+    // Where to go afterwards: a signed target, or this page.
+    let target = if req.param("pomerium_redirect_uri").is_some() {
+        match signed::verify(&auth.shared_secret, PATH, &req.query, unix_now()) {
+            Ok(t) if signed::safe_target(&t).is_some() => Some(t),
+            Ok(_) => return bad_request("the return link points nowhere Vallum serves"),
+            Err(e) => return bad_request(&e.to_string()),
+        }
+    } else {
+        None
+    };
+    let wanted_type = req
+        .param("pomerium_device_type")
+        .and_then(|t| device_types.iter().find(|d| d.id == t));
+    let Some(rp) = relying_party(auth, &auth.rp_name) else {
+        return Reply::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "WebAuthn is not available for this authenticate URL",
+            req.wants_json,
+        );
+    };
+    let csrf = csrf_token(auth, Some(&session));
+    if req.method == http::Method::POST {
+        if !req.field("csrf").is_some_and(|c| ct_eq(c, &csrf)) {
+            return json_error(StatusCode::FORBIDDEN, "missing or wrong csrf token");
+        }
+        let after = target.clone().unwrap_or_else(|| PATH.to_string());
+        return match ceremony(auth, state, device_types, &rp, &session, req, &after).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(problem = %e, "webauthn ceremony refused");
+                json_error(StatusCode::BAD_REQUEST, &e)
+            }
+        };
+    }
+    let devices = match load_devices(state.store.as_ref(), &session.user_id).await {
+        Ok(d) => d,
+        Err(_) => return store_unavailable(),
+    };
+    Reply::html(
+        StatusCode::OK,
+        device_page(&session, &devices, device_types, wanted_type, &csrf),
+    )
+}
+
+async fn ceremony(
+    _auth: &AuthSettings,
+    state: &Arc<AuthState>,
+    device_types: &[DeviceType],
+    rp: &Webauthn,
+    session: &Session,
+    req: &Request<'_>,
+    after: &str,
+) -> Result<Reply, String> {
+    let store = state.store.as_ref();
+    let unavailable = |e: StoreError| e.to_string();
+    let mut devices = load_devices(store, &session.user_id)
+        .await
+        .map_err(unavailable)?;
+    match req.field("action").unwrap_or("") {
+        "register-begin" => {
+            if devices.len() >= MAX_DEVICES {
+                return Err(format!("at most {MAX_DEVICES} devices per user"));
+            }
+            let type_id = req.field("type").unwrap_or("any");
+            let t = device_types
+                .iter()
+                .find(|d| d.id == type_id)
+                .ok_or("unknown device type")?;
+            let label = session.email.as_deref().unwrap_or(&session.user_id);
+            let exclude = devices
+                .iter()
+                .map(|d| d.passkey.cred_id().clone())
+                .collect::<Vec<_>>();
+            let (mut options, reg) = rp
+                .start_passkey_registration(
+                    user_handle(&session.user_id),
+                    label,
+                    session.name.as_deref().unwrap_or(label),
+                    Some(exclude),
+                )
+                .map_err(|e| e.to_string())?;
+            if let Some(sel) = options.public_key.authenticator_selection.as_mut() {
+                sel.authenticator_attachment = match t.attachment {
+                    Attachment::Any => None,
+                    Attachment::Platform => Some(AuthenticatorAttachment::Platform),
+                    Attachment::CrossPlatform => Some(AuthenticatorAttachment::CrossPlatform),
+                };
+            }
+            let saved = serde_json::to_vec(&RegisterState {
+                type_id: t.id.clone(),
+                state: reg,
+            })
+            .map_err(|e| e.to_string())?;
+            store
+                .put_record(&ceremony_key(session, "reg"), saved, CEREMONY_TTL)
+                .await
+                .map_err(unavailable)?;
+            Ok(Reply::json(StatusCode::OK, &serde_json::json!(options)))
+        }
+        "register-finish" => {
+            let key = ceremony_key(session, "reg");
+            let saved = store.get_record(&key).await.map_err(unavailable)?;
+            store.delete_record(&key).await.map_err(unavailable)?;
+            let saved: RegisterState = saved
+                .and_then(|s| serde_json::from_slice(&s).ok())
+                .ok_or("no enrolment in progress (it expired or was used)")?;
+            let cred: RegisterPublicKeyCredential =
+                serde_json::from_str(req.field("credential").unwrap_or(""))
+                    .map_err(|e| format!("malformed credential: {e}"))?;
+            let passkey = rp
+                .finish_passkey_registration(&cred, &saved.state)
+                .map_err(|e| format!("the authenticator's answer does not verify: {e}"))?;
+            let t = device_types
+                .iter()
+                .find(|d| d.id == saved.type_id)
+                .ok_or("unknown device type")?;
+            let flags: webauthn_rs::prelude::Credential = passkey.clone().into();
+            if t.user_verification_required && !flags.user_verified {
+                return Err(format!(
+                    "{} needs an authenticator that verifies the user (PIN or biometrics)",
+                    t.name
+                ));
+            }
+            if !t.backup_allowed && flags.backup_eligible {
+                return Err(format!(
+                    "{} needs a key that cannot leave the device; this one can be synced",
+                    t.name
+                ));
+            }
+            let id = URL_SAFE_NO_PAD.encode(passkey.cred_id().as_ref());
+            let name = req
+                .field("name")
+                .map(|n| n.trim().chars().take(64).collect::<String>())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| t.name.clone());
+            let device = EnrolledDevice {
+                id: id.clone(),
+                type_id: t.id.clone(),
+                name,
+                created_at: unix_now(),
+                approved: false,
+                passkey,
+            };
+            devices.retain(|d| d.id != id);
+            devices.push(device.clone());
+            save_devices(store, &session.user_id, &devices)
+                .await
+                .map_err(unavailable)?;
+            // Enrolling is proving: the authenticator just signed with the new key.
+            mark_proven(state, session, &device)
+                .await
+                .map_err(unavailable)?;
+            tracing::info!(user = %session.user_id, device = %id, type_id = %t.id, "device enrolled");
+            Ok(Reply::json(
+                StatusCode::OK,
+                &serde_json::json!({ "device": id, "redirect": after }),
+            ))
+        }
+        "authenticate-begin" => {
+            let type_id = req.field("type").filter(|t| !t.is_empty());
+            let keys: Vec<Passkey> = devices
+                .iter()
+                .filter(|d| type_id.is_none_or(|t| d.type_id == t))
+                .map(|d| d.passkey.clone())
+                .collect();
+            if keys.is_empty() {
+                return Err("no enrolled device of this type".into());
+            }
+            let (options, auth_state) = rp
+                .start_passkey_authentication(&keys)
+                .map_err(|e| e.to_string())?;
+            let saved = serde_json::to_vec(&auth_state).map_err(|e| e.to_string())?;
+            store
+                .put_record(&ceremony_key(session, "auth"), saved, CEREMONY_TTL)
+                .await
+                .map_err(unavailable)?;
+            Ok(Reply::json(StatusCode::OK, &serde_json::json!(options)))
+        }
+        "authenticate-finish" => {
+            let key = ceremony_key(session, "auth");
+            let saved = store.get_record(&key).await.map_err(unavailable)?;
+            store.delete_record(&key).await.map_err(unavailable)?;
+            let saved: PasskeyAuthentication = saved
+                .and_then(|s| serde_json::from_slice(&s).ok())
+                .ok_or("no proof in progress (it expired or was used)")?;
+            let cred: PublicKeyCredential =
+                serde_json::from_str(req.field("credential").unwrap_or(""))
+                    .map_err(|e| format!("malformed credential: {e}"))?;
+            let result = rp
+                .finish_passkey_authentication(&cred, &saved)
+                .map_err(|e| format!("the authenticator's answer does not verify: {e}"))?;
+            let id = URL_SAFE_NO_PAD.encode(result.cred_id().as_ref());
+            let device = devices
+                .iter_mut()
+                .find(|d| d.id == id)
+                .ok_or("this device is not enrolled")?;
+            // Signature counter and backup state move forward; a cloned key shows up here.
+            device.passkey.update_credential(&result);
+            let device = device.clone();
+            save_devices(store, &session.user_id, &devices)
+                .await
+                .map_err(unavailable)?;
+            mark_proven(state, session, &device)
+                .await
+                .map_err(unavailable)?;
+            Ok(Reply::json(
+                StatusCode::OK,
+                &serde_json::json!({ "device": id, "redirect": after }),
+            ))
+        }
+        "unregister" => {
+            let id = req.field("device").ok_or("which device?")?;
+            remove_device(store, session, id)
+                .await
+                .map_err(unavailable)?;
+            Ok(Reply::found(PATH))
+        }
+        _ => Err("unknown action".into()),
+    }
+}
+
+/// `/.pomerium/webauthn` on a route host: GET goes to the authenticate host's page; POST
+/// `action=unregister` (from the user page) removes a device.
+pub async fn route_page(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
+    let session = match session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            let original = format!("{}://{}/.pomerium/", req.scheme, req.host);
+            return Reply::found(sign_in_url(auth, &original).as_str());
+        }
+        Err(_) => return store_unavailable(),
+    };
+    if req.method == http::Method::POST {
+        let csrf = csrf_token(auth, Some(&session));
+        if !req.field("csrf").is_some_and(|c| ct_eq(c, &csrf)) {
+            return bad_request("missing or wrong csrf token");
+        }
+        if req.field("action") != Some("unregister") {
+            return bad_request("unknown action");
+        }
+        let Some(id) = req.field("device") else {
+            return bad_request("which device?");
+        };
+        return match remove_device(state.store.as_ref(), &session, id).await {
+            Ok(_) => Reply::found("/.pomerium/"),
+            Err(_) => store_unavailable(),
+        };
+    }
+    let back = format!("{}://{}/.pomerium/", req.scheme, req.host);
+    Reply::found(device_url(auth, &back, None).as_str())
+}
+
+/// The device list on the user page, with a remove button per device.
+pub fn user_page_section(devices: &[EnrolledDevice], csrf: &str) -> String {
+    let e = pages::escape;
+    let rows: String = devices
+        .iter()
+        .map(|d| {
+            format!(
+                "<tr class=\"device\" data-device=\"{id}\"><td>{name}</td><td>{t}</td><td>{approved}</td>\
+                 <td><form method=\"post\" action=\"{PATH}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                 <input type=\"hidden\" name=\"action\" value=\"unregister\"><input type=\"hidden\" name=\"device\" value=\"{id}\">\
+                 <button type=\"submit\">Remove</button></form></td></tr>",
+                id = e(&d.id),
+                name = e(&d.name),
+                t = e(&d.type_id),
+                approved = if d.approved { "approved" } else { "" },
+                csrf = e(csrf),
+            )
+        })
+        .collect();
+    format!(
+        "<h2>Devices</h2><table id=\"devices\"><tr><th>Name</th><th>Type</th><th>Approved</th><th></th></tr>{rows}</table>\
+         <p><a href=\"{PATH}\">Enrol a device</a></p>"
+    )
+}
+
+fn device_page(
+    session: &Session,
+    devices: &[EnrolledDevice],
+    types: &[DeviceType],
+    wanted: Option<&DeviceType>,
+    csrf: &str,
+) -> String {
+    let e = pages::escape;
+    let list: String = devices
+        .iter()
+        .map(|d| {
+            format!(
+                "<li class=\"device\">{} <small>({})</small></li>",
+                e(&d.name),
+                e(&d.type_id)
+            )
+        })
+        .collect();
+    let options: String = types
+        .iter()
+        .map(|t| {
+            format!(
+                "<option value=\"{id}\"{sel}>{name}</option>",
+                id = e(&t.id),
+                name = e(&t.name),
+                sel = if wanted.is_some_and(|w| w.id == t.id) {
+                    " selected"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect();
+    let intro = match wanted {
+        Some(t) => format!(
+            "<p>This application needs a device of type <b>{}</b>. Use one you enrolled, or enrol this one.</p>",
+            e(&t.name)
+        ),
+        None => "<p>Enrol this device, or prove one you enrolled before.</p>".to_string(),
+    };
+    let body = format!(
+        "{intro}<p>Signed in as {who}.</p><h2>Your devices</h2><ul id=\"device-list\">{list}</ul>\
+         <p><button id=\"prove\" type=\"button\">Use an enrolled device</button></p>\
+         <p><label>Name <input id=\"name\" value=\"\" maxlength=\"64\"></label> \
+         <select id=\"type\">{options}</select> <button id=\"enrol\" type=\"button\">Enrol this device</button></p>\
+         <p id=\"status\" role=\"status\"></p>\
+         <script>const CSRF={csrf_js};const WANT={want_js};{SCRIPT}</script>",
+        who = e(session.email.as_deref().unwrap_or(&session.user_id)),
+        csrf_js = serde_json::json!(csrf),
+        want_js = serde_json::json!(wanted.map(|t| t.id.as_str()).unwrap_or("")),
+    );
+    pages::page("Devices", &body)
+}
+
+/// The page's ceremony code: base64url ↔ bytes around `navigator.credentials`, nothing else.
+const SCRIPT: &str = r#"
+const enc=b=>btoa(String.fromCharCode(...new Uint8Array(b))).replace(/\+/g,'-').replace(/\//g,'_').replace(/=+$/,'');
+const dec=s=>Uint8Array.from(atob(s.replace(/-/g,'+').replace(/_/g,'/')),c=>c.charCodeAt(0));
+const status=t=>{document.getElementById('status').textContent=t;};
+async function post(fields){
+  const body=new URLSearchParams(Object.assign({csrf:CSRF},fields));
+  const r=await fetch(location.pathname+location.search,{method:'POST',body,headers:{Accept:'application/json'},credentials:'same-origin'});
+  const j=await r.json().catch(()=>({error:'HTTP '+r.status}));
+  if(!r.ok)throw new Error(j.error||('HTTP '+r.status));
+  return j;
+}
+document.getElementById('enrol').onclick=async()=>{
+  try{
+    status('Waiting for the authenticator…');
+    const type=document.getElementById('type').value;
+    const o=(await post({action:'register-begin',type})).publicKey;
+    o.challenge=dec(o.challenge);o.user.id=dec(o.user.id);
+    (o.excludeCredentials||[]).forEach(c=>c.id=dec(c.id));
+    const c=await navigator.credentials.create({publicKey:o});
+    const cred={id:c.id,rawId:enc(c.rawId),type:c.type,extensions:c.getClientExtensionResults(),
+      response:{attestationObject:enc(c.response.attestationObject),clientDataJSON:enc(c.response.clientDataJSON)}};
+    const done=await post({action:'register-finish',credential:JSON.stringify(cred),name:document.getElementById('name').value});
+    status('Device enrolled.');location.href=done.redirect;
+  }catch(e){status('Enrolment failed: '+e.message);}
+};
+document.getElementById('prove').onclick=async()=>{
+  try{
+    status('Waiting for the authenticator…');
+    const o=(await post({action:'authenticate-begin',type:WANT})).publicKey;
+    o.challenge=dec(o.challenge);(o.allowCredentials||[]).forEach(c=>c.id=dec(c.id));
+    const c=await navigator.credentials.get({publicKey:o});
+    const r=c.response;
+    const cred={id:c.id,rawId:enc(c.rawId),type:c.type,extensions:c.getClientExtensionResults(),
+      response:{authenticatorData:enc(r.authenticatorData),clientDataJSON:enc(r.clientDataJSON),signature:enc(r.signature),userHandle:r.userHandle?enc(r.userHandle):null}};
+    const done=await post({action:'authenticate-finish',credential:JSON.stringify(cred)});
+    status('Device verified.');location.href=done.redirect;
+  }catch(e){status('Verification failed: '+e.message);}
+};
+"#;
