@@ -7,6 +7,7 @@ mod authorize;
 mod balancing;
 mod cli;
 mod demo;
+mod devices;
 mod docs;
 mod downstream_tls;
 mod fleet;

@@ -85,6 +85,7 @@ pub const HOSTS: &[&str] = &[
     "notime",
     "cors",
     "ring",
+    "device",
 ];
 
 pub struct Browser {
