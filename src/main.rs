@@ -86,6 +86,53 @@ enum Command {
         #[command(subcommand)]
         action: SessionsAction,
     },
+    /// List, approve or remove users' WebAuthn devices in the shared (Redis) store.
+    Devices {
+        #[command(subcommand)]
+        action: DevicesAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DevicesAction {
+    /// List a user's enrolled devices.
+    List {
+        /// The user's email or IdP subject.
+        #[arg(long)]
+        user: String,
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark a device approved (for `device: {approved: true}`).
+    Approve {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        device: String,
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Withdraw a device's approval.
+    Unapprove {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        device: String,
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Remove a device; sessions that proved it lose the proof at once.
+    Remove {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        device: String,
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -138,6 +185,7 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => run(args),
         Some(Command::Demo { port }) => demo(port),
         Some(Command::Sessions { action }) => sessions(action),
+        Some(Command::Devices { action }) => devices(action),
         Some(Command::Tcp {
             target,
             listen,
@@ -396,6 +444,62 @@ fn try_sessions(action: SessionsAction) -> anyhow::Result<()> {
                 println!("revoked {n} session(s)");
             }
         }
+        Ok(())
+    })
+}
+
+fn devices(action: DevicesAction) -> ExitCode {
+    match try_devices(action) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vallum devices: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn try_devices(action: DevicesAction) -> anyhow::Result<()> {
+    use vallum::session::admin::{change_device, devices_of, DeviceChange};
+    let config = match &action {
+        DevicesAction::List { config, .. }
+        | DevicesAction::Approve { config, .. }
+        | DevicesAction::Unapprove { config, .. }
+        | DevicesAction::Remove { config, .. } => config,
+    };
+    let runtime = Runtime::from_file(config, None)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+    let store = vallum::session::admin::connect(&runtime.settings)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (user, device, change) = match action {
+            DevicesAction::List { user, json, .. } => {
+                let (subject, devices) = devices_of(&store, &user).await?;
+                for d in devices {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"user": subject, "device": d.id, "name": d.name, "type": d.type_id, "approved": d.approved, "created_at": d.created_at})
+                        );
+                    } else {
+                        println!(
+                            "{}  {}  {}{}",
+                            d.id,
+                            d.type_id,
+                            d.name,
+                            if d.approved { "  approved" } else { "" }
+                        );
+                    }
+                }
+                return Ok(());
+            }
+            DevicesAction::Approve { user, device, .. } => (user, device, DeviceChange::Approve),
+            DevicesAction::Unapprove { user, device, .. } => (user, device, DeviceChange::Revoke),
+            DevicesAction::Remove { user, device, .. } => (user, device, DeviceChange::Remove),
+        };
+        change_device(&store, &user, &device, change).await?;
+        println!("{change:?}: {device}");
         Ok(())
     })
 }

@@ -89,3 +89,81 @@ pub fn describe(s: &Session, json: bool) -> String {
         )
     }
 }
+
+/// What `vallum devices` changes on one enrolled device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChange {
+    Approve,
+    Revoke,
+    Remove,
+}
+
+/// A user's enrolled WebAuthn devices. `user`: an email or IdP subject, as for sessions; the
+/// devices are keyed by subject, found through the user's live sessions when given an email.
+pub async fn devices_of(
+    store: &RedisStore,
+    user: &str,
+) -> Result<(String, Vec<crate::authn::webauthn::EnrolledDevice>), AdminError> {
+    let sessions = store.sessions_of(user).await?;
+    let subject = sessions
+        .first()
+        .map(|s| s.user_id.clone())
+        .unwrap_or_else(|| user.to_string());
+    let devices = store
+        .get_record(&format!("devices:{subject}"))
+        .await?
+        .and_then(|raw| serde_json::from_slice(&raw).ok())
+        .unwrap_or_default();
+    Ok((subject, devices))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("no device {0} for this user")]
+pub struct NoSuchDevice(pub String);
+
+/// Approves, un-approves or removes a device, and updates the proofs in the user's live sessions
+/// so the change holds from the next request on.
+pub async fn change_device(
+    store: &RedisStore,
+    user: &str,
+    device: &str,
+    change: DeviceChange,
+) -> Result<(), AdminError> {
+    let (subject, mut devices) = devices_of(store, user).await?;
+    let Some(pos) = devices.iter().position(|d| d.id == device) else {
+        return Err(AdminError::Setup(
+            NoSuchDevice(device.to_string()).to_string(),
+        ));
+    };
+    match change {
+        DeviceChange::Approve => devices[pos].approved = true,
+        DeviceChange::Revoke => devices[pos].approved = false,
+        DeviceChange::Remove => {
+            devices.remove(pos);
+        }
+    }
+    let key = format!("devices:{subject}");
+    if devices.is_empty() {
+        store.delete_record(&key).await?;
+    } else {
+        let raw = serde_json::to_vec(&devices).map_err(|e| AdminError::Setup(e.to_string()))?;
+        store.put_record(&key, &raw, 0).await?;
+    }
+    for s in store.sessions_of(user).await? {
+        if !s.devices.iter().any(|d| d.id == device) {
+            continue;
+        }
+        let mut s = (*s).clone();
+        match change {
+            DeviceChange::Remove => s.devices.retain(|d| d.id != device),
+            DeviceChange::Approve | DeviceChange::Revoke => {
+                for d in s.devices.iter_mut().filter(|d| d.id == device) {
+                    d.approved = change == DeviceChange::Approve;
+                }
+            }
+        }
+        store.put(&s).await?;
+    }
+    tracing::info!(user = %subject, device, ?change, "device changed by an operator");
+    Ok(())
+}

@@ -6,7 +6,8 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import https from 'node:https';
-import { startWorld, idpLogin, echoData, ARTIFACTS, ACCESS_TOKEN_TTL, CLIENT_SECRET } from './harness.mjs';
+import { startWorld, idpLogin, echoData, ARTIFACTS, ACCESS_TOKEN_TTL, CLIENT_SECRET, VALLUM } from './harness.mjs';
+import { execFileSync } from 'node:child_process';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -251,6 +252,53 @@ describe('two nodes, Redis store, behind a balancer', () => {
     w.useNode(0);
     await page.goto(w.url('app1', '/after-sign-out'));
     assert.ok(onIdp(w, page.url()), `node A refuses the signed-out session: ${page.url()}`);
+    await profile.close();
+  }));
+
+  it('a device enrolled on node A is proven on node B; an operator approves it with `vallum devices`', scenario(world, async (w) => {
+    const profile = await w.profile('alice-device-fleet');
+    const { page, context } = profile;
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('WebAuthn.enable', { enableUI: false });
+    await cdp.send('WebAuthn.addVirtualAuthenticator', {
+      options: { protocol: 'ctap2', transport: 'internal', hasResidentKey: true, hasUserVerification: true,
+        isUserVerified: true, automaticPresenceSimulation: true },
+    });
+    w.useNode(0);
+    await page.goto(w.url('device', '/on-a'));
+    await page.fill('input[name="login"]', 'alice');
+    await page.fill('input[name="password"]', 'any-password');
+    await Promise.all([
+      page.waitForURL((u) => u.pathname === '/.pomerium/webauthn', { waitUntil: 'load' }),
+      page.click('button[type="submit"]'),
+    ]);
+    await page.fill('#name', 'fleet laptop');
+    await Promise.all([page.waitForURL(w.url('device', '/on-a'), { timeout: 15000 }), page.click('#enrol')]);
+
+    w.useNode(1);
+    await page.goto(w.url('device', '/on-b'));
+    assert.equal(page.url(), w.url('device', '/on-b'), 'node B sees the device proven on node A');
+    // Proven but not approved: the approval route refuses (a device the user has, not one an
+    // administrator vouched for).
+    const refused = await page.goto(w.url('vip', '/'));
+    assert.equal(refused.status(), 403);
+    assert.match(await page.textContent('body'), /device-unauthorized/);
+
+    const cfg = w.gateways[0].config;
+    const list = execFileSync(VALLUM, ['devices', 'list', '--user', 'alice@example.com', '-c', cfg]).toString();
+    assert.match(list, /enclave_only  fleet laptop/, list);
+    const id = list.trim().split(/\s+/)[0];
+    execFileSync(VALLUM, ['devices', 'approve', '--user', 'alice@example.com', '--device', id, '-c', cfg]);
+    assert.match(execFileSync(VALLUM, ['devices', 'list', '--user', 'alice@example.com', '-c', cfg]).toString(), /approved/);
+    await sleep(1500); // node B's session cache (databroker_cache_ttl, 1 s)
+    const allowed = await page.goto(w.url('vip', '/approved'));
+    assert.equal(allowed.status(), 200, 'approved by the operator: the route serves');
+    assert.equal((await echoData(page)).url, '/approved');
+
+    execFileSync(VALLUM, ['devices', 'remove', '--user', 'alice@example.com', '--device', id, '-c', cfg]);
+    await sleep(1500);
+    await page.goto(w.url('device', '/after-removal'));
+    assert.match(page.url(), /\/\.pomerium\/webauthn\?/, 'removed by the operator: a device is needed again');
     await profile.close();
   }));
 });

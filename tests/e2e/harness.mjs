@@ -21,14 +21,14 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(here, '../..');
 export const ARTIFACTS = path.join(ROOT, 'target', 'e2e-artifacts');
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const VALLUM = process.env.VALLUM_BIN || path.join(ROOT, 'target', 'debug', 'vallum');
+export const VALLUM = process.env.VALLUM_BIN || path.join(ROOT, 'target', 'debug', 'vallum');
 
 export const CLIENT_SECRET = 'e2e-client-secret-do-not-use';
 const COOKIE_SECRET = '8GIP1sU0aqXJZ8T8XkL1zB0cR2P0kTmYxw0a3DkBwsw=';
 const SHARED_SECRET = 'Wm9vaF9zaGFyZWRfc2VjcmV0XzMyX2J5dGVzX19fXyE=';
 /// Access tokens live this long, so a test can outlive one and see the session refreshed.
 export const ACCESS_TOKEN_TTL = 8;
-export const HOSTS = ['authenticate', 'app1', 'app2', 'admin', 'ws', 'device'];
+export const HOSTS = ['authenticate', 'app1', 'app2', 'admin', 'ws', 'device', 'vip'];
 // A small inline logo, so branded pages need no network.
 const LOGO = 'data:image/svg+xml;base64,' + Buffer.from(
   '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="7" fill="#0f766e"/>' +
@@ -249,7 +249,7 @@ async function startNode(name, dir, config, log) {
     const text = fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8') : '';
     if (text.includes('identity provider discovered')) {
       log(`${name}: ready on ${port}`);
-      return { name, port, child, log: () => fs.readFileSync(logFile, 'utf8') };
+      return { name, port, child, config: file, log: () => fs.readFileSync(logFile, 'utf8') };
     }
     if (child.exitCode !== null) break;
     await sleep(100);
@@ -318,6 +318,13 @@ routes:
         and:
           - authenticated_user: true
           - device: {type: enclave_only}
+  - from: https://vip.localhost
+    to: ${up}
+    policy:
+      allow:
+        and:
+          - authenticated_user: true
+          - device: {approved: true}
 `;
   const gateways = [];
   for (let i = 0; i < nodes; i++) {
