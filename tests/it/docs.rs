@@ -71,6 +71,8 @@ const CRITERIA_AND_OTHER_TABLES: &[&str] = &[
     "source_ip",
     "day_of_week",
     "time_of_day",
+    "client_certificate",
+    "invalid_client_certificate",
 ];
 
 /// The README's metrics table lists exactly the metrics Vallum registers.
