@@ -84,7 +84,7 @@ pub fn build(runtime: SharedRuntime, opts: &ServerOptions) -> Result<Server, Ser
     let metrics = Metrics::new().map_err(|e| ServerError::Metrics(e.to_string()))?;
     let (store, revocations) = session_store(&runtime.load().settings, &metrics)?;
     let auth = Arc::new(AuthState::new(store, Arc::clone(&metrics)));
-    let conf = match &opts.pingora_conf {
+    let mut conf = match &opts.pingora_conf {
         Some(path) => ServerConf::load_from_yaml(path).map_err(|e| ServerError::PingoraConf {
             path: path.clone(),
             reason: e.to_string(),
@@ -96,6 +96,11 @@ pub fn build(runtime: SharedRuntime, opts: &ServerOptions) -> Result<Server, Ser
             ..ServerConf::default()
         },
     };
+    // The config's `threads` wins over the Pingora conf's: one place to size a node.
+    if let Some(t) = runtime.load().settings.ops.threads {
+        conf.threads = t;
+    }
+    tracing::info!(threads = conf.threads, "proxy worker threads");
     let opt = Opt {
         upgrade: opts.upgrade,
         daemon: opts.daemon,

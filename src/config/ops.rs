@@ -133,6 +133,9 @@ pub struct OpsSettings {
     pub strip_identity_headers: Vec<String>,
     /// Requests per second one client IP may make to the sign-in endpoints (0: unlimited).
     pub signin_rate_limit: u32,
+    /// Worker threads for the proxy (`None`: one per core, or the Pingora conf's `threads`).
+    /// Read at start-up only: a change takes a restart or a binary upgrade.
+    pub threads: Option<usize>,
 }
 
 /// Headers other identity-aware proxies use to tell upstreams who the user is. An upstream
@@ -296,6 +299,20 @@ pub fn compile(raw: &RawSettings, errs: &mut Errors, warnings: &mut Vec<String>)
                 .collect(),
         },
         signin_rate_limit: raw.signin_rate_limit.unwrap_or(20),
+        threads: match raw.threads {
+            Some(0) => {
+                errs.push(
+                    "threads",
+                    "must be at least 1 (leave it unset for one per core)",
+                );
+                None
+            }
+            Some(n) if n > 1024 => {
+                errs.push("threads", "at most 1024");
+                None
+            }
+            other => other,
+        },
     }
 }
 

@@ -57,6 +57,8 @@ pub struct RawSettings {
     pub strip_identity_headers: Option<Vec<String>>,
     /// Vallum extension: sign-in requests per second per client IP.
     pub signin_rate_limit: Option<u32>,
+    /// Vallum extension: proxy worker threads (default: one per core).
+    pub threads: Option<usize>,
     // Sign-in.
     pub services: Option<String>,
     pub authenticate_service_url: Option<String>,

@@ -556,3 +556,30 @@ async fn a_stalled_request_body_gets_408() {
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
     assert!(env.gw.log().contains("did not arrive within timeout_read"));
 }
+
+/// Process threads, from /proc.
+fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn threads_sizes_the_proxy_workers() {
+    let up = crate::support::Upstream::echo("up").await;
+    let body = |n: usize| {
+        format!(
+            "threads: {n}\nhealth_check_addr: ''\nroutes:\n  - from: http://a.localhost\n    to: {}\n    allow_public_unauthenticated_access: true\n",
+            up.url()
+        )
+    };
+    let one = Gateway::insecure(&body(1)).await;
+    let five = Gateway::insecure(&body(5)).await;
+    assert!(one.log().contains("threads=1"), "{}", one.log());
+    assert!(five.log().contains("threads=5"), "{}", five.log());
+    // Both serve; the second has four more worker threads than the first.
+    assert_eq!(one.get("a.localhost", "/").await.status, 200);
+    assert_eq!(five.get("a.localhost", "/").await.status, 200);
+    let (t1, t5) = (thread_count(one.pid()), thread_count(five.pid()));
+    assert_eq!(t5 - t1, 4, "threads: 1 → {t1} threads, threads: 5 → {t5}");
+}
