@@ -53,6 +53,7 @@ fn fingerprint(files: &[PathBuf]) -> [u8; 32] {
 
 /// Builds a snapshot from `path` and swaps it in, or logs why not. Returns whether it swapped.
 pub fn reload_now(path: &Path, runtime: &SharedRuntime, metrics: &Metrics) -> bool {
+    let started = std::time::Instant::now();
     let current = runtime.load_full();
     match Runtime::from_file(path, Some(&current)) {
         Ok(next) => {
@@ -72,6 +73,7 @@ pub fn reload_now(path: &Path, runtime: &SharedRuntime, metrics: &Metrics) -> bo
                 config = %path.display(),
                 checksum = %next.checksum,
                 routes = next.routes.len(),
+                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
                 "config reloaded"
             );
             record_loaded(metrics, &next.checksum);

@@ -440,6 +440,58 @@ async fn policy_mode_matchers_and_certificate_states() {
     assert_eq!(s.status("dns", Some(&pki.rogue)).await, 495);
 }
 
+/// The PEM a reqwest identity takes: key, then the chain.
+fn identity_pem(id: &ClientId) -> Vec<u8> {
+    let key = pem_encode("PRIVATE KEY", &id.key_der);
+    let certs: String = id
+        .chain
+        .iter()
+        .map(|c| pem_encode("CERTIFICATE", c.as_ref()))
+        .collect();
+    format!("{key}{certs}").into_bytes()
+}
+
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+}
+
+#[tokio::test]
+async fn the_verdict_reaches_http2_requests_too() {
+    let pki = Pki::new();
+    let s = site(
+        &pki,
+        "downstream_mtls:\n  ca_file: {ca}\n  enforcement: policy\n",
+        "",
+        &policy_routes(&pki),
+    )
+    .await;
+    let port = s.gw.port;
+    let client = |id: Option<&ClientId>| {
+        let mut b = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(s.server_ca.pem.as_bytes()).unwrap())
+            .resolve("need.localhost", std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .no_proxy();
+        if let Some(id) = id {
+            b = b.identity(reqwest::Identity::from_pem(&identity_pem(id)).unwrap());
+        }
+        b.build().unwrap()
+    };
+    let url = format!("https://need.localhost:{port}/");
+    let r = client(Some(&pki.good)).get(&url).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2, "ALPN chose h2");
+    assert_eq!(r.status(), 200, "{}", s.gw.log());
+    let r = client(None).get(&url).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status().as_u16(), 495);
+}
+
 #[tokio::test]
 async fn verify_depth_and_san_rules() {
     let pki = Pki::new();
