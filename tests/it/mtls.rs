@@ -458,7 +458,10 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
         .chunks(64)
         .map(|c| std::str::from_utf8(c).unwrap())
         .collect();
-    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
 }
 
 #[tokio::test]
@@ -475,8 +478,13 @@ async fn the_verdict_reaches_http2_requests_too() {
     let client = |id: Option<&ClientId>| {
         let mut b = reqwest::Client::builder()
             .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(s.server_ca.pem.as_bytes()).unwrap())
-            .resolve("need.localhost", std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(s.server_ca.pem.as_bytes()).unwrap(),
+            )
+            .resolve(
+                "need.localhost",
+                std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            )
             .no_proxy();
         if let Some(id) = id {
             b = b.identity(reqwest::Identity::from_pem(&identity_pem(id)).unwrap());
