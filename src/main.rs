@@ -411,26 +411,39 @@ fn tcp(
     }
 }
 
-fn sessions(action: SessionsAction) -> ExitCode {
-    match try_sessions(action) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("vallum sessions: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn try_sessions(action: SessionsAction) -> anyhow::Result<()> {
-    let config = match &action {
-        SessionsAction::List { config, .. } | SessionsAction::Revoke { config, .. } => config,
-    };
+/// The operator commands' common ground: the config's Redis store and a runtime to talk to it.
+fn admin_store(
+    config: &std::path::Path,
+) -> anyhow::Result<(vallum::session::redis::RedisStore, tokio::runtime::Runtime)> {
     let runtime = Runtime::from_file(config, None)
         .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
     let store = vallum::session::admin::connect(&runtime.settings)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    Ok((store, rt))
+}
+
+/// An operator command's exit: its error on stderr, prefixed with its name.
+fn exit_code(command: &str, result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vallum {command}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn sessions(action: SessionsAction) -> ExitCode {
+    exit_code("sessions", try_sessions(action))
+}
+
+fn try_sessions(action: SessionsAction) -> anyhow::Result<()> {
+    let config = match &action {
+        SessionsAction::List { config, .. } | SessionsAction::Revoke { config, .. } => config,
+    };
+    let (store, rt) = admin_store(config)?;
     rt.block_on(async {
         match action {
             SessionsAction::List { user, json, .. } => {
@@ -449,13 +462,7 @@ fn try_sessions(action: SessionsAction) -> anyhow::Result<()> {
 }
 
 fn devices(action: DevicesAction) -> ExitCode {
-    match try_devices(action) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("vallum devices: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code("devices", try_devices(action))
 }
 
 fn try_devices(action: DevicesAction) -> anyhow::Result<()> {
@@ -466,12 +473,7 @@ fn try_devices(action: DevicesAction) -> anyhow::Result<()> {
         | DevicesAction::Unapprove { config, .. }
         | DevicesAction::Remove { config, .. } => config,
     };
-    let runtime = Runtime::from_file(config, None)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
-    let store = vallum::session::admin::connect(&runtime.settings)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let (store, rt) = admin_store(config)?;
     rt.block_on(async {
         let (user, device, change) = match action {
             DevicesAction::List { user, json, .. } => {

@@ -141,6 +141,24 @@ fn ceremony_key(session: &Session, kind: &str) -> String {
     format!("webauthn:{kind}:{}", session.id)
 }
 
+/// A started ceremony's saved state, removed as it is read: each challenge answers once.
+async fn take_ceremony<T: serde::de::DeserializeOwned>(
+    store: &dyn SessionStore,
+    session: &Session,
+    kind: &str,
+) -> Result<Option<T>, String> {
+    let key = ceremony_key(session, kind);
+    let saved = store.get_record(&key).await.map_err(|e| e.to_string())?;
+    store.delete_record(&key).await.map_err(|e| e.to_string())?;
+    Ok(saved.and_then(|s| serde_json::from_slice(&s).ok()))
+}
+
+/// The authenticator's answer the page posted.
+fn credential<T: serde::de::DeserializeOwned>(req: &Request<'_>) -> Result<T, String> {
+    serde_json::from_str(req.field("credential").unwrap_or(""))
+        .map_err(|e| format!("malformed credential: {e}"))
+}
+
 /// Records a proof in the session (and in the store, so every node sees it).
 async fn mark_proven(
     state: &Arc<AuthState>,
@@ -279,15 +297,10 @@ async fn ceremony(
             Ok(Reply::json(StatusCode::OK, &serde_json::json!(options)))
         }
         "register-finish" => {
-            let key = ceremony_key(session, "reg");
-            let saved = store.get_record(&key).await.map_err(unavailable)?;
-            store.delete_record(&key).await.map_err(unavailable)?;
-            let saved: RegisterState = saved
-                .and_then(|s| serde_json::from_slice(&s).ok())
+            let saved: RegisterState = take_ceremony(store, session, "reg")
+                .await?
                 .ok_or("no enrolment in progress (it expired or was used)")?;
-            let cred: RegisterPublicKeyCredential =
-                serde_json::from_str(req.field("credential").unwrap_or(""))
-                    .map_err(|e| format!("malformed credential: {e}"))?;
+            let cred: RegisterPublicKeyCredential = credential(req)?;
             let passkey = rp
                 .finish_passkey_registration(&cred, &saved.state)
                 .map_err(|e| format!("the authenticator's answer does not verify: {e}"))?;
@@ -358,15 +371,10 @@ async fn ceremony(
             Ok(Reply::json(StatusCode::OK, &serde_json::json!(options)))
         }
         "authenticate-finish" => {
-            let key = ceremony_key(session, "auth");
-            let saved = store.get_record(&key).await.map_err(unavailable)?;
-            store.delete_record(&key).await.map_err(unavailable)?;
-            let saved: PasskeyAuthentication = saved
-                .and_then(|s| serde_json::from_slice(&s).ok())
+            let saved: PasskeyAuthentication = take_ceremony(store, session, "auth")
+                .await?
                 .ok_or("no proof in progress (it expired or was used)")?;
-            let cred: PublicKeyCredential =
-                serde_json::from_str(req.field("credential").unwrap_or(""))
-                    .map_err(|e| format!("malformed credential: {e}"))?;
+            let cred: PublicKeyCredential = credential(req)?;
             let result = rp
                 .finish_passkey_authentication(&cred, &saved)
                 .map_err(|e| format!("the authenticator's answer does not verify: {e}"))?;

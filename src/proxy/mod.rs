@@ -1012,18 +1012,10 @@ impl Gateway {
                 return Step::Reply(Reply::json(status, &body));
             }
         };
-        let mut original = format!("{}://{host_full}{}", self.scheme(), target.path);
-        if let Some(q) = &target.query {
-            original.push('?');
-            original.push_str(q);
-        }
-        if original.len() > authn::MAX_REDIRECT_LEN {
-            return Step::Reply(Reply::error(
-                StatusCode::URI_TOO_LONG,
-                "this URL is too long to come back to",
-                reply::wants_json(session),
-            ));
-        }
+        let original = match self.return_url(session, host_full, target) {
+            Ok(u) => u,
+            Err(reply) => return Step::Reply(*reply),
+        };
         let wanted = match &route.access {
             Access::Policy(p) => p.device_type_wanted(),
             Access::Public => None,
@@ -1054,19 +1046,33 @@ impl Gateway {
                 serde_json::json!({ "error": "user-unauthenticated", "request_id": request_id });
             return Step::Reply(Reply::json(StatusCode::UNAUTHORIZED, &body));
         }
+        match self.return_url(session, host_full, target) {
+            Ok(original) => Step::Reply(Reply::found(authn::sign_in_url(auth, &original).as_str())),
+            Err(reply) => Step::Reply(*reply),
+        }
+    }
+
+    /// The URL a detour (sign-in, the device page) comes back to: the request as the browser
+    /// sent it. Too long to carry through signed links → 414.
+    fn return_url(
+        &self,
+        session: &Session,
+        host_full: &str,
+        target: &Target,
+    ) -> std::result::Result<String, Box<Reply>> {
         let mut original = format!("{}://{host_full}{}", self.scheme(), target.path);
         if let Some(q) = &target.query {
             original.push('?');
             original.push_str(q);
         }
         if original.len() > authn::MAX_REDIRECT_LEN {
-            return Step::Reply(Reply::error(
+            return Err(Box::new(Reply::error(
                 StatusCode::URI_TOO_LONG,
-                "this URL is too long to sign in and come back to",
+                "this URL is too long to leave and come back to",
                 reply::wants_json(session),
-            ));
+            )));
         }
-        Step::Reply(Reply::found(authn::sign_in_url(auth, &original).as_str()))
+        Ok(original)
     }
 }
 
