@@ -223,7 +223,7 @@ pub async fn authenticate_page(
             return json_error(StatusCode::FORBIDDEN, "missing or wrong csrf token");
         }
         let after = target.clone().unwrap_or_else(|| PATH.to_string());
-        return match ceremony(auth, state, device_types, &rp, &session, req, &after).await {
+        return match ceremony(state, device_types, &rp, &session, req, &after).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::info!(problem = %e, "webauthn ceremony refused");
@@ -242,7 +242,6 @@ pub async fn authenticate_page(
 }
 
 async fn ceremony(
-    _auth: &AuthSettings,
     state: &Arc<AuthState>,
     device_types: &[DeviceType],
     rp: &Webauthn,
