@@ -141,6 +141,20 @@ fn ceremony_key(session: &Session, kind: &str) -> String {
     format!("webauthn:{kind}:{}", session.id)
 }
 
+/// Keeps a started ceremony's state (its challenge) for `CEREMONY_TTL`, for the one answer.
+async fn save_ceremony<T: Serialize>(
+    store: &dyn SessionStore,
+    session: &Session,
+    kind: &str,
+    state: &T,
+) -> Result<(), String> {
+    let raw = serde_json::to_vec(state).map_err(|e| e.to_string())?;
+    store
+        .put_record(&ceremony_key(session, kind), raw, CEREMONY_TTL)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// A started ceremony's saved state, removed as it is read: each challenge answers once.
 async fn take_ceremony<T: serde::de::DeserializeOwned>(
     store: &dyn SessionStore,
@@ -284,15 +298,11 @@ async fn ceremony(
                     Attachment::CrossPlatform => Some(AuthenticatorAttachment::CrossPlatform),
                 };
             }
-            let saved = serde_json::to_vec(&RegisterState {
+            let saved = RegisterState {
                 type_id: t.id.clone(),
                 state: reg,
-            })
-            .map_err(|e| e.to_string())?;
-            store
-                .put_record(&ceremony_key(session, "reg"), saved, CEREMONY_TTL)
-                .await
-                .map_err(unavailable)?;
+            };
+            save_ceremony(store, session, "reg", &saved).await?;
             Ok(Reply::json(StatusCode::OK, &serde_json::json!(options)))
         }
         "register-finish" => {
@@ -362,11 +372,7 @@ async fn ceremony(
             let (options, auth_state) = rp
                 .start_passkey_authentication(&keys)
                 .map_err(|e| e.to_string())?;
-            let saved = serde_json::to_vec(&auth_state).map_err(|e| e.to_string())?;
-            store
-                .put_record(&ceremony_key(session, "auth"), saved, CEREMONY_TTL)
-                .await
-                .map_err(unavailable)?;
+            save_ceremony(store, session, "auth", &auth_state).await?;
             Ok(Reply::json(StatusCode::OK, &serde_json::json!(options)))
         }
         "authenticate-finish" => {
