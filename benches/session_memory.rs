@@ -5,6 +5,10 @@
 //! prints bytes per session. `cargo bench --bench session_memory`.
 
 use std::hint::black_box;
+
+/// The allocator the `vallum` binary runs with (src/main.rs), so the figure is the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use vallum::session::memory::MemoryStore;
 use vallum::session::{unix_now, Session, SessionStore};
 

@@ -4,10 +4,10 @@
 //! session id or a raw path.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Buckets for request and store latencies: 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -209,4 +209,81 @@ impl Metrics {
 /// Observes the time since `start` on a histogram.
 pub fn observe_since(h: &Histogram, start: std::time::Instant) {
     h.observe(start.elapsed().as_secs_f64());
+}
+
+/// Method classes of `vallum_http_requests_total`, in [`RouteSeries`] index order.
+pub const METHOD_CLASSES: [&str; 3] = ["read", "write", "other"];
+/// Status classes of `vallum_http_requests_total`, in [`RouteSeries`] index order.
+pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+/// A route's own series, resolved once instead of per request: `with_label_values` hashes the
+/// labels and takes the vector's lock, three times a request, where a resolved handle is one
+/// atomic add. Each series is created on first use, so an idle route exports nothing, as before.
+#[derive(Default)]
+pub struct RouteSeries {
+    requests: [[OnceLock<IntCounter>; 6]; 3],
+    request_duration: OnceLock<Histogram>,
+    upstream_duration: OnceLock<Histogram>,
+    allowed: OnceLock<IntCounter>,
+}
+
+/// Held by each compiled route; the series behind it live in the registry, so a reload that
+/// rebuilds the route finds them again.
+#[derive(Default)]
+pub struct RouteMetrics(OnceLock<Box<RouteSeries>>);
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouteMetrics")
+    }
+}
+
+impl RouteMetrics {
+    fn series(&self) -> &RouteSeries {
+        self.0.get_or_init(Box::default)
+    }
+}
+
+impl Metrics {
+    /// Counts a finished request of `route` (`method`/`status` index [`METHOD_CLASSES`] and
+    /// [`STATUS_CLASSES`]) and observes its durations.
+    pub fn route_request(
+        &self,
+        handles: &RouteMetrics,
+        route: &str,
+        method: usize,
+        status: usize,
+        duration: f64,
+        upstream: Option<f64>,
+    ) {
+        let s = handles.series();
+        if let (Some(slot), Some(m), Some(st)) = (
+            s.requests.get(method).and_then(|r| r.get(status)),
+            METHOD_CLASSES.get(method),
+            STATUS_CLASSES.get(status),
+        ) {
+            slot.get_or_init(|| self.requests.with_label_values(&[route, m, st]))
+                .inc();
+        }
+        s.request_duration
+            .get_or_init(|| self.request_duration.with_label_values(&[route]))
+            .observe(duration);
+        if let Some(u) = upstream {
+            s.upstream_duration
+                .get_or_init(|| self.upstream_duration.with_label_values(&[route]))
+                .observe(u);
+        }
+    }
+
+    /// Counts an allowed request of `route` (the common outcome; denials keep their reasons).
+    pub fn route_allowed(&self, handles: &RouteMetrics, route: &str) {
+        handles
+            .series()
+            .allowed
+            .get_or_init(|| {
+                self.authorize
+                    .with_label_values(&[route, "allow", "allowed"])
+            })
+            .inc();
+    }
 }

@@ -142,7 +142,10 @@ pub async fn session_for(
         return Ok(None);
     };
     let now = unix_now();
-    let Some(handle) = cookie::open(session_key(auth), name, host, value, now) else {
+    let Some(handle) = auth
+        .opened_cookies
+        .open(session_key(auth), name, host, value, now)
+    else {
         return Ok(None);
     };
     match state.store.get(&handle.sid).await {

@@ -119,7 +119,10 @@ pub(super) async fn jwt_endpoint(
     };
     let host = req.host.split(':').next().unwrap_or(req.host);
     let jwt = crate::headers::assertion(auth, &s, host, auth.issuer_uri);
-    let mut r = Reply::text(StatusCode::OK, bytes::Bytes::from(jwt));
+    let mut r = Reply::text(
+        StatusCode::OK,
+        bytes::Bytes::copy_from_slice(jwt.as_bytes()),
+    );
     r.content_type = "application/jwt";
     r
 }

@@ -31,6 +31,9 @@ impl SameSite {
 #[derive(Debug, Clone)]
 pub struct CookieSettings {
     pub name: String,
+    /// The session cookie's name and the authenticate host's (`{name}_authenticate`): never
+    /// forwarded upstream. Built once here, not per request.
+    pub own: Vec<String>,
     pub domain: Option<String>,
     pub expire: Duration,
     pub http_only: bool,
@@ -87,6 +90,8 @@ pub struct AuthSettings {
     /// Derived once per snapshot from `cookie_secret`: every signed-in request opens its cookie
     /// with it, and HKDF per request would cost more than the AEAD itself.
     pub session_cookie_key: Key,
+    /// Session cookies already opened with `session_cookie_key` (per snapshot).
+    pub opened_cookies: std::sync::Arc<crate::session::cookie::OpenedCookies>,
     pub shared_secret: Key,
     pub signout_redirect_url: Option<Url>,
     /// Signs `X-Pomerium-Jwt-Assertion`; its public key is at `/.well-known/pomerium/jwks.json`.
@@ -505,11 +510,13 @@ pub fn compile(
             SameSite::Lax
         }
     };
+    let name = raw
+        .cookie_name
+        .clone()
+        .unwrap_or_else(|| "_pomerium".into());
     let cookie = CookieSettings {
-        name: raw
-            .cookie_name
-            .clone()
-            .unwrap_or_else(|| "_pomerium".into()),
+        own: vec![name.clone(), format!("{name}_authenticate")],
+        name,
         domain: raw
             .cookie_domain
             .clone()
@@ -612,6 +619,7 @@ pub fn compile(
         idp,
         cookie,
         session_cookie_key: cookie_secret.derive("vallum session cookie"),
+        opened_cookies: Default::default(),
         cookie_secret,
         shared_secret,
         signout_redirect_url,

@@ -10,6 +10,7 @@ use crate::crypto::Key;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use dashmap::DashMap;
+use http::HeaderValue;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
@@ -27,7 +28,16 @@ pub struct Signer {
     alg: Algorithm,
     kid: String,
     jwk: Value,
-    cache: DashMap<(String, String), (String, u64)>,
+    /// Session id → its assertions, one per audience (a session visits few hosts). Keyed by
+    /// the session alone so the hot path looks up with the `&str` it has, allocating nothing;
+    /// the value is a `HeaderValue` so each request's copy is a reference count.
+    cache: DashMap<Box<str>, Vec<Cached>>,
+}
+
+struct Cached {
+    audience: Box<str>,
+    jwt: HeaderValue,
+    exp: u64,
 }
 
 impl std::fmt::Debug for Signer {
@@ -125,11 +135,12 @@ impl Signer {
         audience: &str,
         now: u64,
         claims: impl FnOnce() -> Map<String, Value>,
-    ) -> String {
-        let key = (session_id.to_string(), audience.to_string());
-        if let Some(hit) = self.cache.get(&key) {
-            if hit.1 > now + RESIGN_BEFORE_SECS {
-                return hit.0.clone();
+    ) -> HeaderValue {
+        if let Some(hit) = self.cache.get(session_id) {
+            if let Some(c) = hit.iter().find(|c| &*c.audience == audience) {
+                if c.exp > now + RESIGN_BEFORE_SECS {
+                    return c.jwt.clone();
+                }
             }
         }
         let exp = now + TTL_SECS;
@@ -140,10 +151,21 @@ impl Signer {
         let mut header = Header::new(self.alg);
         header.kid = Some(self.kid.clone());
         let jwt = jsonwebtoken::encode(&header, &Value::Object(c), &self.key).unwrap_or_default();
+        // A JWT is base64url and dots: always a valid header value.
+        let jwt = HeaderValue::from_str(&jwt).unwrap_or_else(|_| HeaderValue::from_static(""));
         if self.cache.len() > 100_000 {
-            self.cache.retain(|_, v| v.1 > now);
+            self.cache.retain(|_, v| {
+                v.retain(|c| c.exp > now);
+                !v.is_empty()
+            });
         }
-        self.cache.insert(key, (jwt.clone(), exp));
+        let mut entry = self.cache.entry(session_id.into()).or_default();
+        entry.retain(|c| &*c.audience != audience && c.exp > now);
+        entry.push(Cached {
+            audience: audience.into(),
+            jwt: jwt.clone(),
+            exp,
+        });
         jwt
     }
 }
@@ -248,7 +270,7 @@ mod tests {
         let mut v = jsonwebtoken::Validation::new(Algorithm::ES256);
         v.set_audience(&["app.example.com"]);
         v.validate_exp = false;
-        let data = jsonwebtoken::decode::<Value>(&jwt, &dk, &v).unwrap();
+        let data = jsonwebtoken::decode::<Value>(jwt.to_str().unwrap(), &dk, &v).unwrap();
         assert_eq!(data.claims["sub"], "alice");
         assert_eq!(data.header.kid.as_deref(), Some(a.kid()));
         assert_eq!(data.claims["exp"], 1_300);
@@ -260,11 +282,15 @@ mod tests {
         let mk = || Map::new();
         let first = s.assertion("sid", "aud", 1_000, mk);
         assert_eq!(s.assertion("sid", "aud", 1_100, mk), first, "cached");
-        assert_ne!(
-            s.assertion("sid", "other", 1_100, mk),
+        let other = s.assertion("sid", "other", 1_100, mk);
+        assert_ne!(other, first, "per audience");
+        assert_eq!(
+            s.assertion("sid", "aud", 1_100, mk),
             first,
-            "per audience"
+            "a second audience does not evict the first"
         );
+        assert_eq!(s.assertion("sid", "other", 1_100, mk), other);
+        assert_ne!(s.assertion("sid2", "aud", 1_100, mk), first, "per session");
         assert_ne!(
             s.assertion("sid", "aud", 1_000 + TTL_SECS - 30, mk),
             first,
@@ -315,11 +341,13 @@ mod tests {
             v.validate_aud = false;
             let dk = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
             assert!(
-                jsonwebtoken::decode::<Value>(&jwt, &dk, &v).is_ok(),
+                jsonwebtoken::decode::<Value>(jwt.to_str().unwrap(), &dk, &v).is_ok(),
                 "{args:?}"
             );
             assert_eq!(
-                jsonwebtoken::decode_header(&jwt).unwrap().alg,
+                jsonwebtoken::decode_header(jwt.to_str().unwrap())
+                    .unwrap()
+                    .alg,
                 Algorithm::RS256
             );
         }

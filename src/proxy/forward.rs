@@ -41,14 +41,31 @@ pub fn upstream_path(
     out
 }
 
-/// Who the upstream is told about (a signed-in request only).
-pub struct UpstreamIdentity {
-    pub jwt: Option<String>,
-    pub id_token: String,
-    pub access_token: String,
-    /// `X-Pomerium-Jwt-Assertion` and `X-Pomerium-Claim-*`, when `pass_identity_headers` is on.
+/// Whether a request target is exactly `path[?query]`, byte for byte.
+pub fn same_target(raw: &[u8], path: &str, query: Option<&str>) -> bool {
+    match query {
+        None => raw == path.as_bytes(),
+        Some(q) => {
+            raw.len() == path.len() + 1 + q.len()
+                && raw.starts_with(path.as_bytes())
+                && raw.get(path.len()) == Some(&b'?')
+                && raw.ends_with(q.as_bytes())
+        }
+    }
+}
+
+/// Who the upstream is told about (a signed-in request only). Borrowed from the session: the
+/// tokens are copied only where a header template uses them.
+pub struct UpstreamIdentity<'a> {
+    /// The (cached) assertion; cloning it is a reference count.
+    pub jwt: Option<HeaderValue>,
+    pub id_token: &'a str,
+    pub access_token: &'a str,
+    /// `X-Pomerium-Claim-*`, when `pass_identity_headers` is on.
     pub headers: Vec<(HeaderName, String)>,
 }
+
+const X_POMERIUM_JWT_ASSERTION: HeaderName = HeaderName::from_static("x-pomerium-jwt-assertion");
 
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -99,11 +116,13 @@ pub fn is_owned<'a>(
 }
 
 pub struct ForwardInfo<'a> {
-    pub identity: Option<UpstreamIdentity>,
+    pub identity: Option<UpstreamIdentity<'a>>,
+    /// Send the assertion as `X-Pomerium-Jwt-Assertion` (`pass_identity_headers`).
+    pub pass_assertion: bool,
     /// Vallum's own cookies, removed from `Cookie` so the upstream never sees a session handle.
     pub strip_cookies: &'a [String],
     pub original_host: &'a str,
-    pub client_ip: Option<String>,
+    pub client_ip: Option<std::net::IpAddr>,
     pub scheme: &'static str,
     pub skip_xff_append: bool,
     /// The upgrade token this request carries and the route allows, if any.
@@ -196,38 +215,51 @@ pub fn shape_request(
     }
 
     let host = match &route.host_header {
-        HostHeader::Auto => HeaderValue::from_str(&target.authority).ok(),
+        HostHeader::Auto => target.host_value.clone(),
         HostHeader::Preserve => None,
         HostHeader::Fixed(v) => Some(v.clone()),
         HostHeader::FromHeader(h) => req
             .headers
             .get(h)
             .cloned()
-            .or_else(|| HeaderValue::from_str(&target.authority).ok()),
+            .or_else(|| target.host_value.clone()),
     };
     if let Some(h) = host {
         req.insert_header(HOST, h)?;
     }
 
     req.insert_header(X_FORWARDED_HOST, info.original_host)?;
-    req.insert_header(X_FORWARDED_PROTO, info.scheme)?;
-    if let Some(ip) = &info.client_ip {
-        let xff = match req
+    req.insert_header(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if info.scheme == "https" {
+            "https"
+        } else {
+            "http"
+        }),
+    )?;
+    if let Some(ip) = info.client_ip {
+        let prev = req
             .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) if !info.skip_xff_append && !prev.is_empty() => format!("{prev}, {ip}"),
-            Some(prev) if info.skip_xff_append => prev.to_string(),
-            _ => ip.clone(),
+            .get(&X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok());
+        let xff = match prev {
+            // `skip_xff_append`: a trusted proxy's list goes on as it came.
+            Some(_) if info.skip_xff_append => None,
+            Some(prev) if !prev.is_empty() => Some(format!("{prev}, {ip}")),
+            _ => Some(ip.to_string()),
         };
-        req.insert_header(X_FORWARDED_FOR, xff)?;
+        if let Some(xff) = xff {
+            req.insert_header(X_FORWARDED_FOR, xff)?;
+        }
     }
 
     for h in &route.remove_request_headers {
         req.remove_header(h);
     }
     if let Some(id) = &info.identity {
+        if let (true, Some(jwt)) = (info.pass_assertion, &id.jwt) {
+            req.insert_header(X_POMERIUM_JWT_ASSERTION, jwt.clone())?;
+        }
         for (k, v) in &id.headers {
             req.insert_header(k.clone(), v.as_str())?;
         }
@@ -237,9 +269,9 @@ pub fn shape_request(
         ..TemplateValues::default()
     };
     if let Some(id) = &info.identity {
-        values.jwt = id.jwt.as_deref().unwrap_or("");
-        values.id_token = &id.id_token;
-        values.access_token = &id.access_token;
+        values.jwt = id.jwt.as_ref().and_then(|j| j.to_str().ok()).unwrap_or("");
+        values.id_token = id.id_token;
+        values.access_token = id.access_token;
     }
     for (k, t) in &route.set_request_headers {
         if let Some(v) = t.render(&values) {
@@ -318,4 +350,31 @@ pub fn redirect_location(spec: &RedirectSpec, matched: &str, req: &RequestUrl<'_
         loc.push_str(q);
     }
     loc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_target;
+
+    #[test]
+    fn same_target_is_byte_exact() {
+        assert!(same_target(b"/a/b", "/a/b", None));
+        assert!(same_target(b"/a?x=1", "/a", Some("x=1")));
+        assert!(same_target(b"/a?", "/a", Some("")));
+        assert!(
+            !same_target(b"/a?", "/a", None),
+            "an empty query is still sent"
+        );
+        assert!(!same_target(b"/a", "/a", Some("")));
+        assert!(!same_target(b"/a/../b", "/b", None), "normalised: rewrite");
+        assert!(
+            !same_target(b"http://h/a", "/a", None),
+            "absolute form: rewrite"
+        );
+        assert!(!same_target(b"/a?x=2", "/a", Some("x=1")));
+        assert!(
+            !same_target(b"/ab=1", "/a", Some("=1")),
+            "the `?` must be there"
+        );
+    }
 }

@@ -14,7 +14,7 @@ use crate::config::settings::Underscores;
 use crate::mtls::{CertState, Enforcement};
 use crate::policy::{CertInput, Decision, Input, ProvenDevice, Subject};
 use crate::routes::path::{self, Normalized, PathRules, Target};
-use crate::routes::route::{Access, Action, PathMatch, Route};
+use crate::routes::route::{Access, Action, PathMatch, PathRewrite, Route};
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::upstream::Picked;
 use async_trait::async_trait;
@@ -454,7 +454,10 @@ impl Gateway {
                         || s.claims.get("email_verified") == Some(&serde_json::Value::Bool(true))
                 })
                 .and_then(|s| s.email.as_deref())
-                .map(str::to_ascii_lowercase);
+                .map(|e| match e.bytes().any(|b| b.is_ascii_uppercase()) {
+                    true => std::borrow::Cow::Owned(e.to_ascii_lowercase()),
+                    false => std::borrow::Cow::Borrowed(e),
+                });
             let subject = identity.as_ref().map(|s| Subject {
                 user_id: &s.user_id,
                 email: email.as_deref(),
@@ -501,7 +504,7 @@ impl Gateway {
                 who: identity.as_deref(),
                 decision: &decision,
             }
-            .record(&self.metrics);
+            .record(&self.metrics, &route.metrics);
             match decision {
                 Decision::Allow => {}
                 Decision::NeedLogin => {
@@ -557,6 +560,7 @@ impl Gateway {
                 // Hash key for RING_HASH/MAGLEV: the session (a user sticks to a backend across
                 // networks), else the client IP.
                 let key = match &ctx.identity {
+                    _ if !pool.uses_key() => String::new(),
                     Some(s) => s.id.clone(),
                     None => ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
                 };
@@ -688,16 +692,23 @@ fn client_behind_proxies(
     all.into_iter().rev().find(|ip| !ops.trusts(Some(*ip)))
 }
 
-/// All `Cookie` headers joined (HTTP/2 clients send one per cookie).
-fn cookie_header(session: &Session) -> Option<String> {
-    let parts: Vec<&str> = session
-        .req_header()
-        .headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    (!parts.is_empty()).then(|| parts.join("; "))
+/// All `Cookie` headers joined (HTTP/2 clients send one per cookie); the usual single header
+/// is borrowed as it is.
+fn cookie_header(session: &Session) -> Option<std::borrow::Cow<'_, str>> {
+    let all = session.req_header().headers.get_all(http::header::COOKIE);
+    let mut values = all.iter().filter_map(|v| v.to_str().ok());
+    let first = values.next()?;
+    match values.next() {
+        None => Some(std::borrow::Cow::Borrowed(first)),
+        Some(second) => {
+            let mut joined = format!("{first}; {second}");
+            for v in values {
+                joined.push_str("; ");
+                joined.push_str(v);
+            }
+            Some(std::borrow::Cow::Owned(joined))
+        }
+    }
 }
 
 /// Browsers are sent to sign in; API clients (XHR, JSON, no HTML in `Accept`) get 401.
@@ -949,7 +960,7 @@ impl Gateway {
         Ok(AuthnInput {
             method,
             query,
-            cookies: cookie_header(session),
+            cookies: cookie_header(session).map(std::borrow::Cow::into_owned),
             bearer: authn::programmatic::bearer_token(&session.req_header().headers)
                 .map(str::to_string),
             form,
@@ -959,36 +970,33 @@ impl Gateway {
 
     /// The identity values for the upstream request: the (cached) assertion and claim headers
     /// when the route passes identity headers, and the tokens `set_request_headers` may use.
-    fn upstream_identity(
-        &self,
-        ctx: &RequestCtx,
+    fn upstream_identity<'a>(
+        ctx: &'a RequestCtx,
         route: &Route,
-    ) -> Option<forward::UpstreamIdentity> {
+    ) -> Option<forward::UpstreamIdentity<'a>> {
         let session = ctx.identity.as_ref()?;
         let auth = ctx.snap.as_ref()?.settings.auth.as_ref()?;
         let wants_jwt = route.pass_identity_headers
             || route.set_request_headers.iter().any(|(_, t)| t.needs_jwt());
         let jwt = wants_jwt
             .then(|| crate::headers::assertion(auth, session, &ctx.host, route.issuer_uri));
-        let mut headers = Vec::new();
-        if route.pass_identity_headers {
-            if let Some(j) = &jwt {
-                headers.push((
-                    http::HeaderName::from_static("x-pomerium-jwt-assertion"),
-                    j.clone(),
-                ));
-            }
-            for (h, claim) in &auth.claim_headers {
-                headers.push((
-                    h.clone(),
-                    crate::headers::claim_header_value(session, claim),
-                ));
-            }
-        }
+        let headers = if route.pass_identity_headers {
+            auth.claim_headers
+                .iter()
+                .map(|(h, claim)| {
+                    (
+                        h.clone(),
+                        crate::headers::claim_header_value(session, claim),
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Some(forward::UpstreamIdentity {
             jwt,
-            id_token: session.id_token.clone(),
-            access_token: session.access_token.clone(),
+            id_token: &session.id_token,
+            access_token: &session.access_token,
             headers,
         })
     }
@@ -1184,53 +1192,40 @@ impl ProxyHttp for Gateway {
                 "picked backend is not in the pool",
             ));
         };
-        let path = forward::upstream_path(route, t, &target.path, target.query.as_deref());
-        let uri: http::Uri = path.parse().map_err(|_| {
-            Error::explain(
-                ErrorType::HTTPStatus(400),
-                "rewritten path is not a valid URI",
-            )
-        })?;
-        req.set_uri(uri);
-        let snap_skip = ctx
-            .snap
-            .as_ref()
-            .is_some_and(|s| s.settings.skip_xff_append);
-        let session_cookies: Vec<String> = ctx
-            .snap
-            .as_ref()
-            .and_then(|s| s.settings.auth.as_ref())
-            .map(|a| {
-                vec![
-                    a.cookie.name.clone(),
-                    format!("{}_authenticate", a.cookie.name),
-                ]
-            })
-            .unwrap_or_default();
-        let identity = self.upstream_identity(ctx, route);
+        // The common case, no rewrite and a target the client already sent in normal form,
+        // keeps the request line as it is: no string to build, no URI to parse.
+        let unchanged = matches!(route.rewrite, PathRewrite::None)
+            && t.path_prefix.is_empty()
+            && forward::same_target(req.raw_path(), &target.path, target.query.as_deref());
+        if !unchanged {
+            let path = forward::upstream_path(route, t, &target.path, target.query.as_deref());
+            let uri: http::Uri = path.parse().map_err(|_| {
+                Error::explain(
+                    ErrorType::HTTPStatus(400),
+                    "rewritten path is not a valid URI",
+                )
+            })?;
+            req.set_uri(uri);
+        }
+        let settings = ctx.snap.as_ref().map(|s| &s.settings);
+        let auth = settings.and_then(|s| s.auth.as_ref());
         let info = ForwardInfo {
-            identity,
-            strip_cookies: &session_cookies,
+            identity: Self::upstream_identity(ctx, route),
+            pass_assertion: route.pass_identity_headers,
+            strip_cookies: auth.map(|a| a.cookie.own.as_slice()).unwrap_or(&[]),
             original_host: &ctx.host,
             client_ip: session
                 .client_addr()
                 .and_then(|a| a.as_inet())
-                .map(|a| a.ip().to_string()),
+                .map(|a| a.ip()),
             scheme: self.scheme(),
-            skip_xff_append: snap_skip,
+            skip_xff_append: settings.is_some_and(|s| s.skip_xff_append),
             upgrade: ctx.upgrade,
             trusted_peer: ctx.trusted_peer,
-            strip_identity: ctx
-                .snap
-                .as_ref()
-                .map(|s| s.settings.ops.strip_identity_headers.as_slice())
+            strip_identity: settings
+                .map(|s| s.ops.strip_identity_headers.as_slice())
                 .unwrap_or(&[]),
-            claim_headers: ctx
-                .snap
-                .as_ref()
-                .and_then(|s| s.settings.auth.as_ref())
-                .map(|a| a.claim_headers.as_slice())
-                .unwrap_or(&[]),
+            claim_headers: auth.map(|a| a.claim_headers.as_slice()).unwrap_or(&[]),
             client_cert: ctx.client_cert.as_deref(),
         };
         forward::shape_request(req, route, t, &info)?;
@@ -1303,24 +1298,43 @@ impl ProxyHttp for Gateway {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
-        let route = ctx.route.as_ref().map(|r| &*r.id).unwrap_or("-");
         let req = session.req_header();
         let m = &self.metrics;
-        m.requests
-            .with_label_values(&[
-                route,
-                observe::method_class(&req.method),
-                observe::status_class(status),
-            ])
-            .inc();
+        let (method, status_class) = (
+            observe::method_class(&req.method),
+            observe::status_class(status),
+        );
         let elapsed = ctx.started.map(|s| s.elapsed()).unwrap_or_default();
-        m.request_duration
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
-        if let Some(u) = ctx.upstream_started {
-            m.upstream_duration
-                .with_label_values(&[route])
-                .observe(u.elapsed().as_secs_f64());
+        let upstream = ctx.upstream_started.map(|u| u.elapsed().as_secs_f64());
+        let route = match &ctx.route {
+            Some(r) => {
+                m.route_request(
+                    &r.metrics,
+                    &r.id,
+                    method,
+                    status_class,
+                    elapsed.as_secs_f64(),
+                    upstream,
+                );
+                &*r.id
+            }
+            None => {
+                let (mc, sc) = (
+                    crate::metrics::METHOD_CLASSES.get(method).copied(),
+                    crate::metrics::STATUS_CLASSES.get(status_class).copied(),
+                );
+                m.requests
+                    .with_label_values(&["-", mc.unwrap_or("other"), sc.unwrap_or("none")])
+                    .inc();
+                m.request_duration
+                    .with_label_values(&["-"])
+                    .observe(elapsed.as_secs_f64());
+                "-"
+            }
+        };
+        // The access line is built only when it will be written (`log_level` may drop it).
+        if !tracing::enabled!(target: "vallum::access", tracing::Level::INFO) {
+            return;
         }
         let Some(snap) = ctx.snap.as_ref() else {
             return;

@@ -27,24 +27,20 @@ impl Drop for OpenRequest {
     }
 }
 
-pub fn method_class(m: &http::Method) -> &'static str {
+/// Index into [`crate::metrics::METHOD_CLASSES`]: read, write, other.
+pub fn method_class(m: &http::Method) -> usize {
     match *m {
-        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS => "read",
-        http::Method::POST | http::Method::PUT | http::Method::PATCH | http::Method::DELETE => {
-            "write"
-        }
-        _ => "other",
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS => 0,
+        http::Method::POST | http::Method::PUT | http::Method::PATCH | http::Method::DELETE => 1,
+        _ => 2,
     }
 }
 
-pub fn status_class(s: u16) -> &'static str {
+/// Index into [`crate::metrics::STATUS_CLASSES`]: 1xx…5xx, then none (no response written).
+pub fn status_class(s: u16) -> usize {
     match s {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "none",
+        100..=599 => usize::from(s / 100) - 1,
+        _ => 5,
     }
 }
 
@@ -112,21 +108,30 @@ pub struct Authorize<'a> {
 }
 
 impl Authorize<'_> {
-    /// Logs the decision and counts it by route, outcome and first reason.
-    pub fn record(&self, metrics: &Metrics) {
+    /// Logs the decision and counts it by route, outcome and first reason (an allow on the
+    /// route's resolved series; the line is built only when it will be written).
+    pub fn record(&self, metrics: &Metrics, route: &crate::metrics::RouteMetrics) {
         let (allow, reasons, outcome) = match self.decision {
-            Decision::Allow => (true, Vec::new(), "allow"),
-            Decision::Deny { reasons } => (false, reasons.clone(), "deny"),
-            Decision::NeedLogin => (false, vec!["user-unauthenticated"], "login"),
+            Decision::Allow => {
+                metrics.route_allowed(route, self.route_id);
+                (true, &[][..], "allow")
+            }
+            Decision::Deny { reasons } => (false, reasons.as_slice(), "deny"),
+            Decision::NeedLogin => (false, &["user-unauthenticated"][..], "login"),
         };
-        metrics
-            .authorize
-            .with_label_values(&[
-                self.route_id,
-                outcome,
-                reasons.first().copied().unwrap_or("allowed"),
-            ])
-            .inc();
+        if !allow {
+            metrics
+                .authorize
+                .with_label_values(&[
+                    self.route_id,
+                    outcome,
+                    reasons.first().copied().unwrap_or("denied"),
+                ])
+                .inc();
+        }
+        if !tracing::enabled!(target: "vallum::authorize", tracing::Level::INFO) {
+            return;
+        }
         let on = |name: &str| self.fields.has(AUTHORIZE_FIELDS, name);
         let who = self.who;
         tracing::info!(

@@ -370,6 +370,7 @@ pub fn compile(
             .iter()
             .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
             .collect(),
+        metrics: Default::default(),
     })
 }
 

@@ -281,6 +281,8 @@ pub struct Route {
     pub allow_unverified_email: bool,
     /// Allowed websocket `Origin`s, lower-case `scheme://host[:port]`; empty: any.
     pub websocket_origins: Vec<String>,
+    /// This route's metric series, resolved on first use.
+    pub metrics: crate::metrics::RouteMetrics,
 }
 
 impl Route {

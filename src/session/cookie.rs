@@ -4,6 +4,7 @@
 
 use crate::config::auth::CookieSettings;
 use crate::crypto::Key;
+use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +29,65 @@ pub fn open(key: &Key, name: &str, host: &str, value: &str, now: u64) -> Option<
     let plain = key.open(value, &ad(name, host))?;
     let h: Handle = serde_json::from_slice(&plain).ok()?;
     (h.exp > now).then_some(h)
+}
+
+/// Cookies this key has already opened: the AEAD open (base64, ChaCha20-Poly1305, JSON) is most
+/// of what a signed-in request costs beyond a public one, and a browser sends the same cookie on
+/// every request. An entry is the exact cookie value with the name and host it opened for, so a
+/// hit proves what a fresh open would; expiry is checked on every hit. Lives in the config
+/// snapshot, so a new `cookie_secret` starts empty. A store lookup still follows every hit:
+/// sign-out and revocation take effect as before.
+#[derive(Default)]
+pub struct OpenedCookies(DashMap<Box<str>, Opened>);
+
+struct Opened {
+    name: Box<str>,
+    host: Box<str>,
+    handle: Handle,
+}
+
+/// Bound on remembered cookies; past it, expired entries go, and if that is not enough, all.
+const MAX_OPENED: usize = 100_000;
+
+impl std::fmt::Debug for OpenedCookies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OpenedCookies({})", self.0.len())
+    }
+}
+
+impl OpenedCookies {
+    /// [`open`], remembering what opened.
+    pub fn open(&self, key: &Key, name: &str, host: &str, value: &str, now: u64) -> Option<Handle> {
+        if let Some(hit) = self.0.get(value) {
+            if &*hit.name == name && &*hit.host == host {
+                return (hit.handle.exp > now).then(|| hit.handle.clone());
+            }
+        }
+        let handle = open(key, name, host, value, now)?;
+        if self.0.len() >= MAX_OPENED {
+            self.0.retain(|_, o| o.handle.exp > now);
+            if self.0.len() >= MAX_OPENED {
+                self.0.clear();
+            }
+        }
+        self.0.insert(
+            value.into(),
+            Opened {
+                name: name.into(),
+                host: host.into(),
+                handle: handle.clone(),
+            },
+        );
+        Some(handle)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// The value of cookie `name` in a `Cookie` header.
@@ -96,6 +156,41 @@ mod tests {
             None,
             "truncated"
         );
+    }
+
+    /// The remembered open answers exactly what a fresh open would, hit or miss.
+    #[test]
+    fn opened_cookies_answer_like_open() {
+        let k = Key::random();
+        let h = Handle {
+            sid: "abc".into(),
+            exp: 2000,
+        };
+        let v = seal(&k, "_pomerium", "app.test", &h);
+        let c = OpenedCookies::default();
+        for round in 0..2 {
+            assert_eq!(
+                c.open(&k, "_pomerium", "app.test", &v, 1000),
+                Some(h.clone()),
+                "round {round}"
+            );
+            assert_eq!(c.open(&k, "_pomerium", "other.test", &v, 1000), None);
+            assert_eq!(c.open(&k, "_other", "app.test", &v, 1000), None);
+            assert_eq!(
+                c.open(&k, "_pomerium", "app.test", &v, 2000),
+                None,
+                "expired"
+            );
+            assert_eq!(c.open(&k, "_pomerium", "app.test", &v[..10], 1000), None);
+        }
+        assert_eq!(c.len(), 1, "only what opened is remembered");
+        // Another key (a new cookie_secret) never opens it; its snapshot has its own cache.
+        let fresh = OpenedCookies::default();
+        assert_eq!(
+            fresh.open(&Key::random(), "_pomerium", "app.test", &v, 1000),
+            None
+        );
+        assert!(fresh.is_empty());
     }
 
     #[test]

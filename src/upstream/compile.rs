@@ -162,6 +162,7 @@ fn parse_to(spec: &str) -> Result<UpstreamTarget, String> {
     Ok(UpstreamTarget {
         addr,
         tls,
+        host_value: http::HeaderValue::from_str(&authority).ok(),
         authority,
         host,
         path_prefix: url.path().trim_end_matches('/').to_string(),

@@ -31,6 +31,8 @@ pub struct UpstreamTarget {
     pub tls: bool,
     /// `host[:port]` as the `to` URL spells it, for the auto host rewrite.
     pub authority: String,
+    /// `authority` as a ready `Host` value (validated once, not per request).
+    pub host_value: Option<http::HeaderValue>,
     pub host: String,
     /// Path of the `to` URL without its trailing `/`, prepended to the forwarded path.
     pub path_prefix: String,
@@ -103,6 +105,9 @@ pub struct Pool {
     pub health_interval: Option<Duration>,
     group_key: u64,
     balancer: Balancer,
+    /// The only backend, when there is one and nothing checks its health: every pick is this
+    /// one, so the balancer (its health map, its iterator) is skipped on the hot path.
+    sole: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -154,8 +159,13 @@ impl Pool {
             spec.key.hash(&mut h);
             h.finish()
         };
+        let sole = match spec.targets.as_slice() {
+            [only] if spec.health.is_empty() => Some(only.addr),
+            _ => None,
+        };
         Pool {
             group_key,
+            sole,
             health_interval: spec.health.iter().map(|h| h.interval).min(),
             key: spec.key,
             targets: spec.targets,
@@ -172,8 +182,21 @@ impl Pool {
         }
     }
 
+    /// Whether `pick` reads its key (the hash policies over more than one backend), so callers
+    /// build one only when it counts.
+    pub fn uses_key(&self) -> bool {
+        self.sole.is_none() && matches!(self.balancer, Balancer::Hash(_))
+    }
+
     /// Picks a healthy backend; `key` feeds the hash policies. `None`: none is healthy.
     pub fn pick(&self, key: &[u8]) -> Option<Picked> {
+        if let Some(addr) = self.sole {
+            return Some(Picked {
+                target: 0,
+                addr,
+                in_flight: None,
+            });
+        }
         const MAX_ITER: usize = 256;
         let backend = match &self.balancer {
             Balancer::RoundRobin(l) => l.select(key, MAX_ITER),
@@ -255,6 +278,7 @@ mod tests {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             tls: false,
             authority: format!("127.0.0.1:{port}"),
+            host_value: None,
             host: "127.0.0.1".into(),
             path_prefix: String::new(),
             weight: 1,
@@ -299,5 +323,61 @@ mod tests {
         let b = pool.pick(b"").unwrap();
         assert_ne!(a.target, b.target, "with one in flight each, both are used");
         let _ = busy_target;
+    }
+
+    fn single(policy: LbPolicy, health: Vec<super::super::health::HealthSpec>) -> Pool {
+        Pool::new(PoolSpec {
+            key: "k".into(),
+            targets: vec![target(1)],
+            tls: UpstreamTls::default(),
+            policy,
+            health,
+        })
+    }
+
+    #[test]
+    fn one_unchecked_backend_is_picked_without_a_key() {
+        let pool = single(LbPolicy::Hash, Vec::new());
+        assert!(
+            !pool.uses_key(),
+            "one backend: the hash key changes nothing"
+        );
+        assert_eq!(pool.pick(b"").unwrap().addr, target(1).addr);
+        let two = Pool::new(PoolSpec {
+            key: "k".into(),
+            targets: vec![target(1001), target(1002)],
+            tls: UpstreamTls::default(),
+            policy: LbPolicy::Hash,
+            health: Vec::new(),
+        });
+        assert!(two.uses_key());
+    }
+
+    #[tokio::test]
+    async fn one_checked_backend_still_leaves_rotation_when_it_fails() {
+        use super::super::health::{HealthKind, HealthSpec};
+        // Port 1 on loopback refuses connections: the check fails at once.
+        let pool = single(
+            LbPolicy::RoundRobin,
+            vec![HealthSpec {
+                kind: HealthKind::Tcp {
+                    send: Vec::new(),
+                    receive: Vec::new(),
+                },
+                timeout: Duration::from_millis(200),
+                interval: Duration::from_secs(1),
+                healthy_threshold: 1,
+                unhealthy_threshold: 1,
+            }],
+        );
+        assert!(
+            pool.pick(b"").is_some(),
+            "healthy until a check says otherwise"
+        );
+        pool.run_health_checks().await;
+        assert!(
+            pool.pick(b"").is_none(),
+            "the fast path must not skip the health state"
+        );
     }
 }

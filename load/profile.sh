@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Instruction counts per request, by function, for Vallum's public and authenticated paths and
+# for the raw Pingora proxy, under `valgrind --tool=callgrind`. Counts do not depend on what else
+# the machine is doing, so two builds can be compared on a noisy machine.
+#
+#   load/profile.sh                 # REQUESTS=4000 TOP=40
+#
+# Each target runs alone under callgrind; the counters are zeroed after a warm-up, then REQUESTS
+# requests go through one keep-alive connection (curl), and the dump is divided by REQUESTS.
+# Sessions come from the real sign-in against `vallum demo`'s identity provider (load/signin.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REQUESTS=${REQUESTS:-4000}; TOP=${TOP:-40}
+command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null
+command -v nginx >/dev/null || apt-get install -y -qq nginx-light >/dev/null
+cargo build --release --locked --quiet
+cargo build --release --quiet --manifest-path load/raw-pingora/Cargo.toml
+BIN=$PWD/target/release/vallum
+RAW=$PWD/load/raw-pingora/target/release/raw-pingora
+WORK=$(mktemp -d); PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 600); do curl -sf -o /dev/null -H "Host: ${2:-x}" "$1" && return 0; sleep 0.1; done; echo "no answer from $1"; exit 1; }
+
+U=$(free_port)
+BODY=$(printf 'x%.0s' $(seq 100))
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx.conf" <<NGINX
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx;
+  uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
+  server { listen 127.0.0.1:$U; location / { return 200 "$BODY"; } }
+}
+NGINX
+nginx -c "$WORK/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+wait_http "http://127.0.0.1:$U/"
+P=$(free_port)
+"$BIN" demo --port "$P" >"$WORK/demo.log" 2>&1 & PIDS+=($!)
+wait_http "http://127.0.0.1:$((P+1))/.well-known/openid-configuration"
+printf 'threads: 1\n' >"$WORK/pingora.yaml"
+cat >"$WORK/vallum.yaml" <<YAML
+address: 127.0.0.2:$P
+insecure_server: true
+log_level: warn
+health_check_addr: ''
+authenticate_service_url: http://authenticate.localhost:$P
+idp_provider: oidc
+idp_provider_url: http://127.0.0.1:$((P+1))
+idp_client_id: vallum-demo
+idp_client_secret: vallum-demo-secret
+cookie_secret: 8GIP1sU0aqXJZ8T8XkL1zB0cR2P0kTmYxw0a3DkBwsw=
+shared_secret: Wm9vaF9zaGFyZWRfc2VjcmV0XzMyX2J5dGVzX19fXyE=
+routes:
+  - from: http://public.localhost:$P
+    to: http://127.0.0.1:$U
+    allow_public_unauthenticated_access: true
+  - from: http://app.localhost:$P
+    to: http://127.0.0.1:$U
+    pass_identity_headers: true
+    policy:
+      allow:
+        and:
+          - authenticated_user: true
+          - email: {ends_with: "@demo.vallum.dev"}
+          - groups: {has: engineering}
+          - http_method: GET
+          - source_ip: 127.0.0.0/8
+YAML
+
+# Self cost per request by function (inlined code counts to the function it was inlined into).
+per_function() {
+  callgrind_annotate --threshold=100 --inclusive=no --auto=no "$1" 2>/dev/null | python3 -c '
+import re, sys, collections
+n, top = int(sys.argv[1]), int(sys.argv[2])
+cost = collections.Counter()
+for line in sys.stdin:
+    m = re.match(r"\s*([\d,]+) \([^)]*\)\s+(\S.*)", line)
+    if not m or "PROGRAM TOTALS" in line:
+        continue
+    name = re.sub(r"\s*\[[^\]]*\]\s*$", "", m.group(2))
+    name = re.sub(r"^(\?\?\?|[^ ]*?\.(rs|c|S|h)):", "", name)
+    cost[name] += int(m.group(1).replace(",", ""))
+for name, c in cost.most_common(top):
+    print(f"{c // n:>8}  {name[:150]}")
+' "$REQUESTS" "$TOP"
+}
+
+# $1 name, $2 url, $3 Host, $4 cookie ("signin": sign in first), then the command to profile.
+profile() {
+  local name=$1 url=$2 host=$3 cookie=$4; shift 4
+  local out=$WORK/$name.cg
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >"$WORK/$name.log" 2>&1 &
+  local pid=$!; PIDS+=($pid)
+  wait_http "$url" "$host"
+  if [ "$cookie" = signin ]; then
+    # The gateway discovers the IdP in the background (slowly under valgrind): retry sign-in.
+    for _ in $(seq 60); do
+      cookie=$(python3 load/signin.py --url "http://$host/" --ip 127.0.0.2 --user alice 2>/dev/null) && break
+      sleep 1
+    done
+  fi
+  # Warm-up (connection pools, caches), then count only the measured requests.
+  curl -s -o /dev/null ${cookie:+-H "Cookie: $cookie"} -H "Host: $host" "$url?[1-200]"
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  local codes
+  codes=$(curl -s ${cookie:+-H "Cookie: $cookie"} -H "Host: $host" -w '%{http_code}\n' -o /dev/null "$url?[1-$REQUESTS]" | sort | uniq -c)
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  local dump total
+  dump=$(ls -t "$out".* | head -1)
+  total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
+  echo "== $name: $((total / REQUESTS)) instructions per request (status counts: $(echo $codes))"
+  per_function "$dump"
+}
+
+R=$(free_port)
+profile raw-pingora "http://127.0.0.1:$R/" x "" "$RAW" "127.0.0.1:$R" "127.0.0.1:$U" 1
+profile vallum-public "http://127.0.0.2:$P/" "public.localhost:$P" "" \
+  env VALLUM_LOG=warn "$BIN" run -c "$WORK/vallum.yaml" --conf "$WORK/pingora.yaml"
+profile vallum-auth "http://127.0.0.2:$P/" "app.localhost:$P" signin \
+  env VALLUM_LOG=warn "$BIN" run -c "$WORK/vallum.yaml" --conf "$WORK/pingora.yaml"
