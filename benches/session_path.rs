@@ -76,10 +76,7 @@ fn bench(c: &mut Criterion) {
         panic!("upstream route")
     };
     let target = pool.targets[0].clone();
-    let strip = vec![
-        "_pomerium".to_string(),
-        "_pomerium_authenticate".to_string(),
-    ];
+    let strip = ["_pomerium", "_pomerium_authenticate"];
     let identity_list: Vec<String> = vallum::config::ops::DEFAULT_STRIP_IDENTITY
         .iter()
         .map(|s| s.to_string())

@@ -275,6 +275,17 @@ impl Metrics {
         }
     }
 
+    /// Counts a finished request that matched no route (labelled `-`), uncached: such requests
+    /// are refusals, not the hot path.
+    pub fn unrouted_request(&self, method: usize, status: usize, duration: f64) {
+        let m = METHOD_CLASSES.get(method).copied().unwrap_or("other");
+        let st = STATUS_CLASSES.get(status).copied().unwrap_or("none");
+        self.requests.with_label_values(&["-", m, st]).inc();
+        self.request_duration
+            .with_label_values(&["-"])
+            .observe(duration);
+    }
+
     /// Counts an allowed request of `route` (the common outcome; denials keep their reasons).
     pub fn route_allowed(&self, handles: &RouteMetrics, route: &str) {
         handles

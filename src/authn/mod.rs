@@ -107,8 +107,8 @@ fn session_key(a: &AuthSettings) -> &crate::crypto::Key {
     &a.session_cookie_key
 }
 
-fn auth_cookie_name(a: &AuthSettings) -> String {
-    format!("{}_authenticate", a.cookie.name)
+fn auth_cookie_name(a: &AuthSettings) -> &str {
+    &a.cookie.authenticate_name
 }
 
 /// The answer when the session store cannot be reached: a clear 503, never a login loop.
@@ -257,7 +257,7 @@ async fn sign_in(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_>)
     };
     // Already signed in at the authenticate host: hand off straight away (single sign-on).
     let name = auth_cookie_name(auth);
-    match session_for(auth, state, req.cookies, &name, req.host).await {
+    match session_for(auth, state, req.cookies, name, req.host).await {
         Ok(Some(session)) => return handoff(auth, &target_url, &session),
         Ok(None) => {}
         Err(_) => return store_unavailable(),
@@ -466,8 +466,8 @@ async fn oauth_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Reque
     };
     let auth_cookie = cookie::set_cookie(
         &auth.cookie,
-        &name,
-        &cookie::seal(session_key(auth), &name, req.host, &handle),
+        name,
+        &cookie::seal(session_key(auth), name, req.host, &handle),
         auth.cookie.expire.as_secs(),
         true,
     );

@@ -117,7 +117,7 @@ pub(super) async fn authenticate_sign_out(
 ) -> Reply {
     let now = unix_now();
     let name = auth_cookie_name(auth);
-    let Ok(session) = session_for(auth, state, req.cookies, &name, req.host).await else {
+    let Ok(session) = session_for(auth, state, req.cookies, name, req.host).await else {
         return super::store_unavailable();
     };
     let target = match signed::verify(&auth.shared_secret, "/.pomerium/sign_out", &req.query, now) {
@@ -140,7 +140,7 @@ pub(super) async fn authenticate_sign_out(
         let _ = state.store.delete(&s.id).await;
         id_token = id_token.or_else(|| Some(s.id_token.clone()));
     }
-    let clear = cookie::set_cookie(&auth.cookie, &name, "", 0, true);
+    let clear = cookie::set_cookie(&auth.cookie, name, "", 0, true);
     let Some(target) = signed::safe_target(&target) else {
         return bad_request("invalid sign-out destination").with_cookie(clear);
     };

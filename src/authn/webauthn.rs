@@ -198,7 +198,7 @@ pub async fn authenticate_page(
 ) -> Reply {
     let device_types = auth.device_types.as_slice();
     let name = auth_cookie_name(auth);
-    let session = match session_for(auth, state, req.cookies, &name, req.host).await {
+    let session = match session_for(auth, state, req.cookies, name, req.host).await {
         Ok(Some(s)) => s,
         Ok(None) => {
             return Reply::html(

@@ -31,9 +31,8 @@ impl SameSite {
 #[derive(Debug, Clone)]
 pub struct CookieSettings {
     pub name: String,
-    /// The session cookie's name and the authenticate host's (`{name}_authenticate`): never
-    /// forwarded upstream. Built once here, not per request.
-    pub own: Vec<String>,
+    /// The authenticate host's own session cookie, `{name}_authenticate`.
+    pub authenticate_name: String,
     pub domain: Option<String>,
     pub expire: Duration,
     pub http_only: bool,
@@ -515,7 +514,7 @@ pub fn compile(
         .clone()
         .unwrap_or_else(|| "_pomerium".into());
     let cookie = CookieSettings {
-        own: vec![name.clone(), format!("{name}_authenticate")],
+        authenticate_name: format!("{name}_authenticate"),
         name,
         domain: raw
             .cookie_domain

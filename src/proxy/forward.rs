@@ -120,7 +120,7 @@ pub struct ForwardInfo<'a> {
     /// Send the assertion as `X-Pomerium-Jwt-Assertion` (`pass_identity_headers`).
     pub pass_assertion: bool,
     /// Vallum's own cookies, removed from `Cookie` so the upstream never sees a session handle.
-    pub strip_cookies: &'a [String],
+    pub strip_cookies: &'a [&'a str],
     pub original_host: &'a str,
     pub client_ip: Option<std::net::IpAddr>,
     pub scheme: &'static str,
@@ -184,17 +184,8 @@ pub fn shape_request(
         req.remove_header(&CONNECTION);
     }
     if !info.strip_cookies.is_empty() {
-        let joined: Vec<String> = req
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(str::to_string))
-            .collect();
-        if !joined.is_empty() {
-            let mut kept = Some(joined.join("; "));
-            for name in info.strip_cookies {
-                kept = kept.and_then(|c| crate::session::cookie::strip(&c, name));
-            }
+        if let Some(all) = crate::session::cookie::header(&req.headers) {
+            let kept = crate::session::cookie::strip(&all, info.strip_cookies);
             req.remove_header(&http::header::COOKIE);
             if let Some(k) = kept {
                 req.insert_header(http::header::COOKIE, k)?;

@@ -692,23 +692,9 @@ fn client_behind_proxies(
     all.into_iter().rev().find(|ip| !ops.trusts(Some(*ip)))
 }
 
-/// All `Cookie` headers joined (HTTP/2 clients send one per cookie); the usual single header
-/// is borrowed as it is.
+/// The request's cookies as one `Cookie` value.
 fn cookie_header(session: &Session) -> Option<std::borrow::Cow<'_, str>> {
-    let all = session.req_header().headers.get_all(http::header::COOKIE);
-    let mut values = all.iter().filter_map(|v| v.to_str().ok());
-    let first = values.next()?;
-    match values.next() {
-        None => Some(std::borrow::Cow::Borrowed(first)),
-        Some(second) => {
-            let mut joined = format!("{first}; {second}");
-            for v in values {
-                joined.push_str("; ");
-                joined.push_str(v);
-            }
-            Some(std::borrow::Cow::Owned(joined))
-        }
-    }
+    crate::session::cookie::header(&session.req_header().headers)
 }
 
 /// Browsers are sent to sign in; API clients (XHR, JSON, no HTML in `Accept`) get 401.
@@ -1209,10 +1195,11 @@ impl ProxyHttp for Gateway {
         }
         let settings = ctx.snap.as_ref().map(|s| &s.settings);
         let auth = settings.and_then(|s| s.auth.as_ref());
+        let own_cookies = auth.map(|a| [a.cookie.name.as_str(), &a.cookie.authenticate_name]);
         let info = ForwardInfo {
             identity: Self::upstream_identity(ctx, route),
             pass_assertion: route.pass_identity_headers,
-            strip_cookies: auth.map(|a| a.cookie.own.as_slice()).unwrap_or(&[]),
+            strip_cookies: own_cookies.as_ref().map_or(&[][..], |c| c.as_slice()),
             original_host: &ctx.host,
             client_ip: session
                 .client_addr()
@@ -1319,16 +1306,7 @@ impl ProxyHttp for Gateway {
                 &*r.id
             }
             None => {
-                let (mc, sc) = (
-                    crate::metrics::METHOD_CLASSES.get(method).copied(),
-                    crate::metrics::STATUS_CLASSES.get(status_class).copied(),
-                );
-                m.requests
-                    .with_label_values(&["-", mc.unwrap_or("other"), sc.unwrap_or("none")])
-                    .inc();
-                m.request_duration
-                    .with_label_values(&["-"])
-                    .observe(elapsed.as_secs_f64());
+                m.unrouted_request(method, status_class, elapsed.as_secs_f64());
                 "-"
             }
         };

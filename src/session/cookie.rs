@@ -98,15 +98,39 @@ pub fn find<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// The `Cookie` header without cookie `name` (so the app's own cookies still reach it);
-/// `None` when nothing is left.
-pub fn strip(header: &str, name: &str) -> Option<String> {
+/// The `Cookie` header without the cookies in `names` (so the app's own cookies still reach
+/// it); `None` when nothing is left.
+pub fn strip(header: &str, names: &[impl AsRef<str>]) -> Option<String> {
     let kept: Vec<&str> = header
         .split(';')
         .map(str::trim)
-        .filter(|kv| !kv.is_empty() && kv.split_once('=').map(|(k, _)| k.trim()) != Some(name))
+        .filter(|kv| {
+            !kv.is_empty()
+                && !kv
+                    .split_once('=')
+                    .is_some_and(|(k, _)| names.iter().any(|n| k.trim() == n.as_ref()))
+        })
         .collect();
     (!kept.is_empty()).then(|| kept.join("; "))
+}
+
+/// All `Cookie` headers of a request as one value (HTTP/2 clients send one per cookie); the
+/// usual single header is borrowed as it is.
+pub fn header(headers: &http::HeaderMap) -> Option<std::borrow::Cow<'_, str>> {
+    let all = headers.get_all(http::header::COOKIE);
+    let mut values = all.iter().filter_map(|v| v.to_str().ok());
+    let first = values.next()?;
+    match values.next() {
+        None => Some(std::borrow::Cow::Borrowed(first)),
+        Some(second) => {
+            let mut joined = format!("{first}; {second}");
+            for v in values {
+                joined.push_str("; ");
+                joined.push_str(v);
+            }
+            Some(std::borrow::Cow::Owned(joined))
+        }
+    }
 }
 
 /// A `Set-Cookie` value. `max_age` of 0 deletes the cookie.
@@ -198,7 +222,17 @@ mod tests {
         let h = "a=1; _pomerium=xyz; b=2";
         assert_eq!(find(h, "_pomerium"), Some("xyz"));
         assert_eq!(find(h, "_pomer"), None);
-        assert_eq!(strip(h, "_pomerium").as_deref(), Some("a=1; b=2"));
-        assert_eq!(strip("_pomerium=x", "_pomerium"), None);
+        assert_eq!(strip(h, &["_pomerium"]).as_deref(), Some("a=1; b=2"));
+        assert_eq!(strip("_pomerium=x", &["_pomerium"]), None);
+        assert_eq!(strip(h, &["a", "b"]).as_deref(), Some("_pomerium=xyz"));
+        let mut two = http::HeaderMap::new();
+        assert_eq!(header(&two), None);
+        two.append(http::header::COOKIE, http::HeaderValue::from_static("a=1"));
+        assert!(matches!(
+            header(&two),
+            Some(std::borrow::Cow::Borrowed("a=1"))
+        ));
+        two.append(http::header::COOKIE, http::HeaderValue::from_static("b=2"));
+        assert_eq!(header(&two).as_deref(), Some("a=1; b=2"));
     }
 }
