@@ -1267,6 +1267,23 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        // LEAST_REQUEST counts what a backend is working on: its response has ended, so this
+        // request stops counting before the client has read it, not when it is logged.
+        if end_of_stream {
+            if let Some(p) = ctx.picked.as_mut() {
+                p.done();
+            }
+        }
+        Ok(None)
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,

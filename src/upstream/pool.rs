@@ -91,11 +91,21 @@ impl Drop for Picked {
     }
 }
 
-/// A chosen backend; holding it counts as one request in flight.
+/// A chosen backend; holding it counts as one request in flight until [`Picked::done`] or drop.
 pub struct Picked {
     pub target: usize,
     pub addr: SocketAddr,
     in_flight: Option<InFlight>,
+}
+
+impl Picked {
+    /// The backend has finished answering: stop counting this request against it, even though
+    /// the client may still be reading the response (and the request is not yet logged).
+    pub fn done(&mut self) {
+        if let Some(f) = self.in_flight.take() {
+            f.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 pub struct Pool {
@@ -323,6 +333,33 @@ mod tests {
         let b = pool.pick(b"").unwrap();
         assert_ne!(a.target, b.target, "with one in flight each, both are used");
         let _ = busy_target;
+    }
+
+    #[test]
+    fn done_releases_the_backend_once() {
+        let pool = Pool::new(PoolSpec {
+            key: "k".into(),
+            targets: vec![target(1001), target(1002)],
+            tls: UpstreamTls::default(),
+            policy: LbPolicy::LeastRequest,
+            health: Vec::new(),
+        });
+        let mut first = pool.pick(b"").unwrap();
+        assert_ne!(pool.pick(b"").unwrap().target, first.target, "busy");
+        first.done();
+        first.done();
+        // Released once, not twice (a count below zero would wrap and shun that backend), and
+        // dropping it afterwards releases nothing more.
+        drop(first);
+        let again = pool.pick(b"").unwrap();
+        let other = pool.pick(b"").unwrap();
+        assert_ne!(again.target, other.target, "both idle again");
+        let third = pool.pick(b"").unwrap();
+        let fourth = pool.pick(b"").unwrap();
+        assert_ne!(
+            third.target, fourth.target,
+            "one each in flight: still alternating"
+        );
     }
 
     fn single(policy: LbPolicy, health: Vec<super::super::health::HealthSpec>) -> Pool {
