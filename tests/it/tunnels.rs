@@ -2,10 +2,10 @@
 //! the gateway, authorised per connection by the route's policy.
 
 use crate::signin::{Browser, Env};
+use crate::support::bin;
 use crate::support::redis::RedisServer;
-use crate::support::{bin, free_port};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A programmatic-login token for `user` on `host` (the test plays the browser).
 async fn token_for(env: &Env, host: &str, user: &str) -> String {
@@ -44,28 +44,43 @@ impl Drop for Tunnel {
 }
 
 async fn tunnel(env: &Env, target: &str, token: &str) -> Tunnel {
-    let port = free_port();
     let host = target.split(':').next().unwrap();
-    let child = Command::new(bin())
+    // Port 0: the tunnel binds a port itself and says which. A port picked here and bound there
+    // could be taken in between by any other socket on the machine.
+    let mut child = Command::new(bin())
         .args([
             "tcp",
             target,
             "--listen",
-            &format!("127.0.0.1:{port}"),
+            "127.0.0.1:0",
             "--gateway",
             &format!("http://{host}:{}", env.gw.port),
             "--token",
             token,
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "vallum tcp did not listen");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let stderr = child.stderr.take().unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        // Keep draining, so later lines never fill the pipe and stall the tunnel.
+        std::thread::spawn(move || lines.for_each(drop));
+        first
+    });
+    let first = tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("vallum tcp said nothing for 10 s")
+        .unwrap();
+    // "listening on 127.0.0.1:PORT → target through gateway"
+    let port = first
+        .strip_prefix("listening on 127.0.0.1:")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("vallum tcp did not listen: {first:?}"));
     Tunnel { child, port }
 }
 
