@@ -13,30 +13,13 @@ command -v nginx >/dev/null || need+=(nginx)
 [ ${#need[@]} -eq 0 ] || apt-get install -y -qq "${need[@]}" >/dev/null
 cargo build --release --locked --quiet
 BIN=$PWD/target/release/vallum
-WORK=$(mktemp -d); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source load/lib.sh
 PIN0=""; PIN1=""
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then PIN0="taskset -c 0"; PIN1="taskset -c 1"; fi
 clk=$(getconf CLK_TCK)
 
 U=$(free_port)
-BODY=$(printf 'x%.0s' $(seq 100))
-mkdir -p "$WORK/nginx"
-cat >"$WORK/nginx.conf" <<NGINX
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx;
-  uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
-  server { listen 127.0.0.1:$U; location / { return 200 "$BODY"; } }
-}
-NGINX
-$PIN1 nginx -c "$WORK/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+start_upstream "$U" $PIN1
 
 printf '%-8s %12s %10s %12s %14s %12s\n' routes ready_ms rss_MiB req_per_s cpu_us_per_req reload_ms
 for n in $ROUTES; do
@@ -71,6 +54,6 @@ PY
     sleep 0.1
   done
   printf '%-8s %12s %10s %12s %14s %12.0f\n' "$n" "$ready_ms" "$rss" "$rps" "$cpu" "${reload:-0}"
-  kill $VP; wait $VP 2>/dev/null || true
+  kill -INT $VP; wait $VP 2>/dev/null || true  # SIGINT: quick exit (SIGTERM waits out a 300 s grace period)
 done
 echo "machine: $(nproc) cores, $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ //'); $(date -u +%Y-%m-%d)"

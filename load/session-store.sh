@@ -18,13 +18,7 @@ command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null; }
 command -v redis-server >/dev/null || { echo "redis-server is needed (apt-get install redis-server)"; exit 1; }
 cargo build --release --locked --quiet
 BIN=$PWD/target/release/vallum
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1"; [ -n "${2:-}" ] && cat "$2" "${2%.log}.yaml"; exit 1; }
+source load/lib.sh
 
 # The demo gives us the identity provider (P+1) and the upstream app (P+2); its own gateway on
 # 127.0.0.1:P is not measured. Each measured gateway listens on its own 127.0.0.x:P so the
@@ -52,34 +46,18 @@ databroker_storage_connection_string: redis://127.0.0.1:$R/
 databroker_storage_key_prefix: 'load-$v:'
 databroker_cache_ttl: 0s" ;;
   esac
-  cat >"$WORK/$v.yaml" <<YAML
-address: ${IP[$v]}:$P
-insecure_server: true
-log_level: warn
-authenticate_service_url: http://authenticate.localhost:$P
-idp_provider: oidc
-idp_provider_url: http://127.0.0.1:$((P+1))
-idp_client_id: vallum-demo
-idp_client_secret: vallum-demo-secret
-cookie_secret: 8GIP1sU0aqXJZ8T8XkL1zB0cR2P0kTmYxw0a3DkBwsw=
-shared_secret: Wm9vaF9zaGFyZWRfc2VjcmV0XzMyX2J5dGVzX19fXyE=
+  { demo_signin_yaml "${IP[$v]}:$P" "$P"; cat <<YAML
 pass_identity_headers: true
 $store
 routes:
   - from: http://app.localhost:$P
     to: http://127.0.0.1:$((P+2))
-    policy:
-      allow:
-        and:
-          - authenticated_user: true
-          - email: {ends_with: "@demo.vallum.dev"}
-          - groups: {has: engineering}
-          - http_method: GET
-          - source_ip: 127.0.0.0/8
+$AUTH_POLICY
 YAML
+  } >"$WORK/$v.yaml"
   VALLUM_LOG=warn "$BIN" run -c "$WORK/$v.yaml" --conf "$WORK/pingora.yaml" >"$WORK/$v.log" 2>&1 & PID[$v]=$!
   PIDS+=(${PID[$v]})
-  wait_http "http://${IP[$v]}:$P/ping" "$WORK/$v.log"
+  wait_http "http://${IP[$v]}:$P/ping"
   for _ in $(seq 50); do grep -q "identity provider discovered" "$WORK/$v.log" && break; sleep 0.1; done
   COOKIE[$v]=$(python3 load/signin.py --url "http://app.localhost:$P/" --ip "${IP[$v]}" --user alice)
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: app.localhost:$P" -H "Cookie: ${COOKIE[$v]}" "http://${IP[$v]}:$P/")

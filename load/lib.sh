@@ -1,0 +1,73 @@
+# Shared by the scripts in load/ (`source load/lib.sh` from the repository root, after
+# `set -euo pipefail`): a scratch directory and the processes to stop on exit, free ports, waiting
+# for a listener, the 100-byte upstream every target fronts, and the gateway config the signed-in
+# runs share.
+
+WORK=$(mktemp -d); PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# wait_http URL [HOST]: until URL answers 2xx/3xx (WAIT_TRIES × 0.1 s, default 100); on failure
+# the tails of the logs under $WORK say why.
+wait_http() {
+  for _ in $(seq "${WAIT_TRIES:-100}"); do
+    curl -sf -o /dev/null -H "Host: ${2:-x}" "$1" && return 0
+    sleep 0.1
+  done
+  echo "no answer from $1"
+  tail -n 5 "$WORK"/*.log 2>/dev/null || true
+  exit 1
+}
+
+# start_upstream PORT [PREFIX...]: nginx answering 100 bytes on 127.0.0.1:PORT with
+# UPSTREAM_WORKERS workers (default 1), started under PREFIX (e.g. `taskset -c 1`).
+start_upstream() {
+  local port=$1; shift
+  local body
+  body=$(printf 'x%.0s' $(seq 100))
+  mkdir -p "$WORK/nginx"
+  cat >"$WORK/upstream.conf" <<NGINX
+worker_processes ${UPSTREAM_WORKERS:-1};
+pid $WORK/upstream.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx;
+  uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
+  server { listen 127.0.0.1:$port; location / { return 200 "$body"; } }
+}
+NGINX
+  "$@" nginx -c "$WORK/upstream.conf" -g 'daemon off;' & PIDS+=($!)
+  wait_http "http://127.0.0.1:$port/"
+}
+
+# demo_signin_yaml ADDRESS PORT: the head of a gateway config listening on ADDRESS that signs in
+# against `vallum demo --port PORT`'s identity provider (PORT+1), at `log_level: warn`.
+demo_signin_yaml() {
+  cat <<YAML
+address: $1
+insecure_server: true
+log_level: warn
+health_check_addr: ''
+authenticate_service_url: http://authenticate.localhost:$2
+idp_provider: oidc
+idp_provider_url: http://127.0.0.1:$(($2 + 1))
+idp_client_id: vallum-demo
+idp_client_secret: vallum-demo-secret
+cookie_secret: 8GIP1sU0aqXJZ8T8XkL1zB0cR2P0kTmYxw0a3DkBwsw=
+shared_secret: Wm9vaF9zaGFyZWRfc2VjcmV0XzMyX2J5dGVzX19fXyE=
+YAML
+}
+
+# The signed-in route's policy in every comparison: five criteria, all true for the demo's alice.
+AUTH_POLICY='    policy:
+      allow:
+        and:
+          - authenticated_user: true
+          - email: {ends_with: "@demo.vallum.dev"}
+          - groups: {has: engineering}
+          - http_method: GET
+          - source_ip: 127.0.0.0/8'
