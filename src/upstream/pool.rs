@@ -297,13 +297,7 @@ mod tests {
 
     #[test]
     fn hash_policy_is_sticky_per_key() {
-        let pool = Pool::new(PoolSpec {
-            key: "k".into(),
-            targets: vec![target(1001), target(1002), target(1003)],
-            tls: UpstreamTls::default(),
-            policy: LbPolicy::Hash,
-            health: Vec::new(),
-        });
+        let pool = pool_of(&[1001, 1002, 1003], LbPolicy::Hash);
         let first = pool.pick(b"10.0.0.1").unwrap().target;
         for _ in 0..20 {
             assert_eq!(pool.pick(b"10.0.0.1").unwrap().target, first);
@@ -316,13 +310,7 @@ mod tests {
 
     #[test]
     fn least_request_counts_in_flight() {
-        let pool = Pool::new(PoolSpec {
-            key: "k".into(),
-            targets: vec![target(1001), target(1002)],
-            tls: UpstreamTls::default(),
-            policy: LbPolicy::LeastRequest,
-            health: Vec::new(),
-        });
+        let pool = pool_of(&[1001, 1002], LbPolicy::LeastRequest);
         let busy = pool.pick(b"").unwrap();
         for _ in 0..5 {
             assert_ne!(pool.pick(b"").unwrap().target, busy.target);
@@ -337,13 +325,7 @@ mod tests {
 
     #[test]
     fn done_releases_the_backend_once() {
-        let pool = Pool::new(PoolSpec {
-            key: "k".into(),
-            targets: vec![target(1001), target(1002)],
-            tls: UpstreamTls::default(),
-            policy: LbPolicy::LeastRequest,
-            health: Vec::new(),
-        });
+        let pool = pool_of(&[1001, 1002], LbPolicy::LeastRequest);
         let mut first = pool.pick(b"").unwrap();
         assert_ne!(pool.pick(b"").unwrap().target, first.target, "busy");
         first.done();
@@ -362,14 +344,26 @@ mod tests {
         );
     }
 
-    fn single(policy: LbPolicy, health: Vec<super::super::health::HealthSpec>) -> Pool {
+    fn checked(
+        ports: &[u16],
+        policy: LbPolicy,
+        health: Vec<super::super::health::HealthSpec>,
+    ) -> Pool {
         Pool::new(PoolSpec {
             key: "k".into(),
-            targets: vec![target(1)],
+            targets: ports.iter().map(|p| target(*p)).collect(),
             tls: UpstreamTls::default(),
             policy,
             health,
         })
+    }
+
+    fn pool_of(ports: &[u16], policy: LbPolicy) -> Pool {
+        checked(ports, policy, Vec::new())
+    }
+
+    fn single(policy: LbPolicy, health: Vec<super::super::health::HealthSpec>) -> Pool {
+        checked(&[1], policy, health)
     }
 
     #[test]
@@ -380,13 +374,7 @@ mod tests {
             "one backend: the hash key changes nothing"
         );
         assert_eq!(pool.pick(b"").unwrap().addr, target(1).addr);
-        let two = Pool::new(PoolSpec {
-            key: "k".into(),
-            targets: vec![target(1001), target(1002)],
-            tls: UpstreamTls::default(),
-            policy: LbPolicy::Hash,
-            health: Vec::new(),
-        });
+        let two = pool_of(&[1001, 1002], LbPolicy::Hash);
         assert!(two.uses_key());
     }
 
