@@ -5,6 +5,7 @@
 use chrono::TimeZone;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
+use vallum::crypto::signing_key::SigningKey;
 use vallum::crypto::Key;
 use vallum::headers::jwt::Signer;
 use vallum::policy::{parse_policy, Input, Subject};
@@ -61,7 +62,7 @@ fn bench(c: &mut Criterion) {
     }
     g.finish();
 
-    let signer = Signer::derived(&Key::random()).unwrap_or_else(|e| panic!("{e}"));
+    let signer = Signer::new(SigningKey::derived(&Key::random()).unwrap_or_else(|e| panic!("{e}")));
     let claims = || {
         let mut m = serde_json::Map::new();
         m.insert("sub".into(), serde_json::json!("alice-id"));

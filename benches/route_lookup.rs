@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
-use vallum::runtime::Runtime;
+use vallum::snapshot::Snapshot;
 
 /// `n` routes over n/2 hosts (a prefix route and a catch-all each) plus a wildcard.
 fn config(n: usize) -> String {
@@ -21,7 +21,7 @@ fn config(n: usize) -> String {
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("route_lookup");
     for n in [10usize, 1_000, 100_000] {
-        let rt = Runtime::from_str(&config(n), &|_| None, None).unwrap_or_else(|e| panic!("{e}"));
+        let rt = Snapshot::from_str(&config(n), &|_| None, None).unwrap_or_else(|e| panic!("{e}"));
         let mid = format!("app{}.example.com", n / 4);
         g.bench_with_input(BenchmarkId::new("exact_host_prefix", n), &n, |b, _| {
             b.iter(|| {

@@ -9,8 +9,9 @@ use std::hint::black_box;
 /// The allocator the `vallum` binary runs with (src/main.rs), so the figure is the binary's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use vallum::clock::unix_now;
 use vallum::session::memory::MemoryStore;
-use vallum::session::{unix_now, Session, SessionStore};
+use vallum::session::{Session, SessionStore};
 
 /// Resident set size in bytes, from /proc/self/statm.
 fn rss() -> usize {

@@ -5,12 +5,13 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
+use vallum::clock::unix_now;
 use vallum::crypto::Key;
 use vallum::proxy::forward::{shape_request, ForwardInfo};
 use vallum::routes::route::Action;
 use vallum::session::cookie::{self, Handle};
 use vallum::session::memory::MemoryStore;
-use vallum::session::{unix_now, Session, SessionStore};
+use vallum::session::{Session, SessionStore};
 
 fn session(id: &str) -> Session {
     let now = unix_now();
@@ -65,7 +66,7 @@ fn bench(c: &mut Criterion) {
     });
 
     let text = "insecure_server: true\nroutes:\n  - from: http://app.example.com\n    to: http://127.0.0.1:9\n    allow_public_unauthenticated_access: true\n    set_request_headers:\n      X-Team: platform\n    remove_request_headers: [X-Debug]\n";
-    let rt_config = vallum::runtime::Runtime::from_str(text, &|_| None, None)
+    let rt_config = vallum::snapshot::Snapshot::from_str(text, &|_| None, None)
         .unwrap_or_else(|e| panic!("config: {e}"));
     let route = rt_config
         .routes

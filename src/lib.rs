@@ -1,28 +1,28 @@
 //! Vallum: an identity-aware gateway on Pingora that speaks Pomerium's configuration.
 //!
-//! Control plane (`config`, `routes::compile`, `reload`) builds immutable snapshots
-//! (`runtime::Runtime`); the data plane (`proxy`, `routes::table`, `upstream`) only reads them.
+//! Layers, each importing only the ones listed before it (tests/architecture.rs enforces it):
+//! `clock`, `crypto`, `tls` (plain data) → `policy` → `config` → `telemetry` → `session` →
+//! `identity`, `headers`, `upstream` → `routes` → `snapshot` → `respond` → `authn` → `proxy` →
+//! `server` → `demo`, `cli`. The control plane (`config`, `snapshot`, `server`) builds immutable
+//! snapshots; the data plane (`proxy`, `routes`, `upstream`, `policy`) only reads them.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod authn;
+pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod demo;
 pub mod headers;
 pub mod identity;
-pub mod login;
-pub mod metrics;
-pub mod mtls;
-pub mod ops;
 pub mod policy;
 pub mod proxy;
-pub mod redirect;
-pub mod reload;
+pub mod respond;
 pub mod routes;
-pub mod runtime;
 pub mod server;
 pub mod session;
+pub mod snapshot;
+pub mod telemetry;
 pub mod tls;
-pub mod tunnel;
 pub mod upstream;

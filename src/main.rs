@@ -8,8 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use vallum::runtime::Runtime;
 use vallum::server::{self, ServerOptions};
+use vallum::snapshot::Snapshot;
 
 /// mimalloc instead of glibc's malloc: Pingora allocates and frees dozens of small objects per
 /// request (header maps, buffers, futures), and under callgrind glibc's allocator was about a
@@ -272,7 +272,7 @@ fn try_run(args: RunArgs) -> anyhow::Result<()> {
     let config = args.config.context(
         "no config file given; use `vallum run -c FILE` (or `vallum check-config FILE`)",
     )?;
-    let runtime = Runtime::from_file(&config, None)
+    let runtime = Snapshot::from_file(&config, None)
         .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
     init_logging(&runtime.settings.log_level);
     for w in &runtime.warnings {
@@ -331,23 +331,23 @@ fn demo(port: u16) -> ExitCode {
 fn login(url: &str, reuse: bool, json: bool, open: bool, insecure: bool, timeout: u64) -> ExitCode {
     let run = || -> anyhow::Result<(String, String)> {
         let url = url::Url::parse(url).with_context(|| format!("{url} is not a URL"))?;
-        let host = vallum::login::host_key(&url)?;
+        let host = vallum::cli::login::host_key(&url)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let token = rt.block_on(async {
             if reuse {
-                if let Some(t) = vallum::login::cached_valid(&url, insecure).await {
+                if let Some(t) = vallum::cli::login::cached_valid(&url, insecure).await {
                     return Ok::<_, anyhow::Error>(t);
                 }
             }
-            let opts = vallum::login::LoginOptions {
+            let opts = vallum::cli::login::LoginOptions {
                 url: url.clone(),
                 insecure,
                 open_browser: open,
                 timeout: std::time::Duration::from_secs(timeout),
             };
-            Ok(vallum::login::login(&opts).await?)
+            Ok(vallum::cli::login::login(&opts).await?)
         })?;
         Ok((host, token))
     };
@@ -384,7 +384,8 @@ fn tcp(
         let token = match token.or_else(|| std::env::var("VALLUM_TOKEN").ok()) {
             Some(t) => t,
             None => {
-                let path = vallum::login::cache_path(&vallum::login::cache_dir(), &gateway)?;
+                let path =
+                    vallum::cli::login::cache_path(&vallum::cli::login::cache_dir(), &gateway)?;
                 std::fs::read_to_string(&path)
                     .map(|t| t.trim().to_string())
                     .with_context(|| {
@@ -395,7 +396,7 @@ fn tcp(
                     })?
             }
         };
-        let opts = vallum::tunnel::TunnelOptions {
+        let opts = vallum::cli::tcp::TunnelOptions {
             target,
             gateway,
             token,
@@ -405,7 +406,7 @@ fn tcp(
             .worker_threads(2)
             .enable_all()
             .build()?;
-        rt.block_on(vallum::tunnel::serve(listen, opts))?;
+        rt.block_on(vallum::cli::tcp::serve(listen, opts))?;
         Ok(())
     };
     match run() {
@@ -421,9 +422,9 @@ fn tcp(
 fn admin_store(
     config: &std::path::Path,
 ) -> anyhow::Result<(vallum::session::redis::RedisStore, tokio::runtime::Runtime)> {
-    let runtime = Runtime::from_file(config, None)
+    let runtime = Snapshot::from_file(config, None)
         .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
-    let store = vallum::session::admin::connect(&runtime.settings)?;
+    let store = vallum::cli::sessions::connect(&runtime.settings)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -454,11 +455,11 @@ fn try_sessions(action: SessionsAction) -> anyhow::Result<()> {
         match action {
             SessionsAction::List { user, json, .. } => {
                 for s in store.sessions_of(&user).await? {
-                    println!("{}", vallum::session::admin::describe(&s, json));
+                    println!("{}", vallum::cli::sessions::describe(&s, json));
                 }
             }
             SessionsAction::Revoke { user, session, .. } => {
-                let n = vallum::session::admin::revoke(&store, user.as_deref(), session.as_deref())
+                let n = vallum::cli::sessions::revoke(&store, user.as_deref(), session.as_deref())
                     .await?;
                 println!("revoked {n} session(s)");
             }
@@ -472,7 +473,7 @@ fn devices(action: DevicesAction) -> ExitCode {
 }
 
 fn try_devices(action: DevicesAction) -> anyhow::Result<()> {
-    use vallum::session::admin::{change_device, devices_of, DeviceChange};
+    use vallum::cli::sessions::{change_device, devices_of, DeviceChange};
     let config = match &action {
         DevicesAction::List { config, .. }
         | DevicesAction::Approve { config, .. }
@@ -521,7 +522,7 @@ fn check_config(files: &[PathBuf], pomerium: bool) -> ExitCode {
         if pomerium {
             match std::fs::read_to_string(f) {
                 Ok(text) => {
-                    let (lines, clean) = vallum::config::migrate::report(&text);
+                    let (lines, clean) = vallum::cli::migrate::report(&text);
                     let _ = writeln!(out, "{}: key by key", f.display());
                     for l in lines {
                         let _ = writeln!(out, "{l}");
@@ -535,7 +536,7 @@ fn check_config(files: &[PathBuf], pomerium: bool) -> ExitCode {
                 }
             }
         }
-        match Runtime::from_file(f, None) {
+        match Snapshot::from_file(f, None) {
             Ok(rt) => {
                 let short = rt.checksum.get(..12).unwrap_or(&rt.checksum);
                 let _ = writeln!(

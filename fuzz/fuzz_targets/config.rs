@@ -18,5 +18,5 @@ fuzz_target!(|data: &[u8]| {
     {
         return;
     }
-    let _ = vallum::runtime::Runtime::from_str(text, &|_| None, None);
+    let _ = vallum::snapshot::Snapshot::from_str(text, &|_| None, None);
 });

@@ -7,9 +7,9 @@
 //! `app/.pomerium/callback/` → app cookie set → the original URL. A second app host finds the
 //! authenticate cookie and skips the IdP.
 
-pub mod discovery;
+mod device_page;
+mod identify;
 pub mod idp_bearer;
-pub mod pages;
 pub mod programmatic;
 mod refresh;
 pub mod signed;
@@ -17,15 +17,19 @@ mod signout;
 mod user;
 pub mod webauthn;
 
-use crate::config::auth::AuthSettings;
+use crate::clock::unix_now;
 use crate::crypto::{ct_eq, random_token};
 use crate::identity::Oidc;
-use crate::proxy::reply::Reply;
+use crate::respond::pages;
+use crate::respond::refusal::{Answer, Refusal};
+use crate::respond::reply::Reply;
 use crate::session::cookie::{self, Handle};
-use crate::session::{unix_now, Session, SessionStore, StoreError};
+use crate::session::{Session, SessionStore, StoreError};
+use crate::snapshot::auth::Auth;
 use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
 use http::StatusCode;
+pub use identify::identify;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use url::Url;
@@ -43,7 +47,7 @@ const HANDOFF_TTL: u64 = 60;
 pub struct AuthState {
     pub store: Arc<dyn SessionStore>,
     pub idp: ArcSwapOption<Oidc>,
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     /// Identities proven by IdP tokens presented as bearer tokens, for their remaining life.
     pub bearer_cache: idp_bearer::BearerCache,
     /// Sessions being refreshed, or whose refresh failed for now → earliest next attempt.
@@ -51,7 +55,10 @@ pub struct AuthState {
 }
 
 impl AuthState {
-    pub fn new(store: Arc<dyn SessionStore>, metrics: Arc<crate::metrics::Metrics>) -> Self {
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        metrics: Arc<crate::telemetry::metrics::Metrics>,
+    ) -> Self {
         Self {
             store,
             metrics,
@@ -62,12 +69,12 @@ impl AuthState {
     }
 
     /// Records a one-time value (`state`, hand-off id) in the store, so a replay fails on every
-    /// node; `Err` is the reply when the store cannot say.
-    async fn first_use(&self, id: &str, exp: u64) -> Result<bool, Reply> {
+    /// node; `Err` when the store cannot say.
+    async fn first_use(&self, id: &str, exp: u64) -> Result<bool, Refusal> {
         let ttl = exp.saturating_sub(unix_now()).max(1);
         self.store.claim_once(id, ttl).await.map_err(|e| {
             tracing::error!(error = %e, "cannot record a single-use sign-in value");
-            store_unavailable()
+            Refusal::StoreUnavailable
         })
     }
 }
@@ -83,7 +90,8 @@ pub struct Request<'a> {
     pub cookies: Option<&'a str>,
     /// A programmatic-login token sent in one of the bearer forms.
     pub bearer: Option<&'a str>,
-    pub wants_json: bool,
+    /// How Vallum answers this request (HTML or JSON, its id, the branding).
+    pub answer: Answer<'a>,
     /// Form fields of a POST body.
     pub form: Vec<(String, String)>,
 }
@@ -103,36 +111,26 @@ impl Request<'_> {
     }
 }
 
-fn session_key(a: &AuthSettings) -> &crate::crypto::Key {
+fn session_key<'a>(a: &'a Auth<'_>) -> &'a crate::crypto::Key {
     &a.session_cookie_key
 }
 
-fn auth_cookie_name(a: &AuthSettings) -> &str {
+fn auth_cookie_name<'a>(a: &'a Auth<'_>) -> &'a str {
     &a.cookie.authenticate_name
 }
 
-/// The answer when the session store cannot be reached: a clear 503, never a login loop.
-pub fn store_unavailable() -> Reply {
-    Reply::html(
-        StatusCode::SERVICE_UNAVAILABLE,
-        pages::error(
-            "Sessions unavailable",
-            "the session store cannot be reached right now; try again in a moment",
-        ),
-    )
-}
-
-fn bad_request(detail: &str) -> Reply {
-    Reply::html(
+fn bad_request(req: &Request<'_>, detail: &str) -> Reply {
+    req.answer.refuse(Refusal::sign_in(
         StatusCode::BAD_REQUEST,
-        pages::error("Sign-in problem", detail),
-    )
+        "Sign-in problem",
+        detail.to_string(),
+    ))
 }
 
 /// The session a request carries for `host`, if any and still live. An error means the store
 /// could not say (the caller answers 503 rather than sending a signed-in user to sign in again).
 pub async fn session_for(
-    auth: &AuthSettings,
+    auth: &Auth<'_>,
     state: &Arc<AuthState>,
     cookies: Option<&str>,
     name: &str,
@@ -143,6 +141,7 @@ pub async fn session_for(
     };
     let now = unix_now();
     let Some(handle) = auth
+        .keys
         .opened_cookies
         .open(session_key(auth), name, host, value, now)
     else {
@@ -162,7 +161,7 @@ pub async fn session_for(
 }
 
 /// Where to send a browser that needs to sign in: the signed sign-in URL.
-pub fn sign_in_url(auth: &AuthSettings, original: &str) -> Url {
+pub fn sign_in_url(auth: &Auth<'_>, original: &str) -> Url {
     signed::sign(
         &auth.shared_secret,
         &auth.authenticate_url,
@@ -175,7 +174,7 @@ pub fn sign_in_url(auth: &AuthSettings, original: &str) -> Url {
 
 /// Everything served on the authenticate host.
 pub async fn authenticate_host(
-    auth: &AuthSettings,
+    auth: &Auth<'_>,
     state: &Arc<AuthState>,
     req: &Request<'_>,
 ) -> Reply {
@@ -188,20 +187,23 @@ pub async fn authenticate_host(
         "/.pomerium/sign_in" => sign_in(auth, state, req).await,
         "/oauth2/callback" => oauth_callback(auth, state, req).await,
         "/.pomerium/sign_out" => signout::authenticate_sign_out(auth, state, req).await,
-        "/.pomerium/signed_out" => Reply::html(StatusCode::OK, pages::signed_out()),
+        "/.pomerium/signed_out" => {
+            Reply::html(StatusCode::OK, pages::signed_out(req.answer.branding))
+        }
         webauthn::PATH => webauthn::authenticate_page(auth, state, req).await,
         "/.well-known/pomerium/jwks.json" => user::jwks(auth),
         "/.pomerium/" => Reply::html(
             StatusCode::OK,
-            pages::page("Vallum", "<p>This is the sign-in service.</p>"),
+            req.answer
+                .page_html("Vallum", "<p>This is the sign-in service.</p>"),
         ),
-        _ => Reply::error(StatusCode::NOT_FOUND, "not found", req.wants_json),
+        _ => req.answer.refuse(Refusal::NotFound),
     }
 }
 
 /// The `/.pomerium/` endpoints on a route host. `None`: not one of them.
 pub async fn route_endpoint(
-    auth: &AuthSettings,
+    auth: &Auth<'_>,
     state: &Arc<AuthState>,
     req: &Request<'_>,
 ) -> Option<Reply> {
@@ -217,9 +219,7 @@ pub async fn route_endpoint(
         "/.well-known/pomerium/jwks.json" => user::jwks(auth),
         "/.well-known/pomerium" | "/.well-known/pomerium/" => user::well_known(auth, req),
         // Every other `/.pomerium/` path is Vallum's, never the app's.
-        p if p.starts_with("/.pomerium/") => {
-            Reply::error(StatusCode::NOT_FOUND, "not found", req.wants_json)
-        }
+        p if p.starts_with("/.pomerium/") => req.answer.refuse(Refusal::NotFound),
         _ => return None,
     })
 }
@@ -238,38 +238,36 @@ struct Flow {
     i: u64,
 }
 
-fn flow_cookie_name(a: &AuthSettings, state: &str) -> String {
+fn flow_cookie_name(a: &Auth<'_>, state: &str) -> String {
     format!("{}_csrf_{}", a.cookie.name, state.get(..8).unwrap_or(state))
 }
 
-fn flow_key(a: &AuthSettings) -> crate::crypto::Key {
+fn flow_key(a: &Auth<'_>) -> crate::crypto::Key {
     a.cookie_secret.derive("vallum oauth flow")
 }
 
-async fn sign_in(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
+async fn sign_in(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
     let now = unix_now();
     let target = match signed::verify(&auth.shared_secret, "/.pomerium/sign_in", &req.query, now) {
         Ok(t) => t,
-        Err(e) => return bad_request(&e.to_string()),
+        Err(e) => return bad_request(req, &e.to_string()),
     };
     let Some(target_url) = signed::safe_target(&target) else {
-        return bad_request("the sign-in link points nowhere Vallum serves");
+        return bad_request(req, "the sign-in link points nowhere Vallum serves");
     };
     // Already signed in at the authenticate host: hand off straight away (single sign-on).
     let name = auth_cookie_name(auth);
     match session_for(auth, state, req.cookies, name, req.host).await {
         Ok(Some(session)) => return handoff(auth, &target_url, &session),
         Ok(None) => {}
-        Err(_) => return store_unavailable(),
+        Err(_) => return req.answer.refuse(Refusal::StoreUnavailable),
     }
     let Some(idp) = state.idp.load_full() else {
-        return Reply::html(
+        return req.answer.refuse(Refusal::sign_in(
             StatusCode::SERVICE_UNAVAILABLE,
-            pages::error(
-                "Sign-in unavailable",
-                "The identity provider has not been reached yet. Try again in a moment.",
-            ),
-        );
+            "Sign-in unavailable",
+            "The identity provider has not been reached yet. Try again in a moment.",
+        ));
     };
     let flow = Flow {
         s: random_token(32),
@@ -326,36 +324,17 @@ fn failed(state: &AuthState, reason: &'static str) {
         .inc();
 }
 
-async fn oauth_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
-    let now = unix_now();
-    if let Some(err) = req.param("error") {
-        failed(state, "idp_error");
-        let desc = req.param("error_description").unwrap_or("");
-        tracing::warn!(
-            error = err,
-            description = desc,
-            "identity provider returned an error"
-        );
-        return Reply::html(
-            StatusCode::UNAUTHORIZED,
-            pages::error(
-                "Sign-in refused",
-                &format!("The identity provider said: {err} {desc}"),
-            ),
-        );
-    }
-    // A parameter given twice is refused, not resolved first- or last-wins: the two halves of
-    // a stack that disagree on which one counts is how parameter pollution attacks work.
-    if ["state", "code", "error"]
-        .iter()
-        .any(|k| req.query.iter().filter(|(n, _)| n == k).count() > 1)
-    {
-        failed(state, "bad_response");
-        return bad_request("a sign-in parameter was given more than once");
-    }
+/// The sign-in attempt this callback finishes: its sealed cookie matches `state`, is fresh, and
+/// is used once across the fleet. Also the `Set-Cookie` that clears the attempt's cookie.
+async fn verified_flow(
+    auth: &Auth<'_>,
+    state: &Arc<AuthState>,
+    req: &Request<'_>,
+    now: u64,
+) -> Result<(Flow, String), Reply> {
     let Some(state_param) = req.param("state").filter(|s| !s.is_empty()) else {
         failed(state, "csrf");
-        return bad_request("missing state");
+        return Err(bad_request(req, "missing state"));
     };
     let cookie_name = flow_cookie_name(auth, state_param);
     let clear = cookie::set_cookie(&auth.cookie, &cookie_name, "", 0, true);
@@ -370,65 +349,41 @@ async fn oauth_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Reque
             reason = "csrf",
             "sign-in callback without a matching sign-in attempt"
         );
-        return bad_request("this sign-in attempt is unknown or expired (state check failed); start again from the application").with_cookie(clear);
+        return Err(bad_request(req, "this sign-in attempt is unknown or expired (state check failed); start again from the application").with_cookie(clear));
     };
     if !ct_eq(&flow.s, state_param) {
         failed(state, "csrf");
         tracing::warn!(reason = "csrf", "sign-in callback state mismatch");
         // The cookie is left in place: a forged callback must not cancel the user's real attempt.
-        return bad_request("state mismatch");
+        return Err(bad_request(req, "state mismatch"));
     }
     if now > flow.i + FLOW_TTL {
         failed(state, "expired");
-        return bad_request("this sign-in attempt expired; start again").with_cookie(clear);
+        return Err(
+            bad_request(req, "this sign-in attempt expired; start again").with_cookie(clear),
+        );
     }
     let first = match state
         .first_use(&format!("state|{}", flow.s), flow.i + FLOW_TTL)
         .await
     {
         Ok(first) => first,
-        Err(reply) => {
+        Err(refusal) => {
             failed(state, "store_unavailable");
-            return reply;
+            return Err(req.answer.refuse(refusal));
         }
     };
     if !first {
         failed(state, "replay");
         tracing::warn!(reason = "replay", "sign-in callback replayed");
-        return bad_request("this sign-in response was already used").with_cookie(clear);
+        return Err(bad_request(req, "this sign-in response was already used").with_cookie(clear));
     }
-    let Some(code) = req.param("code") else {
-        failed(state, "bad_response");
-        return bad_request("missing code").with_cookie(clear);
-    };
-    let Some(idp) = state.idp.load_full() else {
-        failed(state, "idp_unavailable");
-        return Reply::html(
-            StatusCode::SERVICE_UNAVAILABLE,
-            pages::error("Sign-in unavailable", "identity provider not reachable"),
-        );
-    };
-    let identity = match idp.exchange(code, &flow.v, &flow.n).await {
-        Ok(i) => i,
-        Err(e) => {
-            failed(state, "token_rejected");
-            tracing::warn!(reason = %e, "sign-in failed; no session created");
-            return Reply::html(
-                StatusCode::UNAUTHORIZED,
-                pages::error(
-                    "Sign-in failed",
-                    "The identity provider's answer could not be verified.",
-                ),
-            )
-            .with_cookie(clear);
-        }
-    };
-    let Some(target) = signed::safe_target(&flow.t) else {
-        failed(state, "bad_destination");
-        return bad_request("invalid destination").with_cookie(clear);
-    };
-    let expires_at = now + auth.cookie.expire.as_secs();
-    let session = Session {
+    Ok((flow, clear))
+}
+
+/// A new session record from a verified sign-in.
+fn new_session(identity: crate::identity::Identity, now: u64, expires_at: u64) -> Session {
+    Session {
         id: random_token(24),
         user_id: identity.user_id,
         email: identity.email,
@@ -443,15 +398,82 @@ async fn oauth_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Reque
         expires_at,
         claims_refreshed_at: now,
         devices: Vec::new(),
+    }
+}
+
+async fn oauth_callback(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
+    let now = unix_now();
+    if let Some(err) = req.param("error") {
+        failed(state, "idp_error");
+        let desc = req.param("error_description").unwrap_or("");
+        tracing::warn!(
+            error = err,
+            description = desc,
+            "identity provider returned an error"
+        );
+        return req.answer.refuse(Refusal::sign_in(
+            StatusCode::UNAUTHORIZED,
+            "Sign-in refused",
+            format!("The identity provider said: {err} {desc}"),
+        ));
+    }
+    // A parameter given twice is refused, not resolved first- or last-wins: the two halves of
+    // a stack that disagree on which one counts is how parameter pollution attacks work.
+    if ["state", "code", "error"]
+        .iter()
+        .any(|k| req.query.iter().filter(|(n, _)| n == k).count() > 1)
+    {
+        failed(state, "bad_response");
+        return bad_request(req, "a sign-in parameter was given more than once");
+    }
+    let (flow, clear) = match verified_flow(auth, state, req, now).await {
+        Ok(f) => f,
+        Err(reply) => return reply,
     };
+    let Some(code) = req.param("code") else {
+        failed(state, "bad_response");
+        return bad_request(req, "missing code").with_cookie(clear);
+    };
+    let Some(idp) = state.idp.load_full() else {
+        failed(state, "idp_unavailable");
+        return req.answer.refuse(Refusal::sign_in(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign-in unavailable",
+            "identity provider not reachable",
+        ));
+    };
+    let identity = match idp.exchange(code, &flow.v, &flow.n).await {
+        Ok(i) => i,
+        Err(e) => {
+            failed(state, "token_rejected");
+            tracing::warn!(reason = %e, "sign-in failed; no session created");
+            return req
+                .answer
+                .refuse(Refusal::sign_in(
+                    StatusCode::UNAUTHORIZED,
+                    "Sign-in failed",
+                    "The identity provider's answer could not be verified.",
+                ))
+                .with_cookie(clear);
+        }
+    };
+    let Some(target) = signed::safe_target(&flow.t) else {
+        failed(state, "bad_destination");
+        return bad_request(req, "invalid destination").with_cookie(clear);
+    };
+    let expires_at = now + auth.cookie.expire.as_secs();
+    let session = new_session(identity, now, expires_at);
     if let Err(e) = state.store.put(session.clone()).await {
         failed(state, "store_unavailable");
         tracing::error!(error = %e, "cannot store the new session");
-        return Reply::html(
-            StatusCode::SERVICE_UNAVAILABLE,
-            pages::error("Sign-in unavailable", "the session store is unavailable"),
-        )
-        .with_cookie(clear);
+        return req
+            .answer
+            .refuse(Refusal::sign_in(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in unavailable",
+                "the session store is unavailable",
+            ))
+            .with_cookie(clear);
     }
     tracing::info!(user = %session.user_id, session_id = %session.id, "signed in");
     state
@@ -484,7 +506,7 @@ struct Handoff {
     t: String,
 }
 
-fn handoff_key(a: &AuthSettings) -> crate::crypto::Key {
+fn handoff_key(a: &Auth<'_>) -> crate::crypto::Key {
     a.shared_secret.derive("vallum handoff")
 }
 
@@ -497,7 +519,7 @@ fn authority(u: &Url) -> String {
 }
 
 /// 302 to the target host's callback with a sealed, one-time, short-lived hand-off.
-fn handoff(auth: &AuthSettings, target: &Url, session: &Session) -> Reply {
+fn handoff(auth: &Auth<'_>, target: &Url, session: &Session) -> Reply {
     let host = authority(target);
     let h = Handoff {
         sid: session.id.clone(),
@@ -518,29 +540,29 @@ fn handoff(auth: &AuthSettings, target: &Url, session: &Session) -> Reply {
     Reply::found(cb.as_str())
 }
 
-async fn route_callback(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
+async fn route_callback(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
     let now = unix_now();
     let h: Option<Handoff> = req
         .param("pomerium_session")
         .and_then(|v| handoff_key(auth).open(v, format!("handoff|{}", req.host).as_bytes()))
         .and_then(|b| serde_json::from_slice(&b).ok());
     let Some(h) = h.filter(|h| h.exp > now) else {
-        return bad_request("invalid or expired sign-in hand-off");
+        return bad_request(req, "invalid or expired sign-in hand-off");
     };
     let first = match state.first_use(&format!("handoff|{}", h.jti), h.exp).await {
         Ok(first) => first,
-        Err(reply) => return reply,
+        Err(refusal) => return req.answer.refuse(refusal),
     };
     if !first {
-        return bad_request("this sign-in hand-off was already used");
+        return bad_request(req, "this sign-in hand-off was already used");
     }
     let Some(target) = signed::safe_target(&h.t).filter(|t| authority(t) == req.host) else {
-        return bad_request("the hand-off is for another host");
+        return bad_request(req, "the hand-off is for another host");
     };
     let session = match state.store.get(&h.sid).await {
         Ok(Some(s)) if !s.is_expired(now) => s,
-        Ok(_) => return bad_request("the session has ended; sign in again"),
-        Err(_) => return store_unavailable(),
+        Ok(_) => return bad_request(req, "the session has ended; sign in again"),
+        Err(_) => return req.answer.refuse(Refusal::StoreUnavailable),
     };
     let handle = Handle {
         sid: session.id.clone(),

@@ -36,7 +36,7 @@ pub fn allowed_redirect(uri: &str, whitelist: &[String]) -> Option<Url> {
     ok.then_some(u)
 }
 
-fn token_key(a: &AuthSettings) -> crate::crypto::Key {
+fn token_key(a: &Auth<'_>) -> crate::crypto::Key {
     a.cookie_secret.derive("vallum bearer token")
 }
 
@@ -52,7 +52,7 @@ fn token_host(host: &str) -> String {
 }
 
 /// `GET /.pomerium/api/v1/login?pomerium_redirect_uri=…` → the sign-in URL, as text.
-pub(super) fn login_url(auth: &AuthSettings, req: &Request<'_>) -> Reply {
+pub(super) fn login_url(auth: &Auth<'_>, req: &Request<'_>) -> Reply {
     let uri = match req.param("pomerium_redirect_uri") {
         Some(u)
             if req
@@ -64,7 +64,7 @@ pub(super) fn login_url(auth: &AuthSettings, req: &Request<'_>) -> Reply {
         {
             u
         }
-        _ => return bad_request("pomerium_redirect_uri is required, once"),
+        _ => return bad_request(req, "pomerium_redirect_uri is required, once"),
     };
     if allowed_redirect(uri, &auth.programmatic_redirects).is_none() {
         tracing::warn!(
@@ -72,11 +72,12 @@ pub(super) fn login_url(auth: &AuthSettings, req: &Request<'_>) -> Reply {
             "programmatic login refused"
         );
         return bad_request(
+            req,
             "pomerium_redirect_uri must point at a host on programmatic_redirect_domain_whitelist",
         );
     }
     let Ok(base) = Url::parse(&format!("{}://{}/", req.scheme, req.host)) else {
-        return bad_request("invalid host");
+        return bad_request(req, "invalid host");
     };
     let back = signed::sign(
         &auth.shared_secret,
@@ -93,7 +94,7 @@ pub(super) fn login_url(auth: &AuthSettings, req: &Request<'_>) -> Reply {
 /// `GET /.pomerium/programmatic?…` (signed; reached after sign-in with the app cookie set):
 /// mints the token for this host and hands it to the whitelisted redirect target.
 pub(super) async fn hand_token(
-    auth: &AuthSettings,
+    auth: &Auth<'_>,
     state: &Arc<AuthState>,
     req: &Request<'_>,
 ) -> Reply {
@@ -105,15 +106,15 @@ pub(super) async fn hand_token(
         now,
     ) {
         Ok(t) => t,
-        Err(e) => return bad_request(&e.to_string()),
+        Err(e) => return bad_request(req, &e.to_string()),
     };
     let Some(mut to) = allowed_redirect(&target, &auth.programmatic_redirects) else {
-        return bad_request("the redirect target is not allowed");
+        return bad_request(req, "the redirect target is not allowed");
     };
     let session = match session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await {
         Ok(Some(s)) => s,
-        Ok(None) => return bad_request("not signed in; start again"),
-        Err(_) => return store_unavailable(),
+        Ok(None) => return bad_request(req, "not signed in; start again"),
+        Err(_) => return req.answer.refuse(Refusal::StoreUnavailable),
     };
     let token = cookie::seal(
         &token_key(auth),
@@ -149,7 +150,7 @@ pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
 
 /// The live session a bearer token refers to, for `host`.
 pub async fn session_for_token(
-    auth: &AuthSettings,
+    auth: &Auth<'_>,
     state: &Arc<AuthState>,
     token: &str,
     host: &str,

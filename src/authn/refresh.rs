@@ -13,7 +13,7 @@ const REFRESH_LEASE_SECS: u64 = 10;
 /// are older than `idp_refresh_claims_interval`, so group changes and revocations at the IdP
 /// reach policy decisions. The request goes on with the session as it is.
 pub(super) fn maybe_refresh(
-    auth: &AuthSettings,
+    auth: &Auth<'_>,
     state: &Arc<AuthState>,
     session: &Arc<Session>,
     now: u64,

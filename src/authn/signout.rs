@@ -3,7 +3,7 @@
 
 use super::*;
 
-pub(super) fn csrf_token(auth: &AuthSettings, session: Option<&Session>) -> String {
+pub(super) fn csrf_token(auth: &Auth<'_>, session: Option<&Session>) -> String {
     auth.cookie_secret.derive("vallum csrf").sign(
         session
             .map(|s| s.id.as_str())
@@ -15,22 +15,23 @@ pub(super) fn csrf_token(auth: &AuthSettings, session: Option<&Session>) -> Stri
 /// Sign-out is a state change, so it takes a POST with the CSRF token bound to the session;
 /// a GET shows the confirmation form. `None`: go ahead; else the page to answer with.
 fn confirm_sign_out(
-    auth: &AuthSettings,
+    auth: &Auth<'_>,
     session: Option<&Session>,
     req: &Request<'_>,
 ) -> Option<Reply> {
     let csrf = csrf_token(auth, session);
     if req.method != http::Method::POST {
-        return Some(Reply::html(StatusCode::OK, pages::sign_out_confirm(&csrf)));
+        return Some(Reply::html(
+            StatusCode::OK,
+            pages::sign_out_confirm(req.answer.branding, &csrf),
+        ));
     }
     if !req.field("csrf").is_some_and(|c| ct_eq(c, &csrf)) {
-        return Some(Reply::html(
+        return Some(req.answer.refuse(Refusal::sign_in(
             StatusCode::FORBIDDEN,
-            pages::error(
-                "Sign-out refused",
-                "The form has expired (CSRF check failed); reload and try again.",
-            ),
-        ));
+            "Sign-out refused",
+            "The form has expired (CSRF check failed); reload and try again.",
+        )));
     }
     None
 }
@@ -41,11 +42,11 @@ struct Logout {
     exp: u64,
 }
 
-fn logout_key(a: &AuthSettings) -> crate::crypto::Key {
+fn logout_key(a: &Auth<'_>) -> crate::crypto::Key {
     a.shared_secret.derive("vallum logout")
 }
 
-fn signed_out_url(auth: &AuthSettings) -> String {
+fn signed_out_url(auth: &Auth<'_>) -> String {
     match &auth.signout_redirect_url {
         Some(u) => u.to_string(),
         None => {
@@ -60,13 +61,13 @@ fn signed_out_url(auth: &AuthSettings) -> String {
 /// (the store record is deleted, so every copy of every cookie stops working) and continues to
 /// the authenticate host and the IdP.
 pub(super) async fn route_sign_out(
-    auth: &AuthSettings,
+    auth: &Auth<'_>,
     state: &Arc<AuthState>,
     req: &Request<'_>,
 ) -> Reply {
     let name = auth.cookie.name.clone();
     let Ok(session) = session_for(auth, state, req.cookies, &name, req.host).await else {
-        return super::store_unavailable();
+        return req.answer.refuse(Refusal::StoreUnavailable);
     };
     if let Some(reply) = confirm_sign_out(auth, session.as_deref(), req) {
         return reply;
@@ -75,13 +76,11 @@ pub(super) async fn route_sign_out(
     if let Some(s) = &session {
         if let Err(e) = state.store.delete(&s.id).await {
             tracing::error!(error = %e, "cannot delete the session");
-            return Reply::html(
+            return req.answer.refuse(Refusal::sign_in(
                 StatusCode::SERVICE_UNAVAILABLE,
-                pages::error(
-                    "Sign-out failed",
-                    "the session store is unavailable; try again",
-                ),
-            );
+                "Sign-out failed",
+                "the session store is unavailable; try again",
+            ));
         }
         tracing::info!(user = %s.user_id, session_id = %s.id, "signed out");
         let l = Logout {
@@ -111,14 +110,14 @@ pub(super) async fn route_sign_out(
 /// Sign-out on the authenticate host: clears its cookie, ends its session, and goes to the IdP's
 /// end-session endpoint (RP-initiated logout) or the signed-out page.
 pub(super) async fn authenticate_sign_out(
-    auth: &AuthSettings,
+    auth: &Auth<'_>,
     state: &Arc<AuthState>,
     req: &Request<'_>,
 ) -> Reply {
     let now = unix_now();
     let name = auth_cookie_name(auth);
     let Ok(session) = session_for(auth, state, req.cookies, name, req.host).await else {
-        return super::store_unavailable();
+        return req.answer.refuse(Refusal::StoreUnavailable);
     };
     let target = match signed::verify(&auth.shared_secret, "/.pomerium/sign_out", &req.query, now) {
         Ok(t) => t,
@@ -142,7 +141,7 @@ pub(super) async fn authenticate_sign_out(
     }
     let clear = cookie::set_cookie(&auth.cookie, name, "", 0, true);
     let Some(target) = signed::safe_target(&target) else {
-        return bad_request("invalid sign-out destination").with_cookie(clear);
+        return bad_request(req, "invalid sign-out destination").with_cookie(clear);
     };
     let idp_logout = match (state.idp.load_full(), id_token) {
         (Some(idp), Some(t)) => idp.end_session_url(&t, &target),

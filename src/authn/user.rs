@@ -6,7 +6,7 @@ use super::*;
 
 /// The session for this route host, or the 401 an endpoint that needs one answers with.
 async fn route_session(
-    auth: &AuthSettings,
+    auth: &Auth<'_>,
     state: &Arc<AuthState>,
     req: &Request<'_>,
 ) -> Result<Arc<Session>, Box<Reply>> {
@@ -23,16 +23,12 @@ async fn route_session(
             StatusCode::UNAUTHORIZED,
             &serde_json::json!({ "error": "user-unauthenticated" }),
         ))),
-        Err(_) => Err(Box::new(super::store_unavailable())),
+        Err(_) => Err(Box::new(req.answer.refuse(Refusal::StoreUnavailable))),
     }
 }
 
 /// `/.pomerium/user`: the signed-in user's claims as JSON (never tokens).
-pub(super) async fn user_json(
-    auth: &AuthSettings,
-    state: &Arc<AuthState>,
-    req: &Request<'_>,
-) -> Reply {
+pub(super) async fn user_json(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
     let s = match route_session(auth, state, req).await {
         Ok(s) => s,
         Err(unauthenticated) => return *unauthenticated,
@@ -51,21 +47,16 @@ pub(super) async fn user_json(
 }
 
 /// `/.pomerium/`: who you are signed in as. Never shows tokens (Pomerium's CVE-2024-39315).
-pub(super) async fn user_page(
-    auth: &AuthSettings,
-    state: &Arc<AuthState>,
-    req: &Request<'_>,
-) -> Reply {
+pub(super) async fn user_page(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
     let s = match session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await {
         Ok(s) => s,
-        Err(_) => return super::store_unavailable(),
+        Err(_) => return req.answer.refuse(Refusal::StoreUnavailable),
     };
     let Some(s) = s else {
-        if req.wants_json {
-            return Reply::json(
-                StatusCode::UNAUTHORIZED,
-                &serde_json::json!({ "error": "user-unauthenticated" }),
-            );
+        if req.answer.wants_json() {
+            return req
+                .answer
+                .refuse(Refusal::SignInRequired { location: None });
         }
         let original = format!("{}://{}/.pomerium/", req.scheme, req.host);
         return Reply::found(sign_in_url(auth, &original).as_str());
@@ -87,9 +78,9 @@ pub(super) async fn user_page(
     let csrf = csrf_token(auth, Some(&s));
     let devices = match super::webauthn::load_devices(state.store.as_ref(), &s.user_id).await {
         Ok(d) => d,
-        Err(_) => return super::store_unavailable(),
+        Err(_) => return req.answer.refuse(Refusal::StoreUnavailable),
     };
-    let devices = super::webauthn::user_page_section(&devices, &csrf);
+    let devices = super::device_page::user_page_section(&devices, &csrf);
     let body = format!(
         "<table><tr><th>User</th><td>{}</td></tr><tr><th>Email</th><td>{}</td></tr><tr><th>Name</th><td>{}</td></tr>\
          <tr><th>Groups</th><td>{}</td></tr><tr><th>Session expires</th><td>{}</td></tr></table>\
@@ -103,13 +94,13 @@ pub(super) async fn user_page(
         e(&expires),
         e(&csrf),
     );
-    Reply::html(StatusCode::OK, pages::page("Signed in", &body))
+    Reply::html(StatusCode::OK, req.answer.page_html("Signed in", &body))
 }
 
 /// `/.pomerium/jwt` (when `runtime_flags.pomerium_jwt_endpoint`): the assertion for this host, for
 /// browser apps that want to read it.
 pub(super) async fn jwt_endpoint(
-    auth: &AuthSettings,
+    auth: &Auth<'_>,
     state: &Arc<AuthState>,
     req: &Request<'_>,
 ) -> Reply {
@@ -118,7 +109,7 @@ pub(super) async fn jwt_endpoint(
         Err(unauthenticated) => return *unauthenticated,
     };
     let host = req.host.split(':').next().unwrap_or(req.host);
-    let jwt = crate::headers::assertion(auth, &s, host, auth.issuer_uri);
+    let jwt = crate::headers::assertion(&auth.keys.signer, auth, &s, host, auth.issuer_uri);
     let mut r = Reply::text(
         StatusCode::OK,
         bytes::Bytes::copy_from_slice(jwt.as_bytes()),
@@ -142,14 +133,14 @@ fn cors_cacheable(r: Reply, etag: Option<String>) -> Reply {
 }
 
 /// `/.well-known/pomerium/jwks.json`: the key upstreams verify the assertion with.
-pub(super) fn jwks(auth: &AuthSettings) -> Reply {
-    let body = auth.signer.jwks();
-    let etag = format!("\"{}\"", auth.signer.kid());
+pub(super) fn jwks(auth: &Auth<'_>) -> Reply {
+    let body = auth.keys.signer.jwks();
+    let etag = format!("\"{}\"", auth.keys.signer.kid());
     cors_cacheable(Reply::json(StatusCode::OK, &body), Some(etag))
 }
 
 /// `/.well-known/pomerium`: where this host's keys and endpoints are.
-pub(super) fn well_known(auth: &AuthSettings, req: &Request<'_>) -> Reply {
+pub(super) fn well_known(auth: &Auth<'_>, req: &Request<'_>) -> Reply {
     let base = format!("{}://{}", req.scheme, req.host);
     let mut callback = auth.authenticate_url.clone();
     callback.set_path("/oauth2/callback");

@@ -95,7 +95,7 @@ pub async fn remove_device(
 
 /// The signed link a route sends a browser to when its policy needs a device this session has
 /// not proven.
-pub fn device_url(auth: &AuthSettings, original: &str, type_id: Option<&str>) -> Url {
+pub fn device_url(auth: &Auth<'_>, original: &str, type_id: Option<&str>) -> Url {
     let extra: Vec<(&str, &str)> = type_id
         .map(|t| vec![("pomerium_device_type", t)])
         .unwrap_or_default();
@@ -109,7 +109,7 @@ pub fn device_url(auth: &AuthSettings, original: &str, type_id: Option<&str>) ->
     )
 }
 
-fn relying_party(auth: &AuthSettings, name: &str) -> Option<Webauthn> {
+fn relying_party(auth: &Auth<'_>, name: &str) -> Option<Webauthn> {
     let rp_id = auth.authenticate_url.host_str()?;
     let origin = Url::parse(&auth.authenticate_url.origin().ascii_serialization()).ok()?;
     WebauthnBuilder::new(rp_id, &origin)
@@ -127,8 +127,13 @@ fn user_handle(user_id: &str) -> Uuid {
     Uuid::from_bytes(b)
 }
 
-fn json_error(status: StatusCode, message: &str) -> Reply {
-    Reply::json(status, &serde_json::json!({ "error": message }))
+/// A refused ceremony step, answered to the page's script (which asks for JSON).
+fn ceremony_error(req: &Request<'_>, status: StatusCode, message: &str) -> Reply {
+    req.answer.refuse(Refusal::sign_in(
+        status,
+        "Device problem",
+        message.to_string(),
+    ))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -192,7 +197,7 @@ async fn mark_proven(
 /// `/.pomerium/webauthn` on the authenticate host: the device page (GET) and its ceremonies
 /// (POST `action=register-begin|register-finish|authenticate-begin|authenticate-finish|unregister`).
 pub async fn authenticate_page(
-    auth: &AuthSettings,
+    auth: &Auth<'_>,
     state: &Arc<AuthState>,
     req: &Request<'_>,
 ) -> Reply {
@@ -201,22 +206,16 @@ pub async fn authenticate_page(
     let session = match session_for(auth, state, req.cookies, name, req.host).await {
         Ok(Some(s)) => s,
         Ok(None) => {
-            return Reply::html(
-                StatusCode::UNAUTHORIZED,
-                pages::error(
-                    "Sign in first",
-                    "Devices belong to a signed-in user. Open the application again to sign in, then come back.",
-                ),
-            )
+            return req.answer.refuse(Refusal::sign_in(StatusCode::UNAUTHORIZED, "Sign in first", "Devices belong to a signed-in user. Open the application again to sign in, then come back."))
         }
-        Err(_) => return store_unavailable(),
+        Err(_) => return req.answer.refuse(Refusal::StoreUnavailable),
     };
     // Where to go afterwards: a signed target, or this page.
     let target = if req.param("pomerium_redirect_uri").is_some() {
         match signed::verify(&auth.shared_secret, PATH, &req.query, unix_now()) {
             Ok(t) if signed::safe_target(&t).is_some() => Some(t),
-            Ok(_) => return bad_request("the return link points nowhere Vallum serves"),
-            Err(e) => return bad_request(&e.to_string()),
+            Ok(_) => return bad_request(req, "the return link points nowhere Vallum serves"),
+            Err(e) => return bad_request(req, &e.to_string()),
         }
     } else {
         None
@@ -225,33 +224,33 @@ pub async fn authenticate_page(
         .param("pomerium_device_type")
         .and_then(|t| device_types.iter().find(|d| d.id == t));
     let Some(rp) = relying_party(auth, &auth.rp_name) else {
-        return Reply::error(
+        return req.answer.refuse(Refusal::sign_in(
             StatusCode::INTERNAL_SERVER_ERROR,
+            "Devices unavailable",
             "WebAuthn is not available for this authenticate URL",
-            req.wants_json,
-        );
+        ));
     };
     let csrf = csrf_token(auth, Some(&session));
     if req.method == http::Method::POST {
         if !req.field("csrf").is_some_and(|c| ct_eq(c, &csrf)) {
-            return json_error(StatusCode::FORBIDDEN, "missing or wrong csrf token");
+            return ceremony_error(req, StatusCode::FORBIDDEN, "missing or wrong csrf token");
         }
         let after = target.clone().unwrap_or_else(|| PATH.to_string());
         return match ceremony(state, device_types, &rp, &session, req, &after).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::info!(problem = %e, "webauthn ceremony refused");
-                json_error(StatusCode::BAD_REQUEST, &e)
+                ceremony_error(req, StatusCode::BAD_REQUEST, &e)
             }
         };
     }
     let devices = match load_devices(state.store.as_ref(), &session.user_id).await {
         Ok(d) => d,
-        Err(_) => return store_unavailable(),
+        Err(_) => return req.answer.refuse(Refusal::StoreUnavailable),
     };
     Reply::html(
         StatusCode::OK,
-        device_page(&session, &devices, device_types, wanted_type, &csrf),
+        super::device_page::device_page(req, &session, &devices, device_types, wanted_type, &csrf),
     )
 }
 
@@ -264,144 +263,23 @@ async fn ceremony(
     after: &str,
 ) -> Result<Reply, String> {
     let store = state.store.as_ref();
-    let unavailable = |e: StoreError| e.to_string();
-    let mut devices = load_devices(store, &session.user_id)
+    let devices = load_devices(store, &session.user_id)
         .await
         .map_err(unavailable)?;
+    let c = Ceremony {
+        state,
+        store,
+        device_types,
+        rp,
+        session,
+        req,
+        after,
+    };
     match req.field("action").unwrap_or("") {
-        "register-begin" => {
-            if devices.len() >= MAX_DEVICES {
-                return Err(format!("at most {MAX_DEVICES} devices per user"));
-            }
-            let type_id = req.field("type").unwrap_or("any");
-            let t = device_types
-                .iter()
-                .find(|d| d.id == type_id)
-                .ok_or("unknown device type")?;
-            let label = session.email.as_deref().unwrap_or(&session.user_id);
-            let exclude = devices
-                .iter()
-                .map(|d| d.passkey.cred_id().clone())
-                .collect::<Vec<_>>();
-            let (mut options, reg) = rp
-                .start_passkey_registration(
-                    user_handle(&session.user_id),
-                    label,
-                    session.name.as_deref().unwrap_or(label),
-                    Some(exclude),
-                )
-                .map_err(|e| e.to_string())?;
-            if let Some(sel) = options.public_key.authenticator_selection.as_mut() {
-                sel.authenticator_attachment = match t.attachment {
-                    Attachment::Any => None,
-                    Attachment::Platform => Some(AuthenticatorAttachment::Platform),
-                    Attachment::CrossPlatform => Some(AuthenticatorAttachment::CrossPlatform),
-                };
-            }
-            let saved = RegisterState {
-                type_id: t.id.clone(),
-                state: reg,
-            };
-            save_ceremony(store, session, "reg", &saved).await?;
-            Ok(Reply::json(StatusCode::OK, &serde_json::json!(options)))
-        }
-        "register-finish" => {
-            let saved: RegisterState = take_ceremony(store, session, "reg")
-                .await?
-                .ok_or("no enrolment in progress (it expired or was used)")?;
-            let cred: RegisterPublicKeyCredential = credential(req)?;
-            let passkey = rp
-                .finish_passkey_registration(&cred, &saved.state)
-                .map_err(|e| format!("the authenticator's answer does not verify: {e}"))?;
-            let t = device_types
-                .iter()
-                .find(|d| d.id == saved.type_id)
-                .ok_or("unknown device type")?;
-            let flags: webauthn_rs::prelude::Credential = passkey.clone().into();
-            if t.user_verification_required && !flags.user_verified {
-                return Err(format!(
-                    "{} needs an authenticator that verifies the user (PIN or biometrics)",
-                    t.name
-                ));
-            }
-            if !t.backup_allowed && flags.backup_eligible {
-                return Err(format!(
-                    "{} needs a key that cannot leave the device; this one can be synced",
-                    t.name
-                ));
-            }
-            let id = URL_SAFE_NO_PAD.encode(passkey.cred_id().as_ref());
-            let name = req
-                .field("name")
-                .map(|n| n.trim().chars().take(64).collect::<String>())
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| t.name.clone());
-            let device = EnrolledDevice {
-                id: id.clone(),
-                type_id: t.id.clone(),
-                name,
-                created_at: unix_now(),
-                approved: false,
-                passkey,
-            };
-            devices.retain(|d| d.id != id);
-            devices.push(device.clone());
-            save_devices(store, &session.user_id, &devices)
-                .await
-                .map_err(unavailable)?;
-            // Enrolling is proving: the authenticator just signed with the new key.
-            mark_proven(state, session, &device)
-                .await
-                .map_err(unavailable)?;
-            tracing::info!(user = %session.user_id, device = %id, type_id = %t.id, "device enrolled");
-            Ok(Reply::json(
-                StatusCode::OK,
-                &serde_json::json!({ "device": id, "redirect": after }),
-            ))
-        }
-        "authenticate-begin" => {
-            let type_id = req.field("type").filter(|t| !t.is_empty());
-            let keys: Vec<Passkey> = devices
-                .iter()
-                .filter(|d| type_id.is_none_or(|t| d.type_id == t))
-                .map(|d| d.passkey.clone())
-                .collect();
-            if keys.is_empty() {
-                return Err("no enrolled device of this type".into());
-            }
-            let (options, auth_state) = rp
-                .start_passkey_authentication(&keys)
-                .map_err(|e| e.to_string())?;
-            save_ceremony(store, session, "auth", &auth_state).await?;
-            Ok(Reply::json(StatusCode::OK, &serde_json::json!(options)))
-        }
-        "authenticate-finish" => {
-            let saved: PasskeyAuthentication = take_ceremony(store, session, "auth")
-                .await?
-                .ok_or("no proof in progress (it expired or was used)")?;
-            let cred: PublicKeyCredential = credential(req)?;
-            let result = rp
-                .finish_passkey_authentication(&cred, &saved)
-                .map_err(|e| format!("the authenticator's answer does not verify: {e}"))?;
-            let id = URL_SAFE_NO_PAD.encode(result.cred_id().as_ref());
-            let device = devices
-                .iter_mut()
-                .find(|d| d.id == id)
-                .ok_or("this device is not enrolled")?;
-            // Signature counter and backup state move forward; a cloned key shows up here.
-            device.passkey.update_credential(&result);
-            let device = device.clone();
-            save_devices(store, &session.user_id, &devices)
-                .await
-                .map_err(unavailable)?;
-            mark_proven(state, session, &device)
-                .await
-                .map_err(unavailable)?;
-            Ok(Reply::json(
-                StatusCode::OK,
-                &serde_json::json!({ "device": id, "redirect": after }),
-            ))
-        }
+        "register-begin" => register_begin(&c, &devices).await,
+        "register-finish" => register_finish(&c, devices).await,
+        "authenticate-begin" => authenticate_begin(&c, &devices).await,
+        "authenticate-finish" => authenticate_finish(&c, devices).await,
         "unregister" => {
             let id = req.field("device").ok_or("which device?")?;
             remove_device(store, session, id)
@@ -413,153 +291,199 @@ async fn ceremony(
     }
 }
 
+fn unavailable(e: StoreError) -> String {
+    e.to_string()
+}
+
+/// One ceremony request's context.
+struct Ceremony<'a> {
+    state: &'a Arc<AuthState>,
+    store: &'a dyn SessionStore,
+    device_types: &'a [DeviceType],
+    rp: &'a Webauthn,
+    session: &'a Session,
+    req: &'a Request<'a>,
+    /// Where the page goes once the ceremony succeeds.
+    after: &'a str,
+}
+
+/// Options for `navigator.credentials.create`, with the device type's attachment.
+async fn register_begin(c: &Ceremony<'_>, devices: &[EnrolledDevice]) -> Result<Reply, String> {
+    if devices.len() >= MAX_DEVICES {
+        return Err(format!("at most {MAX_DEVICES} devices per user"));
+    }
+    let type_id = c.req.field("type").unwrap_or("any");
+    let t = c
+        .device_types
+        .iter()
+        .find(|d| d.id == type_id)
+        .ok_or("unknown device type")?;
+    let label = c.session.email.as_deref().unwrap_or(&c.session.user_id);
+    let exclude = devices
+        .iter()
+        .map(|d| d.passkey.cred_id().clone())
+        .collect::<Vec<_>>();
+    let (mut options, reg) =
+        c.rp.start_passkey_registration(
+            user_handle(&c.session.user_id),
+            label,
+            c.session.name.as_deref().unwrap_or(label),
+            Some(exclude),
+        )
+        .map_err(|e| e.to_string())?;
+    if let Some(sel) = options.public_key.authenticator_selection.as_mut() {
+        sel.authenticator_attachment = match t.attachment {
+            Attachment::Any => None,
+            Attachment::Platform => Some(AuthenticatorAttachment::Platform),
+            Attachment::CrossPlatform => Some(AuthenticatorAttachment::CrossPlatform),
+        };
+    }
+    let saved = RegisterState {
+        type_id: t.id.clone(),
+        state: reg,
+    };
+    save_ceremony(c.store, c.session, "reg", &saved).await?;
+    Ok(Reply::json(StatusCode::OK, &serde_json::json!(options)))
+}
+
+/// Verifies the new credential against the device type, stores it and proves it.
+async fn register_finish(
+    c: &Ceremony<'_>,
+    mut devices: Vec<EnrolledDevice>,
+) -> Result<Reply, String> {
+    let saved: RegisterState = take_ceremony(c.store, c.session, "reg")
+        .await?
+        .ok_or("no enrolment in progress (it expired or was used)")?;
+    let cred: RegisterPublicKeyCredential = credential(c.req)?;
+    let passkey =
+        c.rp.finish_passkey_registration(&cred, &saved.state)
+            .map_err(|e| format!("the authenticator's answer does not verify: {e}"))?;
+    let t = c
+        .device_types
+        .iter()
+        .find(|d| d.id == saved.type_id)
+        .ok_or("unknown device type")?;
+    let flags: webauthn_rs::prelude::Credential = passkey.clone().into();
+    if t.user_verification_required && !flags.user_verified {
+        return Err(format!(
+            "{} needs an authenticator that verifies the user (PIN or biometrics)",
+            t.name
+        ));
+    }
+    if !t.backup_allowed && flags.backup_eligible {
+        return Err(format!(
+            "{} needs a key that cannot leave the device; this one can be synced",
+            t.name
+        ));
+    }
+    let id = URL_SAFE_NO_PAD.encode(passkey.cred_id().as_ref());
+    let name = c
+        .req
+        .field("name")
+        .map(|n| n.trim().chars().take(64).collect::<String>())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| t.name.clone());
+    let device = EnrolledDevice {
+        id: id.clone(),
+        type_id: t.id.clone(),
+        name,
+        created_at: unix_now(),
+        approved: false,
+        passkey,
+    };
+    devices.retain(|d| d.id != id);
+    devices.push(device.clone());
+    save_devices(c.store, &c.session.user_id, &devices)
+        .await
+        .map_err(unavailable)?;
+    // Enrolling is proving: the authenticator just signed with the new key.
+    mark_proven(c.state, c.session, &device)
+        .await
+        .map_err(unavailable)?;
+    tracing::info!(user = %c.session.user_id, device = %id, type_id = %t.id, "device enrolled");
+    Ok(Reply::json(
+        StatusCode::OK,
+        &serde_json::json!({ "device": id, "redirect": c.after }),
+    ))
+}
+
+/// Options for `navigator.credentials.get` over the user's keys (of one type, if asked).
+async fn authenticate_begin(c: &Ceremony<'_>, devices: &[EnrolledDevice]) -> Result<Reply, String> {
+    let type_id = c.req.field("type").filter(|t| !t.is_empty());
+    let keys: Vec<Passkey> = devices
+        .iter()
+        .filter(|d| type_id.is_none_or(|t| d.type_id == t))
+        .map(|d| d.passkey.clone())
+        .collect();
+    if keys.is_empty() {
+        return Err("no enrolled device of this type".into());
+    }
+    let (options, auth_state) =
+        c.rp.start_passkey_authentication(&keys)
+            .map_err(|e| e.to_string())?;
+    save_ceremony(c.store, c.session, "auth", &auth_state).await?;
+    Ok(Reply::json(StatusCode::OK, &serde_json::json!(options)))
+}
+
+/// Verifies the assertion, moves the key's counter forward and proves the device.
+async fn authenticate_finish(
+    c: &Ceremony<'_>,
+    mut devices: Vec<EnrolledDevice>,
+) -> Result<Reply, String> {
+    let saved: PasskeyAuthentication = take_ceremony(c.store, c.session, "auth")
+        .await?
+        .ok_or("no proof in progress (it expired or was used)")?;
+    let cred: PublicKeyCredential = credential(c.req)?;
+    let result =
+        c.rp.finish_passkey_authentication(&cred, &saved)
+            .map_err(|e| format!("the authenticator's answer does not verify: {e}"))?;
+    let id = URL_SAFE_NO_PAD.encode(result.cred_id().as_ref());
+    let device = devices
+        .iter_mut()
+        .find(|d| d.id == id)
+        .ok_or("this device is not enrolled")?;
+    // Signature counter and backup state move forward; a cloned key shows up here.
+    device.passkey.update_credential(&result);
+    let device = device.clone();
+    save_devices(c.store, &c.session.user_id, &devices)
+        .await
+        .map_err(unavailable)?;
+    mark_proven(c.state, c.session, &device)
+        .await
+        .map_err(unavailable)?;
+    Ok(Reply::json(
+        StatusCode::OK,
+        &serde_json::json!({ "device": id, "redirect": c.after }),
+    ))
+}
+
 /// `/.pomerium/webauthn` on a route host: GET goes to the authenticate host's page; POST
 /// `action=unregister` (from the user page) removes a device.
-pub async fn route_page(auth: &AuthSettings, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
+pub async fn route_page(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
     let session = match session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await {
         Ok(Some(s)) => s,
         Ok(None) => {
             let original = format!("{}://{}/.pomerium/", req.scheme, req.host);
             return Reply::found(sign_in_url(auth, &original).as_str());
         }
-        Err(_) => return store_unavailable(),
+        Err(_) => return req.answer.refuse(Refusal::StoreUnavailable),
     };
     if req.method == http::Method::POST {
         let csrf = csrf_token(auth, Some(&session));
         if !req.field("csrf").is_some_and(|c| ct_eq(c, &csrf)) {
-            return bad_request("missing or wrong csrf token");
+            return bad_request(req, "missing or wrong csrf token");
         }
         if req.field("action") != Some("unregister") {
-            return bad_request("unknown action");
+            return bad_request(req, "unknown action");
         }
         let Some(id) = req.field("device") else {
-            return bad_request("which device?");
+            return bad_request(req, "which device?");
         };
         return match remove_device(state.store.as_ref(), &session, id).await {
             Ok(_) => Reply::found("/.pomerium/"),
-            Err(_) => store_unavailable(),
+            Err(_) => req.answer.refuse(Refusal::StoreUnavailable),
         };
     }
     let back = format!("{}://{}/.pomerium/", req.scheme, req.host);
     Reply::found(device_url(auth, &back, None).as_str())
 }
-
-/// The device list on the user page, with a remove button per device.
-pub fn user_page_section(devices: &[EnrolledDevice], csrf: &str) -> String {
-    let e = pages::escape;
-    let rows: String = devices
-        .iter()
-        .map(|d| {
-            format!(
-                "<tr class=\"device\" data-device=\"{id}\"><td>{name}</td><td>{t}</td><td>{approved}</td>\
-                 <td><form method=\"post\" action=\"{PATH}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-                 <input type=\"hidden\" name=\"action\" value=\"unregister\"><input type=\"hidden\" name=\"device\" value=\"{id}\">\
-                 <button type=\"submit\">Remove</button></form></td></tr>",
-                id = e(&d.id),
-                name = e(&d.name),
-                t = e(&d.type_id),
-                approved = if d.approved { "approved" } else { "" },
-                csrf = e(csrf),
-            )
-        })
-        .collect();
-    format!(
-        "<h2>Devices</h2><table id=\"devices\"><tr><th>Name</th><th>Type</th><th>Approved</th><th></th></tr>{rows}</table>\
-         <p><a href=\"{PATH}\">Enrol a device</a></p>"
-    )
-}
-
-fn device_page(
-    session: &Session,
-    devices: &[EnrolledDevice],
-    types: &[DeviceType],
-    wanted: Option<&DeviceType>,
-    csrf: &str,
-) -> String {
-    let e = pages::escape;
-    let list: String = devices
-        .iter()
-        .map(|d| {
-            format!(
-                "<li class=\"device\">{} <small>({})</small></li>",
-                e(&d.name),
-                e(&d.type_id)
-            )
-        })
-        .collect();
-    let options: String = types
-        .iter()
-        .map(|t| {
-            format!(
-                "<option value=\"{id}\"{sel}>{name}</option>",
-                id = e(&t.id),
-                name = e(&t.name),
-                sel = if wanted.is_some_and(|w| w.id == t.id) {
-                    " selected"
-                } else {
-                    ""
-                }
-            )
-        })
-        .collect();
-    let intro = match wanted {
-        Some(t) => format!(
-            "<p>This application needs a device of type <b>{}</b>. Use one you enrolled, or enrol this one.</p>",
-            e(&t.name)
-        ),
-        None => "<p>Enrol this device, or prove one you enrolled before.</p>".to_string(),
-    };
-    let body = format!(
-        "{intro}<p>Signed in as {who}.</p><h2>Your devices</h2><ul id=\"device-list\">{list}</ul>\
-         <p><button id=\"prove\" type=\"button\">Use an enrolled device</button></p>\
-         <p><label>Name <input id=\"name\" value=\"\" maxlength=\"64\"></label> \
-         <select id=\"type\">{options}</select> <button id=\"enrol\" type=\"button\">Enrol this device</button></p>\
-         <p id=\"status\" role=\"status\"></p>\
-         <script>const CSRF={csrf_js};const WANT={want_js};{SCRIPT}</script>",
-        who = e(session.email.as_deref().unwrap_or(&session.user_id)),
-        csrf_js = serde_json::json!(csrf),
-        want_js = serde_json::json!(wanted.map(|t| t.id.as_str()).unwrap_or("")),
-    );
-    pages::page("Devices", &body)
-}
-
-/// The page's ceremony code: base64url ↔ bytes around `navigator.credentials`, nothing else.
-const SCRIPT: &str = r#"
-const enc=b=>btoa(String.fromCharCode(...new Uint8Array(b))).replace(/\+/g,'-').replace(/\//g,'_').replace(/=+$/,'');
-const dec=s=>Uint8Array.from(atob(s.replace(/-/g,'+').replace(/_/g,'/')),c=>c.charCodeAt(0));
-const status=t=>{document.getElementById('status').textContent=t;};
-async function post(fields){
-  const body=new URLSearchParams(Object.assign({csrf:CSRF},fields));
-  const r=await fetch(location.pathname+location.search,{method:'POST',body,headers:{Accept:'application/json'},credentials:'same-origin'});
-  const j=await r.json().catch(()=>({error:'HTTP '+r.status}));
-  if(!r.ok)throw new Error(j.error||('HTTP '+r.status));
-  return j;
-}
-document.getElementById('enrol').onclick=async()=>{
-  try{
-    status('Waiting for the authenticator…');
-    const type=document.getElementById('type').value;
-    const o=(await post({action:'register-begin',type})).publicKey;
-    o.challenge=dec(o.challenge);o.user.id=dec(o.user.id);
-    (o.excludeCredentials||[]).forEach(c=>c.id=dec(c.id));
-    const c=await navigator.credentials.create({publicKey:o});
-    const cred={id:c.id,rawId:enc(c.rawId),type:c.type,extensions:c.getClientExtensionResults(),
-      response:{attestationObject:enc(c.response.attestationObject),clientDataJSON:enc(c.response.clientDataJSON)}};
-    const done=await post({action:'register-finish',credential:JSON.stringify(cred),name:document.getElementById('name').value});
-    status('Device enrolled.');location.href=done.redirect;
-  }catch(e){status('Enrolment failed: '+e.message);}
-};
-document.getElementById('prove').onclick=async()=>{
-  try{
-    status('Waiting for the authenticator…');
-    const o=(await post({action:'authenticate-begin',type:WANT})).publicKey;
-    o.challenge=dec(o.challenge);(o.allowCredentials||[]).forEach(c=>c.id=dec(c.id));
-    const c=await navigator.credentials.get({publicKey:o});
-    const r=c.response;
-    const cred={id:c.id,rawId:enc(c.rawId),type:c.type,extensions:c.getClientExtensionResults(),
-      response:{authenticatorData:enc(r.authenticatorData),clientDataJSON:enc(r.clientDataJSON),signature:enc(r.signature),userHandle:r.userHandle?enc(r.userHandle):null}};
-    const done=await post({action:'authenticate-finish',credential:JSON.stringify(cred)});
-    status('Device verified.');location.href=done.redirect;
-  }catch(e){status('Verification failed: '+e.message);}
-};
-"#;

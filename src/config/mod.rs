@@ -2,20 +2,22 @@
 //!
 //! Pipeline: file text → `load::parse` (YAML, environment overrides, unknown keys) →
 //! `raw::RawSettings` + `raw::RawRoute`s → `settings::compile` and `routes::compile`
-//! (validation, every error collected) → `runtime::Runtime`, which the proxy reads.
+//! (validation, every error collected) → `runtime::Snapshot`, which the proxy reads.
 
 pub mod auth;
 pub mod devices;
 pub mod duration;
 pub mod error;
+pub mod idp;
 pub mod keys;
 pub mod load;
-pub mod migrate;
 pub mod mtls;
 pub mod ops;
 pub mod pem;
 pub mod raw;
+pub mod secret;
 pub mod settings;
+pub mod storage;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use settings::Settings;

@@ -2,7 +2,8 @@
 
 use super::error::Errors;
 use super::pem::{self, PemSource};
-use crate::mtls::{ClientCa, Enforcement, SanKind};
+use crate::tls::client_ca::{ClientCa, Enforcement};
+use crate::tls::peer::SanKind;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateRevocationListDer;
 use serde::Deserialize;
@@ -45,6 +46,33 @@ fn source(
 }
 
 /// `None` when the block is absent (no client certificates are asked for).
+/// `match_subject_alt_names`: one SAN type per entry, each a whole-string regex (as in Envoy).
+fn san_rules(raw: &RawDownstreamMtls, errs: &mut Errors) -> Vec<(SanKind, regex::Regex)> {
+    let mut san_rules = Vec::new();
+    for (i, m) in raw.match_subject_alt_names.iter().enumerate() {
+        let at = format!("{KEY}.match_subject_alt_names[{i}]");
+        if m.len() != 1 {
+            errs.push(&at, "each entry names exactly one SAN type: dns, email, ip_address, uri or user_principal_name");
+            continue;
+        }
+        for (k, re) in m {
+            let Some(kind) = SanKind::parse(k) else {
+                errs.push(
+                    format!("{at}.{k}"),
+                    "unknown SAN type; expected dns, email, ip_address, uri or user_principal_name",
+                );
+                continue;
+            };
+            // The whole SAN must match, as in Envoy.
+            match regex::Regex::new(&format!("^(?:{re})$")) {
+                Ok(r) => san_rules.push((kind, r)),
+                Err(e) => errs.push(format!("{at}.{k}"), format!("invalid regex: {e}")),
+            }
+        }
+    }
+    san_rules
+}
+
 pub fn compile(
     raw: Option<&RawDownstreamMtls>,
     insecure: bool,
@@ -116,28 +144,7 @@ pub fn compile(
             }
         }
     }
-    let mut san_rules = Vec::new();
-    for (i, m) in raw.match_subject_alt_names.iter().enumerate() {
-        let at = format!("{KEY}.match_subject_alt_names[{i}]");
-        if m.len() != 1 {
-            errs.push(&at, "each entry names exactly one SAN type: dns, email, ip_address, uri or user_principal_name");
-            continue;
-        }
-        for (k, re) in m {
-            let Some(kind) = SanKind::parse(k) else {
-                errs.push(
-                    format!("{at}.{k}"),
-                    "unknown SAN type; expected dns, email, ip_address, uri or user_principal_name",
-                );
-                continue;
-            };
-            // The whole SAN must match, as in Envoy.
-            match regex::Regex::new(&format!("^(?:{re})$")) {
-                Ok(r) => san_rules.push((kind, r)),
-                Err(e) => errs.push(format!("{at}.{k}"), format!("invalid regex: {e}")),
-            }
-        }
-    }
+    let san_rules = san_rules(raw, errs);
     // Pomerium's default is 1 (only certificates issued directly by a trusted CA); 0 = no limit.
     let max_depth = match raw.max_verify_depth.unwrap_or(1) {
         0 => None,

@@ -3,6 +3,7 @@
 
 use super::error::Errors;
 use super::raw::RawSettings;
+use super::secret::Secret;
 use super::settings::parse_listen;
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
@@ -116,7 +117,7 @@ pub struct OpsSettings {
     /// `/metrics` listener (`metrics_address`); off when absent.
     pub metrics_address: Option<SocketAddr>,
     /// The `Authorization` value a scrape must send (`Basic …` from `metrics_basic_auth`).
-    pub metrics_authorization: Option<String>,
+    pub metrics_authorization: Option<Secret>,
     /// Probe listener (`health_check_addr`, default 127.0.0.1:28080); `None` when set to "".
     pub health_check_addr: Option<SocketAddr>,
     pub access_log: FieldSet,
@@ -202,20 +203,16 @@ fn fields(
     FieldSet::of(all, &refs)
 }
 
-pub fn compile(raw: &RawSettings, errs: &mut Errors, warnings: &mut Vec<String>) -> OpsSettings {
-    let metrics_address = raw
-        .metrics_address
-        .as_deref()
-        .filter(|a| !a.trim().is_empty())
-        .and_then(|a| errs.check("metrics_address", parse_listen(a)));
-    let metrics_authorization = raw.metrics_basic_auth.as_deref().and_then(|b| {
+/// `metrics_basic_auth` (base64 of `user:password`) as the `Authorization` value to expect.
+fn metrics_authorization(raw: &RawSettings, errs: &mut Errors) -> Option<Secret> {
+    raw.metrics_basic_auth.as_deref().and_then(|b| {
         use base64::Engine;
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(b.trim())
             .ok()
             .and_then(|d| String::from_utf8(d).ok());
         match decoded {
-            Some(up) if up.contains(':') => Some(format!("Basic {}", b.trim())),
+            Some(up) if up.contains(':') => Some(Secret::new(format!("Basic {}", b.trim()))),
             _ => {
                 errs.push(
                     "metrics_basic_auth",
@@ -224,7 +221,46 @@ pub fn compile(raw: &RawSettings, errs: &mut Errors, warnings: &mut Vec<String>)
                 None
             }
         }
-    });
+    })
+}
+
+/// `strip_identity_headers`: lower-case names, `_` read as `-`, a trailing `*` a prefix.
+fn strip_identity_headers(raw: &RawSettings, errs: &mut Errors) -> Vec<String> {
+    match &raw.strip_identity_headers {
+        None => DEFAULT_STRIP_IDENTITY
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| {
+                let c = h.trim().to_ascii_lowercase().replace('_', "-");
+                let name = c.strip_suffix('*').unwrap_or(&c);
+                let ok = !name.is_empty()
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                errs.check(
+                    format!("strip_identity_headers[{i}]"),
+                    if ok {
+                        Ok(c.clone())
+                    } else {
+                        Err(format!(
+                            "{h:?} is not a header name (a trailing * matches a prefix)"
+                        ))
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+pub fn compile(raw: &RawSettings, errs: &mut Errors, warnings: &mut Vec<String>) -> OpsSettings {
+    let metrics_address = raw
+        .metrics_address
+        .as_deref()
+        .filter(|a| !a.trim().is_empty())
+        .and_then(|a| errs.check("metrics_address", parse_listen(a)));
+    let metrics_authorization = metrics_authorization(raw, errs);
     if metrics_authorization.is_some() && metrics_address.is_none() {
         errs.push("metrics_basic_auth", "set metrics_address too");
     }
@@ -272,32 +308,7 @@ pub fn compile(raw: &RawSettings, errs: &mut Errors, warnings: &mut Vec<String>)
         max_request_header_bytes: raw.max_request_header_bytes.unwrap_or(64 * 1024),
         max_request_headers: raw.max_request_headers.unwrap_or(100),
         max_request_bytes: raw.max_request_bytes,
-        strip_identity_headers: match &raw.strip_identity_headers {
-            None => DEFAULT_STRIP_IDENTITY
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            Some(list) => list
-                .iter()
-                .enumerate()
-                .filter_map(|(i, h)| {
-                    let c = h.trim().to_ascii_lowercase().replace('_', "-");
-                    let name = c.strip_suffix('*').unwrap_or(&c);
-                    let ok = !name.is_empty()
-                        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-                    errs.check(
-                        format!("strip_identity_headers[{i}]"),
-                        if ok {
-                            Ok(c.clone())
-                        } else {
-                            Err(format!(
-                                "{h:?} is not a header name (a trailing * matches a prefix)"
-                            ))
-                        },
-                    )
-                })
-                .collect(),
-        },
+        strip_identity_headers: strip_identity_headers(raw, errs),
         signin_rate_limit: raw.signin_rate_limit.unwrap_or(20),
         threads: match raw.threads {
             Some(0) => {

@@ -8,10 +8,20 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 
 /// Where a PEM blob came from; files are watched for changes.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum PemSource {
     Inline(String),
     File(PathBuf),
+}
+
+/// Inline material may be a private key: only its length is shown.
+impl std::fmt::Debug for PemSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PemSource::Inline(v) => write!(f, "Inline(<{} bytes, redacted>)", v.len()),
+            PemSource::File(p) => f.debug_tuple("File").field(p).finish(),
+        }
+    }
 }
 
 /// Reads PEM bytes: from a file, or from a base64 value of a non-`_file` key (raw PEM text is

@@ -5,6 +5,7 @@
 //! `keys.rs` so they are reported as "not supported yet" rather than as typos.
 
 use super::duration::GoDuration;
+use super::secret::Secret;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 
@@ -18,7 +19,7 @@ pub struct RawSettings {
     pub http_redirect_addr: Option<String>,
     pub certificates: Vec<RawCertificate>,
     pub certificate: Option<String>,
-    pub certificate_key: Option<String>,
+    pub certificate_key: Option<Secret>,
     pub certificate_file: Option<String>,
     pub certificate_key_file: Option<String>,
     pub set_response_headers: Option<BTreeMap<String, Text>>,
@@ -42,7 +43,7 @@ pub struct RawSettings {
     pub branding_color: Option<String>,
     // Operations.
     pub metrics_address: Option<String>,
-    pub metrics_basic_auth: Option<String>,
+    pub metrics_basic_auth: Option<Secret>,
     pub health_check_addr: Option<String>,
     pub access_log_fields: Option<Vec<String>>,
     pub authorize_log_fields: Option<Vec<String>>,
@@ -65,7 +66,7 @@ pub struct RawSettings {
     pub idp_provider: Option<String>,
     pub idp_provider_url: Option<String>,
     pub idp_client_id: Option<String>,
-    pub idp_client_secret: Option<String>,
+    pub idp_client_secret: Option<Secret>,
     pub idp_client_secret_file: Option<String>,
     pub idp_scopes: Option<StringList>,
     pub idp_request_params: BTreeMap<String, Text>,
@@ -74,9 +75,9 @@ pub struct RawSettings {
     /// Vallum extension: how old claims may get before a refresh re-reads them.
     pub idp_refresh_claims_interval: Option<GoDuration>,
     pub cookie_name: Option<String>,
-    pub cookie_secret: Option<String>,
+    pub cookie_secret: Option<Secret>,
     pub cookie_secret_file: Option<String>,
-    pub shared_secret: Option<String>,
+    pub shared_secret: Option<Secret>,
     pub shared_secret_file: Option<String>,
     pub cookie_domain: Option<String>,
     pub cookie_expire: Option<GoDuration>,
@@ -85,7 +86,7 @@ pub struct RawSettings {
     pub signout_redirect_url: Option<String>,
     pub pass_identity_headers: Option<bool>,
     pub runtime_flags: BTreeMap<String, bool>,
-    pub signing_key: Option<String>,
+    pub signing_key: Option<Secret>,
     pub signing_key_file: Option<String>,
     pub jwt_claims_headers: Option<serde_yaml_ng::Value>,
     pub jwt_issuer_format: Option<String>,
@@ -93,7 +94,7 @@ pub struct RawSettings {
     pub idp_access_token_allowed_audiences: Option<Vec<String>>,
     pub programmatic_redirect_domain_whitelist: Option<Vec<String>>,
     pub databroker_storage_type: Option<String>,
-    pub databroker_storage_connection_string: Option<String>,
+    pub databroker_storage_connection_string: Option<Secret>,
     pub databroker_storage_connection_string_file: Option<String>,
     /// Vallum extension: prefix of every Redis key.
     pub databroker_storage_key_prefix: Option<String>,
@@ -116,7 +117,7 @@ pub struct RawSettings {
 #[serde(default)]
 pub struct RawCertificate {
     pub cert: String,
-    pub key: String,
+    pub key: Secret,
 }
 
 /// One route, as in Pomerium's `routes:` list.
@@ -158,7 +159,7 @@ pub struct RawRoute {
     pub tls_custom_ca: Option<String>,
     pub tls_custom_ca_file: Option<String>,
     pub tls_client_cert: Option<String>,
-    pub tls_client_key: Option<String>,
+    pub tls_client_key: Option<Secret>,
     pub tls_client_cert_file: Option<String>,
     pub tls_client_key_file: Option<String>,
     pub load_balancing_policy: Option<String>,

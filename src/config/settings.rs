@@ -57,7 +57,7 @@ pub struct Settings {
     pub ops: super::ops::OpsSettings,
     pub branding: Branding,
     /// `downstream_mtls`: `None` when client certificates are not asked for.
-    pub client_ca: Option<crate::mtls::ClientCa>,
+    pub client_ca: Option<crate::tls::client_ca::ClientCa>,
     /// WebAuthn device types, built-ins first.
     pub device_types: Vec<super::devices::DeviceType>,
     /// Things worth saying that do not stop the config from loading.
@@ -70,7 +70,72 @@ impl Settings {
     }
 }
 
-pub fn compile(raw: &RawSettings, errs: &mut Errors) -> Settings {
+/// `path_with_escaped_slashes_action` (Envoy's names).
+fn escaped_slashes(raw: &RawSettings, errs: &mut Errors) -> EscapedSlashes {
+    match raw
+        .path_with_escaped_slashes_action
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None
+        | Some("reject_request")
+        | Some("default")
+        | Some("implementation_specific_default") => EscapedSlashes::RejectRequest,
+        Some("keep_unchanged") => EscapedSlashes::KeepUnchanged,
+        Some("unescape_and_redirect") => EscapedSlashes::UnescapeAndRedirect,
+        Some("unescape_and_forward") => EscapedSlashes::UnescapeAndForward,
+        Some(other) => {
+            errs.push(
+                "path_with_escaped_slashes_action",
+                format!("unknown value {other:?}; expected reject_request, keep_unchanged, unescape_and_redirect or unescape_and_forward"),
+            );
+            EscapedSlashes::RejectRequest
+        }
+    }
+}
+
+/// `headers_with_underscores_action` (Envoy's names).
+fn underscores(raw: &RawSettings, errs: &mut Errors) -> Underscores {
+    match raw
+        .headers_with_underscores_action
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("reject_request") => Underscores::RejectRequest,
+        Some("allow") => Underscores::Allow,
+        Some("drop_header") => Underscores::DropHeader,
+        Some(other) => {
+            errs.push(
+                "headers_with_underscores_action",
+                format!("unknown value {other:?}; expected reject_request, drop_header or allow"),
+            );
+            Underscores::RejectRequest
+        }
+    }
+}
+
+fn log_level(raw: &RawSettings, errs: &mut Errors) -> String {
+    let log_level = raw
+        .log_level
+        .clone()
+        .unwrap_or_else(|| "info".into())
+        .to_ascii_lowercase();
+    if !["trace", "debug", "info", "warn", "error"].contains(&log_level.as_str()) {
+        errs.push(
+            "log_level",
+            format!("unknown level {log_level:?}; expected debug, info, warn or error"),
+        );
+    }
+    log_level
+}
+
+pub fn compile(
+    raw: &RawSettings,
+    generated: &super::auth::GeneratedSecrets,
+    errs: &mut Errors,
+) -> Settings {
     let insecure = raw.insecure_server;
     let default_addr = if insecure { ":80" } else { ":443" };
     let address = errs
@@ -104,57 +169,11 @@ pub fn compile(raw: &RawSettings, errs: &mut Errors) -> Settings {
     let response_headers =
         compile_response_headers(raw.set_response_headers.as_ref(), !insecure, errs);
 
-    let escaped_slashes = match raw
-        .path_with_escaped_slashes_action
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None
-        | Some("reject_request")
-        | Some("default")
-        | Some("implementation_specific_default") => EscapedSlashes::RejectRequest,
-        Some("keep_unchanged") => EscapedSlashes::KeepUnchanged,
-        Some("unescape_and_redirect") => EscapedSlashes::UnescapeAndRedirect,
-        Some("unescape_and_forward") => EscapedSlashes::UnescapeAndForward,
-        Some(other) => {
-            errs.push(
-                "path_with_escaped_slashes_action",
-                format!("unknown value {other:?}; expected reject_request, keep_unchanged, unescape_and_redirect or unescape_and_forward"),
-            );
-            EscapedSlashes::RejectRequest
-        }
-    };
-    let underscores = match raw
-        .headers_with_underscores_action
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None | Some("reject_request") => Underscores::RejectRequest,
-        Some("allow") => Underscores::Allow,
-        Some("drop_header") => Underscores::DropHeader,
-        Some(other) => {
-            errs.push(
-                "headers_with_underscores_action",
-                format!("unknown value {other:?}; expected reject_request, drop_header or allow"),
-            );
-            Underscores::RejectRequest
-        }
-    };
-    let log_level = raw
-        .log_level
-        .clone()
-        .unwrap_or_else(|| "info".into())
-        .to_ascii_lowercase();
-    if !["trace", "debug", "info", "warn", "error"].contains(&log_level.as_str()) {
-        errs.push(
-            "log_level",
-            format!("unknown level {log_level:?}; expected debug, info, warn or error"),
-        );
-    }
+    let escaped_slashes = escaped_slashes(raw, errs);
+    let underscores = underscores(raw, errs);
+    let log_level = log_level(raw, errs);
 
-    let mut auth = super::auth::compile(raw, insecure, &mut files, errs);
+    let mut auth = super::auth::compile(raw, insecure, generated, &mut files, errs);
     let mut warnings = Vec::new();
     let ops = super::ops::compile(raw, errs, &mut warnings);
     let branding = compile_branding(raw, errs);
@@ -285,18 +304,22 @@ fn compile_certs(raw: &RawSettings, files: &mut Vec<PathBuf>, errs: &mut Errors)
             pem::path_or_inline(&c.key),
         ));
     }
-    let pair = |cert: &Option<String>, key: &Option<String>, file: bool| match (cert, key) {
+    let pair = |cert: Option<&str>, key: Option<&str>, file: bool| match (cert, key) {
         (Some(c), Some(k)) if file => {
             Ok(Some((PemSource::File(c.into()), PemSource::File(k.into()))))
         }
         (Some(c), Some(k)) => Ok(Some((
-            PemSource::Inline(c.clone()),
-            PemSource::Inline(k.clone()),
+            PemSource::Inline(c.to_string()),
+            PemSource::Inline(k.to_string()),
         ))),
         (None, None) => Ok(None),
         _ => Err(()),
     };
-    match pair(&raw.certificate_file, &raw.certificate_key_file, true) {
+    match pair(
+        raw.certificate_file.as_deref(),
+        raw.certificate_key_file.as_deref(),
+        true,
+    ) {
         Ok(Some((c, k))) => sources.push(("certificate_file".into(), c, k)),
         Ok(None) => {}
         Err(()) => errs.push(
@@ -304,7 +327,11 @@ fn compile_certs(raw: &RawSettings, files: &mut Vec<PathBuf>, errs: &mut Errors)
             "certificate_file and certificate_key_file go together",
         ),
     }
-    match pair(&raw.certificate, &raw.certificate_key, false) {
+    match pair(
+        raw.certificate.as_deref(),
+        raw.certificate_key.as_deref(),
+        false,
+    ) {
         Ok(Some((c, k))) => sources.push(("certificate".into(), c, k)),
         Ok(None) => {}
         Err(()) => errs.push("certificate", "certificate and certificate_key go together"),

@@ -3,9 +3,9 @@
 //! (discovery, authorization code with PKCE, ES256 ID tokens, userinfo, end-session), so the
 //! gateway's real sign-in code runs against it. It has no passwords: never expose it.
 
-use crate::authn::pages::{escape, page};
+use crate::crypto::signing_key::SigningKey;
 use crate::crypto::{random_token, Key};
-use crate::headers::jwt::Signer;
+use crate::respond::pages::{escape, page};
 use async_trait::async_trait;
 use base64::Engine;
 use dashmap::DashMap;
@@ -58,7 +58,7 @@ pub struct DevIdp {
     issuer: String,
     /// The only redirect URI accepted (the gateway's callback).
     redirect_uri: String,
-    signer: Signer,
+    signer: SigningKey,
     codes: DashMap<String, Grant>,
     tokens: DashMap<String, String>,
 }
@@ -68,7 +68,7 @@ impl DevIdp {
         Ok(Self {
             issuer,
             redirect_uri,
-            signer: Signer::derived(&Key::random())?,
+            signer: SigningKey::derived(&Key::random())?,
             codes: DashMap::new(),
             tokens: DashMap::new(),
         })
@@ -178,7 +178,7 @@ impl ServeHttp for DevIdp {
                 _ => reply(
                     StatusCode::OK,
                     "text/html; charset=utf-8",
-                    page("Signed out of the demo IdP", "<p>Signed out.</p>"),
+                    page(None, "Signed out of the demo IdP", "<p>Signed out.</p>"),
                 ),
             },
             _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found".into()),
@@ -237,6 +237,7 @@ impl DevIdp {
             StatusCode::OK,
             "text/html; charset=utf-8",
             page(
+                None,
                 "Vallum demo identity provider",
                 &format!("<p><strong>For local trials only.</strong> Pick a demo user; there are no passwords.</p>{buttons}"),
             ),
@@ -327,7 +328,7 @@ impl DevIdp {
         let Some(user) = Self::user(&sub) else {
             return json_reply(StatusCode::BAD_REQUEST, json!({"error": "invalid_grant"}));
         };
-        let now = crate::session::unix_now();
+        let now = crate::clock::unix_now();
         let mut claims = self.claims(user);
         claims["iss"] = json!(self.issuer);
         claims["aud"] = json!(CLIENT_ID);

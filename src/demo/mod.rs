@@ -5,8 +5,8 @@
 pub mod devidp;
 pub mod whoami;
 
-use crate::runtime::Runtime;
 use crate::server::{self, ServerOptions};
+use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use pingora_core::services::listening::Service;
 use std::net::SocketAddr;
@@ -123,7 +123,7 @@ pub fn build(port: u16) -> Result<(pingora_core::server::Server, String), DemoEr
     let path = dir.join("vallum-demo.yaml");
     std::fs::write(&path, config(port, idp, who))
         .map_err(|e| DemoError::Setup(format!("cannot write {}: {e}", path.display())))?;
-    let runtime = Runtime::from_file(&path, None).map_err(|e| DemoError::Setup(e.to_string()))?;
+    let runtime = Snapshot::from_file(&path, None).map_err(|e| DemoError::Setup(e.to_string()))?;
     let shared = Arc::new(ArcSwap::from_pointee(runtime));
     let opts = ServerOptions {
         config: path.clone(),

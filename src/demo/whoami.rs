@@ -2,7 +2,7 @@
 //! whether the `X-Pomerium-Jwt-Assertion` verifies against the gateway's published JWKS, exactly
 //! as a real app would check it.
 
-use crate::authn::pages::{escape, page};
+use crate::respond::pages::{escape, page};
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
@@ -83,6 +83,7 @@ impl ServeHttp for Whoami {
             },
         };
         let body = page(
+            None,
             &format!("whoami — {}", host),
             &format!(
                 "{verdict}<h2>Headers this app received</h2><table>{rows}</table>\

@@ -10,22 +10,22 @@ use serde_json::{json, Map, Value};
 /// The (cached) `X-Pomerium-Jwt-Assertion` for a session on a route host; `issuer_uri` picks
 /// `jwt_issuer_format: uri`.
 pub fn assertion(
+    signer: &jwt::Signer,
     auth: &AuthSettings,
     s: &Session,
     host: &str,
     issuer_uri: bool,
 ) -> http::HeaderValue {
-    auth.signer
-        .assertion(&s.id, host, crate::session::unix_now(), || {
-            // Built only when signing (a cache miss), not per request.
-            let issuer = if issuer_uri {
-                format!("https://{host}/")
-            } else {
-                host.to_string()
-            };
-            let extra: Vec<String> = auth.claim_headers.iter().map(|(_, c)| c.clone()).collect();
-            assertion_claims(s, host, &issuer, &extra)
-        })
+    signer.assertion(&s.id, host, crate::clock::unix_now(), || {
+        // Built only when signing (a cache miss), not per request.
+        let issuer = if issuer_uri {
+            format!("https://{host}/")
+        } else {
+            host.to_string()
+        };
+        let extra: Vec<String> = auth.claim_headers.iter().map(|(_, c)| c.clone()).collect();
+        assertion_claims(s, host, &issuer, &extra)
+    })
 }
 
 /// Pomerium's assertion claims for a session and a route host.

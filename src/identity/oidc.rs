@@ -3,7 +3,7 @@
 //! `iat` that is not in the future, single-flight rate-limited JWKS refetch, userinfo merged with a
 //! `sub` check, and the groups claim.
 
-use crate::config::auth::IdpSettings;
+use crate::config::idp::IdpSettings;
 use arc_swap::ArcSwap;
 use base64::Engine;
 use openidconnect::core::{
@@ -219,7 +219,7 @@ impl Oidc {
         let access = resp.access_token().secret().clone();
         let expires = resp
             .expires_in()
-            .map(|d| crate::session::unix_now() + d.as_secs());
+            .map(|d| crate::clock::unix_now() + d.as_secs());
         let refresh = resp.refresh_token().map(|r| r.secret().clone());
         self.identity(raw, access, refresh, expires).await
     }
@@ -252,7 +252,7 @@ impl Oidc {
         let access = resp.access_token().secret().clone();
         let expires = resp
             .expires_in()
-            .map(|d| crate::session::unix_now() + d.as_secs());
+            .map(|d| crate::clock::unix_now() + d.as_secs());
         let refresh = resp
             .refresh_token()
             .map(|r| r.secret().clone())

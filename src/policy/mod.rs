@@ -8,8 +8,9 @@
 
 pub mod matchers;
 pub mod parse;
+pub mod reason;
 
-use crate::mtls::PeerCert;
+use crate::tls::peer::PeerCert;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use ipnet::IpNet;
 use matchers::{ListMatcher, StringMatcher};
@@ -17,6 +18,7 @@ use serde_json::{Map, Value};
 use std::net::IpAddr;
 
 pub use parse::{parse_policy, ParseError};
+pub use reason::Reason;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Criterion {
@@ -173,7 +175,7 @@ pub struct Input<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Allow,
-    Deny { reasons: Vec<&'static str> },
+    Deny { reasons: Vec<Reason> },
     NeedLogin,
 }
 
@@ -227,43 +229,43 @@ fn any(items: impl Iterator<Item = Tri>) -> Tri {
 }
 
 impl Criterion {
-    /// Pomerium's reason string when this criterion is why access was refused.
-    pub fn reason(&self) -> &'static str {
+    /// Pomerium's reason when this criterion is why access was refused.
+    pub fn reason(&self) -> Reason {
         match self {
-            Criterion::Accept => "accept",
-            Criterion::Reject => "reject",
-            Criterion::AuthenticatedUser => "user-unauthenticated",
-            Criterion::Email(_) => "email-unauthorized",
-            Criterion::Domain(_) => "domain-unauthorized",
-            Criterion::User(_) => "user-unauthorized",
-            Criterion::Claim { .. } => "claim-unauthorized",
-            Criterion::Groups(_) => "groups-unauthorized",
-            Criterion::HttpMethod(_) => "http-method-unauthorized",
-            Criterion::HttpPath(_) => "http-path-unauthorized",
-            Criterion::SourceIp(_) => "source-ip-unauthorized",
-            Criterion::CorsPreflight => "non-cors-request",
-            Criterion::Date { .. } => "date-unauthorized",
-            Criterion::DayOfWeek { .. } => "day-of-week-unauthorized",
-            Criterion::TimeOfDay { .. } => "time-of-day-unauthorized",
-            Criterion::InvalidClientCertificate => "invalid-client-certificate",
-            Criterion::ClientCertificate(_) => "client-certificate-required",
-            Criterion::Device(_) => "device-unauthorized",
+            Criterion::Accept => Reason::Accept,
+            Criterion::Reject => Reason::Reject,
+            Criterion::AuthenticatedUser => Reason::UserUnauthenticated,
+            Criterion::Email(_) => Reason::EmailUnauthorized,
+            Criterion::Domain(_) => Reason::DomainUnauthorized,
+            Criterion::User(_) => Reason::UserUnauthorized,
+            Criterion::Claim { .. } => Reason::ClaimUnauthorized,
+            Criterion::Groups(_) => Reason::GroupsUnauthorized,
+            Criterion::HttpMethod(_) => Reason::HttpMethodUnauthorized,
+            Criterion::HttpPath(_) => Reason::HttpPathUnauthorized,
+            Criterion::SourceIp(_) => Reason::SourceIpUnauthorized,
+            Criterion::CorsPreflight => Reason::NonCorsRequest,
+            Criterion::Date { .. } => Reason::DateUnauthorized,
+            Criterion::DayOfWeek { .. } => Reason::DayOfWeekUnauthorized,
+            Criterion::TimeOfDay { .. } => Reason::TimeOfDayUnauthorized,
+            Criterion::InvalidClientCertificate => Reason::InvalidClientCertificate,
+            Criterion::ClientCertificate(_) => Reason::ClientCertificateRequired,
+            Criterion::Device(_) => Reason::DeviceUnauthorized,
             Criterion::Not(c) => c.reason(),
         }
     }
 
     /// The reason for this request: certificate and device reasons say whether anything was
     /// presented at all (Pomerium's distinction, which decides between 495/450 and 403).
-    pub fn reason_for(&self, input: &Input<'_>) -> &'static str {
+    pub fn reason_for(&self, input: &Input<'_>) -> Reason {
         match self {
             Criterion::InvalidClientCertificate | Criterion::ClientCertificate(_) => {
                 match input.client_cert {
-                    CertInput::Absent => "client-certificate-required",
-                    CertInput::Untrusted => "invalid-client-certificate",
-                    CertInput::Trusted(_) => "client-certificate-unauthorized",
+                    CertInput::Absent => Reason::ClientCertificateRequired,
+                    CertInput::Untrusted => Reason::InvalidClientCertificate,
+                    CertInput::Trusted(_) => Reason::ClientCertificateUnauthorized,
                 }
             }
-            Criterion::Device(_) if input.devices.is_empty() => "device-unauthenticated",
+            Criterion::Device(_) if input.devices.is_empty() => Reason::DeviceUnauthenticated,
             other => other.reason(),
         }
     }
@@ -387,7 +389,7 @@ impl Expr {
 
     /// Reasons: the criteria whose value was `want` (false ones for a failed allow, true ones
     /// for a matched deny).
-    fn reasons(&self, input: &Input<'_>, want: Tri, out: &mut Vec<&'static str>) {
+    fn reasons(&self, input: &Input<'_>, want: Tri, out: &mut Vec<Reason>) {
         match self {
             Expr::Criterion(c) => {
                 let reason = c.reason_for(input);
@@ -508,7 +510,7 @@ impl Policy {
                     a.reasons(input, Tri::False, &mut reasons);
                 }
                 if reasons.is_empty() {
-                    reasons.push("reject");
+                    reasons.push(Reason::Reject);
                 }
                 Decision::Deny { reasons }
             }

@@ -391,7 +391,7 @@ fn parse_client_certificate(v: &Value, cx: &Ctx, path: &str) -> Result<Criterion
         match key.as_str() {
             "fingerprint" => {
                 for f in one_or_many(val) {
-                    let parsed = crate::mtls::parse_fingerprint(&f).ok_or_else(|| {
+                    let parsed = crate::tls::peer::parse_fingerprint(&f).ok_or_else(|| {
                         cx.err(&p, &format!("'{f}' is not a SHA-256 fingerprint (64 hex digits, optionally colon-separated)"))
                     })?;
                     cm.fingerprints.push(parsed);
@@ -399,7 +399,7 @@ fn parse_client_certificate(v: &Value, cx: &Ctx, path: &str) -> Result<Criterion
             }
             "spki_hash" => {
                 for h in one_or_many(val) {
-                    let parsed = crate::mtls::parse_spki_hash(&h).ok_or_else(|| {
+                    let parsed = crate::tls::peer::parse_spki_hash(&h).ok_or_else(|| {
                         cx.err(&p, &format!("'{h}' is not a base64 SHA-256 hash"))
                     })?;
                     cm.spki_hashes.push(parsed);

@@ -170,7 +170,7 @@ fn deny_wins_and_rules_combine() {
     assert_eq!(
         p.evaluate(&i),
         Decision::Deny {
-            reasons: vec!["email-unauthorized"]
+            reasons: vec![Reason::EmailUnauthorized]
         }
     );
     let p = policy(
@@ -189,13 +189,13 @@ fn deny_wins_and_rules_combine() {
     assert_eq!(
         p.evaluate(&i),
         Decision::Deny {
-            reasons: vec!["email-unauthorized", "http-method-unauthorized"]
+            reasons: vec![Reason::EmailUnauthorized, Reason::HttpMethodUnauthorized]
         }
     );
     assert_eq!(
         Policy::default().evaluate(&i),
         Decision::Deny {
-            reasons: vec!["reject"]
+            reasons: vec![Reason::Reject]
         },
         "no rule, no access"
     );
@@ -219,7 +219,7 @@ fn anonymous_requests_need_login_only_when_identity_could_change_the_answer() {
     assert_eq!(
         policy("allow:\n  and: [{source_ip: 192.168.0.0/16}, {email: a@b.c}]\n").evaluate(&anon),
         Decision::Deny {
-            reasons: vec!["source-ip-unauthorized"]
+            reasons: vec![Reason::SourceIpUnauthorized]
         },
         "no sign-in can fix the wrong network"
     );
@@ -233,7 +233,7 @@ fn anonymous_requests_need_login_only_when_identity_could_change_the_answer() {
     assert_eq!(
         policy("allow:\n  and: [{email: bob@example.com}]\n").evaluate(&input(Some(&a))),
         Decision::Deny {
-            reasons: vec!["email-unauthorized"]
+            reasons: vec![Reason::EmailUnauthorized]
         },
         "a signed-in user who is refused gets a denial, not a login loop"
     );
@@ -480,7 +480,7 @@ fn device_criterion_needs_a_proven_device_of_the_right_kind() {
     assert_eq!(
         p.evaluate(&input(Some(&a))),
         Decision::Deny {
-            reasons: vec!["device-unauthenticated"]
+            reasons: vec![Reason::DeviceUnauthenticated]
         }
     );
     let plain = [ProvenDevice {
@@ -495,7 +495,7 @@ fn device_criterion_needs_a_proven_device_of_the_right_kind() {
     assert_eq!(
         p.evaluate(&i),
         Decision::Deny {
-            reasons: vec!["device-unauthorized"]
+            reasons: vec![Reason::DeviceUnauthorized]
         }
     );
     let enclave = [ProvenDevice {
@@ -537,7 +537,7 @@ fn certificate_criteria_parse_errors_name_the_field() {
     assert_eq!(
         p.evaluate(&input(None)),
         Decision::Deny {
-            reasons: vec!["client-certificate-required"]
+            reasons: vec![Reason::ClientCertificateRequired]
         }
     );
     let i = Input {
@@ -547,7 +547,7 @@ fn certificate_criteria_parse_errors_name_the_field() {
     assert_eq!(
         p.evaluate(&i),
         Decision::Deny {
-            reasons: vec!["invalid-client-certificate"]
+            reasons: vec![Reason::InvalidClientCertificate]
         }
     );
 }

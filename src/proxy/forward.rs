@@ -134,17 +134,21 @@ pub struct ForwardInfo<'a> {
     /// Claim headers Vallum sets (stripped from the client's request either way).
     pub claim_headers: &'a [(HeaderName, String)],
     /// The connection's trusted client certificate, for `${pomerium.client_cert_*}`.
-    pub client_cert: Option<&'a crate::mtls::PeerCert>,
+    pub client_cert: Option<&'a crate::tls::peer::PeerCert>,
 }
 
-pub fn shape_request(
+/// Removes what the client must not pass on, in one pass over the headers it sent:
+/// Connection-nominated and fixed hop-by-hop headers, identity headers Vallum owns (a client
+/// never gets to choose them: every `X-Pomerium-*`, the claim headers and `set_request_headers`
+/// names, and the configured list of headers other gateways use for identity), forwarding
+/// headers from an untrusted peer, Vallum's own cookies and a programmatic-login token.
+/// Removing only what is present keeps a clean request cheap (no lookups for absent names).
+fn strip_client_headers(
     req: &mut RequestHeader,
     route: &Route,
-    target: &UpstreamTarget,
     info: &ForwardInfo<'_>,
 ) -> pingora_core::Result<()> {
-    // One pass over the headers the client sent decides what goes: Connection-nominated and fixed
-    // hop-by-hop headers, identity headers Vallum owns (a client never gets to choose them: every
+    // Hop-by-hop headers, identity headers Vallum owns (a client never gets to choose them: every
     // `X-Pomerium-*`, the claim headers and `set_request_headers` names, and the configured list of
     // headers other gateways use for identity), and forwarding headers from an untrusted peer.
     // Removing only what is present keeps a clean request cheap (no lookups for absent names).
@@ -204,21 +208,12 @@ pub fn shape_request(
     if pomerium_auth {
         req.remove_header(&http::header::AUTHORIZATION);
     }
+    Ok(())
+}
 
-    let host = match &route.host_header {
-        HostHeader::Auto => target.host_value.clone(),
-        HostHeader::Preserve => None,
-        HostHeader::Fixed(v) => Some(v.clone()),
-        HostHeader::FromHeader(h) => req
-            .headers
-            .get(h)
-            .cloned()
-            .or_else(|| target.host_value.clone()),
-    };
-    if let Some(h) = host {
-        req.insert_header(HOST, h)?;
-    }
-
+/// `X-Forwarded-Host`, `-Proto` and `-For` (appended to a trusted proxy's list unless
+/// `skip_xff_append`).
+fn forwarding_headers(req: &mut RequestHeader, info: &ForwardInfo<'_>) -> pingora_core::Result<()> {
     req.insert_header(X_FORWARDED_HOST, info.original_host)?;
     req.insert_header(
         X_FORWARDED_PROTO,
@@ -243,6 +238,32 @@ pub fn shape_request(
             req.insert_header(X_FORWARDED_FOR, xff)?;
         }
     }
+    Ok(())
+}
+
+pub fn shape_request(
+    req: &mut RequestHeader,
+    route: &Route,
+    target: &UpstreamTarget,
+    info: &ForwardInfo<'_>,
+) -> pingora_core::Result<()> {
+    strip_client_headers(req, route, info)?;
+
+    let host = match &route.host_header {
+        HostHeader::Auto => target.host_value.clone(),
+        HostHeader::Preserve => None,
+        HostHeader::Fixed(v) => Some(v.clone()),
+        HostHeader::FromHeader(h) => req
+            .headers
+            .get(h)
+            .cloned()
+            .or_else(|| target.host_value.clone()),
+    };
+    if let Some(h) = host {
+        req.insert_header(HOST, h)?;
+    }
+
+    forwarding_headers(req, info)?;
 
     for h in &route.remove_request_headers {
         req.remove_header(h);

@@ -2,8 +2,10 @@
 //! normalised path (`path`).
 
 pub mod compile;
+mod matching;
 pub mod path;
 pub mod route;
+mod shaping;
 pub mod table;
 
 pub use route::{Access, Action, HostHeader, PathMatch, PathRewrite, Route};

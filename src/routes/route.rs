@@ -140,7 +140,7 @@ pub struct TemplateValues<'a> {
     pub jwt: &'a str,
     pub id_token: &'a str,
     pub access_token: &'a str,
-    pub cert: Option<&'a crate::mtls::PeerCert>,
+    pub cert: Option<&'a crate::tls::peer::PeerCert>,
 }
 
 impl HeaderTemplate {
@@ -282,7 +282,7 @@ pub struct Route {
     /// Allowed websocket `Origin`s, lower-case `scheme://host[:port]`; empty: any.
     pub websocket_origins: Vec<String>,
     /// This route's metric series, resolved on first use.
-    pub metrics: crate::metrics::RouteMetrics,
+    pub metrics: crate::telemetry::metrics::RouteMetrics,
 }
 
 impl Route {

@@ -14,7 +14,7 @@
 
 use super::redis::RedisStore;
 use super::{Session, SessionStore, StoreError};
-use crate::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 use async_trait::async_trait;
 use dashmap::DashMap;
 use futures_util::StreamExt;

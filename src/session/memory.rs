@@ -1,7 +1,8 @@
 //! The embedded session store: a concurrent map with expiry and a size bound. Single node only;
 //! sessions do not survive a restart.
 
-use super::{unix_now, Session, SessionStore, StoreError};
+use super::{Session, SessionStore, StoreError};
+use crate::clock::unix_now;
 use async_trait::async_trait;
 use dashmap::DashMap;
 use std::sync::Arc;

@@ -2,25 +2,17 @@
 //! that points to it. The cookie carries only an id and an expiry; everything else lives in the
 //! store, so deleting a session there ends it for every copy of the cookie at once.
 
-pub mod admin;
 pub mod cache;
 pub mod cookie;
 pub mod memory;
 pub mod record;
 pub mod redis;
 
+use crate::clock::unix_now;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Seconds since the Unix epoch (the clock is read in one place so tests can reason about it).
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use std::time::Duration;
 
 /// A signed-in user's session.
 #[derive(Clone, Serialize, Deserialize, PartialEq)]

@@ -59,7 +59,7 @@ pub fn decode(key: &Key, id: &str, raw: &[u8]) -> Result<Session, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::unix_now;
+    use crate::clock::unix_now;
 
     fn session() -> Session {
         let now = unix_now();

@@ -11,10 +11,11 @@
 //! Every call is bounded by `timeout` (connecting included), so a slow or absent Redis costs a
 //! request at most that long; the caller decides what an error means.
 
-use super::{record, unix_now, Session, StoreError};
-use crate::config::auth::{RedisSettings, RedisTarget, RedisTls};
+use super::{record, Session, StoreError};
+use crate::clock::unix_now;
+use crate::config::storage::{RedisSettings, RedisTarget, RedisTls};
 use crate::crypto::Key;
-use crate::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;

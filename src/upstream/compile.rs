@@ -4,17 +4,29 @@
 use crate::config::error::Errors;
 use crate::config::pem::{self, PemSource};
 use crate::config::raw::{RawHealthCheck, RawRoute};
-use crate::routes::compile::Ctx;
+use crate::config::settings::Settings;
 use crate::upstream::{
     HealthKind, HealthSpec, LbPolicy, Pool, PoolSpec, UpstreamTarget, UpstreamTls,
 };
 use base64::Engine;
 use pingora_core::utils::tls::{parse_x509, CertKey, WrappedX509};
+use std::collections::HashMap;
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
+
+/// Inputs shared by every route of one config: the settings, the pools built so far (and the
+/// previous snapshot's, to reuse), and what the snapshot will watch and warn about.
+pub struct Ctx<'a> {
+    pub settings: &'a Settings,
+    /// Pools of the snapshot being replaced, reused when their definition is unchanged.
+    pub previous_pools: &'a HashMap<String, Arc<Pool>>,
+    pub pools: HashMap<String, Arc<Pool>>,
+    pub files: Vec<PathBuf>,
+    pub warnings: Vec<String>,
+}
 
 pub(crate) fn pool(
     raw: &RawRoute,
@@ -98,9 +110,9 @@ fn tls_fingerprint(raw: &RawRoute, _files: &[PathBuf]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for v in [
-        &raw.tls_custom_ca,
-        &raw.tls_client_cert,
-        &raw.tls_client_key,
+        raw.tls_custom_ca.as_deref(),
+        raw.tls_client_cert.as_deref(),
+        raw.tls_client_key.as_deref(),
     ]
     .into_iter()
     .flatten()
@@ -282,75 +294,15 @@ fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
         .collect()
 }
 
-fn compile_upstream_tls(
-    raw: &RawRoute,
-    base: &str,
-    files: &mut Vec<PathBuf>,
+/// `tls_client_cert` with `tls_client_key`: the certificate Vallum presents to the upstream.
+/// `None` when there is an error (reported); `Some(None)` when none is configured.
+fn client_cert(
+    cert_src: Option<PemSource>,
+    key_src: Option<PemSource>,
+    p: &dyn Fn(&str) -> String,
     e: &mut Errors,
-) -> Option<UpstreamTls> {
-    let p = |k: &str| format!("{base}.{k}");
-    let mut ok = true;
-    let mut pick = |inline: &Option<String>,
-                    file: &Option<String>,
-                    key: &str,
-                    files: &mut Vec<PathBuf>,
-                    e: &mut Errors|
-     -> Option<PemSource> {
-        match (inline, file) {
-            (Some(_), Some(_)) => {
-                e.push(p(key), format!("{key} and {key}_file cannot both be set"));
-                ok = false;
-                None
-            }
-            (Some(v), None) => Some(PemSource::Inline(v.clone())),
-            (None, Some(f)) => {
-                files.push(PathBuf::from(f));
-                Some(PemSource::File(PathBuf::from(f)))
-            }
-            (None, None) => None,
-        }
-    };
-    let ca_src = pick(
-        &raw.tls_custom_ca,
-        &raw.tls_custom_ca_file,
-        "tls_custom_ca",
-        files,
-        e,
-    );
-    let cert_src = pick(
-        &raw.tls_client_cert,
-        &raw.tls_client_cert_file,
-        "tls_client_cert",
-        files,
-        e,
-    );
-    let key_src = pick(
-        &raw.tls_client_key,
-        &raw.tls_client_key_file,
-        "tls_client_key",
-        files,
-        e,
-    );
-    if !ok {
-        return None;
-    }
-    let ca = match ca_src {
-        Some(src) => match pem::read(&src).and_then(|b| pem::certs(&b)) {
-            Ok(certs) => {
-                let wrapped: Vec<WrappedX509> = certs
-                    .into_iter()
-                    .map(|c| WrappedX509::new(c.as_ref().to_vec(), parse_x509))
-                    .collect();
-                Some(Arc::from(wrapped))
-            }
-            Err(m) => {
-                e.push(p("tls_custom_ca"), m);
-                return None;
-            }
-        },
-        None => None,
-    };
-    let client_cert = match (cert_src, key_src) {
+) -> Option<Option<Arc<CertKey>>> {
+    Some(match (cert_src, key_src) {
         (Some(c), Some(k)) => {
             let loaded = pem::read(&c)
                 .and_then(|b| pem::certs(&b))
@@ -379,7 +331,78 @@ fn compile_upstream_tls(
             );
             return None;
         }
+    })
+}
+
+fn compile_upstream_tls(
+    raw: &RawRoute,
+    base: &str,
+    files: &mut Vec<PathBuf>,
+    e: &mut Errors,
+) -> Option<UpstreamTls> {
+    let p = |k: &str| format!("{base}.{k}");
+    let mut ok = true;
+    let mut pick = |inline: Option<&str>,
+                    file: &Option<String>,
+                    key: &str,
+                    files: &mut Vec<PathBuf>,
+                    e: &mut Errors|
+     -> Option<PemSource> {
+        match (inline, file) {
+            (Some(_), Some(_)) => {
+                e.push(p(key), format!("{key} and {key}_file cannot both be set"));
+                ok = false;
+                None
+            }
+            (Some(v), None) => Some(PemSource::Inline(v.to_string())),
+            (None, Some(f)) => {
+                files.push(PathBuf::from(f));
+                Some(PemSource::File(PathBuf::from(f)))
+            }
+            (None, None) => None,
+        }
     };
+    let ca_src = pick(
+        raw.tls_custom_ca.as_deref(),
+        &raw.tls_custom_ca_file,
+        "tls_custom_ca",
+        files,
+        e,
+    );
+    let cert_src = pick(
+        raw.tls_client_cert.as_deref(),
+        &raw.tls_client_cert_file,
+        "tls_client_cert",
+        files,
+        e,
+    );
+    let key_src = pick(
+        raw.tls_client_key.as_deref(),
+        &raw.tls_client_key_file,
+        "tls_client_key",
+        files,
+        e,
+    );
+    if !ok {
+        return None;
+    }
+    let ca = match ca_src {
+        Some(src) => match pem::read(&src).and_then(|b| pem::certs(&b)) {
+            Ok(certs) => {
+                let wrapped: Vec<WrappedX509> = certs
+                    .into_iter()
+                    .map(|c| WrappedX509::new(c.as_ref().to_vec(), parse_x509))
+                    .collect();
+                Some(Arc::from(wrapped))
+            }
+            Err(m) => {
+                e.push(p("tls_custom_ca"), m);
+                return None;
+            }
+        },
+        None => None,
+    };
+    let client_cert = client_cert(cert_src, key_src, &p, e)?;
     let server_name = raw
         .tls_upstream_server_name
         .clone()

@@ -3,16 +3,10 @@
 //! health state and skips unhealthy backends; the supervisor runs the checks of whatever pools
 //! the live snapshot holds.
 
-use super::pool::{Pool, PoolSpec};
-use crate::metrics::Metrics;
-use crate::runtime::SharedRuntime;
+use super::pool::PoolSpec;
 use async_trait::async_trait;
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck};
 use pingora_load_balancing::Backend;
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -202,91 +196,6 @@ impl HealthCheck for PoolCheck {
             self.healthy
         } else {
             self.unhealthy
-        }
-    }
-}
-
-/// Runs the health checks of every pool in the live snapshot, starting loops for new pools and
-/// stopping those whose pool left the snapshot.
-pub struct HealthSupervisor {
-    runtime: SharedRuntime,
-    metrics: Arc<Metrics>,
-}
-
-impl HealthSupervisor {
-    pub fn new(runtime: SharedRuntime, metrics: Arc<Metrics>) -> Self {
-        Self { runtime, metrics }
-    }
-
-    /// Publishes every checked backend's state as `vallum_upstream_healthy{route, backend}`,
-    /// labelled with the first route that uses the pool.
-    fn export(&self, snap: &crate::runtime::Runtime) {
-        let g = &self.metrics.upstream_healthy;
-        g.reset();
-        let mut seen = std::collections::HashSet::new();
-        for route in snap.routes.iter() {
-            let crate::routes::route::Action::Upstream(pool) = &route.action else {
-                continue;
-            };
-            if pool.health_interval.is_none() || !seen.insert(pool.key.clone()) {
-                continue;
-            }
-            for (addr, up) in pool.health() {
-                g.with_label_values(&[&*route.id, &addr.to_string()])
-                    .set(i64::from(up));
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl BackgroundService for HealthSupervisor {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut loops: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
-        let mut ticks = 0u32;
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => break,
-                _ = tick.tick() => {}
-            }
-            let snap = self.runtime.load_full();
-            ticks = ticks.wrapping_add(1);
-            if ticks % 5 == 0 {
-                self.export(&snap);
-            }
-            let live: HashMap<&str, &Arc<Pool>> = snap
-                .pools
-                .iter()
-                .filter(|(_, p)| p.health_interval.is_some())
-                .map(|(k, p)| (k.as_str(), p))
-                .collect();
-            loops.retain(|k, h| {
-                let keep = live.contains_key(k.as_str());
-                if !keep {
-                    h.abort();
-                }
-                keep
-            });
-            for (k, pool) in live {
-                if loops.contains_key(k) {
-                    continue;
-                }
-                let pool = Arc::clone(pool);
-                let interval = pool.health_interval.unwrap_or(Duration::from_secs(5));
-                loops.insert(
-                    k.to_string(),
-                    tokio::spawn(async move {
-                        loop {
-                            pool.run_health_checks().await;
-                            tokio::time::sleep(interval).await;
-                        }
-                    }),
-                );
-            }
-        }
-        for (_, h) in loops {
-            h.abort();
         }
     }
 }

@@ -5,5 +5,5 @@ pub mod compile;
 mod health;
 mod pool;
 
-pub use health::{HealthKind, HealthSpec, HealthSupervisor};
+pub use health::{HealthKind, HealthSpec};
 pub use pool::{InFlight, LbPolicy, Picked, Pool, PoolSpec, UpstreamTarget, UpstreamTls};

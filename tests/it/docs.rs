@@ -97,7 +97,7 @@ fn every_metric_is_documented_and_every_documented_metric_exists() {
             }
         }
     }
-    let registered: BTreeSet<String> = vallum::metrics::Metrics::new()
+    let registered: BTreeSet<String> = vallum::telemetry::metrics::Metrics::new()
         .unwrap()
         .names()
         .into_iter()

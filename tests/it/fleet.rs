@@ -9,12 +9,12 @@ use crate::support::{client, free_port, Gateway, Upstream};
 use pingora_core::services::background::BackgroundService;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vallum::config::auth::RedisTarget;
+use vallum::config::storage::RedisTarget;
 use vallum::crypto::Key;
-use vallum::metrics::Metrics;
 use vallum::session::cache::{CachedStore, RevocationListener};
 use vallum::session::redis::RedisStore;
 use vallum::session::SessionStore;
+use vallum::telemetry::metrics::Metrics;
 
 const SECRETS: &str = "cookie_secret: 8GIP1sU0aqXJZ8T8XkL1zB0cR2P0kTmYxw0a3DkBwsw=\nshared_secret: Wm9vaF9zaGFyZWRfc2VjcmV0XzMyX2J5dGVzX19fXyE=\n";
 

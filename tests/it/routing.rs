@@ -234,12 +234,22 @@ routes:
         serde_json::json!(["source-ip-unauthorized"])
     );
     assert!(body["request_id"].as_str().is_some_and(|s| !s.is_empty()));
-    let html = gw.get("office.test", "/").await;
+    // A browser gets the page; a client that accepts anything is an API client and gets JSON.
+    let html = gw
+        .request(
+            reqwest::Method::GET,
+            "office.test",
+            "/",
+            &[("accept", "text/html")],
+        )
+        .await;
     assert!(
         html.body.contains("403") && html.body.contains("/.pomerium/"),
         "{}",
         html.body
     );
+    let any = gw.get("office.test", "/").await;
+    assert!(any.body.starts_with('{'), "*/* gets JSON: {}", any.body);
     assert_eq!(
         up.hits.load(std::sync::atomic::Ordering::SeqCst),
         0,

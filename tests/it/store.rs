@@ -3,13 +3,14 @@
 use crate::support::redis::{RedisCluster, RedisServer};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vallum::config::auth::{RedisSettings, RedisTarget};
+use vallum::clock::unix_now;
+use vallum::config::storage::{RedisSettings, RedisTarget};
 use vallum::crypto::Key;
-use vallum::metrics::Metrics;
 use vallum::session::cache::CachedStore;
 use vallum::session::memory::MemoryStore;
 use vallum::session::redis::RedisStore;
-use vallum::session::{unix_now, Session, SessionStore, StoreError};
+use vallum::session::{Session, SessionStore, StoreError};
+use vallum::telemetry::metrics::Metrics;
 
 pub fn session(id: &str, ttl: u64) -> Session {
     let now = unix_now();
@@ -189,7 +190,7 @@ async fn cached_redis_store_contract() {
 async fn redis_cluster_store_contract() {
     let cluster = RedisCluster::start(3).await;
     let settings = redis_settings(
-        vallum::config::auth::parse_redis_target(&cluster.url()).unwrap(),
+        vallum::config::storage::parse_redis_target(&cluster.url()).unwrap(),
         "test:",
     );
     assert!(matches!(settings.target, RedisTarget::Cluster(ref n) if n.len() == 3));
@@ -316,7 +317,7 @@ async fn users_are_indexed_for_listing_and_revocation() {
         (7100..=7200).contains(&ttl),
         "the index lives as long as the user's longest session (ttl {ttl})"
     );
-    let n = vallum::session::admin::revoke(&store, Some("alice@example.com"), None)
+    let n = vallum::cli::sessions::revoke(&store, Some("alice@example.com"), None)
         .await
         .unwrap();
     assert_eq!(n, 2);
@@ -330,7 +331,7 @@ async fn users_are_indexed_for_listing_and_revocation() {
         "other users untouched"
     );
     assert!(
-        vallum::session::admin::revoke(&store, None, Some("nope"))
+        vallum::cli::sessions::revoke(&store, None, Some("nope"))
             .await
             .is_err(),
         "an unknown session id is an error"
@@ -406,9 +407,9 @@ async fn redis_over_tls_with_a_private_ca_and_a_client_certificate() {
         ccert.display(),
         ckey.display()
     );
-    let rt = vallum::runtime::Runtime::from_str(&yaml, &|_| None, None).unwrap();
+    let rt = vallum::snapshot::Snapshot::from_str(&yaml, &|_| None, None).unwrap();
     let auth = rt.settings.auth.as_ref().unwrap();
-    let vallum::config::auth::Storage::Redis(settings) = &auth.storage else {
+    let vallum::config::storage::Storage::Redis(settings) = &auth.storage else {
         panic!("redis storage expected")
     };
     let mut settings = settings.clone();
@@ -435,9 +436,12 @@ async fn redis_over_tls_with_a_private_ca_and_a_client_certificate() {
         .await
         .is_err());
 
-    let bad =
-        vallum::runtime::Runtime::from_str(&yaml.replace("rediss://", "redis://"), &|_| None, None)
-            .unwrap_err()
-            .to_string();
+    let bad = vallum::snapshot::Snapshot::from_str(
+        &yaml.replace("rediss://", "redis://"),
+        &|_| None,
+        None,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(bad.contains("need rediss://"), "{bad}");
 }

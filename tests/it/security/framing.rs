@@ -53,6 +53,21 @@ async fn ambiguous_framing_is_refused_and_the_connection_closed() {
             "RFC 9112 §5.2 (obs-fold must be rejected or replaced)",
         ),
         (
+            "whitespace inside the request target",
+            format!("GET /a b HTTP/1.1\r\nHost: app.test\r\n\r\n{smuggled}"),
+            "RFC 9112 §3 (method SP request-target SP HTTP-version, exactly)",
+        ),
+        (
+            "a doubled separator in the request line",
+            format!("GET  / HTTP/1.1\r\nHost: app.test\r\n\r\n{smuggled}"),
+            "RFC 9112 §3; parsers that split on runs of spaces disagree with those that do not",
+        ),
+        (
+            "a tab in the request target",
+            format!("GET /\tx HTTP/1.1\r\nHost: app.test\r\n\r\n{smuggled}"),
+            "RFC 9112 §3 (no whitespace inside the target)",
+        ),
+        (
             "an h2c upgrade",
             format!("GET / HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n{smuggled}"),
             "h2c smuggling (Bishop Fox, 2020): never relayed",
@@ -75,13 +90,20 @@ async fn ambiguous_framing_is_refused_and_the_connection_closed() {
             "{case}: nothing reached the upstream"
         );
     }
-    // The control: the same smuggled request on its own is served.
+    // The controls: the same smuggled request on its own is served, and so is a target that
+    // carries its space percent-encoded, as a client should send it.
     let r = raw(
         gw.addr(),
         b"GET /ok HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert_eq!(r.status, 200);
+    let r = raw(
+        gw.addr(),
+        b"GET /a%20b?q=%22x%22 HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
 }
 
 #[tokio::test]

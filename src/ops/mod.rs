@@ -1,4 +1,0 @@
-//! What operators see: readiness, and the metrics and probe listeners.
-
-pub mod listener;
-pub mod readiness;

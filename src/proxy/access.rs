@@ -1,0 +1,182 @@
+//! Step 7: who is asking, and may they? Deny by default: a route is served only when its policy
+//! allows. The session is read only when the decision or the upstream headers need it.
+
+use super::target::Addressed;
+use super::{Gateway, RequestCtx};
+use crate::authn;
+use crate::policy::{Decision, Input, ProvenDevice, Reason, Subject};
+use crate::respond::refusal::{Format, Refusal};
+use crate::routes::route::{Access, Route};
+use crate::session::Session as UserSession;
+use crate::snapshot::Snapshot;
+use crate::telemetry::logs::{Authorize, Who};
+use pingora_proxy::Session;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// The signed-in user (if the route needs one and there is one), once the policy allowed.
+pub async fn decide(
+    gw: &Gateway,
+    session: &Session,
+    ctx: &RequestCtx,
+    snap: &Snapshot,
+    route: &Route,
+    at: &Addressed,
+    format: Format,
+) -> Result<Option<Arc<UserSession>>, Refusal> {
+    let identity = match snap.auth() {
+        Some(auth) if wants_identity(route) => {
+            let headers = &session.req_header().headers;
+            authn::identify(&auth, &gw.auth, headers, route, &at.host_full)
+                .await
+                .map_err(|_| Refusal::StoreUnavailable)?
+        }
+        _ => None,
+    };
+    let Access::Policy(policy) = &route.access else {
+        return Ok(identity);
+    };
+    let email = verified_email(identity.as_deref(), route.allow_unverified_email);
+    let proven: Vec<ProvenDevice<'_>> = identity
+        .iter()
+        .flat_map(|s| s.devices.iter())
+        .map(|d| ProvenDevice {
+            id: &d.id,
+            type_id: &d.type_id,
+            approved: d.approved,
+        })
+        .collect();
+    let req = session.req_header();
+    let input = Input {
+        subject: identity.as_ref().map(|s| Subject {
+            user_id: &s.user_id,
+            email: email.as_deref(),
+            groups: &s.groups,
+            claims: &s.claims,
+        }),
+        method: req.method.as_str(),
+        path: &at.target.path,
+        client_ip: ctx.client_ip,
+        now: chrono::Utc::now(),
+        cors_preflight: req.method == http::Method::OPTIONS
+            && req.headers.contains_key(http::header::ORIGIN)
+            && req
+                .headers
+                .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD),
+        client_cert: super::client_cert::input(super::client_cert::conn(session)),
+        devices: &proven,
+    };
+    let decision = policy.evaluate(&input);
+    Authorize {
+        fields: snap.settings.ops.authorize_log,
+        request_id: &ctx.request_id,
+        method: input.method,
+        path: &at.target.path,
+        host: &at.host_full,
+        ip: input.client_ip,
+        route_id: &route.id,
+        who: identity.as_deref().map(|s| Who {
+            session_id: &s.id,
+            user_id: &s.user_id,
+            email: s.email.as_deref(),
+        }),
+        decision: &decision,
+    }
+    .record(&gw.metrics, &route.metrics);
+    match decision {
+        Decision::Allow => Ok(identity),
+        Decision::NeedLogin => Err(need_login(gw, snap, at, format)),
+        Decision::Deny { reasons } => Err(refusal_for(gw, snap, route, at, format, reasons)),
+    }
+}
+
+/// Whether anything on this route reads the user: the policy, identity headers, or a
+/// `set_request_headers` template.
+fn wants_identity(route: &Route) -> bool {
+    route.pass_identity_headers
+        || route
+            .set_request_headers
+            .iter()
+            .any(|(_, t)| t.needs_identity())
+        || matches!(&route.access, Access::Policy(p) if p.needs_identity())
+}
+
+/// `email` and `domain` rules see only an address the IdP verified (`email_verified` exactly
+/// `true`), unless the route opts out: anyone can put any address in an unverified account at
+/// many IdPs. Compared lower-case.
+fn verified_email(s: Option<&UserSession>, allow_unverified: bool) -> Option<Cow<'_, str>> {
+    let s = s.filter(|s| {
+        allow_unverified || s.claims.get("email_verified") == Some(&serde_json::Value::Bool(true))
+    })?;
+    let e = s.email.as_deref()?;
+    Some(match e.bytes().any(|b| b.is_ascii_uppercase()) {
+        true => Cow::Owned(e.to_ascii_lowercase()),
+        false => Cow::Borrowed(e),
+    })
+}
+
+/// Certificate problems are 495 (signing in cannot fix them); a missing device sends browsers to
+/// the device page; anything else is 403 with the reasons.
+fn refusal_for(
+    gw: &Gateway,
+    snap: &Snapshot,
+    route: &Route,
+    at: &Addressed,
+    format: Format,
+    reasons: Vec<Reason>,
+) -> Refusal {
+    if let Some(first) = reasons.first() {
+        if reasons.iter().all(|r| r.is_certificate_problem()) {
+            return Refusal::ClientCertificate(*first);
+        }
+    }
+    if !reasons.contains(&Reason::DeviceUnauthenticated) {
+        return Refusal::Forbidden(reasons);
+    }
+    let auth = match snap.auth() {
+        Some(a) if format == Format::Html => a,
+        _ => return Refusal::DeviceRequired { location: None },
+    };
+    let original = match return_url(gw, at) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let wanted = match &route.access {
+        Access::Policy(p) => p.device_type_wanted(),
+        Access::Public => None,
+    };
+    let url = authn::webauthn::device_url(&auth, &original, wanted.as_deref());
+    Refusal::DeviceRequired {
+        location: Some(url.to_string()),
+    }
+}
+
+/// Anonymous on a route that needs a user: browsers are sent to sign in, API clients get 401.
+fn need_login(gw: &Gateway, snap: &Snapshot, at: &Addressed, format: Format) -> Refusal {
+    let Some(auth) = snap.auth() else {
+        return Refusal::SignInNotConfigured;
+    };
+    if format != Format::Html {
+        return Refusal::SignInRequired { location: None };
+    }
+    match return_url(gw, at) {
+        Ok(original) => Refusal::SignInRequired {
+            location: Some(authn::sign_in_url(&auth, &original).to_string()),
+        },
+        Err(r) => r,
+    }
+}
+
+/// The URL a detour (sign-in, the device page) comes back to: the request as the browser sent
+/// it. Too long to carry through signed links → 414.
+fn return_url(gw: &Gateway, at: &Addressed) -> Result<String, Refusal> {
+    let mut original = format!("{}://{}{}", gw.scheme(), at.host_full, at.target.path);
+    if let Some(q) = &at.target.query {
+        original.push('?');
+        original.push_str(q);
+    }
+    if original.len() > authn::MAX_REDIRECT_LEN {
+        return Err(Refusal::UrlTooLong);
+    }
+    Ok(original)
+}

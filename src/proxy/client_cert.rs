@@ -1,0 +1,86 @@
+//! Step 6: the client certificate (downstream mTLS). The verdict was reached once per connection
+//! at the handshake (`server::tls_hooks`); here it meets the route: `Host` must not cross a
+//! certificate boundary the connection's SNI did not, and under `policy_with_default_deny` a
+//! request without a trusted certificate goes no further (495, never a sign-in redirect).
+
+use super::target::Addressed;
+use crate::policy::{CertInput, Reason};
+use crate::respond::refusal::Refusal;
+use crate::routes::route::{Access, Route};
+use crate::snapshot::Snapshot;
+use crate::telemetry::metrics::Metrics;
+use crate::tls::client_ca::Enforcement;
+use crate::tls::peer::{CertState, ConnTls, PeerCert};
+use pingora_proxy::Session;
+use std::sync::Arc;
+
+/// The connection's TLS facts, when it came over TLS.
+pub fn conn(session: &Session) -> Option<&ConnTls> {
+    session
+        .digest()?
+        .ssl_digest
+        .as_ref()?
+        .extension
+        .get::<ConnTls>()
+}
+
+/// What the policy sees of the certificate.
+pub fn input(conn: Option<&ConnTls>) -> CertInput<'_> {
+    match conn.map(|c| &c.cert) {
+        Some(CertState::Trusted(c)) => CertInput::Trusted(c),
+        Some(CertState::Untrusted(_)) => CertInput::Untrusted,
+        _ => CertInput::Absent,
+    }
+}
+
+/// The certificate the route may pass upstream (header templates), once the checks passed.
+pub fn check(
+    conn: Option<&ConnTls>,
+    snap: &Snapshot,
+    route: &Route,
+    at: &Addressed,
+    metrics: &Metrics,
+    request_id: &str,
+) -> Result<Option<Arc<PeerCert>>, Refusal> {
+    let Some(ca) = &snap.settings.client_ca else {
+        return Ok(None);
+    };
+    let needs_cert = |r: &Route| {
+        ca.enforcement == Enforcement::PolicyWithDefaultDeny
+            || matches!(&r.access, Access::Policy(p) if p.mentions_client_certificate())
+    };
+    // Domain fronting: a connection made for a host that asks nothing of client certificates
+    // must not carry requests for one that does.
+    let (host, port, path) = (at.host.as_str(), at.port, at.target.path.as_str());
+    if let Some(sni) = conn.and_then(|c| c.sni.as_deref()) {
+        if sni != host
+            && needs_cert(route)
+            && !snap
+                .routes
+                .find(sni, port, path)
+                .is_some_and(|r| needs_cert(r))
+        {
+            tracing::info!(request_id, %sni, %host, "request refused: Host differs from SNI across a client-certificate boundary");
+            return Err(Refusal::Misdirected);
+        }
+    }
+    let cert = input(conn);
+    if ca.enforcement == Enforcement::PolicyWithDefaultDeny
+        && !matches!(cert, CertInput::Trusted(_))
+    {
+        let reason = match cert {
+            CertInput::Absent => Reason::ClientCertificateRequired,
+            _ => Reason::InvalidClientCertificate,
+        };
+        metrics
+            .authorize
+            .with_label_values(&[&route.id, "deny", reason.as_str()])
+            .inc();
+        tracing::info!(request_id, route_id = %route.id, %reason, "request refused: no trusted client certificate");
+        return Err(Refusal::ClientCertificate(reason));
+    }
+    Ok(match conn.map(|c| &c.cert) {
+        Some(CertState::Trusted(c)) => Some(Arc::clone(c)),
+        _ => None,
+    })
+}

@@ -1,0 +1,42 @@
+//! What one request carries from `request_filter` to `logging`: filled in by the steps, read by
+//! the later Pingora phases.
+
+use crate::routes::path::Target;
+use crate::routes::route::Route;
+use crate::session::Session as UserSession;
+use crate::snapshot::Snapshot;
+use crate::telemetry::logs::OpenRequest;
+use crate::tls::peer::PeerCert;
+use crate::upstream::Picked;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Default)]
+pub struct RequestCtx {
+    /// The snapshot this request is served from, start to end (a reload never changes it midway).
+    pub snap: Option<Arc<Snapshot>>,
+    pub route: Option<Arc<Route>>,
+    pub target: Option<Target>,
+    /// The request's host, lower-case, without port.
+    pub host: String,
+    pub upgrade: bool,
+    pub picked: Option<Picked>,
+    pub identity: Option<Arc<UserSession>>,
+    /// Correlates the access log, the authorize log, error pages and the upstream's logs.
+    pub request_id: String,
+    pub started: Option<Instant>,
+    pub upstream_started: Option<Instant>,
+    /// Request body bytes seen so far (for `max_request_bytes`).
+    pub body_bytes: u64,
+    /// The peer is in `trusted_proxies`: its forwarding headers are believed.
+    pub trusted_peer: bool,
+    /// The client's address: the peer, or (behind trusted proxies) the right-most untrusted
+    /// `X-Forwarded-For` entry.
+    pub client_ip: Option<IpAddr>,
+    /// When an upgraded connection's session was last confirmed in the store.
+    pub session_checked: Option<Instant>,
+    /// The connection's trusted client certificate (downstream mTLS), for header templates.
+    pub client_cert: Option<Arc<PeerCert>>,
+    pub open: Option<OpenRequest>,
+}

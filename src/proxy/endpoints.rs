@@ -1,0 +1,146 @@
+//! Step 3: what Vallum answers itself before any route: the probes on every host, the
+//! authenticate host, and `/.pomerium/` and `/.well-known/pomerium` on route hosts.
+
+use super::target::Addressed;
+use super::{Gateway, RequestCtx};
+use crate::authn;
+use crate::config::auth::Services;
+use crate::respond::refusal::{Answer, Refusal};
+use crate::respond::reply::Reply;
+use crate::routes::path::Target;
+use crate::snapshot::Snapshot;
+use http::StatusCode;
+use pingora_core::ErrorType;
+use pingora_proxy::Session;
+
+/// Largest form body the sign-in endpoints read.
+const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// `/ping` and `/healthz`: "OK" on every host, for load balancers that probe the route hosts.
+pub fn probe(session: &Session, target: &Target) -> Option<Reply> {
+    let method = &session.req_header().method;
+    let is_probe = target.path == "/ping" || target.path == "/healthz";
+    (is_probe && (method == http::Method::GET || method == http::Method::HEAD))
+        .then(|| Reply::text(StatusCode::OK, bytes::Bytes::from_static(b"OK")))
+}
+
+/// The sign-in endpoints; `Ok(None)` when the request is for a route.
+pub async fn serve(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &RequestCtx,
+    snap: &Snapshot,
+    at: &Addressed,
+    answer: Answer<'_>,
+) -> Result<Option<Reply>, Refusal> {
+    let Some(auth) = snap.auth() else {
+        return Ok(None);
+    };
+    let path = at.target.path.as_str();
+    let on_auth_host = auth.services != Services::Proxy && at.host_full == auth.authenticate_host;
+    let starts_idp_work =
+        on_auth_host && (path == "/.pomerium/sign_in" || path == "/oauth2/callback");
+    let limit = snap.settings.ops.signin_rate_limit;
+    if starts_idp_work && limit > 0 {
+        let key = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+        if gw.sign_in_rate.observe(&key, 1) > limit as isize {
+            tracing::info!(request_id = %ctx.request_id, "sign-in refused: rate limit");
+            return Err(Refusal::SignInRateLimited);
+        }
+    }
+    if on_auth_host || path.starts_with("/.pomerium/") || path.starts_with("/.well-known/pomerium")
+    {
+        let input = read(session, &at.target, gw.scheme()).await?;
+        let req = input.as_request(&at.host_full, path, answer);
+        if on_auth_host {
+            return Ok(Some(authn::authenticate_host(&auth, &gw.auth, &req).await));
+        }
+        if let Some(reply) = authn::route_endpoint(&auth, &gw.auth, &req).await {
+            return Ok(Some(reply));
+        }
+    }
+    if auth.services == Services::Authenticate && !on_auth_host {
+        return Err(Refusal::AuthenticateOnly);
+    }
+    Ok(None)
+}
+
+/// What the sign-in endpoints need from a request, owned so the body can be read first.
+struct AuthnInput {
+    method: http::Method,
+    query: Vec<(String, String)>,
+    cookies: Option<String>,
+    bearer: Option<String>,
+    form: Vec<(String, String)>,
+    scheme: &'static str,
+}
+
+impl AuthnInput {
+    fn as_request<'a>(
+        &'a self,
+        host: &'a str,
+        path: &'a str,
+        answer: Answer<'a>,
+    ) -> authn::Request<'a> {
+        authn::Request {
+            method: &self.method,
+            scheme: self.scheme,
+            host,
+            path,
+            query: self.query.clone(),
+            cookies: self.cookies.as_deref(),
+            bearer: self.bearer.as_deref(),
+            answer,
+            form: self.form.clone(),
+        }
+    }
+}
+
+/// The query, the cookies, a bearer token and (for a POST) the form body, at most
+/// `MAX_FORM_BYTES` of it.
+async fn read(
+    session: &mut Session,
+    target: &Target,
+    scheme: &'static str,
+) -> Result<AuthnInput, Refusal> {
+    let method = session.req_header().method.clone();
+    let query = target
+        .query
+        .as_deref()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut form = Vec::new();
+    if method == http::Method::POST {
+        let mut body = Vec::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > MAX_FORM_BYTES {
+                        return Err(Refusal::FormTooLarge);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) if matches!(e.etype(), ErrorType::ReadTimedout) => {
+                    tracing::info!("request refused: the body did not arrive within timeout_read");
+                    return Err(Refusal::BodyTimeout);
+                }
+                Err(_) => return Err(Refusal::BodyUnreadable),
+            }
+        }
+        form = url::form_urlencoded::parse(&body).into_owned().collect();
+    }
+    let headers = &session.req_header().headers;
+    Ok(AuthnInput {
+        method,
+        query,
+        cookies: crate::session::cookie::header(headers).map(std::borrow::Cow::into_owned),
+        bearer: authn::programmatic::bearer_token(headers).map(str::to_string),
+        form,
+        scheme,
+    })
+}

@@ -1,0 +1,78 @@
+//! The last phase: the request's metrics (each route holds its resolved series) and its access
+//! line, built only when its level is on.
+
+use super::RequestCtx;
+use crate::telemetry::logs::{self, Access};
+use crate::telemetry::metrics::Metrics;
+use pingora_core::Error;
+use pingora_proxy::Session;
+
+pub fn record(metrics: &Metrics, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+    let status = session
+        .response_written()
+        .map(|r| r.status.as_u16())
+        .unwrap_or(0);
+    let req = session.req_header();
+    let (method, status_class) = (logs::method_class(&req.method), logs::status_class(status));
+    let elapsed = ctx.started.map(|s| s.elapsed()).unwrap_or_default();
+    let upstream = ctx.upstream_started.map(|u| u.elapsed().as_secs_f64());
+    let route = match &ctx.route {
+        Some(r) => {
+            metrics.route_request(
+                &r.metrics,
+                &r.id,
+                method,
+                status_class,
+                elapsed.as_secs_f64(),
+                upstream,
+            );
+            &*r.id
+        }
+        None => {
+            metrics.unrouted_request(method, status_class, elapsed.as_secs_f64());
+            "-"
+        }
+    };
+    if !tracing::enabled!(target: "vallum::access", tracing::Level::INFO) {
+        return;
+    }
+    let Some(snap) = ctx.snap.as_ref() else {
+        return;
+    };
+    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+    let path = ctx
+        .target
+        .as_ref()
+        .map(|t| t.path.as_str())
+        .unwrap_or_else(|| req.uri.path());
+    let query = ctx
+        .target
+        .as_ref()
+        .and_then(|t| t.query.as_deref())
+        .or_else(|| req.uri.query());
+    let details = match e {
+        Some(e) => e.etype().as_str(),
+        None if ctx.upstream_started.is_some() => "via_upstream",
+        None => "local_reply",
+    };
+    Access {
+        fields: snap.settings.ops.access_log,
+        route,
+        method: req.method.as_str(),
+        authority: header("host")
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
+            .unwrap_or(""),
+        path,
+        query,
+        user_agent: header("user-agent"),
+        referer: header("referer"),
+        forwarded_for: header("x-forwarded-for"),
+        ip: ctx.client_ip,
+        request_id: &ctx.request_id,
+        duration_ms: elapsed.as_secs_f64() * 1000.0,
+        size: session.body_bytes_sent(),
+        status,
+        details,
+    }
+    .log();
+}

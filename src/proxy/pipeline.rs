@@ -1,0 +1,65 @@
+//! The request's life through Vallum, as a table of contents: each step is a function in its own
+//! file, returns what the next step needs or a `Refusal`, and none writes a response itself.
+//! `request_filter` turns the outcome into one (`respond::refusal::Answer::refuse`).
+
+use super::action::{self, Step};
+use super::{access, client_cert, endpoints, hygiene, target, upgrade};
+use super::{Gateway, RequestCtx};
+use crate::respond::refusal::{Answer, Format, Refusal};
+use crate::snapshot::Snapshot;
+use pingora_proxy::Session;
+use std::sync::Arc;
+
+pub async fn route_request(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    snap: &Snapshot,
+    format: Format,
+) -> Result<Step, Refusal> {
+    let settings = &snap.settings;
+    // 1. A well-formed request: request line, framing, header limits, underscores.
+    hygiene::check(session, settings, &ctx.request_id)?;
+    // 2. One path truth (or a redirect to its normal form); probes answer on every host.
+    let target = match target::path(session, settings)? {
+        Ok(t) => t,
+        Err(to_normal_form) => return Ok(Step::Reply(to_normal_form)),
+    };
+    if let Some(ok) = endpoints::probe(session, &target) {
+        return Ok(Step::Reply(ok));
+    }
+    let at = target::host(session.req_header(), target, gw.tls)?;
+    // 3. Vallum's own endpoints: the authenticate host, `/.pomerium/` on route hosts.
+    let answer = Answer {
+        format,
+        request_id: &ctx.request_id,
+        branding: Some(&settings.branding),
+    };
+    if let Some(reply) = endpoints::serve(gw, session, ctx, snap, &at, answer).await? {
+        return Ok(Step::Reply(reply));
+    }
+    // 4. The route: first match in config order. Known from here on, so every answer (deny,
+    // login, limits) is counted under it.
+    let route = snap
+        .routes
+        .find(&at.host, at.port, &at.target.path)
+        .map(Arc::clone)
+        .ok_or(Refusal::NoRoute)?;
+    ctx.route = Some(Arc::clone(&route));
+    // 5. Upgrades the route allows, and a declared body within its limit.
+    let headers = &session.req_header().headers;
+    ctx.upgrade = upgrade::admit(headers, session.is_upgrade_req(), &route)?;
+    upgrade::declared_body(headers, route.max_request_bytes).inspect_err(|_| {
+        tracing::info!(request_id = %ctx.request_id, route_id = %route.id, "request refused: body too large");
+    })?;
+    // 6. The client certificate the connection presented.
+    let conn = client_cert::conn(session);
+    ctx.client_cert = client_cert::check(conn, snap, &route, &at, &gw.metrics, &ctx.request_id)?;
+    // 7. Identity and access: deny unless the policy allows.
+    ctx.identity = access::decide(gw, session, ctx, snap, &route, &at, format).await?;
+    // 8. The action: respond, redirect, forward to a picked backend, or tunnel.
+    let step = action::take(&route, &at, gw.scheme(), ctx)?;
+    ctx.target = Some(at.target);
+    ctx.host = at.host;
+    Ok(step)
+}

@@ -1,0 +1,158 @@
+//! Step 2: what the request is for. One path truth (the raw target normalised once, by the rules
+//! of the config), and one host (from `Host` or `:authority`, which must agree when both are
+//! sent).
+
+use crate::config::settings::Settings;
+use crate::respond::refusal::Refusal;
+use crate::respond::reply::Reply;
+use crate::routes::path::{self, Normalized, PathRules, Target};
+use http::{HeaderValue, StatusCode};
+use pingora_http::RequestHeader;
+use pingora_proxy::Session;
+
+/// Where a request is going.
+pub struct Addressed {
+    pub target: Target,
+    /// Lower-case, without a trailing dot or port.
+    pub host: String,
+    /// The explicit port, else the listener's default (443 or 80).
+    pub port: u16,
+    /// `Host` as the browser sends it (with the port if one was given): what cookies and
+    /// sign-in hand-offs are bound to.
+    pub host_full: String,
+}
+
+/// The normalised target, or the reply that sends the client to its normal form.
+pub fn path(session: &Session, settings: &Settings) -> Result<Result<Target, Reply>, Refusal> {
+    let rules = PathRules {
+        escaped_slashes: settings.escaped_slashes,
+        normalize: settings.normalize_path,
+        merge_slashes: settings.merge_slashes,
+    };
+    match path::normalize(&raw_target(session), rules) {
+        Ok(Normalized::Ok(t)) => Ok(Ok(t)),
+        Ok(Normalized::Redirect(loc)) => match HeaderValue::from_str(&loc) {
+            Ok(v) => Ok(Err(Reply::redirect(StatusCode::TEMPORARY_REDIRECT, v))),
+            Err(_) => Err(Refusal::BadPath("invalid path".into())),
+        },
+        Err(e) => Err(Refusal::BadPath(e.to_string())),
+    }
+}
+
+/// The host and port, checked: an absolute-form target (`GET http://a/ HTTP/1.1`) must name the
+/// same host as `Host`, or the router and an upstream that reads `Host` would disagree.
+pub fn host(req: &RequestHeader, target: Target, tls: bool) -> Result<Addressed, Refusal> {
+    let (host, explicit_port) = request_host(req).ok_or(Refusal::BadHost)?;
+    if req.uri.authority().is_some() {
+        let header_host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .and_then(split_authority);
+        if header_host.is_some_and(|(h, p)| h != host || p != explicit_port) {
+            return Err(Refusal::HostMismatch);
+        }
+    }
+    let port = explicit_port.unwrap_or(if tls { 443 } else { 80 });
+    let host_full = match explicit_port {
+        Some(p) => format!("{host}:{p}"),
+        None => host.clone(),
+    };
+    Ok(Addressed {
+        target,
+        host,
+        port,
+        host_full,
+    })
+}
+
+/// Host and port of the request, from `:authority` (HTTP/2, absolute form) or `Host`, lower-cased
+/// and without a trailing dot, so `App.Example.com.` and `app.example.com` are one host.
+pub fn request_host(req: &RequestHeader) -> Option<(String, Option<u16>)> {
+    match req.uri.authority() {
+        Some(a) => split_authority(a.as_str()),
+        None => split_authority(req.headers.get(http::header::HOST)?.to_str().ok()?),
+    }
+}
+
+fn split_authority(raw: &str) -> Option<(String, Option<u16>)> {
+    if raw.is_empty() || raw.contains('@') {
+        return None;
+    }
+    let authority: http::uri::Authority = raw.parse().ok()?;
+    let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
+    if host.is_empty() {
+        return None;
+    }
+    Some((host, authority.port_u16()))
+}
+
+/// The request target exactly as the client sent it. For HTTP/1 it is read from the request line
+/// (already checked to be exactly three parts), because the parsed URI has dropped a `#fragment`
+/// that Vallum must refuse.
+fn raw_target(session: &Session) -> bytes::Bytes {
+    if let Some(h1) = session.as_downstream().as_http1() {
+        let raw = h1.get_headers_raw_bytes();
+        let line = super::hygiene::first_line(&raw);
+        if let (Some(first), Some(last)) = (
+            line.iter().position(|&b| b == b' '),
+            line.iter().rposition(|&b| b == b' '),
+        ) {
+            if last > first + 1 {
+                return raw.slice(first + 1..last);
+            }
+        }
+    }
+    bytes::Bytes::copy_from_slice(session.req_header().raw_path())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(uri: &str, host: Option<&str>) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.set_uri(uri.parse().unwrap());
+        if let Some(h) = host {
+            r.insert_header("host", h).unwrap();
+        }
+        r
+    }
+
+    fn target() -> Target {
+        Target {
+            path: "/".into(),
+            query: None,
+        }
+    }
+
+    #[test]
+    fn host_is_one_lower_case_name() {
+        let a = host(&req("/", Some("App.Example.COM.:8443")), target(), true).unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("app.example.com", 8443));
+        assert_eq!(a.host_full, "app.example.com:8443");
+        let a = host(&req("/", Some("app.example.com")), target(), false).unwrap();
+        assert_eq!((a.port, a.host_full.as_str()), (80, "app.example.com"));
+        assert_eq!(
+            host(&req("/", Some("app.example.com")), target(), true)
+                .unwrap()
+                .port,
+            443
+        );
+    }
+
+    #[test]
+    fn bad_or_conflicting_hosts_are_refused() {
+        for bad in [None, Some(""), Some("user@app.example.com"), Some("a b")] {
+            assert_eq!(
+                host(&req("/", bad), target(), true).err(),
+                Some(Refusal::BadHost),
+                "{bad:?}"
+            );
+        }
+        let r = req("http://app.example.com/x", Some("evil.example.com"));
+        assert_eq!(host(&r, target(), true).err(), Some(Refusal::HostMismatch));
+        let r = req("http://app.example.com/x", Some("APP.example.com"));
+        assert!(host(&r, target(), true).is_ok());
+    }
+}

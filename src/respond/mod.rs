@@ -1,0 +1,6 @@
+//! Everything Vallum answers by itself: the `Reply` it writes, the pages it draws, and the one
+//! place (`refusal`) that turns a typed refusal into a response.
+
+pub mod pages;
+pub mod refusal;
+pub mod reply;

@@ -1,0 +1,120 @@
+//! Whether this node should get traffic: the config is loaded, the identity provider answers
+//! (when sign-in is configured) and the session store answers. A background probe keeps the
+//! answer current, so `/readyz` goes false during an outage and true again on recovery without
+//! the probe request itself waiting on Redis or the IdP.
+
+use crate::authn::AuthState;
+use crate::snapshot::SharedSnapshot;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::probes::{Component, Readiness, Report};
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Re-checks every component once a second (the IdP every five), logging each change.
+pub struct ReadinessProbe {
+    pub runtime: SharedSnapshot,
+    pub auth: Arc<AuthState>,
+    pub readiness: Arc<Readiness>,
+    pub metrics: Arc<Metrics>,
+}
+
+const IDP_EVERY: u32 = 5;
+
+impl ReadinessProbe {
+    async fn check(&self, idp_previous: Option<Component>, probe_idp: bool) -> Report {
+        let snap = self.runtime.load_full();
+        let config = Some(Component {
+            ready: true,
+            detail: format!(
+                "checksum {}",
+                snap.checksum.get(..12).unwrap_or(&snap.checksum)
+            ),
+        });
+        let Some(auth) = &snap.settings.auth else {
+            return Report {
+                checked: true,
+                config,
+                idp: None,
+                store: None,
+            };
+        };
+        let store = match self.auth.store.ping().await {
+            Ok(()) => Component {
+                ready: true,
+                detail: format!("{} reachable", self.auth.store.backend()),
+            },
+            Err(e) => Component {
+                ready: false,
+                detail: e.to_string(),
+            },
+        };
+        let idp = match (&auth.idp, self.auth.idp.load_full()) {
+            (None, _) => None,
+            (Some(_), None) => Some(Component {
+                ready: false,
+                detail: "not discovered yet".into(),
+            }),
+            (Some(_), Some(client)) if probe_idp || idp_previous.is_none() => {
+                Some(match client.probe(Duration::from_secs(2)).await {
+                    Ok(()) => Component {
+                        ready: true,
+                        detail: format!("{} answers", client.settings().issuer),
+                    },
+                    Err(e) => Component {
+                        ready: false,
+                        detail: e.to_string(),
+                    },
+                })
+            }
+            (Some(_), Some(_)) => idp_previous,
+        };
+        Report {
+            checked: true,
+            config,
+            idp,
+            store: Some(store),
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ReadinessProbe {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = 0u32;
+        let mut last = Report::default();
+        loop {
+            let next = self.check(last.idp.clone(), tick % IDP_EVERY == 0).await;
+            for (name, before, after) in [
+                ("config", &last.config, &next.config),
+                ("identity_provider", &last.idp, &next.idp),
+                ("session_store", &last.store, &next.store),
+            ] {
+                let ready = after.as_ref().is_none_or(|c| c.ready);
+                self.metrics
+                    .ready
+                    .with_label_values(&[name])
+                    .set(i64::from(ready));
+                let was = before.as_ref().map(|c| c.ready);
+                let is = after.as_ref().map(|c| c.ready);
+                if was != is {
+                    let detail = after.as_ref().map(|c| c.detail.as_str()).unwrap_or("");
+                    if is == Some(false) {
+                        tracing::warn!(component = name, detail, "not ready");
+                    } else {
+                        tracing::info!(component = name, detail, "ready");
+                    }
+                }
+            }
+            self.readiness.set(next.clone());
+            last = next;
+            tick = tick.wrapping_add(1);
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The live snapshot: everything the request path reads (settings, route table, upstream pools,
+//! certificates), compiled by the control plane and swapped atomically with `arc-swap`. A request
+//! does one `load` and keeps that snapshot to its end, so a reload never changes a request midway.
+
+pub mod auth;
+
+use crate::config::auth::GeneratedSecrets;
+use crate::config::error::{ConfigErrors, Errors};
+use crate::config::load::{self, RawConfig};
+use crate::config::settings::{self, Settings};
+use crate::routes::compile;
+use crate::routes::RouteTable;
+use crate::upstream::compile::Ctx;
+use crate::upstream::Pool;
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
+
+#[derive(Debug)]
+pub struct Snapshot {
+    pub settings: Settings,
+    pub routes: RouteTable,
+    /// Upstream pools by definition, reused by the next snapshot where unchanged.
+    pub pools: HashMap<String, Arc<Pool>>,
+    /// SHA-256 of the config text, hex; identifies what is being served.
+    pub checksum: String,
+    /// Every file this snapshot was built from (config, certificates, CAs): the reload watch list.
+    pub files: Vec<PathBuf>,
+    /// Things worth telling the operator that are not errors.
+    pub warnings: Vec<String>,
+    /// The secrets used where the config sets none: made at boot, handed from each snapshot to
+    /// the next so a reload keeps them.
+    pub generated: Arc<GeneratedSecrets>,
+    /// What signing in needs beyond the config: the assertion signer and the opened-cookie
+    /// cache, both per snapshot (a new key starts with empty caches).
+    pub auth_keys: Option<auth::AuthKeys>,
+}
+
+/// Reads the process environment (the `env` parameter of `build_from_str` in production).
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+impl Snapshot {
+    /// The sign-in settings with the keys built for them, when sign-in is configured.
+    pub fn auth(&self) -> Option<auth::Auth<'_>> {
+        Some(auth::Auth {
+            settings: self.settings.auth.as_ref()?,
+            keys: self.auth_keys.as_ref()?,
+        })
+    }
+
+    /// Builds a snapshot from a config file, reusing unchanged pools of `previous`.
+    pub fn from_file(path: &Path, previous: Option<&Snapshot>) -> Result<Snapshot, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![crate::config::ConfigError::new(
+                "",
+                format!("cannot read {}: {e}", path.display()),
+            )])
+        })?;
+        let mut rt = Self::from_str(&text, &process_env, previous)?;
+        rt.files.insert(0, path.to_path_buf());
+        Ok(rt)
+    }
+
+    pub fn from_str(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, ConfigErrors> {
+        let mut errs = Errors::default();
+        let Some(raw) = load::parse(text, env, &mut errs) else {
+            return Err(errs.into_errors());
+        };
+        let checksum = hex(&Sha256::digest(text.as_bytes()));
+        Self::compile(&raw, checksum, previous, errs)
+    }
+
+    fn compile(
+        raw: &RawConfig,
+        checksum: String,
+        previous: Option<&Snapshot>,
+        mut errs: Errors,
+    ) -> Result<Snapshot, ConfigErrors> {
+        let generated = previous
+            .map(|p| Arc::clone(&p.generated))
+            .unwrap_or_else(|| Arc::new(GeneratedSecrets::generate()));
+        let settings = if raw.settings_ok {
+            settings::compile(&raw.settings, &generated, &mut errs)
+        } else {
+            // Already reported; checking the defaults in its place would only add noise.
+            settings::compile(&raw.settings, &generated, &mut Errors::default())
+        };
+        let empty = HashMap::new();
+        let mut ctx = Ctx {
+            settings: &settings,
+            previous_pools: previous.map(|p| &p.pools).unwrap_or(&empty),
+            pools: HashMap::new(),
+            files: settings.files.clone(),
+            warnings: settings.warnings.clone(),
+        };
+        let key = raw.routes_key;
+        let mut routes = Vec::new();
+        for (i, r) in raw.routes.iter().enumerate() {
+            let Some(r) = r else { continue };
+            if let Some(route) = compile::compile(r, i, &format!("{key}[{i}]"), &mut ctx, &mut errs)
+            {
+                // A `device: {type: …}` must name a configured device type: a typo would
+                // otherwise lock everyone out with no hint why.
+                if let crate::routes::route::Access::Policy(p) = &route.access {
+                    for t in p.device_types_named() {
+                        if !settings.device_types.iter().any(|d| d.id == t) {
+                            errs.push(
+                                format!("{key}[{i}].policy"),
+                                format!("device type {t:?} is not configured (built in: any, enclave_only; add others under device_types)"),
+                            );
+                        }
+                    }
+                }
+                routes.push(Arc::new(route));
+            }
+        }
+        let Ctx {
+            pools,
+            files,
+            mut warnings,
+            ..
+        } = ctx;
+        if routes.is_empty() && errs.is_empty() {
+            warnings.push("no routes are configured: every request will get 404".into());
+        }
+        errs.into_result(())?;
+        Ok(Snapshot {
+            auth_keys: settings.auth.as_ref().map(auth::AuthKeys::new),
+            generated,
+            routes: RouteTable::new(routes),
+            settings,
+            pools,
+            checksum,
+            files,
+            warnings,
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod redaction_tests;
