@@ -11,7 +11,7 @@ use std::hint::black_box;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use vallum::clock::unix_now;
 use vallum::session::memory::MemoryStore;
-use vallum::session::{Session, SessionStore};
+use vallum::session::{SessionStore, UserSession};
 
 /// Resident set size in bytes, from /proc/self/statm.
 fn rss() -> usize {
@@ -22,7 +22,7 @@ fn rss() -> usize {
         .unwrap_or(0)
 }
 
-fn session(i: usize) -> Session {
+fn session(i: usize) -> UserSession {
     let now = unix_now();
     let claims = serde_json::json!({
         "sub": format!("user-{i}"),
@@ -32,7 +32,7 @@ fn session(i: usize) -> Session {
         "groups": ["engineering", "oncall"],
         "iss": "https://idp.example.com",
     });
-    Session {
+    UserSession {
         // Ids and tokens are unique per session, as they are in life (no sharing flatters it).
         id: format!("{i:032}"),
         user_id: format!("user-{i}"),
@@ -51,7 +51,7 @@ fn session(i: usize) -> Session {
     }
 }
 
-fn token_bytes(s: &Session) -> usize {
+fn token_bytes(s: &UserSession) -> usize {
     s.id_token.len() + s.access_token.len() + s.refresh_token.as_ref().map_or(0, String::len)
 }
 

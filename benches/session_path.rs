@@ -11,11 +11,11 @@ use vallum::proxy::forward::{shape_request, ForwardInfo};
 use vallum::routes::route::Action;
 use vallum::session::cookie::{self, Handle};
 use vallum::session::memory::MemoryStore;
-use vallum::session::{Session, SessionStore};
+use vallum::session::{SessionStore, UserSession};
 
-fn session(id: &str) -> Session {
+fn session(id: &str) -> UserSession {
     let now = unix_now();
-    Session {
+    UserSession {
         id: id.into(),
         user_id: "alice-id".into(),
         email: Some("alice@example.com".into()),

@@ -6,7 +6,7 @@ use super::webauthn::{EnrolledDevice, PATH};
 use super::Request;
 use crate::config::devices::DeviceType;
 use crate::respond::pages;
-use crate::session::Session;
+use crate::session::UserSession;
 
 /// The device list on the user page, with a remove button per device.
 pub fn user_page_section(devices: &[EnrolledDevice], csrf: &str) -> String {
@@ -35,7 +35,7 @@ pub fn user_page_section(devices: &[EnrolledDevice], csrf: &str) -> String {
 
 pub(super) fn device_page(
     req: &Request<'_>,
-    session: &Session,
+    session: &UserSession,
     devices: &[EnrolledDevice],
     types: &[DeviceType],
     wanted: Option<&DeviceType>,

@@ -3,7 +3,7 @@
 
 use super::{idp_bearer, programmatic, session_for, AuthState};
 use crate::routes::route::Route;
-use crate::session::{Session, StoreError};
+use crate::session::{StoreError, UserSession};
 use crate::snapshot::auth::Auth;
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ pub async fn identify(
     headers: &http::HeaderMap,
     route: &Route,
     host: &str,
-) -> Result<Option<Arc<Session>>, StoreError> {
+) -> Result<Option<Arc<UserSession>>, StoreError> {
     let cookies = crate::session::cookie::header(headers);
     let from_cookie = session_for(auth, state, cookies.as_deref(), &auth.cookie.name, host).await?;
     if from_cookie.is_some() {

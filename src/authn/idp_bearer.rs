@@ -16,7 +16,7 @@ const OPAQUE_CACHE: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 pub struct BearerCache {
-    entries: DashMap<[u8; 32], (Arc<Session>, Instant)>,
+    entries: DashMap<[u8; 32], (Arc<UserSession>, Instant)>,
 }
 
 fn digest(token: &str, format: BearerFormat, audiences: &[String]) -> [u8; 32] {
@@ -44,7 +44,7 @@ pub async fn session_for_idp_token(
     token: &str,
     format: BearerFormat,
     audiences: &[String],
-) -> Option<Arc<Session>> {
+) -> Option<Arc<UserSession>> {
     if format == BearerFormat::Default {
         return None;
     }
@@ -83,7 +83,7 @@ pub async fn session_for_idp_token(
         Some(e) => ttl.min(Duration::from_secs(e.saturating_sub(now))),
         None => ttl,
     };
-    let session = Arc::new(Session {
+    let session = Arc::new(UserSession {
         id: format!(
             "bearer-{}",
             key.iter()

@@ -24,7 +24,7 @@ use crate::respond::pages;
 use crate::respond::refusal::{Answer, Refusal};
 use crate::respond::reply::Reply;
 use crate::session::cookie::{self, Handle};
-use crate::session::{Session, SessionStore, StoreError};
+use crate::session::{SessionStore, StoreError, UserSession};
 use crate::snapshot::auth::Auth;
 use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
@@ -135,7 +135,7 @@ pub async fn session_for(
     cookies: Option<&str>,
     name: &str,
     host: &str,
-) -> Result<Option<Arc<Session>>, StoreError> {
+) -> Result<Option<Arc<UserSession>>, StoreError> {
     let Some(value) = cookies.and_then(|c| cookie::find(c, name)) else {
         return Ok(None);
     };
@@ -382,8 +382,8 @@ async fn verified_flow(
 }
 
 /// A new session record from a verified sign-in.
-fn new_session(identity: crate::identity::Identity, now: u64, expires_at: u64) -> Session {
-    Session {
+fn new_session(identity: crate::identity::Identity, now: u64, expires_at: u64) -> UserSession {
+    UserSession {
         id: random_token(24),
         user_id: identity.user_id,
         email: identity.email,
@@ -519,7 +519,7 @@ fn authority(u: &Url) -> String {
 }
 
 /// 302 to the target host's callback with a sealed, one-time, short-lived hand-off.
-fn handoff(auth: &Auth<'_>, target: &Url, session: &Session) -> Reply {
+fn handoff(auth: &Auth<'_>, target: &Url, session: &UserSession) -> Reply {
     let host = authority(target);
     let h = Handoff {
         sid: session.id.clone(),

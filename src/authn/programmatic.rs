@@ -154,7 +154,7 @@ pub async fn session_for_token(
     state: &Arc<AuthState>,
     token: &str,
     host: &str,
-) -> Result<Option<Arc<Session>>, StoreError> {
+) -> Result<Option<Arc<UserSession>>, StoreError> {
     let now = unix_now();
     let Some(handle) = cookie::open(&token_key(auth), TOKEN_NAME, &token_host(host), token, now)
     else {

@@ -15,7 +15,7 @@ const REFRESH_LEASE_SECS: u64 = 10;
 pub(super) fn maybe_refresh(
     auth: &Auth<'_>,
     state: &Arc<AuthState>,
-    session: &Arc<Session>,
+    session: &Arc<UserSession>,
     now: u64,
 ) {
     let (Some(idp_settings), Some(_)) = (&auth.idp, &session.refresh_token) else {
@@ -47,7 +47,7 @@ pub(super) fn maybe_refresh(
     tokio::spawn(async move { refresh(&state, &session).await });
 }
 
-async fn refresh(state: &Arc<AuthState>, session: &Session) {
+async fn refresh(state: &Arc<AuthState>, session: &UserSession) {
     let Some(idp) = state.idp.load_full() else {
         return;
     };

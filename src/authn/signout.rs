@@ -3,7 +3,7 @@
 
 use super::*;
 
-pub(super) fn csrf_token(auth: &Auth<'_>, session: Option<&Session>) -> String {
+pub(super) fn csrf_token(auth: &Auth<'_>, session: Option<&UserSession>) -> String {
     auth.cookie_secret.derive("vallum csrf").sign(
         session
             .map(|s| s.id.as_str())
@@ -16,7 +16,7 @@ pub(super) fn csrf_token(auth: &Auth<'_>, session: Option<&Session>) -> String {
 /// a GET shows the confirmation form. `None`: go ahead; else the page to answer with.
 fn confirm_sign_out(
     auth: &Auth<'_>,
-    session: Option<&Session>,
+    session: Option<&UserSession>,
     req: &Request<'_>,
 ) -> Option<Reply> {
     let csrf = csrf_token(auth, session);

@@ -9,7 +9,7 @@ async fn route_session(
     auth: &Auth<'_>,
     state: &Arc<AuthState>,
     req: &Request<'_>,
-) -> Result<Arc<Session>, Box<Reply>> {
+) -> Result<Arc<UserSession>, Box<Reply>> {
     let found = match session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await {
         Ok(None) => match req.bearer {
             Some(t) => super::programmatic::session_for_token(auth, state, t, req.host).await,
@@ -83,7 +83,7 @@ pub(super) async fn user_page(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Req
     let devices = super::device_page::user_page_section(&devices, &csrf);
     let body = format!(
         "<table><tr><th>User</th><td>{}</td></tr><tr><th>Email</th><td>{}</td></tr><tr><th>Name</th><td>{}</td></tr>\
-         <tr><th>Groups</th><td>{}</td></tr><tr><th>Session expires</th><td>{}</td></tr></table>\
+         <tr><th>Groups</th><td>{}</td></tr><tr><th>UserSession expires</th><td>{}</td></tr></table>\
          <h2>Claims</h2><table>{rows}</table>{devices}\
          <form method=\"post\" action=\"/.pomerium/sign_out\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
          <button type=\"submit\">Sign out</button></form>",

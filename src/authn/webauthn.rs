@@ -72,7 +72,7 @@ pub async fn save_devices(
 /// now, not when sessions end).
 pub async fn remove_device(
     store: &dyn SessionStore,
-    user: &Session,
+    user: &UserSession,
     device_id: &str,
 ) -> Result<bool, StoreError> {
     let mut devices = load_devices(store, &user.user_id).await?;
@@ -142,14 +142,14 @@ struct RegisterState {
     state: PasskeyRegistration,
 }
 
-fn ceremony_key(session: &Session, kind: &str) -> String {
+fn ceremony_key(session: &UserSession, kind: &str) -> String {
     format!("webauthn:{kind}:{}", session.id)
 }
 
 /// Keeps a started ceremony's state (its challenge) for `CEREMONY_TTL`, for the one answer.
 async fn save_ceremony<T: Serialize>(
     store: &dyn SessionStore,
-    session: &Session,
+    session: &UserSession,
     kind: &str,
     state: &T,
 ) -> Result<(), String> {
@@ -163,7 +163,7 @@ async fn save_ceremony<T: Serialize>(
 /// A started ceremony's saved state, removed as it is read: each challenge answers once.
 async fn take_ceremony<T: serde::de::DeserializeOwned>(
     store: &dyn SessionStore,
-    session: &Session,
+    session: &UserSession,
     kind: &str,
 ) -> Result<Option<T>, String> {
     let key = ceremony_key(session, kind);
@@ -181,7 +181,7 @@ fn credential<T: serde::de::DeserializeOwned>(req: &Request<'_>) -> Result<T, St
 /// Records a proof in the session (and in the store, so every node sees it).
 async fn mark_proven(
     state: &Arc<AuthState>,
-    session: &Session,
+    session: &UserSession,
     device: &EnrolledDevice,
 ) -> Result<(), StoreError> {
     let mut s = session.clone();
@@ -258,7 +258,7 @@ async fn ceremony(
     state: &Arc<AuthState>,
     device_types: &[DeviceType],
     rp: &Webauthn,
-    session: &Session,
+    session: &UserSession,
     req: &Request<'_>,
     after: &str,
 ) -> Result<Reply, String> {
@@ -301,7 +301,7 @@ struct Ceremony<'a> {
     store: &'a dyn SessionStore,
     device_types: &'a [DeviceType],
     rp: &'a Webauthn,
-    session: &'a Session,
+    session: &'a UserSession,
     req: &'a Request<'a>,
     /// Where the page goes once the ceremony succeeds.
     after: &'a str,

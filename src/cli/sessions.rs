@@ -6,7 +6,7 @@ use crate::clock::unix_now;
 use crate::config::storage::Storage;
 use crate::config::Settings;
 use crate::session::redis::RedisStore;
-use crate::session::{Session, StoreError};
+use crate::session::{StoreError, UserSession};
 use crate::telemetry::metrics::Metrics;
 use std::time::Duration;
 
@@ -68,7 +68,7 @@ pub async fn revoke(
 }
 
 /// One line per session: a table row, or JSON. Never the tokens.
-pub fn describe(s: &Session, json: bool) -> String {
+pub fn describe(s: &UserSession, json: bool) -> String {
     let now = unix_now();
     if json {
         serde_json::json!({

@@ -4,7 +4,7 @@
 pub mod jwt;
 
 use crate::config::auth::AuthSettings;
-use crate::session::Session;
+use crate::session::UserSession;
 use serde_json::{json, Map, Value};
 
 /// The (cached) `X-Pomerium-Jwt-Assertion` for a session on a route host; `issuer_uri` picks
@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 pub fn assertion(
     signer: &jwt::Signer,
     auth: &AuthSettings,
-    s: &Session,
+    s: &UserSession,
     host: &str,
     issuer_uri: bool,
 ) -> http::HeaderValue {
@@ -30,7 +30,7 @@ pub fn assertion(
 
 /// Pomerium's assertion claims for a session and a route host.
 pub fn assertion_claims(
-    s: &Session,
+    s: &UserSession,
     audience: &str,
     issuer: &str,
     extra: &[String],
@@ -55,7 +55,7 @@ pub fn assertion_claims(
 }
 
 /// A claim as a header value: lists comma-joined, absent → empty.
-pub fn claim_header_value(s: &Session, claim: &str) -> String {
+pub fn claim_header_value(s: &UserSession, claim: &str) -> String {
     let v = match claim {
         "email" => return s.email.clone().unwrap_or_default(),
         "sub" | "user" => return s.user_id.clone(),

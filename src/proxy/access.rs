@@ -7,7 +7,7 @@ use crate::authn;
 use crate::policy::{Decision, Input, ProvenDevice, Reason, Subject};
 use crate::respond::refusal::{Format, Refusal};
 use crate::routes::route::{Access, Route};
-use crate::session::Session as UserSession;
+use crate::session::UserSession;
 use crate::snapshot::Snapshot;
 use crate::telemetry::logs::{Authorize, Who};
 use pingora_proxy::Session;
@@ -179,4 +179,62 @@ fn return_url(gw: &Gateway, at: &Addressed) -> Result<String, Refusal> {
         return Err(Refusal::UrlTooLong);
     }
     Ok(original)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::testing::{route, snapshot};
+
+    fn user(email: &str, verified: Option<bool>) -> UserSession {
+        let mut claims = serde_json::Map::new();
+        if let Some(v) = verified {
+            claims.insert("email_verified".into(), serde_json::Value::Bool(v));
+        }
+        UserSession {
+            id: "sid".into(),
+            user_id: "u1".into(),
+            email: Some(email.into()),
+            name: None,
+            groups: Vec::new(),
+            claims,
+            id_token: String::new(),
+            access_token: String::new(),
+            refresh_token: None,
+            access_expires_at: None,
+            issued_at: 0,
+            expires_at: u64::MAX,
+            claims_refreshed_at: 0,
+            devices: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_verified_addresses_reach_email_rules() {
+        let alice = user("Alice@Example.com", Some(true));
+        assert_eq!(
+            verified_email(Some(&alice), false).as_deref(),
+            Some("alice@example.com")
+        );
+        let claimed = user("ceo@example.com", None);
+        assert_eq!(verified_email(Some(&claimed), false), None);
+        assert_eq!(
+            verified_email(Some(&claimed), true).as_deref(),
+            Some("ceo@example.com"),
+            "allow_unverified_email opts out"
+        );
+        let unverified = user("ceo@example.com", Some(false));
+        assert_eq!(verified_email(Some(&unverified), false), None);
+        assert_eq!(verified_email(None, true), None);
+    }
+
+    #[test]
+    fn identity_is_read_only_where_something_needs_it() {
+        let snap = snapshot(
+            "- from: http://public.test\n  to: http://127.0.0.1:9\n  allow_public_unauthenticated_access: true\n\
+             - from: http://office.test\n  to: http://127.0.0.1:9\n  policy: {allow: {and: [{source_ip: 10.0.0.0/8}]}}\n",
+        );
+        assert!(!wants_identity(&route(&snap, "public.test", "/")));
+        assert!(!wants_identity(&route(&snap, "office.test", "/")));
+    }
 }

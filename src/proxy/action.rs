@@ -60,3 +60,64 @@ pub fn take(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::testing::{route, snapshot};
+    use crate::routes::path::Target;
+
+    fn at(host: &str, path: &str, query: Option<&str>) -> Addressed {
+        Addressed {
+            target: Target {
+                path: path.into(),
+                query: query.map(String::from),
+            },
+            host: host.into(),
+            port: 80,
+            host_full: host.into(),
+        }
+    }
+
+    #[test]
+    fn each_action_becomes_its_step() {
+        let snap = snapshot(
+            "- from: http://ok.test\n  response: {status: 204, body: done}\n  allow_public_unauthenticated_access: true\n\
+             - from: http://old.test\n  prefix: /docs\n  redirect: {host_redirect: new.test, https_redirect: true}\n  allow_public_unauthenticated_access: true\n\
+             - from: http://app.test\n  to: http://127.0.0.1:9\n  allow_public_unauthenticated_access: true\n",
+        );
+        let mut ctx = RequestCtx::default();
+        match take(
+            &route(&snap, "ok.test", "/"),
+            &at("ok.test", "/", None),
+            "http",
+            &mut ctx,
+        ) {
+            Ok(Step::Reply(r)) => assert_eq!((r.status.as_u16(), &r.body[..]), (204, &b"done"[..])),
+            _ => panic!("a direct response"),
+        }
+        let r = route(&snap, "old.test", "/docs/a");
+        match take(
+            &r,
+            &at("old.test", "/docs/a", Some("x=1")),
+            "http",
+            &mut ctx,
+        ) {
+            Ok(Step::Reply(r)) => {
+                let loc = r.location.unwrap();
+                assert!(
+                    loc.to_str().unwrap().starts_with("https://new.test"),
+                    "{loc:?}"
+                );
+            }
+            _ => panic!("a redirect"),
+        }
+        assert!(ctx.picked.is_none());
+        let r = route(&snap, "app.test", "/");
+        assert!(matches!(
+            take(&r, &at("app.test", "/", None), "http", &mut ctx),
+            Ok(Step::Forward)
+        ));
+        assert!(ctx.picked.is_some(), "a backend was picked");
+    }
+}

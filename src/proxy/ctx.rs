@@ -3,7 +3,7 @@
 
 use crate::routes::path::Target;
 use crate::routes::route::Route;
-use crate::session::Session as UserSession;
+use crate::session::UserSession;
 use crate::snapshot::Snapshot;
 use crate::telemetry::logs::OpenRequest;
 use crate::tls::peer::PeerCert;

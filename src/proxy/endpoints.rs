@@ -17,8 +17,7 @@ use pingora_proxy::Session;
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
 /// `/ping` and `/healthz`: "OK" on every host, for load balancers that probe the route hosts.
-pub fn probe(session: &Session, target: &Target) -> Option<Reply> {
-    let method = &session.req_header().method;
+pub fn probe(method: &http::Method, target: &Target) -> Option<Reply> {
     let is_probe = target.path == "/ping" || target.path == "/healthz";
     (is_probe && (method == http::Method::GET || method == http::Method::HEAD))
         .then(|| Reply::text(StatusCode::OK, bytes::Bytes::from_static(b"OK")))
@@ -143,4 +142,25 @@ async fn read(
         form,
         scheme,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_answer_get_and_head_only() {
+        let t = |p: &str| Target {
+            path: p.into(),
+            query: None,
+        };
+        for path in ["/ping", "/healthz"] {
+            for m in [http::Method::GET, http::Method::HEAD] {
+                let r = probe(&m, &t(path)).unwrap();
+                assert_eq!((r.status, &r.body[..]), (StatusCode::OK, &b"OK"[..]));
+            }
+            assert!(probe(&http::Method::POST, &t(path)).is_none());
+        }
+        assert!(probe(&http::Method::GET, &t("/pingx")).is_none());
+    }
 }

@@ -17,6 +17,8 @@ mod log;
 pub mod pipeline;
 mod streaming;
 pub mod target;
+#[cfg(test)]
+mod testing;
 mod tunnel;
 pub mod upgrade;
 mod upstream;

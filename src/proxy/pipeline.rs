@@ -25,7 +25,7 @@ pub async fn route_request(
         Ok(t) => t,
         Err(to_normal_form) => return Ok(Step::Reply(to_normal_form)),
     };
-    if let Some(ok) = endpoints::probe(session, &target) {
+    if let Some(ok) = endpoints::probe(&session.req_header().method, &target) {
         return Ok(Step::Reply(ok));
     }
     let at = target::host(session.req_header(), target, gw.tls)?;

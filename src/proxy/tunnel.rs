@@ -4,7 +4,7 @@
 use super::{Gateway, RequestCtx};
 use crate::respond::refusal::{Answer, Format, Refusal};
 use crate::respond::reply;
-use crate::session::Session as UserSession;
+use crate::session::UserSession;
 use http::StatusCode;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;

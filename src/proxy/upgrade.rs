@@ -62,6 +62,7 @@ pub fn declared_body(headers: &HeaderMap, limit: Option<u64>) -> Result<(), Refu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -69,6 +70,47 @@ mod tests {
             h.insert(*k, v.parse().unwrap());
         }
         h
+    }
+
+    #[test]
+    fn upgrades_only_where_the_route_allows_them() {
+        let snap = crate::proxy::testing::snapshot(
+            "- from: http://plain.test\n  to: http://127.0.0.1:9\n  allow_public_unauthenticated_access: true\n\
+             - from: http://ws.test\n  to: http://127.0.0.1:9\n  allow_public_unauthenticated_access: true\n  allow_websockets: true\n  websocket_allowed_origins: [https://ws.test]\n\
+             - from: tcp+http://db.test:5432\n  to: tcp://127.0.0.1:5432\n  allow_public_unauthenticated_access: true\n",
+        );
+        let route = |h| crate::proxy::testing::route(&snap, h, "/");
+        let ws = headers(&[("upgrade", "websocket"), ("origin", "https://ws.test/")]);
+        assert_eq!(
+            admit(&HeaderMap::new(), false, &route("plain.test")),
+            Ok(false)
+        );
+        assert_eq!(admit(&ws, true, &route("ws.test")), Ok(true));
+        assert_eq!(
+            admit(&ws, true, &route("plain.test")),
+            Err(Refusal::UpgradeNotAllowed)
+        );
+        let foreign = headers(&[("upgrade", "websocket"), ("origin", "https://evil.test")]);
+        assert_eq!(
+            admit(&foreign, true, &route("ws.test")),
+            Err(Refusal::WebsocketOrigin)
+        );
+        let h2c = headers(&[("upgrade", "h2c")]);
+        assert_eq!(
+            admit(&h2c, true, &route("ws.test")),
+            Err(Refusal::UpgradeNotAllowed)
+        );
+        let db = crate::proxy::testing::snapshot(
+            "- from: tcp+http://db.test:5432\n  to: tcp://127.0.0.1:5432\n  allow_public_unauthenticated_access: true\n",
+        );
+        let tunnel = Arc::clone(db.routes.find("db.test", 5432, "/").unwrap());
+        let tcp = headers(&[("upgrade", "tcp")]);
+        assert_eq!(admit(&tcp, true, &tunnel), Ok(false));
+        assert_eq!(
+            admit(&HeaderMap::new(), false, &tunnel),
+            Err(Refusal::TunnelOnly)
+        );
+        assert_eq!(admit(&ws, true, &tunnel), Err(Refusal::TunnelOnly));
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //!   caller turns into a 503.
 
 use super::redis::RedisStore;
-use super::{Session, SessionStore, StoreError};
+use super::{SessionStore, StoreError, UserSession};
 use crate::telemetry::metrics::Metrics;
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -23,10 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
-type Fetch = Arc<OnceCell<Result<Option<Arc<Session>>, StoreError>>>;
+type Fetch = Arc<OnceCell<Result<Option<Arc<UserSession>>, StoreError>>>;
 
 struct Entry {
-    value: Option<Arc<Session>>,
+    value: Option<Arc<UserSession>>,
     fetched: Instant,
 }
 
@@ -85,7 +85,7 @@ impl CachedStore {
         self.entries.len()
     }
 
-    fn fresh(&self, id: &str) -> Option<Option<Arc<Session>>> {
+    fn fresh(&self, id: &str) -> Option<Option<Arc<UserSession>>> {
         if self.ttl.is_zero() {
             return None;
         }
@@ -93,7 +93,7 @@ impl CachedStore {
         (e.fetched.elapsed() < self.ttl).then(|| e.value.clone())
     }
 
-    fn stale(&self, id: &str) -> Option<Arc<Session>> {
+    fn stale(&self, id: &str) -> Option<Arc<UserSession>> {
         let e = self.entries.get(id)?;
         if e.fetched.elapsed() >= self.max_stale {
             return None;
@@ -101,7 +101,7 @@ impl CachedStore {
         e.value.clone().filter(|s| !s.is_expired(super::unix_now()))
     }
 
-    async fn fetch(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError> {
+    async fn fetch(&self, id: &str) -> Result<Option<Arc<UserSession>>, StoreError> {
         let epoch = self.epoch.load(Ordering::SeqCst);
         let cell = Arc::clone(self.inflight.entry(id.to_string()).or_default().value());
         let result = cell.get_or_init(|| self.inner.get(id)).await.clone();
@@ -123,7 +123,7 @@ impl CachedStore {
 
 #[async_trait]
 impl SessionStore for CachedStore {
-    async fn get(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError> {
+    async fn get(&self, id: &str) -> Result<Option<Arc<UserSession>>, StoreError> {
         if let Some(v) = self.fresh(id) {
             self.metrics.session_cache.with_label_values(&["hit"]).inc();
             return Ok(v.filter(|s| !s.is_expired(super::unix_now())));
@@ -148,7 +148,7 @@ impl SessionStore for CachedStore {
         }
     }
 
-    async fn put(&self, session: Session) -> Result<(), StoreError> {
+    async fn put(&self, session: UserSession) -> Result<(), StoreError> {
         self.inner.put(&session).await?;
         if !self.ttl.is_zero() {
             self.entries.insert(
@@ -171,7 +171,7 @@ impl SessionStore for CachedStore {
         self.inner.claim_once(key, ttl).await
     }
 
-    async fn sessions_of(&self, user: &str) -> Result<Vec<Arc<Session>>, StoreError> {
+    async fn sessions_of(&self, user: &str) -> Result<Vec<Arc<UserSession>>, StoreError> {
         self.inner.sessions_of(user).await
     }
 

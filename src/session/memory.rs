@@ -1,14 +1,14 @@
 //! The embedded session store: a concurrent map with expiry and a size bound. Single node only;
 //! sessions do not survive a restart.
 
-use super::{Session, SessionStore, StoreError};
+use super::{SessionStore, StoreError, UserSession};
 use crate::clock::unix_now;
 use async_trait::async_trait;
 use dashmap::DashMap;
 use std::sync::Arc;
 
 pub struct MemoryStore {
-    map: DashMap<String, Arc<Session>>,
+    map: DashMap<String, Arc<UserSession>>,
     /// Single-use keys → expiry (unix seconds).
     claimed: DashMap<String, u64>,
     /// Other records → (value, expiry; 0 = none).
@@ -39,7 +39,7 @@ impl Default for MemoryStore {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
-    async fn get(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError> {
+    async fn get(&self, id: &str) -> Result<Option<Arc<UserSession>>, StoreError> {
         let now = unix_now();
         let found = self.map.get(id).map(|s| Arc::clone(s.value()));
         match found {
@@ -51,7 +51,7 @@ impl SessionStore for MemoryStore {
         }
     }
 
-    async fn put(&self, session: Session) -> Result<(), StoreError> {
+    async fn put(&self, session: UserSession) -> Result<(), StoreError> {
         if self.map.len() >= self.capacity && !self.map.contains_key(&session.id) {
             self.evict_expired(unix_now());
             if self.map.len() >= self.capacity {
@@ -88,9 +88,9 @@ impl SessionStore for MemoryStore {
         Ok(fresh)
     }
 
-    async fn sessions_of(&self, user: &str) -> Result<Vec<Arc<Session>>, StoreError> {
+    async fn sessions_of(&self, user: &str) -> Result<Vec<Arc<UserSession>>, StoreError> {
         let now = unix_now();
-        let mut out: Vec<Arc<Session>> = self
+        let mut out: Vec<Arc<UserSession>> = self
             .map
             .iter()
             .filter(|e| !e.is_expired(now) && super::redis::index_name(e) == user.to_lowercase())

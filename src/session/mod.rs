@@ -16,7 +16,7 @@ use std::time::Duration;
 
 /// A signed-in user's session.
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
-pub struct Session {
+pub struct UserSession {
     pub id: String,
     /// The IdP's `sub`.
     pub user_id: String,
@@ -50,9 +50,9 @@ pub struct ProvenDevice {
     pub approved: bool,
 }
 
-impl std::fmt::Debug for Session {
+impl std::fmt::Debug for UserSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session")
+        f.debug_struct("UserSession")
             .field("id", &self.id)
             .field("user_id", &self.user_id)
             .field("email", &self.email)
@@ -63,7 +63,7 @@ impl std::fmt::Debug for Session {
     }
 }
 
-impl Session {
+impl UserSession {
     pub fn is_expired(&self, now: u64) -> bool {
         now >= self.expires_at
     }
@@ -84,15 +84,15 @@ pub enum StoreError {
 /// Where sessions live. Implementations must treat an expired session as absent.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    async fn get(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError>;
-    async fn put(&self, session: Session) -> Result<(), StoreError>;
+    async fn get(&self, id: &str) -> Result<Option<Arc<UserSession>>, StoreError>;
+    async fn put(&self, session: UserSession) -> Result<(), StoreError>;
     /// Ends a session everywhere (a shared store also tells every node's cache).
     async fn delete(&self, id: &str) -> Result<(), StoreError>;
     /// True the first time `key` is claimed within `ttl` seconds, fleet-wide for a shared store:
     /// single-use sign-in values and refresh leases.
     async fn claim_once(&self, key: &str, ttl: u64) -> Result<bool, StoreError>;
     /// The live sessions of a user (email, or IdP subject for users without one).
-    async fn sessions_of(&self, user: &str) -> Result<Vec<Arc<Session>>, StoreError>;
+    async fn sessions_of(&self, user: &str) -> Result<Vec<Arc<UserSession>>, StoreError>;
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
     /// Small records beside sessions (WebAuthn devices and ceremonies), shared by the fleet like

@@ -7,7 +7,7 @@
 //! rolling upgrade. The seal binds the record to the session id, so a record copied to another
 //! key opens as nothing.
 
-use super::Session;
+use super::UserSession;
 use crate::crypto::Key;
 
 const V1: &[u8] = b"v1:";
@@ -18,7 +18,7 @@ fn ad(version: &str, id: &str) -> Vec<u8> {
 }
 
 /// Seals `session` in the current format.
-pub fn encode(key: &Key, session: &Session) -> Result<Vec<u8>, String> {
+pub fn encode(key: &Key, session: &UserSession) -> Result<Vec<u8>, String> {
     let plain = rmp_serde::to_vec_named(session).map_err(|e| e.to_string())?;
     let mut out = V2.to_vec();
     out.extend_from_slice(&key.seal_raw(&plain, &ad("v2", &session.id)));
@@ -35,8 +35,8 @@ pub enum DecodeError {
 }
 
 /// Opens a record stored under session `id`, in any format this version reads.
-pub fn decode(key: &Key, id: &str, raw: &[u8]) -> Result<Session, DecodeError> {
-    let session: Session = if let Some(sealed) = raw.strip_prefix(V2) {
+pub fn decode(key: &Key, id: &str, raw: &[u8]) -> Result<UserSession, DecodeError> {
+    let session: UserSession = if let Some(sealed) = raw.strip_prefix(V2) {
         let plain = key
             .open_raw(sealed, &ad("v2", id))
             .ok_or(DecodeError::DoesNotOpen)?;
@@ -61,9 +61,9 @@ mod tests {
     use super::*;
     use crate::clock::unix_now;
 
-    fn session() -> Session {
+    fn session() -> UserSession {
         let now = unix_now();
-        Session {
+        UserSession {
             id: "sid-1".into(),
             user_id: "u1".into(),
             email: Some("alice@example.com".into()),

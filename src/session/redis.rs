@@ -11,7 +11,7 @@
 //! Every call is bounded by `timeout` (connecting included), so a slow or absent Redis costs a
 //! request at most that long; the caller decides what an error means.
 
-use super::{record, Session, StoreError};
+use super::{record, StoreError, UserSession};
 use crate::clock::unix_now;
 use crate::config::storage::{RedisSettings, RedisTarget, RedisTls};
 use crate::crypto::Key;
@@ -200,7 +200,7 @@ impl RedisStore {
         }
     }
 
-    pub async fn get(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError> {
+    pub async fn get(&self, id: &str) -> Result<Option<Arc<UserSession>>, StoreError> {
         let raw: Option<Vec<u8>> = self
             .cmd("get", redis::cmd("GET").arg(self.session_key(id)).clone())
             .await?;
@@ -218,7 +218,7 @@ impl RedisStore {
         }
     }
 
-    pub async fn put(&self, session: &Session) -> Result<(), StoreError> {
+    pub async fn put(&self, session: &UserSession) -> Result<(), StoreError> {
         let ttl = session.ttl(unix_now()).as_secs().max(1);
         let value = record::encode(&self.key, session).map_err(StoreError::Unavailable)?;
         self.cmd::<()>(
@@ -286,7 +286,7 @@ impl RedisStore {
     }
 
     /// The live sessions of `user` (an email, or the IdP's subject for users without one).
-    pub async fn sessions_of(&self, user: &str) -> Result<Vec<Arc<Session>>, StoreError> {
+    pub async fn sessions_of(&self, user: &str) -> Result<Vec<Arc<UserSession>>, StoreError> {
         let idx = self.user_key(user);
         let ids: Vec<String> = self
             .cmd("list", redis::cmd("SMEMBERS").arg(&idx).clone())
@@ -381,7 +381,7 @@ fn open(url: &str, certs: Option<&TlsCertificates>) -> redis::RedisResult<redis:
 }
 
 /// The name a session is indexed under: its email (lower-case), else the IdP subject.
-pub fn index_name(s: &Session) -> String {
+pub fn index_name(s: &UserSession) -> String {
     s.email
         .as_deref()
         .unwrap_or(&s.user_id)

@@ -9,12 +9,12 @@ use vallum::crypto::Key;
 use vallum::session::cache::CachedStore;
 use vallum::session::memory::MemoryStore;
 use vallum::session::redis::RedisStore;
-use vallum::session::{Session, SessionStore, StoreError};
+use vallum::session::{SessionStore, StoreError, UserSession};
 use vallum::telemetry::metrics::Metrics;
 
-pub fn session(id: &str, ttl: u64) -> Session {
+pub fn session(id: &str, ttl: u64) -> UserSession {
     let now = unix_now();
-    Session {
+    UserSession {
         id: id.into(),
         user_id: format!("user-{id}"),
         email: Some(format!("{id}@example.com")),
@@ -129,10 +129,10 @@ struct Uncached(RedisStore);
 
 #[async_trait::async_trait]
 impl SessionStore for Uncached {
-    async fn get(&self, id: &str) -> Result<Option<Arc<Session>>, StoreError> {
+    async fn get(&self, id: &str) -> Result<Option<Arc<UserSession>>, StoreError> {
         self.0.get(id).await
     }
-    async fn put(&self, s: Session) -> Result<(), StoreError> {
+    async fn put(&self, s: UserSession) -> Result<(), StoreError> {
         self.0.put(&s).await
     }
     async fn delete(&self, id: &str) -> Result<(), StoreError> {
@@ -141,7 +141,7 @@ impl SessionStore for Uncached {
     async fn claim_once(&self, key: &str, ttl: u64) -> Result<bool, StoreError> {
         self.0.claim_once(key, ttl).await
     }
-    async fn sessions_of(&self, user: &str) -> Result<Vec<Arc<Session>>, StoreError> {
+    async fn sessions_of(&self, user: &str) -> Result<Vec<Arc<UserSession>>, StoreError> {
         self.0.sessions_of(user).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
@@ -301,7 +301,7 @@ async fn users_are_indexed_for_listing_and_revocation() {
     store.put(&a1).await.unwrap();
     store.put(&a2).await.unwrap();
     store.put(&session("b1", 600)).await.unwrap();
-    let ids = |v: Vec<Arc<Session>>| v.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+    let ids = |v: Vec<Arc<UserSession>>| v.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
     assert_eq!(
         ids(store.sessions_of("ALICE@example.com").await.unwrap()),
         ["a1", "a2"]

@@ -1,0 +1,16 @@
+//! Compiled routes for the steps' unit tests, from the same YAML users write.
+
+use crate::routes::route::Route;
+use crate::snapshot::Snapshot;
+use std::sync::Arc;
+
+/// A snapshot of `routes` (YAML list items under `routes:`), plain HTTP.
+pub fn snapshot(routes: &str) -> Snapshot {
+    let yaml = format!("insecure_server: true\naddress: 127.0.0.1:0\nroutes:\n{routes}");
+    Snapshot::from_str(&yaml, &|_| None, None).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The route that serves `host` and `path` in `snap`.
+pub fn route(snap: &Snapshot, host: &str, path: &str) -> Arc<Route> {
+    Arc::clone(snap.routes.find(host, 80, path).expect("a route matches"))
+}
