@@ -1,28 +1,28 @@
 //! Who a request is, in one order: its session cookie, else a Vallum bearer token (programmatic
 //! login), else, where the route's `bearer_token_format` admits one, a token the IdP issued.
 
-use super::{idp_bearer, programmatic, session_for, AuthState};
+use super::{idp_bearer, programmatic, session_for, AuthState, SessionError};
 use crate::routes::route::Route;
-use crate::session::{StoreError, UserSession};
+use crate::session::UserSession;
 use crate::snapshot::auth::Auth;
 use std::sync::Arc;
 
 /// `Ok(None)`: anonymous. An error means the session store could not answer (a 503, never a
-/// sign-in loop).
+/// sign-in loop) or the cookies name two sessions.
 pub async fn identify(
     auth: &Auth<'_>,
     state: &Arc<AuthState>,
     headers: &http::HeaderMap,
     route: &Route,
     host: &str,
-) -> Result<Option<Arc<UserSession>>, StoreError> {
+) -> Result<Option<Arc<UserSession>>, SessionError> {
     let cookies = crate::session::cookie::header(headers);
     let from_cookie = session_for(auth, state, cookies.as_deref(), &auth.cookie.name, host).await?;
     if from_cookie.is_some() {
         return Ok(from_cookie);
     }
     if let Some(token) = programmatic::bearer_token(headers) {
-        return programmatic::session_for_token(auth, state, token, host).await;
+        return Ok(programmatic::session_for_token(auth, state, token, host).await?);
     }
     Ok(match idp_bearer::idp_token(headers) {
         Some(t) => {

@@ -114,7 +114,7 @@ pub(super) async fn hand_token(
     let session = match session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await {
         Ok(Some(s)) => s,
         Ok(None) => return bad_request(req, "not signed in; start again"),
-        Err(_) => return req.answer.refuse(Refusal::StoreUnavailable),
+        Err(e) => return req.answer.refuse(e.into()),
     };
     let token = cookie::seal(
         &token_key(auth),
@@ -137,6 +137,13 @@ pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
     {
         return Some(t.trim());
     }
+    authorization_token(headers)
+}
+
+/// A Vallum token in `Authorization` (`Pomerium <t>` or `Bearer Pomerium-<t>`, whatever the
+/// spacing). The one parser for both accepting it and keeping it from the upstream: whatever
+/// Vallum takes as its own credential is never forwarded.
+pub fn authorization_token(headers: &http::HeaderMap) -> Option<&str> {
     let auth = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())?

@@ -40,6 +40,9 @@ fn confirm_sign_out(
 struct Logout {
     id_token: String,
     exp: u64,
+    /// The session this sign-out ends: the link signs out that session and no other.
+    #[serde(default)]
+    sid: String,
 }
 
 fn logout_key(a: &Auth<'_>) -> crate::crypto::Key {
@@ -66,8 +69,9 @@ pub(super) async fn route_sign_out(
     req: &Request<'_>,
 ) -> Reply {
     let name = auth.cookie.name.clone();
-    let Ok(session) = session_for(auth, state, req.cookies, &name, req.host).await else {
-        return req.answer.refuse(Refusal::StoreUnavailable);
+    let session = match session_for(auth, state, req.cookies, &name, req.host).await {
+        Ok(s) => s,
+        Err(e) => return req.answer.refuse(e.into()),
     };
     if let Some(reply) = confirm_sign_out(auth, session.as_deref(), req) {
         return reply;
@@ -86,6 +90,7 @@ pub(super) async fn route_sign_out(
         let l = Logout {
             id_token: s.id_token.clone(),
             exp: unix_now() + signed::VALIDITY_SECS,
+            sid: s.id.clone(),
         };
         extra.push(logout_key(auth).seal(
             &serde_json::to_vec(&l).unwrap_or_default(),
@@ -116,30 +121,40 @@ pub(super) async fn authenticate_sign_out(
 ) -> Reply {
     let now = unix_now();
     let name = auth_cookie_name(auth);
-    let Ok(session) = session_for(auth, state, req.cookies, name, req.host).await else {
-        return req.answer.refuse(Refusal::StoreUnavailable);
+    let session = match session_for(auth, state, req.cookies, name, req.host).await {
+        Ok(s) => s,
+        Err(e) => return req.answer.refuse(e.into()),
     };
-    let target = match signed::verify(&auth.shared_secret, "/.pomerium/sign_out", &req.query, now) {
-        Ok(t) => t,
-        Err(_) => {
-            // Unsigned: confirm first, as on app hosts.
-            if let Some(reply) = confirm_sign_out(auth, session.as_deref(), req) {
-                return reply;
-            }
-            signed_out_url(auth)
-        }
-    };
-    let mut id_token = req
+    let logout = req
         .param("pomerium_logout")
         .and_then(|v| logout_key(auth).open(v, format!("logout|{}", req.host).as_bytes()))
         .and_then(|b| serde_json::from_slice::<Logout>(&b).ok())
-        .filter(|l| l.exp > now)
-        .map(|l| l.id_token);
+        .filter(|l| l.exp > now);
+    // A signed link skips the confirmation only for the session it was made for: anyone can
+    // get a signed link (an anonymous sign-out makes one), and a victim's browser sent to it
+    // must not lose its session to a cross-site request.
+    let bound = match (&session, &logout) {
+        (Some(s), Some(l)) => ct_eq(&l.sid, &s.id),
+        (Some(_), None) => false,
+        (None, _) => true,
+    };
+    let signed = signed::verify(&auth.shared_secret, "/.pomerium/sign_out", &req.query, now);
+    let (target, mut id_token) = match signed {
+        Ok(t) if bound => (t, logout.map(|l| l.id_token)),
+        _ => {
+            if let Some(reply) = confirm_sign_out(auth, session.as_deref(), req) {
+                return reply;
+            }
+            (signed_out_url(auth), None)
+        }
+    };
     if let Some(s) = &session {
         let _ = state.store.delete(&s.id).await;
         id_token = id_token.or_else(|| Some(s.id_token.clone()));
     }
     let clear = cookie::set_cookie(&auth.cookie, name, "", 0, true);
+    // The target is the configured `signout_redirect_url` or the signed-out page, never built
+    // from a request's `Host`.
     let Some(target) = signed::safe_target(&target) else {
         return bad_request(req, "invalid sign-out destination").with_cookie(clear);
     };

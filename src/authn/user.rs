@@ -12,18 +12,20 @@ async fn route_session(
 ) -> Result<Arc<UserSession>, Box<Reply>> {
     let found = match session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await {
         Ok(None) => match req.bearer {
-            Some(t) => super::programmatic::session_for_token(auth, state, t, req.host).await,
+            Some(t) => super::programmatic::session_for_token(auth, state, t, req.host)
+                .await
+                .map_err(SessionError::from),
             None => Ok(None),
         },
         other => other,
     };
     match found {
         Ok(Some(s)) => Ok(s),
-        Ok(None) => Err(Box::new(Reply::json(
-            StatusCode::UNAUTHORIZED,
-            &serde_json::json!({ "error": "user-unauthenticated" }),
-        ))),
-        Err(_) => Err(Box::new(req.answer.refuse(Refusal::StoreUnavailable))),
+        Ok(None) => Err(Box::new(
+            req.answer
+                .refuse(Refusal::SignInRequired { location: None }),
+        )),
+        Err(e) => Err(Box::new(req.answer.refuse(e.into()))),
     }
 }
 
@@ -50,7 +52,7 @@ pub(super) async fn user_json(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Req
 pub(super) async fn user_page(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
     let s = match session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await {
         Ok(s) => s,
-        Err(_) => return req.answer.refuse(Refusal::StoreUnavailable),
+        Err(e) => return req.answer.refuse(e.into()),
     };
     let Some(s) = s else {
         if req.answer.wants_json() {

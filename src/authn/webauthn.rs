@@ -213,7 +213,7 @@ pub async fn authenticate_page(
     // Where to go afterwards: a signed target, or this page.
     let target = if req.param("pomerium_redirect_uri").is_some() {
         match signed::verify(&auth.shared_secret, PATH, &req.query, unix_now()) {
-            Ok(t) if signed::safe_target(&t).is_some() => Some(t),
+            Ok(t) if routed_target(req, &t).is_some() => Some(t),
             Ok(_) => return bad_request(req, "the return link points nowhere Vallum serves"),
             Err(e) => return bad_request(req, &e.to_string()),
         }

@@ -107,7 +107,7 @@ pub enum DemoError {
 }
 
 /// Builds the demo server (gateway + IdP + whoami) on `port`, `port+1`, `port+2`.
-pub fn build(port: u16) -> Result<(pingora_core::server::Server, String), DemoError> {
+pub fn build(port: u16) -> Result<(server::shutdown::Node, String), DemoError> {
     let (idp_port, who_port) = (
         port.checked_add(1)
             .ok_or_else(|| DemoError::Port("port too high".into()))?,
@@ -130,7 +130,8 @@ pub fn build(port: u16) -> Result<(pingora_core::server::Server, String), DemoEr
         pingora_conf: None,
         ..ServerOptions::default()
     };
-    let mut server = server::build(shared, &opts)?;
+    let mut node = server::build(shared, &opts)?;
+    let server = &mut node.server;
 
     let idp_app = devidp::DevIdp::new(
         format!("http://{idp}"),
@@ -152,5 +153,5 @@ pub fn build(port: u16) -> Result<(pingora_core::server::Server, String), DemoEr
     );
     who_svc.add_tcp(&who.to_string());
     server.add_service(who_svc);
-    Ok((server, banner(port)))
+    Ok((node, banner(port)))
 }

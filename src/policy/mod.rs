@@ -436,6 +436,12 @@ impl Policy {
         })
     }
 
+    /// Whether this policy reads the request method (then a method-override header must not
+    /// reach the upstream, which might honour it).
+    pub fn mentions_method(&self) -> bool {
+        self.any_criterion(&|c| matches!(c, Criterion::HttpMethod(_)))
+    }
+
     /// Whether this policy asks for a WebAuthn device.
     pub fn mentions_device(&self) -> bool {
         self.any_criterion(&|c| matches!(c, Criterion::Device(_)))

@@ -22,14 +22,13 @@ pub async fn decide(
     snap: &Snapshot,
     route: &Route,
     at: &Addressed,
-    format: Format,
 ) -> Result<Option<Arc<UserSession>>, Refusal> {
     let identity = match snap.auth() {
         Some(auth) if wants_identity(route) => {
             let headers = &session.req_header().headers;
             authn::identify(&auth, &gw.auth, headers, route, &at.host_full)
                 .await
-                .map_err(|_| Refusal::StoreUnavailable)?
+                .map_err(Refusal::from)?
         }
         _ => None,
     };
@@ -83,10 +82,12 @@ pub async fn decide(
         decision: &decision,
     }
     .record(&gw.metrics, &route.metrics);
+    // Browser or API client matters only for a refusal: read `Accept` then, not on every request.
+    let format = || Format::of(&session.req_header().headers);
     match decision {
         Decision::Allow => Ok(identity),
-        Decision::NeedLogin => Err(need_login(gw, snap, at, format)),
-        Decision::Deny { reasons } => Err(refusal_for(gw, snap, route, at, format, reasons)),
+        Decision::NeedLogin => Err(need_login(gw, snap, at, format())),
+        Decision::Deny { reasons } => Err(refusal_for(gw, snap, route, at, format(), reasons)),
     }
 }
 

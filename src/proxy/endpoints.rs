@@ -5,7 +5,7 @@ use super::target::Addressed;
 use super::{Gateway, RequestCtx};
 use crate::authn;
 use crate::config::auth::Services;
-use crate::respond::refusal::{Answer, Refusal};
+use crate::respond::refusal::{Answer, Format, Refusal};
 use crate::respond::reply::Reply;
 use crate::routes::path::Target;
 use crate::snapshot::Snapshot;
@@ -30,7 +30,6 @@ pub async fn serve(
     ctx: &RequestCtx,
     snap: &Snapshot,
     at: &Addressed,
-    answer: Answer<'_>,
 ) -> Result<Option<Reply>, Refusal> {
     let Some(auth) = snap.auth() else {
         return Ok(None);
@@ -47,10 +46,23 @@ pub async fn serve(
             return Err(Refusal::SignInRateLimited);
         }
     }
-    if on_auth_host || path.starts_with("/.pomerium/") || path.starts_with("/.well-known/pomerium")
-    {
+    let own_path = path.starts_with("/.pomerium/") || path.starts_with("/.well-known/pomerium");
+    // Vallum's endpoints answer only on the authenticate host and on hosts a route serves: any
+    // other `Host` would have Vallum sign links and accept hand-offs for a host it does not own.
+    // The JWKS (public keys, the same on every host) is the exception: apps fetch it from
+    // wherever they reach Vallum.
+    let public_keys = path == "/.well-known/pomerium/jwks.json";
+    if own_path && !on_auth_host && !public_keys && !snap.routes.serves_host(&at.host) {
+        return Err(Refusal::NoRoute);
+    }
+    if on_auth_host || own_path {
+        let answer = Answer {
+            format: Format::of(&session.req_header().headers),
+            request_id: &ctx.request_id,
+            branding: Some(&snap.settings.branding),
+        };
         let input = read(session, &at.target, gw.scheme()).await?;
-        let req = input.as_request(&at.host_full, path, answer);
+        let req = input.as_request(&at.host_full, path, answer, &snap.routes);
         if on_auth_host {
             return Ok(Some(authn::authenticate_host(&auth, &gw.auth, &req).await));
         }
@@ -80,6 +92,7 @@ impl AuthnInput {
         host: &'a str,
         path: &'a str,
         answer: Answer<'a>,
+        routes: &'a crate::routes::RouteTable,
     ) -> authn::Request<'a> {
         authn::Request {
             method: &self.method,
@@ -90,6 +103,7 @@ impl AuthnInput {
             cookies: self.cookies.as_deref(),
             bearer: self.bearer.as_deref(),
             answer,
+            routes,
             form: self.form.clone(),
         }
     }

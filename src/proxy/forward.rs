@@ -71,6 +71,14 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
+/// Headers frameworks read as "treat this request as another method" (Rails, Express's
+/// method-override, Symfony, ASP.NET, Google APIs).
+const METHOD_OVERRIDE: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
 /// Headers that describe the client or the original request: believed only from a trusted proxy.
 const FORWARDING: &[&str] = &[
     "forwarded",
@@ -177,6 +185,7 @@ fn strip_client_headers(
                 || nominated.iter().any(|t| t == n)
                 || (!info.trusted_peer && FORWARDING.contains(&n))
                 || is_owned(n, info.strip_identity, set_names())
+                || (route.strip_method_override && METHOD_OVERRIDE.contains(&n))
         })
         .cloned()
         .collect();
@@ -197,15 +206,7 @@ fn strip_client_headers(
         }
     }
     // A programmatic-login token is Vallum's credential, not the app's.
-    let pomerium_auth = req
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            let v = v.trim_start();
-            v.starts_with("Pomerium ") || v.starts_with("Bearer Pomerium-")
-        });
-    if pomerium_auth {
+    if crate::authn::programmatic::authorization_token(&req.headers).is_some() {
         req.remove_header(&http::header::AUTHORIZATION);
     }
     Ok(())

@@ -138,8 +138,7 @@ impl ProxyHttp for Gateway {
         session.set_keepalive(Some(s.timeout_idle.as_secs()));
         session.set_read_timeout(Some(s.timeout_read));
         session.set_write_timeout(s.timeout_write);
-        let format = Format::of(&session.req_header().headers);
-        let outcome = pipeline::route_request(self, session, ctx, &snap, format).await;
+        let outcome = pipeline::route_request(self, session, ctx, &snap).await;
         ctx.snap = Some(Arc::clone(&snap));
         let reply = match outcome {
             Ok(Step::Forward) => return Ok(false),
@@ -149,7 +148,7 @@ impl ProxyHttp for Gateway {
             }
             Ok(Step::Reply(r)) => r,
             Err(refusal) => Answer {
-                format,
+                format: Format::of(&session.req_header().headers),
                 request_id: &ctx.request_id,
                 branding: Some(&snap.settings.branding),
             }

@@ -5,7 +5,7 @@
 use super::action::{self, Step};
 use super::{access, client_cert, endpoints, hygiene, target, upgrade};
 use super::{Gateway, RequestCtx};
-use crate::respond::refusal::{Answer, Format, Refusal};
+use crate::respond::refusal::Refusal;
 use crate::snapshot::Snapshot;
 use pingora_proxy::Session;
 use std::sync::Arc;
@@ -15,7 +15,6 @@ pub async fn route_request(
     session: &mut Session,
     ctx: &mut RequestCtx,
     snap: &Snapshot,
-    format: Format,
 ) -> Result<Step, Refusal> {
     let settings = &snap.settings;
     // 1. A well-formed request: request line, framing, header limits, underscores.
@@ -30,12 +29,7 @@ pub async fn route_request(
     }
     let at = target::host(session.req_header(), target, gw.tls)?;
     // 3. Vallum's own endpoints: the authenticate host, `/.pomerium/` on route hosts.
-    let answer = Answer {
-        format,
-        request_id: &ctx.request_id,
-        branding: Some(&settings.branding),
-    };
-    if let Some(reply) = endpoints::serve(gw, session, ctx, snap, &at, answer).await? {
+    if let Some(reply) = endpoints::serve(gw, session, ctx, snap, &at).await? {
         return Ok(Step::Reply(reply));
     }
     // 4. The route: first match in config order. Known from here on, so every answer (deny,
@@ -56,7 +50,7 @@ pub async fn route_request(
     let conn = client_cert::conn(session);
     ctx.client_cert = client_cert::check(conn, snap, &route, &at, &gw.metrics, &ctx.request_id)?;
     // 7. Identity and access: deny unless the policy allows.
-    ctx.identity = access::decide(gw, session, ctx, snap, &route, &at, format).await?;
+    ctx.identity = access::decide(gw, session, ctx, snap, &route, &at).await?;
     // 8. The action: respond, redirect, forward to a picked backend, or tunnel.
     let step = action::take(&route, &at, gw.scheme(), ctx)?;
     ctx.target = Some(at.target);

@@ -44,38 +44,44 @@ struct Lines {
 }
 
 impl Lines {
+    /// Looks at the lines in `bytes` without copying them: only a line split across reads is
+    /// kept (while it may still be a request line), and only a suspect line is stored.
     fn scan(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
-            let (chunk, ends) = match bytes.iter().position(|&b| b == b'\n') {
-                Some(i) => (&bytes[..i], Some(i + 1)),
-                None => (bytes, None),
-            };
+            let end = memchr::memchr(b'\n', bytes);
+            let chunk = &bytes[..end.unwrap_or(bytes.len())];
             if !self.ruled_out {
-                self.line.extend_from_slice(chunk);
-                self.ruled_out = !may_be_request_line(&self.line) || self.line.len() > MAX_LINE;
+                if self.line.is_empty() {
+                    self.ruled_out = !may_be_request_line(chunk);
+                } else {
+                    self.line.extend_from_slice(chunk);
+                    self.ruled_out = !may_be_request_line(&self.line) || self.line.len() > MAX_LINE;
+                }
+            }
+            let Some(end) = end else {
+                // The line goes on in the next read: keep it while it may matter.
+                if !self.ruled_out && self.line.is_empty() {
+                    self.line.extend_from_slice(chunk);
+                }
                 if self.ruled_out {
                     self.line.clear();
                 }
-            }
-            match ends {
-                Some(i) => {
-                    self.end_line();
-                    bytes = &bytes[i..];
+                return;
+            };
+            if !self.ruled_out {
+                let whole = std::mem::take(&mut self.line);
+                let line = if whole.is_empty() { chunk } else { &whole[..] };
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if needs_repair(line) {
+                    if self.suspects.len() == KEEP {
+                        self.suspects.remove(0);
+                    }
+                    self.suspects.push(line.to_vec());
                 }
-                None => break,
             }
-        }
-    }
-
-    fn end_line(&mut self) {
-        let line = std::mem::take(&mut self.line);
-        let ruled_out = std::mem::replace(&mut self.ruled_out, false);
-        let line = line.strip_suffix(b"\r").unwrap_or(&line);
-        if !ruled_out && needs_repair(line) {
-            if self.suspects.len() == KEEP {
-                self.suspects.remove(0);
-            }
-            self.suspects.push(line.to_vec());
+            self.line.clear();
+            self.ruled_out = false;
+            bytes = &bytes[end + 1..];
         }
     }
 }

@@ -57,6 +57,8 @@ pub enum Refusal {
     NoHealthyUpstream,
     BadRedirect,
     StoreUnavailable,
+    /// Two different live sessions for one host (a cookie planted from a sibling domain).
+    AmbiguousSession,
     FormTooLarge,
     BodyTimeout,
     BodyUnreadable,
@@ -99,7 +101,7 @@ impl Refusal {
         use Refusal::*;
         let code = match self {
             Malformed(_) | UnderscoreHeader | BadPath(_) | BadHost | HostMismatch | TunnelOnly
-            | UpgradeNotAllowed | BadRedirect | BodyUnreadable => 400,
+            | UpgradeNotAllowed | BadRedirect | BodyUnreadable | AmbiguousSession => 400,
             TooManyHeaders | HeadersTooLarge => 431,
             SignInRateLimited => 429,
             AuthenticateOnly | NotFound | NoRoute => 404,
@@ -158,6 +160,9 @@ impl Refusal {
             BadRedirect => "cannot build redirect location",
             StoreUnavailable => {
                 "the session store cannot be reached right now; try again in a moment"
+            }
+            AmbiguousSession => {
+                "this request carries two different sessions for this site; clear its cookies and sign in again"
             }
             FormTooLarge => "form too large",
             BodyTimeout => "the request body did not arrive in time",

@@ -27,6 +27,7 @@ pub fn compile(
     let rewrite = super::matching::rewrite(raw, &path, &p, &mut e);
     let action = action(raw, tunnel, base, ctx, &mut e);
     let access = compile_access(raw, base, ctx, &mut e);
+    let strip_method_override = matches!(&access, Access::Policy(p) if p.mentions_method());
     let headers = super::shaping::headers(raw, &ctx.settings.response_headers, &p, &mut e);
     let auth = ctx.settings.auth.as_ref();
     let pass_identity_headers = raw
@@ -102,6 +103,7 @@ pub fn compile(
             .iter()
             .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
             .collect(),
+        strip_method_override,
         metrics: Default::default(),
     })
 }

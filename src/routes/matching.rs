@@ -23,7 +23,7 @@ pub fn from(
         }
         Some(from) => match from.strip_prefix("tcp+") {
             // A tunnel route: the port names the service, so it is required.
-            Some(inner) => match parse_from(inner) {
+            Some(inner) => match parse_from(inner, true) {
                 Ok((h, Some(port))) => (Some(h), Some(port)),
                 Ok(_) => {
                     e.push(
@@ -37,7 +37,7 @@ pub fn from(
                     (None, None)
                 }
             },
-            None => match parse_from(from) {
+            None => match parse_from(from, false) {
                 Ok((h, port)) => (Some(h), port),
                 Err(m) => {
                     e.push(p("from"), m);
@@ -149,7 +149,12 @@ pub fn rewrite(
 }
 
 /// `https://host[:port]`, `http://…`, `https://*.example.com`, `https://*`.
-pub(super) fn parse_from(from: &str) -> Result<(HostPattern, Option<u16>), String> {
+/// `keep_default_port`: a `tcp+` route names its service by port, so `tcp+https://db:443` keeps
+/// 443 where `https://app:443` drops it.
+pub(super) fn parse_from(
+    from: &str,
+    keep_default_port: bool,
+) -> Result<(HostPattern, Option<u16>), String> {
     let (scheme, rest) = from
         .split_once("://")
         .ok_or_else(|| format!("{from:?} is not a URL (expected https://host)"))?;
@@ -177,7 +182,10 @@ pub(super) fn parse_from(from: &str) -> Result<(HostPattern, Option<u16>), Strin
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
             let port: u16 = p.parse().map_err(|_| format!("invalid port {p:?}"))?;
-            (h, Some(port).filter(|p| *p != default_port))
+            (
+                h,
+                Some(port).filter(|p| keep_default_port || *p != default_port),
+            )
         }
         _ => (authority, None),
     };
@@ -245,24 +253,29 @@ mod tests {
     #[test]
     fn from_forms() {
         assert_eq!(
-            parse_from("https://App.Example.com"),
+            parse_from("https://App.Example.com", false),
             Ok((HostPattern::Exact("app.example.com".into()), None))
         );
         assert_eq!(
-            parse_from("https://a.example.com:443"),
+            parse_from("https://a.example.com:443", false),
             Ok((HostPattern::Exact("a.example.com".into()), None))
         );
         assert_eq!(
-            parse_from("https://a.example.com:8443"),
+            parse_from("https://a.example.com:8443", false),
             Ok((HostPattern::Exact("a.example.com".into()), Some(8443)))
         );
         assert_eq!(
-            parse_from("https://*.example.com"),
+            parse_from("https://*.example.com", false),
             Ok((HostPattern::Wildcard("example.com".into()), None))
         );
-        assert!(parse_from("https://a.example.com/path").is_err());
-        assert!(parse_from("ftp://a").is_err());
-        assert!(parse_from("a.example.com").is_err());
+        assert_eq!(
+            parse_from("https://db.example.com:443", true).unwrap().1,
+            Some(443),
+            "a tcp+ route keeps its service port even when it is the scheme's default"
+        );
+        assert!(parse_from("https://a.example.com/path", false).is_err());
+        assert!(parse_from("ftp://a", false).is_err());
+        assert!(parse_from("a.example.com", false).is_err());
     }
 
     #[test]

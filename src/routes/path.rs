@@ -28,6 +28,8 @@ pub enum PathError {
     BadEscape,
     #[error("the path contains an encoded '#'")]
     EncodedFragment,
+    #[error("the path contains a backslash")]
+    Backslash,
 }
 
 /// Outcome of normalisation, with a redirect when `unescape_and_redirect` asks for one.
@@ -83,6 +85,11 @@ pub fn normalize(raw: &[u8], rules: PathRules) -> Result<Normalized, PathError> 
         Some((p, q)) => (p, Some(q.to_string())),
         None => (origin, None),
     };
+    // WHATWG URL parsers (Node's `new URL`, most JavaScript frameworks, IIS) read `\` as `/`:
+    // `/docs/..\admin` would pass a `/docs/` rule here and reach `/admin` there.
+    if path.contains('\\') {
+        return Err(PathError::Backslash);
+    }
     if is_clean(path) {
         // The common case: nothing to decode, merge or resolve.
         return Ok(Normalized::Ok(Target {
@@ -352,6 +359,12 @@ mod tests {
     fn refusals() {
         assert_eq!(norm("/a%2Fb"), Err(PathError::EncodedSlash));
         assert_eq!(norm("/a%5cb"), Err(PathError::EncodedSlash));
+        assert_eq!(norm("/docs/..\\admin"), Err(PathError::Backslash));
+        assert_eq!(norm("/a\\b"), Err(PathError::Backslash));
+        assert!(
+            norm("/a?q=\\").is_ok(),
+            "a backslash in the query is the app's business"
+        );
         assert_eq!(norm("/a#b"), Err(PathError::Fragment));
         assert_eq!(norm("/a%23b"), Err(PathError::EncodedFragment));
         assert_eq!(norm("/a%00b"), Err(PathError::InvalidByte));

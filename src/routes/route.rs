@@ -281,6 +281,9 @@ pub struct Route {
     pub allow_unverified_email: bool,
     /// Allowed websocket `Origin`s, lower-case `scheme://host[:port]`; empty: any.
     pub websocket_origins: Vec<String>,
+    /// The policy reads the method: `X-HTTP-Method-Override` and its kin are removed, so an
+    /// upstream that honours them cannot be told `DELETE` on a GET-only route.
+    pub strip_method_override: bool,
     /// This route's metric series, resolved on first use.
     pub metrics: crate::telemetry::metrics::RouteMetrics,
 }

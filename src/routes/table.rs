@@ -64,6 +64,13 @@ impl RouteTable {
         self.wildcard.get("").map(Vec::as_slice)
     }
 
+    /// Whether some route serves `host` (any port, any path): the hosts Vallum answers for. By
+    /// name alone, as cookies are scoped: a tunnel route names its service port, yet its host
+    /// takes sign-ins on the gateway's.
+    pub fn serves_host(&self, host: &str) -> bool {
+        self.bucket(host).is_some_and(|b| !b.is_empty())
+    }
+
     /// `host` lower-cased without port; `port` the request's port; `path` normalised.
     pub fn find(&self, host: &str, port: u16, path: &str) -> Option<&Arc<Route>> {
         self.bucket(host)?

@@ -7,6 +7,7 @@ pub mod health;
 pub mod https_redirect;
 pub mod readiness;
 pub mod reload;
+pub mod shutdown;
 pub mod tls_hooks;
 
 use crate::authn::AuthState;
@@ -33,6 +34,7 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
+use shutdown::Node;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -91,7 +93,7 @@ pub enum ServerError {
 /// The whole node: the proxy listener (TLS hooks installed), the HTTPS redirect listener, and
 /// the background services (reload, health checks, revocations, readiness, IdP discovery, the
 /// metrics and probe listeners). The only code that holds the live snapshot handle.
-pub fn build(runtime: SharedSnapshot, opts: &ServerOptions) -> Result<Server, ServerError> {
+pub fn build(runtime: SharedSnapshot, opts: &ServerOptions) -> Result<Node, ServerError> {
     // Sessions live for the process, across config reloads; a storage change needs a restart.
     let metrics = Metrics::new().map_err(|e| ServerError::Metrics(e.to_string()))?;
     let (store, revocations) = session_store(&runtime.load().settings, &metrics)?;
@@ -133,7 +135,7 @@ pub fn build(runtime: SharedSnapshot, opts: &ServerOptions) -> Result<Server, Se
         "identity provider",
         IdpWatcher::new(runtime, auth),
     ));
-    Ok(server)
+    Ok(Node { server, metrics })
 }
 
 /// Pingora's server with its conf: the config's `threads` wins over the Pingora conf's (one
@@ -153,6 +155,9 @@ fn pingora_server(opts: &ServerOptions, threads: Option<usize>) -> Result<Server
     };
     if let Some(t) = threads {
         conf.threads = t;
+    }
+    if conf.grace_period_seconds.is_none() {
+        conf.grace_period_seconds = Some(shutdown::DEFAULT_GRACE_SECONDS);
     }
     tracing::info!(threads = conf.threads, "proxy worker threads");
     let opt = Opt {

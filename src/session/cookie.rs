@@ -98,6 +98,15 @@ pub fn find<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// Every value of the cookie `name`, in the order sent (a browser sends one per domain and path
+/// that matches).
+pub fn find_all<'a>(header: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    header.split(';').map(str::trim).filter_map(move |kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k.trim() == name).then_some(v.trim())
+    })
+}
+
 /// The `Cookie` header without the cookies in `names` (so the app's own cookies still reach
 /// it); `None` when nothing is left.
 pub fn strip(header: &str, names: &[impl AsRef<str>]) -> Option<String> {

@@ -107,6 +107,28 @@ async fn policies_on_email_groups_domain_claims_method_and_deny() {
         .await
         .unwrap();
     assert_eq!(post.status(), 403, "method rule");
+    // A GET the method rule allows cannot carry a request to act as another method: frameworks
+    // honour these headers, and the policy only saw GET.
+    let r = Resp::from(
+        alice
+            .client
+            .get(env.url("claim", "/"))
+            .header("x-http-method-override", "DELETE")
+            .header("x-http-method", "DELETE")
+            .header("x-method-override", "DELETE")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    for h in [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ] {
+        assert_eq!(r.echo().header(h), None, "{h} reached the upstream");
+    }
     let r = Resp::from(
         bob.client
             .get(env.url("email", "/"))

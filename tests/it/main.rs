@@ -21,6 +21,7 @@ mod reload;
 mod rewrites;
 mod routing;
 mod security;
+mod shutdown;
 pub mod signin;
 mod split;
 mod store;

@@ -60,6 +60,9 @@ async fn programmatic_login_and_bearer_forms() {
     for (name, value) in [
         ("authorization", format!("Pomerium {token}")),
         ("authorization", format!("Bearer Pomerium-{token}")),
+        // Accepted with odd spacing, so stripped with it too: one parser decides both.
+        ("authorization", format!("Bearer  Pomerium-{token}")),
+        ("authorization", format!("  Pomerium   {token} ")),
         ("x-pomerium-authorization", token.clone()),
     ] {
         let r = send(name, value.clone(), host.clone()).await;

@@ -103,11 +103,27 @@ async fn redis_and_postgres_through_tunnels_authorised_per_connection() {
         "",
         &format!(
             "  - from: tcp+http://redis.localhost:6379\n    to: tcp://127.0.0.1:{}\n    policy:\n      allow:\n        and:\n          - email:\n              is: alice@example.com\n\
-             \x20 - from: tcp+http://pg.localhost:5432\n    to: tcp://127.0.0.1:5432\n    allow_any_authenticated_user: true\n",
-            redis.port
+             \x20 - from: tcp+http://pg.localhost:5432\n    to: tcp://127.0.0.1:5432\n    allow_any_authenticated_user: true\n\
+             \x20 - from: tcp+http://cache.localhost:80\n    to: tcp://127.0.0.1:{}\n    allow_any_authenticated_user: true\n",
+            redis.port, redis.port
         ),
     )
     .await;
+    // A service on the scheme's default port (`tcp+http://…:80`, `tcp+https://…:443`, as real
+    // Pomerium configs write) is a tunnel like any other.
+    let bob = token_for(&env, "cache", "bob-id").await;
+    let t = tunnel(&env, "cache.localhost:80", &bob).await;
+    let out = run(
+        "redis-cli",
+        vec!["-p".into(), t.port.to_string(), "PING".into()],
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "PONG",
+        "{out:?}"
+    );
+    drop(t);
     let alice = token_for(&env, "redis", "alice-id").await;
     let t = tunnel(&env, "redis.localhost:6379", &alice).await;
     let out = run(

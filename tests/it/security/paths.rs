@@ -28,6 +28,12 @@ async fn unsafe_targets_are_refused_and_dot_segments_resolved() {
             "IIS/Windows backslash traversal",
         ),
         (
+            "a raw backslash",
+            get("/public/..\\admin", "admin.test"),
+            400,
+            "WHATWG URL parsers (Node, IIS) read \\ as /: /public/..\\admin is /admin there",
+        ),
+        (
             "encoded #",
             get("/public/x%23/../../admin", "admin.test"),
             400,

@@ -145,6 +145,27 @@ impl Gateway {
         self.child.id()
     }
 
+    /// Sends `signal` (`TERM`, `QUIT`, …) to the gateway process.
+    pub fn signal(&self, signal: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{signal} failed");
+    }
+
+    /// How long the process took to exit, if it did within `limit`.
+    pub async fn exited_within(&mut self, limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return Some(start.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
     /// Rewrites the config file atomically (write + rename, as editors and config managers do).
     pub fn rewrite_config(&self, text: &str) {
         let tmp = self.dir.path().join("vallum.yaml.tmp");

@@ -1,0 +1,283 @@
+//! The sign-in flow on the authenticate host: the signed sign-in link, the IdP round trip (code +
+//! PKCE, `state` in a sealed per-attempt cookie, `nonce`), and the new session.
+
+use super::handoff::handoff;
+use super::*;
+
+#[derive(Serialize, Deserialize)]
+struct Flow {
+    /// `state`
+    s: String,
+    /// `nonce`
+    n: String,
+    /// PKCE verifier
+    v: String,
+    /// where to go afterwards
+    t: String,
+    /// issued at
+    i: u64,
+}
+
+fn flow_cookie_name(a: &Auth<'_>, state: &str) -> String {
+    format!("{}_csrf_{}", a.cookie.name, state.get(..8).unwrap_or(state))
+}
+
+fn flow_key(a: &Auth<'_>) -> crate::crypto::Key {
+    a.cookie_secret.derive("vallum oauth flow")
+}
+
+pub(super) async fn sign_in(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
+    let now = unix_now();
+    let target = match signed::verify(&auth.shared_secret, "/.pomerium/sign_in", &req.query, now) {
+        Ok(t) => t,
+        Err(e) => return bad_request(req, &e.to_string()),
+    };
+    let Some(target_url) = routed_target(req, &target) else {
+        return bad_request(req, "the sign-in link points nowhere Vallum serves");
+    };
+    // Already signed in at the authenticate host: hand off straight away (single sign-on).
+    let name = auth_cookie_name(auth);
+    match session_for(auth, state, req.cookies, name, req.host).await {
+        Ok(Some(session)) => return handoff(auth, &target_url, &session),
+        Ok(None) => {}
+        Err(e) => return req.answer.refuse(e.into()),
+    }
+    let Some(idp) = state.idp.load_full() else {
+        return req.answer.refuse(Refusal::sign_in(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign-in unavailable",
+            "The identity provider has not been reached yet. Try again in a moment.",
+        ));
+    };
+    let flow = Flow {
+        s: random_token(32),
+        n: random_token(32),
+        v: random_token(48),
+        t: target,
+        i: now,
+    };
+    let sealed = flow_key(auth).seal(
+        &serde_json::to_vec(&flow).unwrap_or_default(),
+        format!("flow|{}", req.host).as_bytes(),
+    );
+    let url = idp.authorize_url(&flow.s, &flow.n, &flow.v);
+    // Each attempt leaves a small cookie until its callback; a client that starts attempts
+    // without finishing them would grow the Cookie header without bound. Past a few, the old
+    // attempts are dropped (a tab still waiting on one restarts its sign-in).
+    let prefix = format!("{}_csrf_", auth.cookie.name);
+    let stale: Vec<String> = req
+        .cookies
+        .map(|c| {
+            c.split(';')
+                .filter_map(|kv| kv.trim().split_once('=').map(|(k, _)| k.trim()))
+                .filter(|k| k.starts_with(&prefix))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut reply = Reply::found(url.as_str());
+    if stale.len() >= MAX_PENDING_SIGN_INS {
+        for name in stale {
+            reply = reply.with_cookie(cookie::set_cookie(&auth.cookie, &name, "", 0, true));
+        }
+    }
+    state
+        .metrics
+        .sign_ins
+        .with_label_values(&["started", ""])
+        .inc();
+    reply.with_cookie(cookie::set_cookie(
+        &auth.cookie,
+        &flow_cookie_name(auth, &flow.s),
+        &sealed,
+        FLOW_TTL,
+        true,
+    ))
+}
+
+/// Counts a sign-in that ended without a session, by a bounded reason.
+fn failed(state: &AuthState, reason: &'static str) {
+    state
+        .metrics
+        .sign_ins
+        .with_label_values(&["failed", reason])
+        .inc();
+}
+
+/// The sign-in attempt this callback finishes: its sealed cookie matches `state`, is fresh, and
+/// is used once across the fleet. Also the `Set-Cookie` that clears the attempt's cookie.
+async fn verified_flow(
+    auth: &Auth<'_>,
+    state: &Arc<AuthState>,
+    req: &Request<'_>,
+    now: u64,
+) -> Result<(Flow, String), Reply> {
+    let Some(state_param) = req.param("state").filter(|s| !s.is_empty()) else {
+        failed(state, "csrf");
+        return Err(bad_request(req, "missing state"));
+    };
+    let cookie_name = flow_cookie_name(auth, state_param);
+    let clear = cookie::set_cookie(&auth.cookie, &cookie_name, "", 0, true);
+    let flow: Option<Flow> = req
+        .cookies
+        .and_then(|c| cookie::find(c, &cookie_name))
+        .and_then(|v| flow_key(auth).open(v, format!("flow|{}", req.host).as_bytes()))
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let Some(flow) = flow else {
+        failed(state, "csrf");
+        tracing::warn!(
+            reason = "csrf",
+            "sign-in callback without a matching sign-in attempt"
+        );
+        return Err(bad_request(req, "this sign-in attempt is unknown or expired (state check failed); start again from the application").with_cookie(clear));
+    };
+    if !ct_eq(&flow.s, state_param) {
+        failed(state, "csrf");
+        tracing::warn!(reason = "csrf", "sign-in callback state mismatch");
+        // The cookie is left in place: a forged callback must not cancel the user's real attempt.
+        return Err(bad_request(req, "state mismatch"));
+    }
+    if now > flow.i + FLOW_TTL {
+        failed(state, "expired");
+        return Err(
+            bad_request(req, "this sign-in attempt expired; start again").with_cookie(clear),
+        );
+    }
+    let first = match state
+        .first_use(&format!("state|{}", flow.s), flow.i + FLOW_TTL)
+        .await
+    {
+        Ok(first) => first,
+        Err(refusal) => {
+            failed(state, "store_unavailable");
+            return Err(req.answer.refuse(refusal));
+        }
+    };
+    if !first {
+        failed(state, "replay");
+        tracing::warn!(reason = "replay", "sign-in callback replayed");
+        return Err(bad_request(req, "this sign-in response was already used").with_cookie(clear));
+    }
+    Ok((flow, clear))
+}
+
+/// A new session record from a verified sign-in.
+fn new_session(identity: crate::identity::Identity, now: u64, expires_at: u64) -> UserSession {
+    UserSession {
+        id: random_token(24),
+        user_id: identity.user_id,
+        email: identity.email,
+        name: identity.name,
+        groups: identity.groups,
+        claims: identity.claims,
+        id_token: identity.id_token,
+        access_token: identity.access_token,
+        refresh_token: identity.refresh_token,
+        access_expires_at: identity.access_expires_at,
+        issued_at: now,
+        expires_at,
+        claims_refreshed_at: now,
+        devices: Vec::new(),
+    }
+}
+
+pub(super) async fn oauth_callback(
+    auth: &Auth<'_>,
+    state: &Arc<AuthState>,
+    req: &Request<'_>,
+) -> Reply {
+    let now = unix_now();
+    if let Some(err) = req.param("error") {
+        failed(state, "idp_error");
+        let desc = req.param("error_description").unwrap_or("");
+        tracing::warn!(
+            error = err,
+            description = desc,
+            "identity provider returned an error"
+        );
+        return req.answer.refuse(Refusal::sign_in(
+            StatusCode::UNAUTHORIZED,
+            "Sign-in refused",
+            format!("The identity provider said: {err} {desc}"),
+        ));
+    }
+    // A parameter given twice is refused, not resolved first- or last-wins: the two halves of
+    // a stack that disagree on which one counts is how parameter pollution attacks work.
+    if ["state", "code", "error"]
+        .iter()
+        .any(|k| req.query.iter().filter(|(n, _)| n == k).count() > 1)
+    {
+        failed(state, "bad_response");
+        return bad_request(req, "a sign-in parameter was given more than once");
+    }
+    let (flow, clear) = match verified_flow(auth, state, req, now).await {
+        Ok(f) => f,
+        Err(reply) => return reply,
+    };
+    let Some(code) = req.param("code") else {
+        failed(state, "bad_response");
+        return bad_request(req, "missing code").with_cookie(clear);
+    };
+    let Some(idp) = state.idp.load_full() else {
+        failed(state, "idp_unavailable");
+        return req.answer.refuse(Refusal::sign_in(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign-in unavailable",
+            "identity provider not reachable",
+        ));
+    };
+    let identity = match idp.exchange(code, &flow.v, &flow.n).await {
+        Ok(i) => i,
+        Err(e) => {
+            failed(state, "token_rejected");
+            tracing::warn!(reason = %e, "sign-in failed; no session created");
+            return req
+                .answer
+                .refuse(Refusal::sign_in(
+                    StatusCode::UNAUTHORIZED,
+                    "Sign-in failed",
+                    "The identity provider's answer could not be verified.",
+                ))
+                .with_cookie(clear);
+        }
+    };
+    let Some(target) = routed_target(req, &flow.t) else {
+        failed(state, "bad_destination");
+        return bad_request(req, "invalid destination").with_cookie(clear);
+    };
+    let expires_at = now + auth.cookie.expire.as_secs();
+    let session = new_session(identity, now, expires_at);
+    if let Err(e) = state.store.put(session.clone()).await {
+        failed(state, "store_unavailable");
+        tracing::error!(error = %e, "cannot store the new session");
+        return req
+            .answer
+            .refuse(Refusal::sign_in(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in unavailable",
+                "the session store is unavailable",
+            ))
+            .with_cookie(clear);
+    }
+    tracing::info!(user = %session.user_id, session_id = %session.id, "signed in");
+    state
+        .metrics
+        .sign_ins
+        .with_label_values(&["completed", ""])
+        .inc();
+    let name = auth_cookie_name(auth);
+    let handle = Handle {
+        sid: session.id.clone(),
+        exp: expires_at,
+    };
+    let auth_cookie = cookie::set_cookie(
+        &auth.cookie,
+        name,
+        &cookie::seal(session_key(auth), name, req.host, &handle),
+        auth.cookie.expire.as_secs(),
+        true,
+    );
+    handoff(auth, &target, &session)
+        .with_cookie(clear)
+        .with_cookie(auth_cookie)
+}
