@@ -12,6 +12,7 @@ pub mod ctx;
 pub mod endpoints;
 pub mod failure;
 pub mod forward;
+mod head_deadline;
 pub mod hygiene;
 mod log;
 pub mod pipeline;
@@ -73,6 +74,11 @@ impl Gateway {
     }
 }
 
+/// The HTTP/1 connection's wire tap (HTTP/2 streams have none).
+fn tap(session: &Session) -> Option<&wire::WireTap> {
+    wire::tap_of(session.as_downstream().as_http1()?.stream())
+}
+
 fn peer_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
@@ -88,7 +94,7 @@ fn request_id(session: &Session, ops: &OpsSettings, trusted_peer: bool) -> Strin
         if let Some(v) = session
             .req_header()
             .headers
-            .get("x-request-id")
+            .get(reply::X_REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         {
@@ -126,6 +132,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if let Some(tap) = tap(session) {
+            tap.head_received();
+        }
         let snap = self.snapshot.load_full();
         let s = &snap.settings;
         let peer = peer_ip(session);
@@ -213,12 +222,15 @@ impl ProxyHttp for Gateway {
         if let Some(route) = &ctx.route {
             forward::shape_response(resp, route)?;
         }
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        resp.insert_header(reply::X_REQUEST_ID, ctx.request_id.as_str())?;
         Ok(())
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         log::record(&self.metrics, session, e, ctx);
+        if let (Some(tap), Some(snap)) = (tap(session), &ctx.snap) {
+            tap.request_ended(snap.settings.timeout_read);
+        }
     }
 
     async fn fail_to_proxy(

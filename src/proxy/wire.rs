@@ -9,6 +9,8 @@
 //! copy of ordinary traffic). `repaired_line` tells the hygiene step whether the request line it
 //! sees is Pingora's repair of one of them. `TappedApp` installs the tap on every connection.
 
+use super::head_deadline::{late, HeadDeadline};
+use crate::snapshot::SharedSnapshot;
 use async_trait::async_trait;
 use percent_encoding::{AsciiSet, CONTROLS};
 use pingora_core::apps::ServerApp;
@@ -136,9 +138,20 @@ fn repaired(line: &[u8]) -> Option<Vec<u8>> {
 pub struct WireTap {
     inner: Stream,
     lines: Lines,
+    head: HeadDeadline,
 }
 
 impl WireTap {
+    /// The head has been parsed: its deadline no longer applies.
+    pub fn head_received(&self) {
+        self.head.head_received();
+    }
+
+    /// The request has ended; the next head on this connection is timed from its first byte.
+    pub fn request_ended(&self, limit: std::time::Duration) {
+        self.head.request_ended(limit);
+    }
+
     /// Whether `line`, as Pingora parsed it, is its repair of a line the client sent.
     pub fn repaired_line(&self, line: &[u8]) -> bool {
         // Only a repaired target holds `%XX` of a repaired byte: most lines skip the search.
@@ -164,11 +177,21 @@ impl AsyncRead for WireTap {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &r {
-            this.lines.scan(buf.filled().get(before..).unwrap_or(&[]));
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let got = buf.filled().get(before..).unwrap_or(&[]);
+                if this.head.after_read(got.len()) {
+                    return Poll::Ready(Err(late()));
+                }
+                this.lines.scan(got);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => match this.head.poll_expired(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(late())),
+                Poll::Pending => Poll::Pending,
+            },
+            other => other,
         }
-        r
     }
 }
 
@@ -271,7 +294,11 @@ impl Peek for WireTap {
 }
 
 /// A server app whose connections all come through a `WireTap`.
-pub struct TappedApp<A>(pub Arc<A>);
+pub struct TappedApp<A> {
+    pub app: Arc<A>,
+    /// For `timeout_read`, as of each request.
+    pub snapshot: SharedSnapshot,
+}
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for TappedApp<A> {
@@ -280,19 +307,32 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TappedApp<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        // A kept-alive connection comes back already tapped.
-        let stream: Stream = match tap_of(&stream) {
-            Some(_) => stream,
-            None => Box::new(WireTap {
+        let limit = self.snapshot.load().settings.timeout_read;
+        // A kept-alive connection comes back already tapped: its next head is timed from its
+        // first byte. A new one is timed from now, unless it speaks HTTP/2.
+        let tap: Stream = if tap_of(&stream).is_some() {
+            let Ok(mut tap) = stream.into_any().downcast::<WireTap>() else {
+                return None;
+            };
+            tap.head.start_at_first_byte(limit);
+            tap
+        } else {
+            let mut tap = Box::new(WireTap {
                 inner: stream,
                 lines: Lines::default(),
-            }),
+                head: HeadDeadline::default(),
+            });
+            match tap.inner.selected_alpn_proto() {
+                Some(ALPN::H2) => tap.head.off(),
+                _ => tap.head.start_now(limit),
+            }
+            tap
         };
-        self.0.process_new(stream, shutdown).await
+        self.app.process_new(tap, shutdown).await
     }
 
     async fn cleanup(&self) {
-        self.0.cleanup().await
+        self.app.cleanup().await
     }
 }
 
@@ -334,6 +374,7 @@ mod tests {
         let tap = WireTap {
             inner: Box::new(tokio_test_stream()),
             lines: l,
+            head: HeadDeadline::default(),
         };
         assert!(tap.repaired_line(b"GET /a%20b?q=%22x%22 HTTP/1.1"));
         assert!(!tap.repaired_line(b"GET /a%20c HTTP/1.1"));

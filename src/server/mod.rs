@@ -190,7 +190,11 @@ fn add_listeners(
         &server.configuration,
         Gateway::new(Arc::clone(runtime), tls, Arc::clone(auth)),
     );
-    let mut proxy = Service::new("vallum proxy".to_string(), TappedApp(Arc::new(app)));
+    let tapped = TappedApp {
+        app: Arc::new(app),
+        snapshot: Arc::clone(runtime),
+    };
+    let mut proxy = Service::new("vallum proxy".to_string(), tapped);
     let addr = settings.address.to_string();
     if tls {
         let _ = rustls::crypto::ring::default_provider().install_default();
