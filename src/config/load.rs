@@ -33,13 +33,25 @@ pub fn parse(
     env: &dyn Fn(&str) -> Option<String>,
     errs: &mut Errors,
 ) -> Option<RawConfig> {
-    let doc: Value = match serde_yaml_ng::from_str(text) {
+    let mut doc: Value = match serde_yaml_ng::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             errs.push("", format!("not valid YAML: {e}"));
             return None;
         }
     };
+    // Anchors are resolved by the parser; merge keys (`<<: *defaults`) are applied here, before
+    // any key is read, as Pomerium's YAML library does. A merged mapping may carry a merge key
+    // of its own (an anchor built on another), so merging repeats until none is left.
+    for _ in 0..16 {
+        if let Err(e) = doc.apply_merge() {
+            errs.push("", format!("cannot apply a YAML merge key (<<): {e}"));
+            return None;
+        }
+        if !has_merge_key(&doc) {
+            break;
+        }
+    }
     let mut map = match doc {
         Value::Mapping(m) => m,
         Value::Null => Mapping::new(),
@@ -76,6 +88,17 @@ pub fn parse(
         routes_key,
         routes,
     })
+}
+
+fn has_merge_key(v: &Value) -> bool {
+    match v {
+        Value::Mapping(m) => m
+            .iter()
+            .any(|(k, v)| k.as_str() == Some("<<") || has_merge_key(v)),
+        Value::Sequence(s) => s.iter().any(has_merge_key),
+        Value::Tagged(t) => has_merge_key(&t.value),
+        _ => false,
+    }
 }
 
 /// Pulls the route list out of `routes` (or the legacy `policy`), remembering which key it used.
@@ -299,4 +322,26 @@ fn render(segs: &[String]) -> String {
         s.push_str(seg);
     }
     s
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+
+    #[test]
+    fn merge_keys_apply_before_keys_are_read() {
+        let text = "routes:\n  - &base\n    from: https://a.example.com\n    to: http://127.0.0.1:1\n    allow_websockets: true\n  - &next\n    <<: *base\n    from: https://b.example.com\n  - <<: *next\n    from: https://c.example.com\n";
+        let mut errs = Errors::default();
+        let raw = parse(text, &|_| None, &mut errs).unwrap();
+        assert!(errs.is_empty(), "{:?}", errs.into_errors());
+        let b = raw.routes[1].as_ref().unwrap();
+        assert_eq!(b.from.as_deref(), Some("https://b.example.com"));
+        assert!(b.allow_websockets, "merged from the anchor");
+        let c = raw.routes[2].as_ref().unwrap();
+        assert_eq!(c.from.as_deref(), Some("https://c.example.com"));
+        assert!(
+            c.allow_websockets,
+            "merged through an anchor built on another"
+        );
+    }
 }

@@ -93,9 +93,12 @@ pub fn request_line_problem(line: &[u8]) -> Option<&'static str> {
 pub fn framing_problem_h1(raw: &[u8]) -> Option<&'static str> {
     let mut cl: Vec<&[u8]> = Vec::new();
     let mut te: Vec<&[u8]> = Vec::new();
-    let mut lines = raw.split(|&b| b == b'\n');
-    lines.next(); // request line
-    for line in lines {
+    // Line ends found with memchr: this pass reads every header byte of every request.
+    let mut start = memchr::memchr(b'\n', raw).map_or(raw.len(), |i| i + 1); // past the request line
+    while start < raw.len() {
+        let end = memchr::memchr(b'\n', &raw[start..]).map_or(raw.len(), |i| start + i);
+        let line = &raw[start..end];
+        start = end + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             break;
@@ -103,7 +106,11 @@ pub fn framing_problem_h1(raw: &[u8]) -> Option<&'static str> {
         if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
             return Some("obsolete header line folding");
         }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+        // Only `Content-Length` and `Transfer-Encoding` matter: skip other names at once.
+        if !matches!(line.first(), Some(b'c' | b'C' | b't' | b'T')) {
+            continue;
+        }
+        let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
         let (name, value) = line.split_at(colon);

@@ -94,7 +94,7 @@ fn request_id(session: &Session, ops: &OpsSettings, trusted_peer: bool) -> Strin
         if let Some(v) = session
             .req_header()
             .headers
-            .get(reply::X_REQUEST_ID)
+            .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         {
@@ -222,7 +222,7 @@ impl ProxyHttp for Gateway {
         if let Some(route) = &ctx.route {
             forward::shape_response(resp, route)?;
         }
-        resp.insert_header(reply::X_REQUEST_ID, ctx.request_id.as_str())?;
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         Ok(())
     }
 

@@ -66,7 +66,7 @@ pub async fn run(
     };
     let _ = resp.insert_header(http::header::UPGRADE, "tcp");
     let _ = resp.insert_header(http::header::CONNECTION, "Upgrade");
-    let _ = resp.insert_header(reply::X_REQUEST_ID, ctx.request_id.as_str());
+    let _ = resp.insert_header("x-request-id", ctx.request_id.as_str());
     if session
         .write_response_header(Box::new(resp), false)
         .await

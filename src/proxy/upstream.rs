@@ -90,7 +90,7 @@ pub fn request(
         client_cert: ctx.client_cert.as_deref(),
     };
     forward::shape_request(req, route, t, &info)?;
-    req.insert_header(crate::respond::reply::X_REQUEST_ID, ctx.request_id.as_str())?;
+    req.insert_header("x-request-id", ctx.request_id.as_str())?;
     Ok(())
 }
 

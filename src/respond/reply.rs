@@ -7,9 +7,6 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
-/// `X-Request-Id`, named once: a header name given as text is parsed on every insert.
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
 #[derive(Debug)]
 pub struct Reply {
     pub status: StatusCode,
@@ -86,7 +83,7 @@ pub async fn send(
         session.set_keepalive(None);
     }
     let mut resp = ResponseHeader::build(reply.status, Some(5 + headers.len()))?;
-    resp.insert_header(X_REQUEST_ID, request_id)?;
+    resp.insert_header("x-request-id", request_id)?;
     for (k, v) in headers {
         resp.insert_header(k.clone(), v.clone())?;
     }

@@ -6,6 +6,7 @@ mod support;
 mod authorize;
 mod balancing;
 mod cli;
+mod compat;
 mod demo;
 mod devices;
 mod docs;

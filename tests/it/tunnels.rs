@@ -96,6 +96,20 @@ async fn run(cmd: &str, args: Vec<String>) -> std::process::Output {
     .unwrap()
 }
 
+/// `redis-cli PING` through the tunnel answers `PONG`.
+async fn assert_pong(t: &Tunnel) {
+    let out = run(
+        "redis-cli",
+        vec!["-p".into(), t.port.to_string(), "PING".into()],
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "PONG",
+        "{out:?}"
+    );
+}
+
 #[tokio::test]
 async fn redis_and_postgres_through_tunnels_authorised_per_connection() {
     let redis = RedisServer::start().await;
@@ -113,29 +127,11 @@ async fn redis_and_postgres_through_tunnels_authorised_per_connection() {
     // Pomerium configs write) is a tunnel like any other.
     let bob = token_for(&env, "cache", "bob-id").await;
     let t = tunnel(&env, "cache.localhost:80", &bob).await;
-    let out = run(
-        "redis-cli",
-        vec!["-p".into(), t.port.to_string(), "PING".into()],
-    )
-    .await;
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "PONG",
-        "{out:?}"
-    );
+    assert_pong(&t).await;
     drop(t);
     let alice = token_for(&env, "redis", "alice-id").await;
     let t = tunnel(&env, "redis.localhost:6379", &alice).await;
-    let out = run(
-        "redis-cli",
-        vec!["-p".into(), t.port.to_string(), "PING".into()],
-    )
-    .await;
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "PONG",
-        "{out:?}"
-    );
+    assert_pong(&t).await;
     let out = run(
         "redis-cli",
         vec![

@@ -195,6 +195,21 @@ async fn every_session_cookie_counts_and_two_sessions_are_refused() {
     assert_eq!(r.status, 200);
 }
 
+/// Confirms sign-out on an app host as the browser would; the signed link to the authenticate
+/// host it is sent on to.
+async fn signed_sign_out_link(b: &crate::signin::Browser, sign_out: &str) -> String {
+    let (form, _) = b.get(sign_out).await;
+    let r = b
+        .client
+        .post(sign_out)
+        .form(&[("csrf", crate::signin::csrf_field(&form.body))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    r.headers()["location"].to_str().unwrap().to_string()
+}
+
 /// Sign-out CSRF: anyone can get a signed sign-out link (an anonymous sign-out makes one), so a
 /// signed link ends only the session it was made for. Another user's browser sent to it is asked
 /// to confirm and keeps its session.
@@ -203,16 +218,7 @@ async fn a_signed_sign_out_link_ends_only_its_own_session() {
     let env = Env::start("").await;
     let sign_out = env.url("app", "/.pomerium/sign_out");
     let attacker = env.browser();
-    let (form, _) = attacker.get(&sign_out).await;
-    let r = attacker
-        .client
-        .post(&sign_out)
-        .form(&[("csrf", crate::signin::csrf_field(&form.body))])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 302);
-    let link = r.headers()["location"].to_str().unwrap().to_string();
+    let link = signed_sign_out_link(&attacker, &sign_out).await;
     assert!(link.contains("/.pomerium/sign_out?"), "{link}");
 
     let victim = env.browser();
@@ -228,15 +234,7 @@ async fn a_signed_sign_out_link_ends_only_its_own_session() {
     assert_eq!(still.status, 200, "the victim is still signed in");
 
     // The user's own sign-out still goes straight through the authenticate host.
-    let (form, _) = victim.get(&sign_out).await;
-    let r = victim
-        .client
-        .post(&sign_out)
-        .form(&[("csrf", crate::signin::csrf_field(&form.body))])
-        .send()
-        .await
-        .unwrap();
-    let own = r.headers()["location"].to_str().unwrap().to_string();
+    let own = signed_sign_out_link(&victim, &sign_out).await;
     let (done, _) = victim.get(&own).await;
     assert_eq!(done.status, 302, "no second confirmation: {}", done.body);
     let (after, _) = victim.get(&env.url("app", "/")).await;

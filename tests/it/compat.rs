@@ -1,0 +1,340 @@
+//! The 40 real Pomerium configs in `../shared/compat/pomerium-configs/` (Pomerium's examples and
+//! acceptance configs, its documentation's YAML, public homelab and demo deployments), each run
+//! through `vallum check-config` as a migrating user would. The table says, per file, which keys
+//! Vallum refuses today (empty: the config is accepted). A fix that makes a config start, or a
+//! change that breaks one, shows here: update the table with it, and the migration guide.
+//!
+//! Most refusals today are gaps tracked in issue #19 (upstream names resolved at load, no
+//! generated fallback certificate, keys Pomerium accepts); the rest are features Vallum does not
+//! have (SSH routes, MCP, autocert, PostgreSQL, Enterprise criteria, forward auth).
+
+use crate::support::bin;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+/// (file, the keys `check-config` refuses, `[N]` indices dropped; empty: accepted). Upstream
+/// names that do not resolve are left out: whether `verify.pomerium.com` resolves depends on the
+/// machine's network, and resolving at load is itself the gap #19 closes.
+const EXPECTED: &[(&str, &[&str])] = &[
+    (
+        "01-pomerium-config-example.yaml",
+        &["certificates", "idp_client_id", "idp_provider_url"],
+    ),
+    (
+        "02-pomerium-config-minimal.yaml",
+        &["autocert", "autocert_use_staging", "certificates"],
+    ),
+    (
+        "03-pomerium-config-docker.yaml",
+        &["certificate_file", "certificates"],
+    ),
+    (
+        "04-pomerium-policy-example.yaml",
+        &["policy.allowed_groups"],
+    ),
+    (
+        "05-pomerium-mutual-tls.yaml",
+        &["authorize_service_url", "certificates"],
+    ),
+    (
+        "06-pomerium-tiddlywiki.yaml",
+        &[
+            "autocert",
+            "autocert_use_staging",
+            "certificates",
+            "cookie_secret",
+        ],
+    ),
+    (
+        "07-pomerium-cloudrun-policy.yaml",
+        &[
+            "policy.enable_google_cloud_serverless_authentication",
+            "policy.to",
+        ],
+    ),
+    (
+        "08-pomerium-acceptance.yaml",
+        &[
+            "certificate_file",
+            "certificates",
+            "routes.tls_downstream_client_ca_file",
+        ],
+    ),
+    (
+        "09-pomerium-acceptance-mcp.yaml",
+        &[
+            "certificate_file",
+            "certificates",
+            "mcp_allowed_client_id_domains",
+            "routes.mcp",
+            "routes.policy.deny.or",
+            "runtime_flags.mcp_dynamic_client_registration",
+        ],
+    ),
+    (
+        "10-pomerium-ospkg-default.yaml",
+        &["certificates", "cookie_secret", "shared_secret"],
+    ),
+    (
+        "11-docs-guide-forgejo.yaml",
+        &[
+            "autocert",
+            "certificates",
+            "idp_client_id",
+            "idp_provider_url",
+        ],
+    ),
+    (
+        "12-docs-guide-jellyfin.yaml",
+        &[
+            "autocert",
+            "certificates",
+            "idp_client_id",
+            "idp_provider_url",
+        ],
+    ),
+    (
+        "13-docs-harness-selftest.yaml",
+        &["certificate_file", "certificates"],
+    ),
+    (
+        "14-docs-ssh-tcp-passthrough.yaml",
+        &[
+            "certificate_file",
+            "certificates",
+            "idp_client_id",
+            "idp_provider_url",
+        ],
+    ),
+    (
+        "15-docs-ssh-tui-routes.yaml",
+        &[
+            "routes.health_checks.always_log_health_check_failures",
+            "routes.health_checks.always_log_health_check_success",
+            "routes.health_checks.grpc_health_check",
+            "routes.to",
+            "routes.upstream_tunnel",
+        ],
+    ),
+    (
+        "16-docs-tcp-routes.yaml",
+        &[
+            "certificates",
+            "databroker_storage_type",
+            "idp_client_id",
+            "idp_provider_url",
+        ],
+    ),
+    (
+        "17-docs-tooljet.yaml",
+        &[
+            "certificates",
+            "idp_provider",
+            "idp_provider_url",
+            "routes.host_rewrite_header",
+        ],
+    ),
+    ("18-docs-ppl-oss.yaml", &[]),
+    ("19-docs-ppl-client-certificate.yaml", &[]),
+    (
+        "20-docs-ppl-time.yaml",
+        &[
+            "routes.policy.allow.and.date.after",
+            "routes.policy.allow.and.time_of_day.before",
+        ],
+    ),
+    ("21-docs-ppl-enterprise.yaml", &["routes.policy.allow.and"]),
+    ("22-docs-ppl-mcp-tool.yaml", &["routes.policy.deny.and"]),
+    ("23-docs-ref-headers-lb-direct.yaml", &[]),
+    ("24-docs-ref-tokens-healthcheck.yaml", &[]),
+    (
+        "25-podhaus-homelab.yaml",
+        &[
+            "address",
+            "autocert",
+            "autocert_dir",
+            "autocert_email",
+            "certificates",
+            "http_redirect_addr",
+            "idp_client_id",
+            "proxy_log_level",
+            "routes.from",
+            "routes.policy.allow.and",
+            "routes.tls_custom_ca",
+            "routes.to",
+            "runtime_flags.ssh_routes_portal",
+            "signing_key_file",
+            "ssh_address",
+            "ssh_host_key_files",
+            "ssh_user_ca_key_file",
+        ],
+    ),
+    (
+        "26-erred-kluster.yaml",
+        &[
+            "forward_auth_url",
+            "grpc_insecure",
+            "idp_client_id",
+            "idp_provider_url",
+        ],
+    ),
+    (
+        "27-stephen304-portainer.yaml",
+        &["certificates", "idp_client_id"],
+    ),
+    (
+        "28-devusb-nix-homelab.yaml",
+        &[
+            "certificates",
+            "client_ca",
+            "idp_client_id",
+            "idp_provider_url",
+            "proxy_log_level",
+        ],
+    ),
+    (
+        "29-ruial-monitoring.yaml",
+        &[
+            "certificate_file",
+            "certificates",
+            "idp_client_id",
+            "idp_provider_url",
+            "pomerium_debug",
+        ],
+    ),
+    (
+        "30-yegle-your-dns.yaml",
+        &[
+            "autocert",
+            "certificates",
+            "grpc_client_dns_roundrobin",
+            "policy",
+            "pomerium_debug",
+        ],
+    ),
+    ("31-thiagosol-auth-client.yaml", &[]),
+    (
+        "32-lintek-hosted-auth.yaml",
+        &["certificates", "idp_client_id", "idp_provider_url"],
+    ),
+    (
+        "33-zero-trust-in-a-box-rego.yaml",
+        &[
+            "certificates",
+            "cookie_secret",
+            "routes.policy.allow.rego",
+            "shared_secret",
+        ],
+    ),
+    (
+        "34-ot-lab-grficsv3.yaml",
+        &["certificates", "idp_client_id"],
+    ),
+    (
+        "35-zta-tailscale.yaml",
+        &[
+            "authenticate_service_url",
+            "certificates",
+            "policy",
+            "xff_num_trusted_hops",
+        ],
+    ),
+    ("36-ztna-lab-keycloak.yaml", &["insecure_server", "routes"]),
+    ("37-vigil-agent-gate.yaml", &[]),
+    (
+        "38-gitricko-quickstart.yaml",
+        &[
+            "certificate_file",
+            "certificates",
+            "idp_provider",
+            "idp_provider_url",
+            "idp_service_account",
+            "signing_key_algorithm",
+        ],
+    ),
+    (
+        "39-homecentr-docker.yaml",
+        &["forward_auth_url", "idp_client_id", "idp_provider_url"],
+    ),
+    (
+        "40-aws-hack-action-gate.yaml",
+        &[
+            "grpc_address",
+            "grpc_insecure",
+            "routes.allow_public_unauthenticated_access",
+        ],
+    ),
+];
+
+fn corpus() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/compat/pomerium-configs");
+    assert!(
+        dir.is_dir(),
+        "the Pomerium config corpus is missing: expected it at {} (the workspace's shared/compat)",
+        dir.display()
+    );
+    dir
+}
+
+/// The keys of the errors `check-config` lists, without list indices.
+fn refused_keys(output: &str) -> BTreeSet<String> {
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix("  - "))
+        .filter(|l| !l.contains("cannot resolve"))
+        .filter_map(|l| l.split_once(':').map(|(k, _)| k))
+        .map(|k| {
+            let mut key = String::new();
+            let mut in_index = false;
+            for c in k.chars() {
+                match c {
+                    '[' => in_index = true,
+                    ']' => in_index = false,
+                    c if !in_index => key.push(c),
+                    _ => {}
+                }
+            }
+            key
+        })
+        .collect()
+}
+
+#[test]
+fn every_real_config_gets_its_recorded_verdict() {
+    let dir = corpus();
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    let listed: Vec<&str> = EXPECTED.iter().map(|(f, _)| *f).collect();
+    assert_eq!(
+        files, listed,
+        "every config in the corpus has a row, and only those"
+    );
+    let mut wrong = Vec::new();
+    for (file, keys) in EXPECTED {
+        let out = std::process::Command::new(bin())
+            .args(["check-config", dir.join(file).to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = refused_keys(&text);
+        let want: BTreeSet<String> = keys.iter().map(|k| k.to_string()).collect();
+        let resolves_later = text.contains("cannot resolve");
+        if got != want || (out.status.success() != keys.is_empty() && !resolves_later) {
+            wrong.push(format!(
+                "{file}: refused {got:?}, recorded {want:?}\n{text}"
+            ));
+        }
+    }
+    let accepted = EXPECTED.iter().filter(|(_, k)| k.is_empty()).count();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(accepted >= 2, "accepted {accepted} of {}", EXPECTED.len());
+}
