@@ -99,3 +99,60 @@ routes:
         format!("https://a.localhost:{port}/some/path?q=1")
     );
 }
+
+/// The request head's deadline holds on TLS listeners too: a client that completes the
+/// handshake, sends part of a head and waits loses the connection at `timeout_read`.
+#[tokio::test]
+async fn a_partial_head_over_tls_loses_its_connection() {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("CA");
+    let (cert, key) = ca.server(&["a.localhost"]).write(dir.path(), "a");
+    let up = Upstream::echo("up").await;
+    let port = free_port();
+    let text = format!(
+        "address: 127.0.0.1:{port}\ntimeout_read: 1s\ncertificates:\n  - cert: {}\n    key: {}\n\
+         routes:\n  - from: https://a.localhost\n    to: {}\n    allow_public_unauthenticated_access: true\n",
+        cert.display(),
+        key.display(),
+        up.url()
+    );
+    let gw = Gateway::start_in(dir, port, &text, &[]).await;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = ServerName::try_from("a.localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap_or_else(|e| panic!("handshake: {e}\n{}", gw.log()));
+    let start = std::time::Instant::now();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: a.localhost\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(8), tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break Some(start.elapsed()),
+            Ok(Ok(_)) => continue,
+            Err(_) => break None,
+        }
+    };
+    assert!(
+        closed.is_some_and(|t| t < Duration::from_secs(4)),
+        "partial head over TLS held {closed:?}"
+    );
+}
