@@ -255,8 +255,15 @@ fn parse_date(v: &Value, cx: &Ctx, path: &str) -> Result<Criterion, ParseError> 
     for (k, val) in m {
         let key = scalar(k).unwrap_or_default();
         let text = scalar(val).unwrap_or_default();
+        // RFC 3339, or (as Pomerium's PPL reference writes them) a date-time without a zone,
+        // read as UTC, or a bare date.
         let t = chrono::DateTime::parse_from_rfc3339(&text)
             .map(|t| t.with_timezone(&chrono::Utc))
+            .or_else(|_| {
+                chrono::NaiveDateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M:%S")
+                    .or_else(|_| chrono::NaiveDateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M"))
+                    .map(|t| t.and_utc())
+            })
             .or_else(|_| {
                 chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d")
                     .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
@@ -351,15 +358,26 @@ fn parse_time_of_day(v: &Value, cx: &Ctx, path: &str) -> Result<Criterion, Parse
         let Some(t) = m.get(k).and_then(scalar) else {
             return Ok(None);
         };
-        chrono::NaiveTime::parse_from_str(&t, "%H:%M")
-            .or_else(|_| chrono::NaiveTime::parse_from_str(&t, "%H:%M:%S"))
-            .map(|t| Some(chrono::Timelike::hour(&t) * 60 + chrono::Timelike::minute(&t)))
-            .map_err(|_| {
-                cx.err(
-                    &format!("{path}.{k}"),
-                    &format!("'{t}' is not a time (HH:MM)"),
-                )
-            })
+        // 24-hour `HH:MM[:SS]`, or the 12-hour `4:30PM` / `4:30 pm` Pomerium's reference uses.
+        let upper = t.trim().to_ascii_uppercase();
+        [
+            "%H:%M",
+            "%H:%M:%S",
+            "%I:%M%p",
+            "%I:%M %p",
+            "%I:%M:%S%p",
+            "%I:%M:%S %p",
+        ]
+        .iter()
+        .find_map(|f| chrono::NaiveTime::parse_from_str(&upper, f).ok())
+        .ok_or(())
+        .map(|t| Some(chrono::Timelike::hour(&t) * 60 + chrono::Timelike::minute(&t)))
+        .map_err(|_| {
+            cx.err(
+                &format!("{path}.{k}"),
+                &format!("'{t}' is not a time (HH:MM, or 4:30PM)"),
+            )
+        })
     };
     let (after, before) = (minutes("after")?, minutes("before")?);
     if after.is_none() && before.is_none() {

@@ -102,6 +102,15 @@ fn every_criterion_true_and_false() {
             "date: {after: '2026-01-01T00:00:00Z'}",
             "date: {before: '2026-01-01'}",
         ),
+        // The forms Pomerium's PPL reference prints: a date-time without a zone (UTC), 12-hour times.
+        (
+            "date: {after: 2020-01-02T16:20:00, before: 2150-01-02T16:20:00}",
+            "date: {before: 2020-01-02T16:20:00}",
+        ),
+        (
+            "time_of_day: {timezone: UTC, after: 2:20PM, before: 4:30PM}",
+            "time_of_day: {timezone: UTC, after: 2:40 pm}",
+        ),
         ("day_of_week: mon-fri", "day_of_week: sat,sun"),
         ("day_of_week: [wed]", "day_of_week: {is: thu}"),
         (
