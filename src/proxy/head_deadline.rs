@@ -67,17 +67,20 @@ impl HeadDeadline {
         self.next.store(true, Ordering::Release);
     }
 
-    fn take_next(&mut self) {
-        if self.next.swap(false, Ordering::Acquire) {
-            let limit = Duration::from_millis(self.next_limit_ms.load(Ordering::Relaxed));
-            self.start_at_first_byte(limit);
+    /// Starts timing the next head if the last request has ended; `true` when it had (the next
+    /// bytes begin a new head).
+    pub fn take_next(&mut self) -> bool {
+        if !self.next.swap(false, Ordering::Acquire) {
+            return false;
         }
+        let limit = Duration::from_millis(self.next_limit_ms.load(Ordering::Relaxed));
+        self.start_at_first_byte(limit);
+        true
     }
 
     /// After a read returned `got` bytes: starts the clock on a first byte, and says whether
     /// the deadline has passed.
     pub fn after_read(&mut self, got: usize) -> bool {
-        self.take_next();
         if self.done.load(Ordering::Relaxed) {
             return false;
         }
@@ -94,7 +97,6 @@ impl HeadDeadline {
 
     /// While a read waits: `Ready` once the deadline has passed.
     pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        self.take_next();
         let Some(until) = self.until.filter(|_| !self.done.load(Ordering::Relaxed)) else {
             return Poll::Pending;
         };
@@ -138,6 +140,8 @@ mod tests {
         assert!(!d.after_read(1));
         d.head_received();
         d.request_ended(Duration::ZERO);
+        assert!(d.take_next(), "a new head begins");
+        assert!(!d.take_next(), "once");
         assert!(!d.after_read(0), "the next head has not started");
         assert!(
             d.after_read(1),

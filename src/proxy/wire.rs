@@ -4,9 +4,10 @@
 //! `GET /a%20b HTTP/1.1`, and the raw head Pingora keeps is the repaired one. Two parsers that
 //! split such a line differently is how requests get smuggled, so Vallum refuses it instead.
 //!
-//! `WireTap` wraps each downstream connection and remembers the last few lines that look like a
-//! request line with such bytes in it (nothing else, so it costs a scan for `\n` per read and no
-//! copy of ordinary traffic). `repaired_line` tells the hygiene step whether the request line it
+//! `WireTap` wraps each downstream connection and looks at the first line of each request head
+//! (on a new connection, and after each request ends), remembering it when it is a request line
+//! with such bytes in it: no scan of header lines or bodies, and no copy of ordinary traffic. A
+//! pipelined request whose head arrived in the same read as the one before it is not looked at. `repaired_line` tells the hygiene step whether the request line it
 //! sees is Pingora's repair of one of them. `TappedApp` installs the tap on every connection.
 
 use super::head_deadline::{late, HeadDeadline};
@@ -38,6 +39,8 @@ const KEEP: usize = 4;
 /// Finds lines shaped like `token SP … HTTP/d…` whose target holds a byte Pingora would repair.
 #[derive(Debug, Default)]
 struct Lines {
+    /// Past the first line of the current head: nothing to look at until the next head.
+    past_first_line: bool,
     /// The current line so far, while it may be a request line (cleared as soon as it cannot).
     line: Vec<u8>,
     /// Whether the current line has been ruled out.
@@ -49,7 +52,7 @@ impl Lines {
     /// Looks at the lines in `bytes` without copying them: only a line split across reads is
     /// kept (while it may still be a request line), and only a suspect line is stored.
     fn scan(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
+        while !bytes.is_empty() && !self.past_first_line {
             let end = memchr::memchr(b'\n', bytes);
             let chunk = &bytes[..end.unwrap_or(bytes.len())];
             if !self.ruled_out {
@@ -70,6 +73,7 @@ impl Lines {
                 }
                 return;
             };
+            let whole_was_empty = self.line.is_empty();
             if !self.ruled_out {
                 let whole = std::mem::take(&mut self.line);
                 let line = if whole.is_empty() { chunk } else { &whole[..] };
@@ -84,6 +88,9 @@ impl Lines {
             self.line.clear();
             self.ruled_out = false;
             bytes = &bytes[end + 1..];
+            // A blank line before a request is allowed (RFC 9112 §2.2); any other ends the look.
+            self.past_first_line =
+                !chunk.strip_suffix(b"\r").unwrap_or(chunk).is_empty() || !whole_was_empty;
         }
     }
 }
@@ -177,6 +184,10 @@ impl AsyncRead for WireTap {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
+        // The last request ended: what comes next is a new head, timed and looked at afresh.
+        if this.head.take_next() {
+            this.lines.past_first_line = false;
+        }
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let got = buf.filled().get(before..).unwrap_or(&[]);
@@ -365,6 +376,15 @@ mod tests {
                 .is_empty()
         );
         assert!(suspects(&[b"Host: x y HTTP/1.1\r\n"]).is_empty());
+        // Only a head's first line counts (a blank line before it is skipped).
+        assert_eq!(
+            suspects(&[b"\r\nGET /a b HTTP/1.1\r\n"]),
+            vec![b"GET /a b HTTP/1.1".to_vec()]
+        );
+        assert!(
+            suspects(&[b"GET / HTTP/1.1\r\nPOST /a b HTTP/1.1\r\n"]).is_empty(),
+            "a request-shaped line later in the head is not its request line"
+        );
     }
 
     #[test]
