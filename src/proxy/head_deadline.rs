@@ -19,6 +19,9 @@ pub struct HeadDeadline {
     until: Option<Instant>,
     /// Waiting for the first byte of a kept-alive connection's next request.
     on_first_byte: bool,
+    /// A head has begun and is still incomplete: the clock is read (and `until` set) only if a
+    /// read has to wait for more of it, so a head that arrives whole costs no clock read.
+    started: bool,
     /// Set by the proxy when the head has been parsed (`request_filter` runs).
     done: AtomicBool,
     /// Set by the proxy when a request ends: the connection's next head, if any, is timed
@@ -51,6 +54,7 @@ impl HeadDeadline {
         self.limit = limit;
         self.until = None;
         self.on_first_byte = false;
+        self.started = false;
         self.done.store(false, Ordering::Relaxed);
     }
 
@@ -87,8 +91,7 @@ impl HeadDeadline {
         if self.on_first_byte {
             if got > 0 {
                 self.on_first_byte = false;
-                self.until = Some(Instant::now() + self.limit);
-                return self.limit.is_zero();
+                self.started = true;
             }
             return false;
         }
@@ -97,6 +100,11 @@ impl HeadDeadline {
 
     /// While a read waits: `Ready` once the deadline has passed.
     pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.started && self.until.is_none() && !self.done.load(Ordering::Relaxed) {
+            // The head began in the last read and the rest has to be waited for: the clock
+            // starts now (a few microseconds after its first byte).
+            self.until = Some(Instant::now() + self.limit);
+        }
         let Some(until) = self.until.filter(|_| !self.done.load(Ordering::Relaxed)) else {
             return Poll::Pending;
         };
@@ -125,13 +133,28 @@ mod tests {
 
     #[test]
     fn a_kept_alive_clock_starts_at_the_first_byte_and_stops_at_the_head() {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
         let mut d = HeadDeadline::default();
         d.start_at_first_byte(Duration::ZERO);
         assert!(!d.after_read(0), "no byte yet: the idle timeout's business");
         assert!(
-            d.after_read(1),
-            "a zero deadline has passed once a byte arrived"
+            d.poll_expired(&mut cx).is_pending(),
+            "nothing started: no timer"
         );
+        assert!(!d.after_read(1), "a head that arrives whole is never timed");
+        assert!(d.until.is_none());
+        // The rest of the head has to be waited for: the clock starts, and a zero limit has
+        // passed by the next read.
+        rt.block_on(async {
+            let _ = d.poll_expired(&mut cx);
+        });
+        assert!(d.until.is_some());
+        assert!(d.after_read(1));
         d.head_received();
         assert!(!d.after_read(10), "parsed: no deadline");
         d.start_now(Duration::from_secs(60));
@@ -144,8 +167,8 @@ mod tests {
         assert!(!d.take_next(), "once");
         assert!(!d.after_read(0), "the next head has not started");
         assert!(
-            d.after_read(1),
-            "it started, and a zero deadline has passed"
+            !d.after_read(1) && d.started,
+            "it started, untimed until a read waits"
         );
     }
 }
