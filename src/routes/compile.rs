@@ -179,18 +179,19 @@ fn action(
 /// rule, then the PPL rules). A route that says nothing is denied.
 fn compile_access(raw: &RawRoute, base: &str, ctx: &Ctx<'_>, e: &mut Errors) -> Access {
     let p = |k: &str| format!("{base}.{k}");
-    let has_rules = raw.policy.is_some()
-        || raw.allowed_users.is_some()
+    // Pomerium refuses public access beside these allow-lists; a `policy` (or claims) beside it
+    // is OR-ed with "accept", so only its deny rules still bite.
+    let allow_lists = raw.allowed_users.is_some()
         || raw.allowed_domains.is_some()
-        || raw.allowed_idp_claims.is_some()
         || raw.allow_any_authenticated_user;
-    if raw.allow_public_unauthenticated_access && has_rules {
+    if raw.allow_public_unauthenticated_access && allow_lists {
         e.push(
             p("allow_public_unauthenticated_access"),
-            "cannot be combined with policy, allowed_users, allowed_domains, allowed_idp_claims or allow_any_authenticated_user",
+            "cannot be combined with allowed_users, allowed_domains or allow_any_authenticated_user",
         );
     }
-    if raw.allow_public_unauthenticated_access && !raw.cors_allow_preflight {
+    let more_rules = raw.policy.is_some() || raw.allowed_idp_claims.is_some();
+    if raw.allow_public_unauthenticated_access && !raw.cors_allow_preflight && !more_rules {
         return Access::Public;
     }
     let mut claims = Vec::new();

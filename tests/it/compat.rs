@@ -252,11 +252,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ),
     (
         "40-aws-hack-action-gate.yaml",
-        &[
-            "grpc_address",
-            "grpc_insecure",
-            "routes.allow_public_unauthenticated_access",
-        ],
+        &["grpc_address", "grpc_insecure"],
     ),
 ];
 

@@ -200,6 +200,13 @@ routes:
       allow:
         or:
           - source_ip: [192.0.2.0/24, "2001:db8::/32"]
+  - from: http://open.test
+    to: {u}
+    allow_public_unauthenticated_access: true
+    policy:
+      - deny:
+          or:
+            - http_method: {{is: POST}}
   - from: http://loopback.test
     to: {u}
     policy:
@@ -255,6 +262,12 @@ routes:
         0,
         "nothing reached the upstream"
     );
+    // Public with a policy, as Pomerium allows: open to anyone, except what its deny rules say.
+    assert_eq!(gw.get("open.test", "/").await.status, 200);
+    let post = gw
+        .request(reqwest::Method::POST, "open.test", "/", &[])
+        .await;
+    assert_eq!(post.status, 403, "{}", post.body);
 
     assert_eq!(gw.get("loopback.test", "/x").await.status, 200);
     assert_eq!(
