@@ -84,3 +84,71 @@ pub fn check(
         _ => None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::target::Addressed;
+    use crate::routes::path::Target;
+
+    fn at(host: &str) -> Addressed {
+        Addressed {
+            target: Target {
+                path: "/".into(),
+                query: None,
+            },
+            host: host.into(),
+            port: 443,
+            host_full: host.into(),
+        }
+    }
+
+    /// A TLS snapshot with `downstream_mtls` (the CA and the server certificate made here).
+    fn mtls_snapshot(enforcement: &str) -> Snapshot {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["app.test".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let write = |name: &str, pem: String| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, pem).unwrap();
+            p.display().to_string()
+        };
+        let yaml = format!(
+            "address: 127.0.0.1:0\ncertificates:\n  - cert: {}\n    key: {}\n\
+             downstream_mtls:\n  ca_file: {}\n  enforcement: {enforcement}\n\
+             routes:\n  - from: https://app.test\n    to: http://127.0.0.1:9\n    allow_public_unauthenticated_access: true\n",
+            write("leaf.pem", leaf.pem()),
+            write("leaf.key", key.serialize_pem()),
+            write("ca.pem", ca.pem()),
+        );
+        Snapshot::from_str(&yaml, &|_| None, None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn default_deny_refuses_without_a_trusted_certificate() {
+        let metrics = Metrics::new().unwrap();
+        let snap = mtls_snapshot("policy_with_default_deny");
+        let route = crate::proxy::testing::route_on(&snap, "app.test", 443, "/");
+        assert_eq!(
+            check(None, &snap, &route, &at("app.test"), &metrics, "rid"),
+            Err(Refusal::ClientCertificate(
+                Reason::ClientCertificateRequired
+            ))
+        );
+        let snap = mtls_snapshot("policy");
+        let route = crate::proxy::testing::route_on(&snap, "app.test", 443, "/");
+        assert_eq!(
+            check(None, &snap, &route, &at("app.test"), &metrics, "rid"),
+            Ok(None),
+            "policy mode: only routes that ask care"
+        );
+        assert!(matches!(input(None), CertInput::Absent));
+    }
+}

@@ -14,3 +14,8 @@ pub fn snapshot(routes: &str) -> Snapshot {
 pub fn route(snap: &Snapshot, host: &str, path: &str) -> Arc<Route> {
     Arc::clone(snap.routes.find(host, 80, path).expect("a route matches"))
 }
+
+/// The route that serves `host`, `port` and `path` in `snap`.
+pub fn route_on(snap: &Snapshot, host: &str, port: u16, path: &str) -> Arc<Route> {
+    Arc::clone(snap.routes.find(host, port, path).expect("a route matches"))
+}
