@@ -37,6 +37,9 @@ pub struct Settings {
     pub insecure_server: bool,
     pub http_redirect_addr: Option<SocketAddr>,
     pub certs: CertStore,
+    /// TLS is on and no certificate is configured: the snapshot makes a self-signed one for
+    /// the route hosts (`tls::fallback`).
+    pub fallback_certificate: bool,
     /// Headers added to every response (Pomerium's defaults unless `set_response_headers` is set).
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     pub timeout_read: Duration,
@@ -157,14 +160,8 @@ pub fn compile(
 
     let mut files = Vec::new();
     let certs = compile_certs(raw, &mut files, errs);
-    if !insecure && certs.is_empty() {
-        errs.push(
-            "certificates",
-            "TLS is on (insecure_server is false) but no certificate is configured; set \
-             `certificates` (or certificate_file/certificate_key_file), or `insecure_server: true` \
-             behind another TLS terminator",
-        );
-    }
+    // TLS on and no certificate: the snapshot serves a self-signed one (as Pomerium does).
+    let fallback_certificate = !insecure && certs.is_empty();
 
     let response_headers =
         compile_response_headers(raw.set_response_headers.as_ref(), !insecure, errs);
@@ -195,6 +192,7 @@ pub fn compile(
         insecure_server: insecure,
         http_redirect_addr,
         certs,
+        fallback_certificate,
         response_headers,
         timeout_read: raw
             .timeout_read

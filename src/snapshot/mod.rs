@@ -89,7 +89,7 @@ impl Snapshot {
         let generated = previous
             .map(|p| Arc::clone(&p.generated))
             .unwrap_or_else(|| Arc::new(GeneratedSecrets::generate()));
-        let settings = if raw.settings_ok {
+        let mut settings = if raw.settings_ok {
             settings::compile(&raw.settings, &generated, &mut errs)
         } else {
             // Already reported; checking the defaults in its place would only add noise.
@@ -133,6 +133,9 @@ impl Snapshot {
         if routes.is_empty() && errs.is_empty() {
             warnings.push("no routes are configured: every request will get 404".into());
         }
+        if settings.fallback_certificate {
+            fallback_certificate(&mut settings, &routes, &generated, &mut warnings, &mut errs);
+        }
         errs.into_result(())?;
         Ok(Snapshot {
             auth_keys: settings.auth.as_ref().map(auth::AuthKeys::new),
@@ -144,6 +147,54 @@ impl Snapshot {
             files,
             warnings,
         })
+    }
+}
+
+/// TLS is on and no certificate is configured: a self-signed one for every route host and the
+/// authenticate host, its key derived from `shared_secret` (Pomerium's behaviour too).
+fn fallback_certificate(
+    settings: &mut Settings,
+    routes: &[Arc<crate::routes::Route>],
+    generated: &GeneratedSecrets,
+    warnings: &mut Vec<String>,
+    errs: &mut Errors,
+) {
+    use crate::routes::route::HostPattern;
+    let mut hosts: Vec<String> = routes
+        .iter()
+        .filter_map(|r| match &r.host {
+            HostPattern::Exact(h) => Some(h.clone()),
+            HostPattern::Wildcard(s) if !s.is_empty() => Some(format!("*.{s}")),
+            HostPattern::Wildcard(_) => None,
+        })
+        .collect();
+    if let Some(host) = settings
+        .auth
+        .as_ref()
+        .and_then(|a| a.authenticate_url.host_str())
+    {
+        hosts.push(host.to_ascii_lowercase());
+    }
+    hosts.sort();
+    hosts.dedup();
+    if hosts.is_empty() {
+        hosts.push("localhost".into());
+    }
+    let secret = match &settings.auth {
+        Some(a) => &a.shared_secret,
+        None => &generated.shared_secret,
+    };
+    match crate::tls::fallback::self_signed(secret, &hosts) {
+        Ok(ck) => {
+            warnings.push(format!(
+                "TLS is on and no certificate is configured: serving a self-signed certificate for {} \
+                 (browsers will not trust it; set `certificates` or certificate_file/certificate_key_file, \
+                 or set insecure_server: true behind a TLS terminator)",
+                hosts.join(", ")
+            ));
+            settings.certs = crate::tls::CertStore::new(vec![(ck, hosts)]);
+        }
+        Err(e) => errs.push("certificates", e),
     }
 }
 

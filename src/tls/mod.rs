@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod client_ca;
+pub mod fallback;
 pub mod peer;
 
 pub use certs::CertStore;

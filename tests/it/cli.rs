@@ -155,15 +155,21 @@ fn shipped_examples_are_valid() {
 fn environment_overrides_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("env.yaml");
-    std::fs::write(&f, "routes: []\n").unwrap();
-    // TLS by default with no certificate: an error...
+    std::fs::write(&f, "http_redirect_addr: 127.0.0.1:0\nroutes: []\n").unwrap();
+    // TLS by default (a self-signed certificate when none is configured), so an HTTPS
+    // redirect listener makes sense...
     let out = Command::new(bin())
         .arg("check-config")
         .arg(&f)
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    // ...unless INSECURE_SERVER says otherwise.
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("self-signed"));
+    // ...until INSECURE_SERVER from the environment turns TLS off, and the redirect is refused.
     let out = Command::new(bin())
         .arg("check-config")
         .arg(&f)
@@ -171,7 +177,7 @@ fn environment_overrides_the_file() {
         .output()
         .unwrap();
     assert!(
-        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).contains("http_redirect_addr: redirects to HTTPS"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

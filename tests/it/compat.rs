@@ -4,9 +4,10 @@
 //! Vallum refuses today (empty: the config is accepted). A fix that makes a config start, or a
 //! change that breaks one, shows here: update the table with it, and the migration guide.
 //!
-//! Most refusals today are gaps tracked in issue #19 (upstream names resolved at load, no
-//! generated fallback certificate, keys Pomerium accepts); the rest are features Vallum does not
-//! have (SSH routes, MCP, autocert, PostgreSQL, Enterprise criteria, forward auth).
+//! Most refusals today are gaps tracked in issue #19 (upstream names resolved at load, keys
+//! Pomerium accepts, certificate files the deployments mount, IdP settings they pass by
+//! environment); the rest are features Vallum does not have (SSH routes, MCP, autocert,
+//! PostgreSQL, Enterprise criteria, forward auth).
 
 use crate::support::bin;
 use std::collections::BTreeSet;
@@ -18,32 +19,21 @@ use std::path::PathBuf;
 const EXPECTED: &[(&str, &[&str])] = &[
     (
         "01-pomerium-config-example.yaml",
-        &["certificates", "idp_client_id", "idp_provider_url"],
+        &["idp_client_id", "idp_provider_url"],
     ),
     (
         "02-pomerium-config-minimal.yaml",
-        &["autocert", "autocert_use_staging", "certificates"],
+        &["autocert", "autocert_use_staging"],
     ),
-    (
-        "03-pomerium-config-docker.yaml",
-        &["certificate_file", "certificates"],
-    ),
+    ("03-pomerium-config-docker.yaml", &["certificate_file"]),
     (
         "04-pomerium-policy-example.yaml",
         &["policy.allowed_groups"],
     ),
-    (
-        "05-pomerium-mutual-tls.yaml",
-        &["authorize_service_url", "certificates"],
-    ),
+    ("05-pomerium-mutual-tls.yaml", &["authorize_service_url"]),
     (
         "06-pomerium-tiddlywiki.yaml",
-        &[
-            "autocert",
-            "autocert_use_staging",
-            "certificates",
-            "cookie_secret",
-        ],
+        &["autocert", "autocert_use_staging", "cookie_secret"],
     ),
     (
         "07-pomerium-cloudrun-policy.yaml",
@@ -54,17 +44,12 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ),
     (
         "08-pomerium-acceptance.yaml",
-        &[
-            "certificate_file",
-            "certificates",
-            "routes.tls_downstream_client_ca_file",
-        ],
+        &["certificate_file", "routes.tls_downstream_client_ca_file"],
     ),
     (
         "09-pomerium-acceptance-mcp.yaml",
         &[
             "certificate_file",
-            "certificates",
             "mcp_allowed_client_id_domains",
             "routes.mcp",
             "routes.policy.deny.or",
@@ -77,34 +62,16 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ),
     (
         "11-docs-guide-forgejo.yaml",
-        &[
-            "autocert",
-            "certificates",
-            "idp_client_id",
-            "idp_provider_url",
-        ],
+        &["autocert", "idp_client_id", "idp_provider_url"],
     ),
     (
         "12-docs-guide-jellyfin.yaml",
-        &[
-            "autocert",
-            "certificates",
-            "idp_client_id",
-            "idp_provider_url",
-        ],
+        &["autocert", "idp_client_id", "idp_provider_url"],
     ),
-    (
-        "13-docs-harness-selftest.yaml",
-        &["certificate_file", "certificates"],
-    ),
+    ("13-docs-harness-selftest.yaml", &["certificate_file"]),
     (
         "14-docs-ssh-tcp-passthrough.yaml",
-        &[
-            "certificate_file",
-            "certificates",
-            "idp_client_id",
-            "idp_provider_url",
-        ],
+        &["certificate_file", "idp_client_id", "idp_provider_url"],
     ),
     (
         "15-docs-ssh-tui-routes.yaml",
@@ -119,7 +86,6 @@ const EXPECTED: &[(&str, &[&str])] = &[
     (
         "16-docs-tcp-routes.yaml",
         &[
-            "certificates",
             "databroker_storage_type",
             "idp_client_id",
             "idp_provider_url",
@@ -128,7 +94,6 @@ const EXPECTED: &[(&str, &[&str])] = &[
     (
         "17-docs-tooljet.yaml",
         &[
-            "certificates",
             "idp_provider",
             "idp_provider_url",
             "routes.host_rewrite_header",
@@ -148,7 +113,6 @@ const EXPECTED: &[(&str, &[&str])] = &[
             "autocert",
             "autocert_dir",
             "autocert_email",
-            "certificates",
             "http_redirect_addr",
             "idp_client_id",
             "proxy_log_level",
@@ -172,14 +136,10 @@ const EXPECTED: &[(&str, &[&str])] = &[
             "idp_provider_url",
         ],
     ),
-    (
-        "27-stephen304-portainer.yaml",
-        &["certificates", "idp_client_id"],
-    ),
+    ("27-stephen304-portainer.yaml", &["idp_client_id"]),
     (
         "28-devusb-nix-homelab.yaml",
         &[
-            "certificates",
             "client_ca",
             "idp_client_id",
             "idp_provider_url",
@@ -190,7 +150,6 @@ const EXPECTED: &[(&str, &[&str])] = &[
         "29-ruial-monitoring.yaml",
         &[
             "certificate_file",
-            "certificates",
             "idp_client_id",
             "idp_provider_url",
             "pomerium_debug",
@@ -200,7 +159,6 @@ const EXPECTED: &[(&str, &[&str])] = &[
         "30-yegle-your-dns.yaml",
         &[
             "autocert",
-            "certificates",
             "grpc_client_dns_roundrobin",
             "policy",
             "pomerium_debug",
@@ -209,29 +167,16 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("31-thiagosol-auth-client.yaml", &[]),
     (
         "32-lintek-hosted-auth.yaml",
-        &["certificates", "idp_client_id", "idp_provider_url"],
+        &["idp_client_id", "idp_provider_url"],
     ),
     (
         "33-zero-trust-in-a-box-rego.yaml",
-        &[
-            "certificates",
-            "cookie_secret",
-            "routes.policy.allow.rego",
-            "shared_secret",
-        ],
+        &["cookie_secret", "routes.policy.allow.rego", "shared_secret"],
     ),
-    (
-        "34-ot-lab-grficsv3.yaml",
-        &["certificates", "idp_client_id"],
-    ),
+    ("34-ot-lab-grficsv3.yaml", &["idp_client_id"]),
     (
         "35-zta-tailscale.yaml",
-        &[
-            "authenticate_service_url",
-            "certificates",
-            "policy",
-            "xff_num_trusted_hops",
-        ],
+        &["authenticate_service_url", "policy", "xff_num_trusted_hops"],
     ),
     ("36-ztna-lab-keycloak.yaml", &["insecure_server", "routes"]),
     ("37-vigil-agent-gate.yaml", &[]),
@@ -239,7 +184,6 @@ const EXPECTED: &[(&str, &[&str])] = &[
         "38-gitricko-quickstart.yaml",
         &[
             "certificate_file",
-            "certificates",
             "idp_provider",
             "idp_provider_url",
             "idp_service_account",

@@ -156,3 +156,52 @@ async fn a_partial_head_over_tls_loses_its_connection() {
         "partial head over TLS held {closed:?}"
     );
 }
+
+/// TLS on and no certificate configured (Pomerium's own example config does this): the gateway
+/// starts, serves a self-signed certificate for its route hosts, and says so at startup.
+#[tokio::test]
+async fn without_a_certificate_a_self_signed_one_is_served() {
+    let up = Upstream::echo("up").await;
+    let port = free_port();
+    let text = format!(
+        "address: 127.0.0.1:{port}\nshared_secret: Wm9vaF9zaGFyZWRfc2VjcmV0XzMyX2J5dGVzX19fXyE=\n\
+         routes:\n  - from: https://a.localhost\n    to: {}\n    allow_public_unauthenticated_access: true\n",
+        up.url()
+    );
+    let gw = Gateway::start_in(tempfile::tempdir().unwrap(), port, &text, &[]).await;
+    assert!(
+        gw.log()
+            .contains("serving a self-signed certificate for a.localhost"),
+        "{}",
+        gw.log()
+    );
+    // A client that trusts the system roots refuses it; one told to accept it is served.
+    let strict = reqwest::Client::builder()
+        .resolve(
+            "a.localhost",
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        )
+        .no_proxy()
+        .build()
+        .unwrap();
+    assert!(strict
+        .get(format!("https://a.localhost:{port}/"))
+        .send()
+        .await
+        .is_err());
+    let lenient = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .resolve(
+            "a.localhost",
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        )
+        .no_proxy()
+        .build()
+        .unwrap();
+    let r = lenient
+        .get(format!("https://a.localhost:{port}/"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", gw.log()));
+    assert_eq!(r.status(), 200);
+}
