@@ -43,9 +43,17 @@ pub fn read(src: &PemSource) -> Result<Vec<u8>, String> {
     }
 }
 
-/// A value that may be a path or base64 PEM (Pomerium's `certificates[].cert` accepts both).
+/// A value that may be a path or base64 PEM (Pomerium's `certificates[].cert` accepts both). A
+/// value shaped like a path (absolute or relative, or ending in a certificate or key extension)
+/// is a path even when the file is missing, so the error says the file is missing rather than
+/// that it is not base64 (base64 PEM starts with `LS0t`, never with `/` or `.`).
 pub fn path_or_inline(v: &str) -> PemSource {
-    if Path::new(v).is_file() {
+    let t = v.trim();
+    let path_shaped = t.starts_with(['/', '.', '~'])
+        || [".pem", ".crt", ".cer", ".key", ".der"]
+            .iter()
+            .any(|ext| t.to_ascii_lowercase().ends_with(ext));
+    if Path::new(v).is_file() || (path_shaped && !t.starts_with("-----BEGIN")) {
         PemSource::File(PathBuf::from(v))
     } else {
         PemSource::Inline(v.to_string())
@@ -91,4 +99,23 @@ pub fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
         }
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_path_is_reported_as_a_missing_file() {
+        let src = path_or_inline("/certs/missing.pem");
+        assert!(matches!(src, PemSource::File(_)));
+        let err = read(&src).unwrap_err();
+        assert!(err.contains("cannot read /certs/missing.pem"), "{err}");
+        assert!(matches!(path_or_inline("tls.crt"), PemSource::File(_)));
+        // Base64 PEM stays inline.
+        assert!(matches!(
+            path_or_inline("LS0tLS1CRUdJTiBDRVJU"),
+            PemSource::Inline(_)
+        ));
+    }
 }
