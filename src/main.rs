@@ -81,7 +81,8 @@ enum Command {
         #[arg(long)]
         gateway: Option<String>,
         /// Token to use (default: $VALLUM_TOKEN, else the one `vallum login` cached for the gateway URL).
-        #[arg(long)]
+        /// Tokens are base64url and may begin with `-`: taken as a value, never as a flag.
+        #[arg(long, allow_hyphen_values = true)]
         token: Option<String>,
         /// Do not verify the gateway's TLS certificate (test setups only).
         #[arg(long)]

@@ -6,16 +6,6 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 /// Global keys Pomerium has and Vallum does not implement yet.
 pub const POMERIUM_GLOBAL_UNSUPPORTED: &[&str] = &[
-    "authenticate_internal_service_url",
-    "authorize_service_url",
-    "authorize_service_urls",
-    "authorize_internal_service_url",
-    "databroker_service_url",
-    "databroker_service_urls",
-    "databroker_internal_service_url",
-    "grpc_address",
-    "grpc_insecure",
-    "grpc_client_timeout",
     "identity_providers",
     "jwt_groups_filter",
     "certificate_authority",
@@ -150,6 +140,23 @@ pub enum Support {
     Unknown,
 }
 
+/// The split-deployment and gRPC keys of Pomerium's separate services.
+pub const SINGLE_PROCESS: &[&str] = &[
+    "authorize_service_url",
+    "authorize_service_urls",
+    "authorize_internal_service_url",
+    "authenticate_internal_service_url",
+    "databroker_service_url",
+    "databroker_service_urls",
+    "databroker_internal_service_url",
+    "grpc_address",
+    "grpc_insecure",
+    "grpc_client_timeout",
+];
+
+const SINGLE_PROCESS_WHY: &str =
+    "Vallum is one process: authorization runs in-process and the session store is set by databroker_storage_*";
+
 /// Keys Vallum accepts but that change nothing, with why.
 const IGNORED: &[(&str, &str)] = &[
     (
@@ -169,6 +176,9 @@ const IGNORED: &[(&str, &str)] = &[
 pub fn classify(key: &str, known: &[&str], unsupported: &[&str]) -> Support {
     if let Some((_, why)) = IGNORED.iter().find(|(k, _)| *k == key) {
         return Support::Ignored(why);
+    }
+    if SINGLE_PROCESS.contains(&key) {
+        return Support::Ignored(SINGLE_PROCESS_WHY);
     }
     if known.contains(&key) {
         return Support::Supported;

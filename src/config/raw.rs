@@ -60,6 +60,19 @@ pub struct RawSettings {
     pub signin_rate_limit: Option<u32>,
     /// Vallum extension: proxy worker threads (default: one per core).
     pub threads: Option<usize>,
+    /// Split-deployment addresses and gRPC settings of Pomerium's separate services. Vallum is
+    /// one process whose authorization runs in-process and whose store is configured by the
+    /// `databroker_storage_*` keys, so these are accepted and have no effect (a warning says so).
+    pub authorize_service_url: Option<serde_yaml_ng::Value>,
+    pub authorize_service_urls: Option<serde_yaml_ng::Value>,
+    pub authorize_internal_service_url: Option<serde_yaml_ng::Value>,
+    pub authenticate_internal_service_url: Option<serde_yaml_ng::Value>,
+    pub databroker_service_url: Option<serde_yaml_ng::Value>,
+    pub databroker_service_urls: Option<serde_yaml_ng::Value>,
+    pub databroker_internal_service_url: Option<serde_yaml_ng::Value>,
+    pub grpc_address: Option<serde_yaml_ng::Value>,
+    pub grpc_insecure: Option<serde_yaml_ng::Value>,
+    pub grpc_client_timeout: Option<serde_yaml_ng::Value>,
     // Sign-in.
     pub services: Option<String>,
     pub authenticate_service_url: Option<String>,

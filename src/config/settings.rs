@@ -73,6 +73,52 @@ impl Settings {
     }
 }
 
+/// Pomerium's split-deployment and gRPC keys, when set: accepted, with a warning that they do
+/// nothing in one process.
+fn single_process_warning(raw: &RawSettings) -> Option<String> {
+    let split: Vec<&str> = [
+        ("authorize_service_url", raw.authorize_service_url.is_some()),
+        (
+            "authorize_service_urls",
+            raw.authorize_service_urls.is_some(),
+        ),
+        (
+            "authorize_internal_service_url",
+            raw.authorize_internal_service_url.is_some(),
+        ),
+        (
+            "authenticate_internal_service_url",
+            raw.authenticate_internal_service_url.is_some(),
+        ),
+        (
+            "databroker_service_url",
+            raw.databroker_service_url.is_some(),
+        ),
+        (
+            "databroker_service_urls",
+            raw.databroker_service_urls.is_some(),
+        ),
+        (
+            "databroker_internal_service_url",
+            raw.databroker_internal_service_url.is_some(),
+        ),
+        ("grpc_address", raw.grpc_address.is_some()),
+        ("grpc_insecure", raw.grpc_insecure.is_some()),
+        ("grpc_client_timeout", raw.grpc_client_timeout.is_some()),
+    ]
+    .iter()
+    .filter(|(_, set)| *set)
+    .map(|(k, _)| *k)
+    .collect();
+    (!split.is_empty()).then(|| {
+        format!(
+            "{}: accepted, no effect: Vallum is one process whose authorization runs in-process \
+             (its session store is set by databroker_storage_*)",
+            split.join(", ")
+        )
+    })
+}
+
 /// `path_with_escaped_slashes_action` (Envoy's names).
 fn escaped_slashes(raw: &RawSettings, errs: &mut Errors) -> EscapedSlashes {
     match raw
@@ -172,6 +218,7 @@ pub fn compile(
 
     let mut auth = super::auth::compile(raw, insecure, generated, &mut files, errs);
     let mut warnings = Vec::new();
+    warnings.extend(single_process_warning(raw));
     let ops = super::ops::compile(raw, errs, &mut warnings);
     let branding = compile_branding(raw, errs);
     let client_ca = super::mtls::compile(raw.downstream_mtls.as_ref(), insecure, &mut files, errs);

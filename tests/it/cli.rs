@@ -244,3 +244,53 @@ fn pomerium_migration_report() {
         "{err}"
     );
 }
+
+/// Pomerium's split-deployment and gRPC keys start unchanged: accepted, with a warning that
+/// they do nothing in Vallum's single process.
+#[test]
+fn split_deployment_keys_are_accepted_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("split.yaml");
+    std::fs::write(
+        &f,
+        "insecure_server: true\ngrpc_address: :5443\ngrpc_insecure: true\n\
+         authorize_service_url: https://authorize.internal\ndatabroker_service_urls: [https://db.internal]\n\
+         routes: []\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(&f)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("grpc_address, grpc_insecure") && text.contains("no effect"),
+        "{text}"
+    );
+}
+
+/// A token is base64url and may begin with `-`: `vallum tcp --token -O…` takes it as the value
+/// (one programmatic-login token in 32 starts that way; the tunnel tests met one).
+#[test]
+fn tcp_takes_a_token_that_begins_with_a_dash() {
+    use std::io::BufRead;
+    let mut child = Command::new(bin())
+        .args(["tcp", "db.test:5432", "--listen", "127.0.0.1:0"])
+        .args(["--gateway", "http://127.0.0.1:1", "--token", "-Oabc"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.starts_with("listening on 127.0.0.1:"), "{first}");
+}

@@ -30,7 +30,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
         "04-pomerium-policy-example.yaml",
         &["policy.allowed_groups"],
     ),
-    ("05-pomerium-mutual-tls.yaml", &["authorize_service_url"]),
+    ("05-pomerium-mutual-tls.yaml", &[]),
     (
         "06-pomerium-tiddlywiki.yaml",
         &["autocert", "autocert_use_staging", "cookie_secret"],
@@ -129,12 +129,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ),
     (
         "26-erred-kluster.yaml",
-        &[
-            "forward_auth_url",
-            "grpc_insecure",
-            "idp_client_id",
-            "idp_provider_url",
-        ],
+        &["forward_auth_url", "idp_client_id", "idp_provider_url"],
     ),
     ("27-stephen304-portainer.yaml", &["idp_client_id"]),
     (
@@ -194,10 +189,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
         "39-homecentr-docker.yaml",
         &["forward_auth_url", "idp_client_id", "idp_provider_url"],
     ),
-    (
-        "40-aws-hack-action-gate.yaml",
-        &["grpc_address", "grpc_insecure"],
-    ),
+    ("40-aws-hack-action-gate.yaml", &[]),
 ];
 
 /// The corpus: `VALLUM_COMPAT_CORPUS`, else the workspace's `shared/` beside the checkout.
