@@ -40,7 +40,7 @@ impl HeadDeadline {
     }
 
     /// A kept-alive connection: the clock starts with the next request's first byte.
-    pub fn start_at_first_byte(&mut self, limit: Duration) {
+    fn start_at_first_byte(&mut self, limit: Duration) {
         self.reset(limit);
         self.on_first_byte = true;
     }

@@ -10,9 +10,9 @@ pub fn snapshot(routes: &str) -> Snapshot {
     Snapshot::from_str(&yaml, &|_| None, None).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The route that serves `host` and `path` in `snap`.
+/// The route that serves `host` (port 80) and `path` in `snap`.
 pub fn route(snap: &Snapshot, host: &str, path: &str) -> Arc<Route> {
-    Arc::clone(snap.routes.find(host, 80, path).expect("a route matches"))
+    route_on(snap, host, 80, path)
 }
 
 /// The route that serves `host`, `port` and `path` in `snap`.

@@ -318,27 +318,23 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TappedApp<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        // Pingora keeps an HTTP/1 connection inside one call for all its requests (the next
+        // head is re-timed when a request ends, in `logging`), so a stream arriving here is new;
+        // one already tapped is passed on as it is.
+        if tap_of(&stream).is_some() {
+            return self.app.process_new(stream, shutdown).await;
+        }
         let limit = self.snapshot.load().settings.timeout_read;
-        // A kept-alive connection comes back already tapped: its next head is timed from its
-        // first byte. A new one is timed from now, unless it speaks HTTP/2.
-        let tap: Stream = if tap_of(&stream).is_some() {
-            let Ok(mut tap) = stream.into_any().downcast::<WireTap>() else {
-                return None;
-            };
-            tap.head.start_at_first_byte(limit);
-            tap
-        } else {
-            let mut tap = Box::new(WireTap {
-                inner: stream,
-                lines: Lines::default(),
-                head: HeadDeadline::default(),
-            });
-            match tap.inner.selected_alpn_proto() {
-                Some(ALPN::H2) => tap.head.off(),
-                _ => tap.head.start_now(limit),
-            }
-            tap
-        };
+        let mut tap = Box::new(WireTap {
+            inner: stream,
+            lines: Lines::default(),
+            head: HeadDeadline::default(),
+        });
+        // HTTP/2 frames are not a head: no deadline there.
+        match tap.inner.selected_alpn_proto() {
+            Some(ALPN::H2) => tap.head.off(),
+            _ => tap.head.start_now(limit),
+        }
         self.app.process_new(tap, shutdown).await
     }
 

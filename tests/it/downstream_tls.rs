@@ -176,28 +176,23 @@ async fn without_a_certificate_a_self_signed_one_is_served() {
         gw.log()
     );
     // A client that trusts the system roots refuses it; one told to accept it is served.
-    let strict = reqwest::Client::builder()
-        .resolve(
-            "a.localhost",
-            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        )
-        .no_proxy()
-        .build()
-        .unwrap();
+    let client = |accept_any: bool| {
+        reqwest::Client::builder()
+            .danger_accept_invalid_certs(accept_any)
+            .resolve(
+                "a.localhost",
+                std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            )
+            .no_proxy()
+            .build()
+            .unwrap()
+    };
+    let (strict, lenient) = (client(false), client(true));
     assert!(strict
         .get(format!("https://a.localhost:{port}/"))
         .send()
         .await
         .is_err());
-    let lenient = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .resolve(
-            "a.localhost",
-            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        )
-        .no_proxy()
-        .build()
-        .unwrap();
     let r = lenient
         .get(format!("https://a.localhost:{port}/"))
         .send()
