@@ -514,6 +514,17 @@ fn try_devices(action: DevicesAction) -> anyhow::Result<()> {
     })
 }
 
+/// Upstream names that do not resolve from here, as warnings (`Snapshot::unresolved_names`).
+fn unresolved_names(snap: &Snapshot) -> Vec<String> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(snap.unresolved_names()),
+        Err(e) => vec![format!("cannot look upstream names up: {e}")],
+    }
+}
+
 fn check_config(files: &[PathBuf], pomerium: bool) -> ExitCode {
     use std::io::Write;
     let mut failed = false;
@@ -549,7 +560,7 @@ fn check_config(files: &[PathBuf], pomerium: bool) -> ExitCode {
                 for line in rt.routes.summary() {
                     let _ = writeln!(out, "  {line}");
                 }
-                for w in &rt.warnings {
+                for w in rt.warnings.iter().chain(&unresolved_names(&rt)) {
                     let _ = writeln!(out, "  warning: {w}");
                 }
             }

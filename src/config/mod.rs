@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod devices;
+pub mod dns;
 pub mod duration;
 pub mod error;
 pub mod idp;

@@ -122,6 +122,15 @@ pub struct RawSettings {
     pub databroker_cache_ttl: Option<GoDuration>,
     /// Vallum extension: how long a cached session may serve while the store is unreachable.
     pub databroker_cache_max_stale: Option<GoDuration>,
+    pub dns_lookup_family: Option<String>,
+    pub dns_refresh_rate: Option<GoDuration>,
+    pub dns_failure_refresh_rate: Option<GoDuration>,
+    pub dns_query_timeout: Option<GoDuration>,
+    pub dns_query_tries: Option<u32>,
+    /// Accepted for Pomerium configs; the resolver opens a fresh port per query anyway.
+    pub dns_udp_max_queries: Option<u32>,
+    pub dns_use_tcp: Option<bool>,
+    pub dns_resolvers: Option<StringList>,
     pub routes: Option<serde_yaml_ng::Value>,
     pub policy: Option<serde_yaml_ng::Value>,
 }

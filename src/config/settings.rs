@@ -63,6 +63,8 @@ pub struct Settings {
     pub client_ca: Option<crate::tls::client_ca::ClientCa>,
     /// WebAuthn device types, built-ins first.
     pub device_types: Vec<super::devices::DeviceType>,
+    /// How upstream host names are resolved (`dns_*`).
+    pub dns: super::dns::DnsSettings,
     /// Things worth saying that do not stop the config from loading.
     pub warnings: Vec<String>,
 }
@@ -223,6 +225,7 @@ pub fn compile(
     let branding = compile_branding(raw, errs);
     let client_ca = super::mtls::compile(raw.downstream_mtls.as_ref(), insecure, &mut files, errs);
     let device_types = super::devices::compile(&raw.device_types, errs);
+    let dns = super::dns::compile(raw, errs);
     if let Some(a) = auth.as_mut() {
         a.device_types = device_types.clone();
         a.rp_name = branding.name.clone();
@@ -234,6 +237,7 @@ pub fn compile(
         branding,
         client_ca,
         device_types,
+        dns,
         warnings,
         address,
         insecure_server: insecure,

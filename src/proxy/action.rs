@@ -7,6 +7,7 @@ use super::RequestCtx;
 use crate::respond::refusal::Refusal;
 use crate::respond::reply::Reply;
 use crate::routes::route::{Action, PathMatch, Route};
+use crate::upstream::dns::Unresolved;
 use http::HeaderValue;
 use std::net::SocketAddr;
 
@@ -19,7 +20,7 @@ pub enum Step {
     Tunnel(Vec<SocketAddr>),
 }
 
-pub fn take(
+pub async fn take(
     route: &Route,
     at: &Addressed,
     scheme: &'static str,
@@ -27,7 +28,10 @@ pub fn take(
 ) -> Result<Step, Refusal> {
     match &route.action {
         Action::Respond { status, body } => Ok(Step::Reply(Reply::text(*status, body.clone()))),
-        Action::Tunnel(addrs) => Ok(Step::Tunnel(addrs.clone())),
+        Action::Tunnel(names) => match names.current().await {
+            Ok(answer) => Ok(Step::Tunnel(answer.all())),
+            Err(why) => Err(unresolved(route, ctx, &why)),
+        },
         Action::Redirect(spec) => {
             let matched = match &route.path {
                 PathMatch::Prefix(p) | PathMatch::Exact(p) => p.as_str(),
@@ -45,6 +49,9 @@ pub fn take(
                 .map_err(|_| Refusal::BadRedirect)
         }
         Action::Upstream(pool) => {
+            pool.prepare()
+                .await
+                .map_err(|why| unresolved(route, ctx, &why))?;
             // Hash key for RING_HASH/MAGLEV: the session (a user sticks to a backend across
             // networks), else the client IP.
             let key = match &ctx.identity {
@@ -59,6 +66,13 @@ pub fn take(
             Ok(Step::Forward)
         }
     }
+}
+
+/// No name of the route resolves: said in the log with the resolver's reason (the client only
+/// learns that the name does not resolve).
+fn unresolved(route: &Route, ctx: &RequestCtx, why: &Unresolved) -> Refusal {
+    tracing::warn!(request_id = %ctx.request_id, route_id = %route.id, error = %why.0, "request refused: upstream host name does not resolve");
+    Refusal::UpstreamUnresolved
 }
 
 #[cfg(test)]
@@ -79,8 +93,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn each_action_becomes_its_step() {
+    #[tokio::test]
+    async fn each_action_becomes_its_step() {
         let snap = snapshot(
             "- from: http://ok.test\n  response: {status: 204, body: done}\n  allow_public_unauthenticated_access: true\n\
              - from: http://old.test\n  prefix: /docs\n  redirect: {host_redirect: new.test, https_redirect: true}\n  allow_public_unauthenticated_access: true\n\
@@ -92,7 +106,9 @@ mod tests {
             &at("ok.test", "/", None),
             "http",
             &mut ctx,
-        ) {
+        )
+        .await
+        {
             Ok(Step::Reply(r)) => assert_eq!((r.status.as_u16(), &r.body[..]), (204, &b"done"[..])),
             _ => panic!("a direct response"),
         }
@@ -102,7 +118,9 @@ mod tests {
             &at("old.test", "/docs/a", Some("x=1")),
             "http",
             &mut ctx,
-        ) {
+        )
+        .await
+        {
             Ok(Step::Reply(r)) => {
                 let loc = r.location.unwrap();
                 assert!(
@@ -115,7 +133,7 @@ mod tests {
         assert!(ctx.picked.is_none());
         let r = route(&snap, "app.test", "/");
         assert!(matches!(
-            take(&r, &at("app.test", "/", None), "http", &mut ctx),
+            take(&r, &at("app.test", "/", None), "http", &mut ctx).await,
             Ok(Step::Forward)
         ));
         assert!(ctx.picked.is_some(), "a backend was picked");

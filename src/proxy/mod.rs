@@ -175,6 +175,17 @@ impl ProxyHttp for Gateway {
         upstream::peer(ctx)
     }
 
+    fn fail_to_connect(
+        &self,
+        _: &mut Session,
+        _: &HttpPeer,
+        ctx: &mut RequestCtx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        upstream::connect_failed(ctx);
+        e
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,

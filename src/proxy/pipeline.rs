@@ -52,7 +52,16 @@ pub async fn route_request(
     // 7. Identity and access: deny unless the policy allows.
     ctx.identity = access::decide(gw, session, ctx, snap, &route, &at).await?;
     // 8. The action: respond, redirect, forward to a picked backend, or tunnel.
-    let step = action::take(&route, &at, gw.scheme(), ctx)?;
+    let step = action::take(&route, &at, gw.scheme(), ctx)
+        .await
+        .inspect_err(|r| {
+            if matches!(r, Refusal::UpstreamUnresolved) {
+                gw.metrics
+                    .upstream_unresolved
+                    .with_label_values(&[&route.id])
+                    .inc();
+            }
+        })?;
     ctx.target = Some(at.target);
     ctx.host = at.host;
     Ok(step)

@@ -38,6 +38,16 @@ pub fn peer(ctx: &RequestCtx) -> Result<Box<HttpPeer>> {
     Ok(Box::new(peer))
 }
 
+/// A backend refused the connection or never answered it: if the route's upstream is a name,
+/// look it up again soon, in case it has moved.
+pub fn connect_failed(ctx: &RequestCtx) {
+    if let Some(Action::Upstream(pool)) = ctx.route.as_ref().map(|r| &r.action) {
+        if let Some(names) = pool.names() {
+            names.connect_failed();
+        }
+    }
+}
+
 /// Shapes the request the upstream receives.
 pub fn request(
     req: &mut RequestHeader,

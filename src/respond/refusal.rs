@@ -55,6 +55,8 @@ pub enum Refusal {
     SignInNotConfigured,
     UrlTooLong,
     NoHealthyUpstream,
+    /// None of the route's upstream host names resolves (the reason goes to the log).
+    UpstreamUnresolved,
     BadRedirect,
     StoreUnavailable,
     /// Two different live sessions for one host (a cookie planted from a sibling domain).
@@ -115,7 +117,7 @@ impl Refusal {
             UrlTooLong => 414,
             NoHealthyUpstream | StoreUnavailable => 503,
             BodyTimeout => 408,
-            TunnelBackend => 502,
+            TunnelBackend | UpstreamUnresolved => 502,
             Upstream(f) => match f {
                 UpstreamFault::Unreachable => 502,
                 UpstreamFault::Timeout => 504,
@@ -157,6 +159,7 @@ impl Refusal {
             SignInNotConfigured => "sign-in is not configured",
             UrlTooLong => "this URL is too long to leave and come back to",
             NoHealthyUpstream => "no healthy upstream",
+            UpstreamUnresolved => "the upstream's host name does not resolve",
             BadRedirect => "cannot build redirect location",
             StoreUnavailable => {
                 "the session store cannot be reached right now; try again in a moment"

@@ -167,7 +167,7 @@ fn action(
     } else if let Some(r) = &raw.redirect {
         compile_redirect(r, base, e).map(Action::Redirect)
     } else if let (true, Some(to)) = (tunnel, &raw.to) {
-        compile_tunnel(&to.0, &p("to"), e).map(Action::Tunnel)
+        compile_tunnel(&to.0, &p("to"), ctx, e).map(Action::Tunnel)
     } else if let Some(to) = &raw.to {
         crate::upstream::compile::pool(raw, &to.0, base, ctx, e).map(Action::Upstream)
     } else {
@@ -240,27 +240,36 @@ fn compile_access(raw: &RawRoute, base: &str, ctx: &Ctx<'_>, e: &mut Errors) -> 
     Access::Policy(Arc::new(policy))
 }
 
-/// `to` of a tunnel route: `tcp://host:port` (or a list), resolved at load like other upstreams.
-fn compile_tunnel(to: &[String], path: &str, e: &mut Errors) -> Option<Vec<std::net::SocketAddr>> {
-    use std::net::ToSocketAddrs;
-    let mut addrs = Vec::new();
+/// `to` of a tunnel route: `tcp://host:port` (or a list). Names are looked up when a client
+/// opens a tunnel, like other upstreams.
+fn compile_tunnel(
+    to: &[String],
+    path: &str,
+    ctx: &Ctx<'_>,
+    e: &mut Errors,
+) -> Option<Arc<crate::upstream::dns::Names>> {
+    let mut hosts = Vec::new();
     for (i, t) in to.iter().enumerate() {
+        let at = format!("{path}[{i}]");
         let Some(authority) = t.strip_prefix("tcp://").map(|a| a.trim_end_matches('/')) else {
-            e.push(
-                format!("{path}[{i}]"),
-                "a tcp+ route's `to` must be tcp://host:port",
-            );
+            e.push(at, "a tcp+ route's `to` must be tcp://host:port");
             continue;
         };
-        match authority.to_socket_addrs() {
-            Ok(found) => addrs.extend(found),
-            Err(err) => e.push(
-                format!("{path}[{i}]"),
-                format!("cannot resolve {authority:?}: {err}"),
-            ),
+        match url::Url::parse(&format!("tcp://{authority}")) {
+            Ok(u) if u.port().is_some() && u.host_str().is_some() => {
+                let host = u.host_str().unwrap_or_default();
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                hosts.push((host.to_string(), u.port().unwrap_or_default()));
+            }
+            _ => e.push(at, format!("{authority:?} is not host:port")),
         }
     }
-    (!addrs.is_empty()).then_some(addrs)
+    (!hosts.is_empty() && hosts.len() == to.len()).then(|| {
+        Arc::new(crate::upstream::dns::Names::new(
+            hosts,
+            Arc::clone(&ctx.resolver),
+        ))
+    })
 }
 
 fn compile_redirect(

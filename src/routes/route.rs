@@ -96,7 +96,7 @@ pub enum Action {
     Upstream(Arc<Pool>),
     /// A TCP tunnel (`from: tcp+https://host:port`, `to: tcp://addr:port`): each authorised
     /// `Upgrade: tcp` request becomes one TCP connection to these addresses (first that answers).
-    Tunnel(Vec<std::net::SocketAddr>),
+    Tunnel(Arc<crate::upstream::dns::Names>),
     Redirect(RedirectSpec),
     Respond {
         status: StatusCode,
@@ -310,8 +310,15 @@ impl Route {
             PathMatch::Regex(r) => format!("~{}", r.as_str()),
         };
         let action = match &self.action {
-            Action::Tunnel(addrs) => {
-                let to: Vec<String> = addrs.iter().map(|a| format!("tcp://{a}")).collect();
+            Action::Tunnel(names) => {
+                let to: Vec<String> = names
+                    .hosts()
+                    .iter()
+                    .map(|(h, p)| match h.contains(':') {
+                        true => format!("tcp://[{h}]:{p}"),
+                        false => format!("tcp://{h}:{p}"),
+                    })
+                    .collect();
                 format!("tunnel to {}", to.join(", "))
             }
             Action::Upstream(pool) => {

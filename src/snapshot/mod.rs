@@ -46,6 +46,36 @@ pub fn process_env(name: &str) -> Option<String> {
 }
 
 impl Snapshot {
+    /// Looks up every upstream host name once and says which do not resolve here. For
+    /// `check-config`: a warning, never an error, since the gateway looks names up when a
+    /// request needs them and the machine checking may not be the one serving.
+    pub async fn unresolved_names(&self) -> Vec<String> {
+        use crate::routes::route::Action;
+        let mut all = Vec::new();
+        for r in self.routes.iter() {
+            match &r.action {
+                Action::Upstream(pool) => all.extend(pool.names().cloned()),
+                Action::Tunnel(names) => all.push(Arc::clone(names)),
+                _ => {}
+            }
+        }
+        let lookups = all.iter().map(|n| async move {
+            n.refresh().await;
+            n.peek().failures().to_vec()
+        });
+        let mut failed: Vec<String> = futures_util::future::join_all(lookups)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        failed.sort();
+        failed.dedup();
+        failed
+            .into_iter()
+            .map(|f| format!("cannot resolve {f} (looked up again when a request needs it)"))
+            .collect()
+    }
+
     /// The sign-in settings with the keys built for them, when sign-in is configured.
     pub fn auth(&self) -> Option<auth::Auth<'_>> {
         Some(auth::Auth {
@@ -102,6 +132,7 @@ impl Snapshot {
             pools: HashMap::new(),
             files: settings.files.clone(),
             warnings: settings.warnings.clone(),
+            resolver: Arc::new(crate::upstream::dns::Resolver::new(settings.dns.clone())),
         };
         let key = raw.routes_key;
         let mut routes = Vec::new();

@@ -49,101 +49,102 @@ pub struct Metrics {
     pub ready: IntGaugeVec,
     /// `result` (trusted/untrusted/absent/rejected): client certificates per TLS connection.
     pub client_certificates: IntCounterVec,
+    /// `route`: requests refused because no upstream host name of the route resolves.
+    pub upstream_unresolved: IntCounterVec,
 }
 
 impl Metrics {
     /// All metrics, registered on a fresh registry.
     pub fn new() -> Result<Arc<Self>, prometheus::Error> {
         let r = Register(Registry::new());
-        let (counter, histogram, gauges) = (
-            |n: &str, h: &str, l: &[&str]| r.counter(n, h, l),
-            |n: &str, h: &str, l: &[&str]| r.histogram(n, h, l),
-            |n: &str, h: &str, l: &[&str]| r.gauges(n, h, l),
-        );
-        let gauge = |n: &str, h: &str| r.gauge(n, h);
         let m = Metrics {
-            requests: counter(
+            requests: r.counter(
                 "vallum_http_requests_total",
                 "Requests answered, by route, method class and status class",
                 &["route", "method", "status"],
             )?,
-            request_duration: histogram(
+            request_duration: r.histogram(
                 "vallum_http_request_duration_seconds",
                 "Time from request to the end of the response, by route",
                 &["route"],
             )?,
-            upstream_duration: histogram(
+            upstream_duration: r.histogram(
                 "vallum_upstream_duration_seconds",
                 "Time from sending upstream to the end of the upstream response, by route",
                 &["route"],
             )?,
-            authorize: counter(
+            authorize: r.counter(
                 "vallum_authorize_decisions_total",
                 "Authorization decisions, by route, decision and reason",
                 &["route", "decision", "reason"],
             )?,
-            sign_ins: counter(
+            sign_ins: r.counter(
                 "vallum_sign_ins_total",
                 "Sign-ins started, completed and failed (by reason)",
                 &["stage", "reason"],
             )?,
-            store_duration: histogram(
+            store_duration: r.histogram(
                 "vallum_session_store_duration_seconds",
                 "Session store call latency, by backend and operation",
                 &["backend", "op"],
             )?,
-            store_errors: counter(
+            store_errors: r.counter(
                 "vallum_session_store_errors_total",
                 "Session store calls that failed or timed out, by backend and operation",
                 &["backend", "op"],
             )?,
-            session_cache: counter(
+            session_cache: r.counter(
                 "vallum_session_cache_lookups_total",
                 "Local session cache lookups: hit, miss, or stale (served during a store outage)",
                 &["result"],
             )?,
-            revocations: counter(
+            revocations: r.counter(
                 "vallum_session_revocations_total",
                 "Session revocations published and received on the fleet channel",
                 &["direction"],
             )?,
-            config_reloads: counter(
+            config_reloads: r.counter(
                 "vallum_config_reloads_total",
                 "Config reloads, by result",
                 &["result"],
             )?,
-            config_last_reload_success: gauge(
+            config_last_reload_success: r.gauge(
                 "vallum_config_last_reload_success_timestamp_seconds",
                 "When a config was last loaded successfully (unix seconds)",
             )?,
-            config_info: gauges(
+            config_info: r.gauges(
                 "vallum_config_info",
                 "The loaded config's checksum (value is always 1)",
                 &["checksum"],
             )?,
-            upstream_healthy: gauges(
+            upstream_healthy: r.gauges(
                 "vallum_upstream_healthy",
                 "Upstream health by route and backend (1 healthy)",
                 &["route", "backend"],
             )?,
-            open_connections: gauge(
+            open_connections: r.gauge(
                 "vallum_downstream_open_requests",
                 "Downstream requests in progress",
             )?,
-            build_info: gauges(
+            build_info: r.gauges(
                 "vallum_build_info",
                 "Build information (value is always 1)",
                 &["version"],
             )?,
-            ready: gauges(
+            ready: r.gauges(
                 "vallum_ready",
                 "Readiness by component (1 ready)",
                 &["component"],
             )?,
-            client_certificates: counter(
+            client_certificates: r.counter(
                 "vallum_client_certificates_total",
                 "Downstream TLS connections by client certificate verdict (trusted, untrusted, absent; rejected = handshake refused)",
                 &["result"],
+            )?,
+            upstream_unresolved: r.counter(
+                "vallum_upstream_unresolved_total",
+                "Requests answered 502 because none of the route's upstream host names resolves, by route",
+                &["route"],
             )?,
             registry: r.0.clone(),
         };
@@ -156,7 +157,7 @@ impl Metrics {
     /// The name of every metric Vallum registers (for the README's drift test).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let all: [&dyn Collector; 17] = [
+        let all: [&dyn Collector; 18] = [
             &self.requests,
             &self.request_duration,
             &self.upstream_duration,
@@ -174,6 +175,7 @@ impl Metrics {
             &self.build_info,
             &self.ready,
             &self.client_certificates,
+            &self.upstream_unresolved,
         ];
         all.iter()
             .flat_map(|c| c.desc())

@@ -5,13 +5,14 @@ use crate::config::error::Errors;
 use crate::config::pem::{self, PemSource};
 use crate::config::raw::{RawHealthCheck, RawRoute};
 use crate::config::settings::Settings;
+use crate::upstream::dns::Resolver;
 use crate::upstream::{
     HealthKind, HealthSpec, LbPolicy, Pool, PoolSpec, UpstreamTarget, UpstreamTls,
 };
 use base64::Engine;
 use pingora_core::utils::tls::{parse_x509, CertKey, WrappedX509};
 use std::collections::HashMap;
-use std::net::ToSocketAddrs;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,8 @@ pub struct Ctx<'a> {
     pub pools: HashMap<String, Arc<Pool>>,
     pub files: Vec<PathBuf>,
     pub warnings: Vec<String>,
+    /// Looks up the `to` hosts that are names (when a request needs them, not here).
+    pub resolver: Arc<Resolver>,
 }
 
 pub(crate) fn pool(
@@ -79,8 +82,12 @@ pub(crate) fn pool(
     }
     let tls = tls?;
     // The pool's identity across reloads: everything that shapes it.
+    let dns = targets
+        .iter()
+        .any(|t| t.literal.is_none())
+        .then(|| ctx.resolver.settings());
     let key = format!(
-        "{to:?}|{policy:?}|{:?}|{:?}|{:?}",
+        "{to:?}|{policy:?}|{:?}|{:?}|{:?}|{dns:?}",
         raw.health_checks,
         (
             raw.tls_skip_verify,
@@ -100,6 +107,7 @@ pub(crate) fn pool(
         tls,
         policy,
         health,
+        resolver: Arc::clone(&ctx.resolver),
     }));
     ctx.pools.insert(key, Arc::clone(&pool));
     Some(pool)
@@ -162,17 +170,18 @@ fn parse_to(spec: &str) -> Result<UpstreamTarget, String> {
         .trim_end_matches(']')
         .to_string();
     let port = url.port_or_known_default().ok_or("URL has no port")?;
-    let addr = (host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|err| format!("cannot resolve {host}: {err}"))?
-        .next()
-        .ok_or_else(|| format!("{host} resolves to no address"))?;
+    // A name is looked up when a request needs it (`upstream::dns`), never at load.
+    let literal = host
+        .parse::<IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, port));
     let authority = match url.port() {
         Some(p) => format!("{}:{p}", url.host_str().unwrap_or(&host)),
         None => url.host_str().unwrap_or(&host).to_string(),
     };
     Ok(UpstreamTarget {
-        addr,
+        literal,
+        port,
         tls,
         host_value: http::HeaderValue::from_str(&authority).ok(),
         authority,
@@ -428,5 +437,15 @@ mod tests {
         );
         assert!(parse_to("http://127.0.0.1:1,0").is_err());
         assert!(parse_to("tcp://127.0.0.1:1").is_err());
+        let named = parse_to("https://grafana.monitoring.svc.cluster.local").unwrap();
+        assert_eq!(
+            (named.literal, named.port, named.host.as_str()),
+            (None, 443, "grafana.monitoring.svc.cluster.local"),
+            "a name is kept as a name, not resolved at load"
+        );
+        assert_eq!(
+            parse_to("http://[::1]:8080").unwrap().literal,
+            Some("[::1]:8080".parse().unwrap())
+        );
     }
 }

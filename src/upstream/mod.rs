@@ -2,6 +2,7 @@
 //! and how the connection to one is made (TLS, client certificate, timeouts).
 
 pub mod compile;
+pub mod dns;
 mod health;
 mod pool;
 

@@ -1,16 +1,23 @@
 //! A pool is built once per distinct upstream definition and reused across reloads when that
 //! definition is unchanged, so health state survives a config edit that did not touch it.
+//!
+//! A pool whose `to` names hosts keeps its backends in step with their DNS answer
+//! ([`super::dns::Names`]): the balancer's discovery reads the kept answer, and a request that
+//! finds a newer answer than the balancer was built from rebuilds it first (Pingora keeps the
+//! health of backends that stay).
 
+use super::dns::{Names, Resolver, Unresolved};
 use super::health::{build_check, HealthSpec};
+use async_trait::async_trait;
 use futures_util::FutureExt;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::utils::tls::{CertKey, WrappedX509};
-use pingora_load_balancing::discovery::Static;
+use pingora_load_balancing::discovery::{ServiceDiscovery, Static};
 use pingora_load_balancing::selection::{Consistent, Random, RoundRobin};
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,10 +31,12 @@ pub enum LbPolicy {
     Hash,
 }
 
-/// One `to` URL, resolved.
+/// One `to` URL.
 #[derive(Debug, Clone)]
 pub struct UpstreamTarget {
-    pub addr: SocketAddr,
+    /// The address when the URL gives an IP; `None`: `host` is a name, resolved lazily.
+    pub literal: Option<SocketAddr>,
+    pub port: u16,
     pub tls: bool,
     /// `host[:port]` as the `to` URL spells it, for the auto host rewrite.
     pub authority: String,
@@ -66,6 +75,8 @@ pub struct PoolSpec {
     pub tls: UpstreamTls,
     pub policy: LbPolicy,
     pub health: Vec<HealthSpec>,
+    /// Looks up the targets that name hosts.
+    pub resolver: Arc<Resolver>,
 }
 
 enum Balancer {
@@ -118,6 +129,45 @@ pub struct Pool {
     /// The only backend, when there is one and nothing checks its health: every pick is this
     /// one, so the balancer (its health map, its iterator) is skipped on the hot path.
     sole: Option<SocketAddr>,
+    /// The targets' host names, when any target names one.
+    names: Option<Arc<Names>>,
+    /// Generation of the DNS answer the balancer's backends were built from.
+    applied: Arc<AtomicU64>,
+    /// One balancer rebuild at a time (Pingora's update must not overlap itself).
+    rebuilding: tokio::sync::Mutex<()>,
+}
+
+/// Backends from the kept DNS answer: one per address, with its target's weight.
+struct FromNames {
+    names: Arc<Names>,
+    weights: Vec<usize>,
+    applied: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl ServiceDiscovery for FromNames {
+    async fn discover(&self) -> pingora_core::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        let answer = self.names.peek();
+        self.applied.store(answer.generation, Ordering::Release);
+        let mut set = BTreeSet::new();
+        for (i, addrs) in answer.addrs.iter().enumerate() {
+            for a in addrs {
+                set.insert(backend(*a, self.weights.get(i).copied().unwrap_or(1), i));
+            }
+        }
+        Ok((set, HashMap::new()))
+    }
+}
+
+fn backend(addr: SocketAddr, weight: usize, target: usize) -> Backend {
+    let mut b = Backend {
+        addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(addr),
+        weight,
+        ext: Default::default(),
+    };
+    b.ext.insert(TargetIdx(target));
+    b.ext.insert(InFlight::default());
+    b
 }
 
 impl std::fmt::Debug for Pool {
@@ -129,39 +179,60 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-fn lb<S>(set: &BTreeSet<Backend>, spec: &PoolSpec) -> LoadBalancer<S>
+type Discovery = Box<dyn ServiceDiscovery + Send + Sync>;
+
+fn lb<S>(discovery: Discovery, spec: &PoolSpec) -> LoadBalancer<S>
 where
     S: pingora_load_balancing::selection::BackendSelection + 'static,
     S::Iter: pingora_load_balancing::selection::BackendIter,
 {
-    let mut backends = Backends::new(Static::new(set.clone()));
+    let mut backends = Backends::new(discovery);
     if let Some(check) = build_check(spec) {
         backends.set_health_check(check);
     }
     let lb = LoadBalancer::from_backends(backends);
-    // Static discovery completes without awaiting anything.
+    // Both discoveries read what they hold without awaiting anything.
     let _ = lb.update().now_or_never();
     lb
 }
 
 impl Pool {
     pub fn new(spec: PoolSpec) -> Pool {
-        let mut set = BTreeSet::new();
-        for (i, t) in spec.targets.iter().enumerate() {
-            let mut b = Backend {
-                addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(t.addr),
-                weight: t.weight,
-                ext: Default::default(),
-            };
-            b.ext.insert(TargetIdx(i));
-            b.ext.insert(InFlight::default());
-            set.insert(b);
-        }
+        let applied = Arc::new(AtomicU64::new(0));
+        let literals: Option<Vec<SocketAddr>> = spec.targets.iter().map(|t| t.literal).collect();
+        let names = match &literals {
+            Some(_) => None,
+            None => Some(Arc::new(Names::new(
+                spec.targets
+                    .iter()
+                    .map(|t| (t.host.clone(), t.port))
+                    .collect(),
+                Arc::clone(&spec.resolver),
+            ))),
+        };
+        let discovery = || -> Discovery {
+            match (&literals, &names) {
+                (Some(addrs), _) => Static::new(
+                    addrs
+                        .iter()
+                        .zip(&spec.targets)
+                        .enumerate()
+                        .map(|(i, (a, t))| backend(*a, t.weight, i))
+                        .collect(),
+                ),
+                (None, Some(n)) => Box::new(FromNames {
+                    names: Arc::clone(n),
+                    weights: spec.targets.iter().map(|t| t.weight).collect(),
+                    applied: Arc::clone(&applied),
+                }),
+                (None, None) => Static::new(BTreeSet::new()),
+            }
+        };
         let balancer = match spec.policy {
-            LbPolicy::RoundRobin => Balancer::RoundRobin(lb(&set, &spec)),
-            LbPolicy::Random => Balancer::Random(lb(&set, &spec)),
-            LbPolicy::Hash => Balancer::Hash(lb(&set, &spec)),
-            LbPolicy::LeastRequest => Balancer::LeastRequest(lb(&set, &spec)),
+            LbPolicy::RoundRobin => Balancer::RoundRobin(lb(discovery(), &spec)),
+            LbPolicy::Random => Balancer::Random(lb(discovery(), &spec)),
+            LbPolicy::Hash => Balancer::Hash(lb(discovery(), &spec)),
+            LbPolicy::LeastRequest => Balancer::LeastRequest(lb(discovery(), &spec)),
         };
         let group_key = {
             use std::hash::{Hash, Hasher};
@@ -169,19 +240,51 @@ impl Pool {
             spec.key.hash(&mut h);
             h.finish()
         };
-        let sole = match spec.targets.as_slice() {
-            [only] if spec.health.is_empty() => Some(only.addr),
+        let sole = match literals.as_deref() {
+            Some([only]) if spec.health.is_empty() => Some(*only),
             _ => None,
         };
         Pool {
             group_key,
             sole,
+            names,
+            applied,
+            rebuilding: tokio::sync::Mutex::new(()),
             health_interval: spec.health.iter().map(|h| h.interval).min(),
             key: spec.key,
             targets: spec.targets,
             tls: spec.tls,
             balancer,
         }
+    }
+
+    /// The targets' host names, when any target names one.
+    pub fn names(&self) -> Option<&Arc<Names>> {
+        self.names.as_ref()
+    }
+
+    /// Makes sure the balancer holds addresses for the targets' host names: resolves them when
+    /// nothing is known yet, and rebuilds the backends when the kept answer has changed.
+    /// A no-op (one branch) for pools of IP addresses.
+    pub async fn prepare(&self) -> Result<(), Unresolved> {
+        let Some(names) = &self.names else {
+            return Ok(());
+        };
+        let answer = names.current().await?;
+        if answer.generation != self.applied.load(Ordering::Acquire) {
+            let _one = self.rebuilding.lock().await;
+            if names.peek().generation != self.applied.load(Ordering::Acquire) {
+                let updated = match &self.balancer {
+                    Balancer::RoundRobin(l) | Balancer::LeastRequest(l) => l.update().await,
+                    Balancer::Random(l) => l.update().await,
+                    Balancer::Hash(l) => l.update().await,
+                };
+                if let Err(e) = updated {
+                    tracing::warn!(pool = %self.key, error = %e, "cannot rebuild the upstream backends");
+                }
+            }
+        }
+        Ok(())
     }
 
     fn backends(&self) -> &Backends {
@@ -251,6 +354,8 @@ impl Pool {
     }
 
     pub async fn run_health_checks(&self) {
+        // Names are resolved for the checks too, so a pool nobody has used yet is checked.
+        let _ = self.prepare().await;
         self.backends().run_health_check(true).await;
     }
 
@@ -285,7 +390,8 @@ mod tests {
 
     fn target(port: u16) -> UpstreamTarget {
         UpstreamTarget {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            literal: Some(SocketAddr::from(([127, 0, 0, 1], port))),
+            port,
             tls: false,
             authority: format!("127.0.0.1:{port}"),
             host_value: None,
@@ -355,6 +461,7 @@ mod tests {
             tls: UpstreamTls::default(),
             policy,
             health,
+            resolver: Arc::new(Resolver::new(Default::default())),
         })
     }
 
@@ -373,7 +480,7 @@ mod tests {
             !pool.uses_key(),
             "one backend: the hash key changes nothing"
         );
-        assert_eq!(pool.pick(b"").unwrap().addr, target(1).addr);
+        assert_eq!(Some(pool.pick(b"").unwrap().addr), target(1).literal);
         let two = pool_of(&[1001, 1002], LbPolicy::Hash);
         assert!(two.uses_key());
     }

@@ -240,8 +240,8 @@ fn pomerium_migration_report() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("routes[3].to[0]: cannot resolve \"db.internal:5432\""),
-        "{err}"
+        err.contains("3 errors") && !err.contains("db.internal"),
+        "a tunnel's host name is looked up when a client connects, not refused at load: {err}"
     );
 }
 

@@ -4,8 +4,7 @@
 //! Vallum refuses today (empty: the config is accepted). A fix that makes a config start, or a
 //! change that breaks one, shows here: update the table with it, and the migration guide.
 //!
-//! Most refusals today are gaps tracked in issue #19 (upstream names resolved at load, keys
-//! Pomerium accepts, certificate files the deployments mount, IdP settings they pass by
+//! Most refusals today are gaps tracked in issue #19 (keys Pomerium accepts, certificate files the deployments mount, IdP settings they pass by
 //! environment); the rest are features Vallum does not have (SSH routes, MCP, autocert,
 //! PostgreSQL, Enterprise criteria, forward auth).
 
@@ -14,8 +13,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 /// (file, the keys `check-config` refuses, `[N]` indices dropped; empty: accepted). Upstream
-/// names that do not resolve are left out: whether `verify.pomerium.com` resolves depends on the
-/// machine's network, and resolving at load is itself the gap #19 closes.
+/// names that do not resolve are warnings, never refusals (they are looked up when a request
+/// needs them), so the table holds whatever the machine's DNS knows.
 const EXPECTED: &[(&str, &[&str])] = &[
     (
         "01-pomerium-config-example.yaml",
@@ -219,7 +218,6 @@ fn refused_keys(output: &str) -> BTreeSet<String> {
     output
         .lines()
         .filter_map(|l| l.strip_prefix("  - "))
-        .filter(|l| !l.contains("cannot resolve"))
         .filter_map(|l| l.split_once(':').map(|(k, _)| k))
         .map(|k| {
             let mut key = String::new();
@@ -254,8 +252,12 @@ fn every_real_config_gets_its_recorded_verdict() {
     );
     let mut wrong = Vec::new();
     for (file, keys) in EXPECTED {
+        // Names are looked up for warnings only; bound the wait where no DNS answers (the
+        // `dns_*` keys from the environment, as Pomerium reads them).
         let out = std::process::Command::new(bin())
             .args(["check-config", dir.join(file).to_str().unwrap()])
+            .env("DNS_QUERY_TIMEOUT", "300ms")
+            .env("DNS_QUERY_TRIES", "1")
             .output()
             .unwrap();
         let text = format!(
@@ -265,8 +267,7 @@ fn every_real_config_gets_its_recorded_verdict() {
         );
         let got = refused_keys(&text);
         let want: BTreeSet<String> = keys.iter().map(|k| k.to_string()).collect();
-        let resolves_later = text.contains("cannot resolve");
-        if got != want || (out.status.success() != keys.is_empty() && !resolves_later) {
+        if got != want || out.status.success() != keys.is_empty() {
             wrong.push(format!(
                 "{file}: refused {got:?}, recorded {want:?}\n{text}"
             ));
@@ -274,5 +275,5 @@ fn every_real_config_gets_its_recorded_verdict() {
     }
     let accepted = EXPECTED.iter().filter(|(_, k)| k.is_empty()).count();
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-    assert!(accepted >= 2, "accepted {accepted} of {}", EXPECTED.len());
+    assert!(accepted >= 9, "accepted {accepted} of {}", EXPECTED.len());
 }

@@ -9,6 +9,7 @@ mod cli;
 mod compat;
 mod demo;
 mod devices;
+mod dns;
 mod docs;
 mod downstream_tls;
 mod fleet;

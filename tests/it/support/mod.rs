@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod dns;
 pub mod idp;
 pub mod redis;
 pub mod upstream;
