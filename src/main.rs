@@ -229,19 +229,28 @@ const PAYLOAD_LOGGERS: &[&str] = &[
     "oauth2",
 ];
 
-fn init_logging(level: &str) {
+/// `log_level` for Vallum; `proxy_log_level`, when set, for the access lines and the proxy
+/// engine (whose debug output stays capped at `info`, see [`PAYLOAD_LOGGERS`]). `VALLUM_LOG`,
+/// when set, replaces both.
+fn init_logging(level: &str, proxy_level: Option<&str>) {
     use std::io::IsTerminal;
-    let mut filter =
-        tracing_subscriber::EnvFilter::try_from_env("VALLUM_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(format!(
-                "{level},pingora_core=warn,pingora_proxy=warn"
-            ))
-        });
+    let from_env = std::env::var("VALLUM_LOG").is_ok_and(|v| !v.is_empty());
+    let engine = match proxy_level {
+        Some("trace" | "debug" | "info") => "info",
+        Some(other) => other,
+        None => "warn",
+    };
+    let mut filter = match (from_env, proxy_level) {
+        (true, _) => tracing_subscriber::EnvFilter::from_env("VALLUM_LOG"),
+        (false, Some(p)) => {
+            tracing_subscriber::EnvFilter::new(format!("{level},vallum::access={p}"))
+        }
+        (false, None) => tracing_subscriber::EnvFilter::new(level),
+    };
     for target in PAYLOAD_LOGGERS {
-        let cap = if target.starts_with("pingora") && std::env::var("VALLUM_LOG").is_err() {
-            "warn"
-        } else {
-            "info"
+        let cap = match (target.starts_with("pingora"), from_env) {
+            (true, false) => engine,
+            _ => "info",
         };
         if let Ok(d) = format!("{target}={cap}").parse() {
             filter = filter.add_directive(d);
@@ -275,7 +284,10 @@ fn try_run(args: RunArgs) -> anyhow::Result<()> {
     )?;
     let runtime = Snapshot::from_file(&config, None)
         .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
-    init_logging(&runtime.settings.log_level);
+    init_logging(
+        &runtime.settings.log_level,
+        runtime.settings.proxy_log_level.as_deref(),
+    );
     for w in &runtime.warnings {
         tracing::warn!("{w}");
     }
@@ -316,7 +328,7 @@ fn demo(port: u16) -> ExitCode {
     if std::env::var("VALLUM_LOG_FORMAT").is_err() {
         std::env::set_var("VALLUM_LOG_FORMAT", "text");
     }
-    init_logging("warn,vallum=info");
+    init_logging("warn,vallum=info", None);
     match vallum::demo::build(port) {
         Ok((server, banner)) => {
             println!("{banner}");

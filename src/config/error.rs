@@ -45,19 +45,32 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
-/// Accumulates errors under a path prefix while a config is checked.
+/// Accumulates errors under a path prefix while a config is checked, and the warnings met on
+/// the way (things worth saying that do not stop the config from loading).
 #[derive(Debug, Default)]
 pub struct Errors {
     list: Vec<ConfigError>,
+    warnings: Vec<String>,
 }
 
 impl Errors {
+    pub fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings
+            .push(ConfigError::new(path, message).to_string());
+    }
+
+    /// The warnings so far, taken out.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
+    }
+
     pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.list.push(ConfigError::new(path, message));
     }
 
     pub fn extend(&mut self, other: Errors) {
         self.list.extend(other.list);
+        self.warnings.extend(other.warnings);
     }
 
     pub fn paths(&self) -> impl Iterator<Item = &str> {

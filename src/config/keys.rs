@@ -24,7 +24,6 @@ pub const POMERIUM_GLOBAL_UNSUPPORTED: &[&str] = &[
     "autocert_trusted_ca_file",
     "codec_type",
     "use_proxy_protocol",
-    "xff_num_trusted_hops",
     "circuit_breaker_thresholds",
     "metrics_certificate",
     "metrics_certificate_key",
@@ -32,7 +31,6 @@ pub const POMERIUM_GLOBAL_UNSUPPORTED: &[&str] = &[
     "metrics_certificate_key_file",
     "metrics_client_ca",
     "metrics_client_ca_file",
-    "proxy_log_level",
     "health_check_systemd_disabled",
     "debug_address",
     "envoy_admin_address",
@@ -119,6 +117,28 @@ pub const POMERIUM_REMOVED: &[(&str, &str)] = &[
     ),
 ];
 
+/// Keys Pomerium once had and now ignores (it starts with an unknown-key warning): accepted
+/// with a warning that says what replaced each. Keys Pomerium refuses stay in
+/// [`POMERIUM_REMOVED`]; keys it never had stay errors, so a typo in an auth setting is caught.
+pub const POMERIUM_OBSOLETE: &[(&str, &str)] = &[
+    (
+        "pomerium_debug",
+        "removed in Pomerium 0.25 (logs are always JSON); ignored: Vallum writes JSON logs, or text with VALLUM_LOG_FORMAT=text",
+    ),
+    (
+        "debug",
+        "removed in Pomerium 0.25 (logs are always JSON); ignored: Vallum writes JSON logs, or text with VALLUM_LOG_FORMAT=text",
+    ),
+    (
+        "grpc_client_dns_roundrobin",
+        "no longer read by Pomerium (its services' gRPC client options went with the split-service transport); ignored: Vallum is one process",
+    ),
+    (
+        "signing_key_algorithm",
+        "no longer read by Pomerium, which takes the algorithm from signing_key; ignored: Vallum signs with ES256, or RS256 for an RSA signing_key",
+    ),
+];
+
 /// How Vallum treats one key of a Pomerium config (for `check-config --pomerium`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Support {
@@ -174,6 +194,9 @@ pub fn classify(key: &str, known: &[&str], unsupported: &[&str]) -> Support {
     }
     if known.contains(&key) {
         return Support::Supported;
+    }
+    if let Some((_, why)) = POMERIUM_OBSOLETE.iter().find(|(k, _)| *k == key) {
+        return Support::Ignored(why);
     }
     if let Some((_, why)) = POMERIUM_REMOVED.iter().find(|(k, _)| *k == key) {
         return Support::Removed(why);

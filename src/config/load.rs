@@ -6,7 +6,8 @@
 
 use super::error::Errors;
 use super::keys::{
-    explain_unknown, struct_fields, POMERIUM_GLOBAL_UNSUPPORTED, POMERIUM_ROUTE_UNSUPPORTED,
+    explain_unknown, struct_fields, POMERIUM_GLOBAL_UNSUPPORTED, POMERIUM_OBSOLETE,
+    POMERIUM_ROUTE_UNSUPPORTED,
 };
 use super::raw::*;
 use base64::Engine;
@@ -248,6 +249,11 @@ pub(crate) fn decode<T: DeserializeOwned>(
         serde_path_to_error::deserialize::<_, T>(ignored)
     };
     for (path, leaf, depth) in unknown {
+        let global = depth == 1 && base.is_empty();
+        if let Some((_, why)) = POMERIUM_OBSOLETE.iter().find(|(k, _)| global && *k == leaf) {
+            errs.warn(join(base, &path), *why);
+            continue;
+        }
         let unsupported_here: &[&str] = if depth == 1 { unsupported } else { &[] };
         errs.push(
             join(base, &path),

@@ -124,6 +124,9 @@ pub struct OpsSettings {
     pub authorize_log: FieldSet,
     /// Peers whose `X-Request-Id` is kept (`trusted_proxies`; default none).
     pub trusted_proxies: Vec<IpNet>,
+    /// `xff_num_trusted_hops`: proxies in front of every connection, so the client is the N-th
+    /// `X-Forwarded-For` address from the right and `X-Forwarded-Proto` is believed.
+    pub xff_num_trusted_hops: usize,
     /// Largest request head (all header names and values) accepted.
     pub max_request_header_bytes: usize,
     pub max_request_headers: usize,
@@ -305,6 +308,7 @@ pub fn compile(raw: &RawSettings, errs: &mut Errors, warnings: &mut Vec<String>)
             warnings,
         ),
         trusted_proxies,
+        xff_num_trusted_hops: raw.xff_num_trusted_hops.unwrap_or(0) as usize,
         max_request_header_bytes: raw.max_request_header_bytes.unwrap_or(64 * 1024),
         max_request_headers: raw.max_request_headers.unwrap_or(100),
         max_request_bytes: raw.max_request_bytes,

@@ -28,11 +28,13 @@ pub struct RawSettings {
     pub timeout_idle: Option<GoDuration>,
     pub default_upstream_timeout: Option<GoDuration>,
     pub log_level: Option<String>,
+    pub proxy_log_level: Option<String>,
     pub path_with_escaped_slashes_action: Option<String>,
     pub headers_with_underscores_action: Option<String>,
     pub normalize_path: Option<bool>,
     pub merge_slashes: Option<bool>,
     pub skip_xff_append: bool,
+    pub xff_num_trusted_hops: Option<u32>,
     pub allow_upgrades: Vec<String>,
     pub downstream_mtls: Option<super::mtls::RawDownstreamMtls>,
     /// WebAuthn device types (`any` and `enclave_only` are built in).
@@ -242,6 +244,8 @@ pub struct RawHealthCheck {
     pub http_health_check: Option<RawHttpHealthCheck>,
     pub tcp_health_check: Option<RawTcpHealthCheck>,
     pub grpc_health_check: Option<serde_yaml_ng::Value>,
+    pub always_log_health_check_success: bool,
+    pub always_log_health_check_failures: bool,
 }
 
 #[derive(Debug, Default, Deserialize, Clone)]

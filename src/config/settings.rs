@@ -47,6 +47,10 @@ pub struct Settings {
     pub timeout_idle: Duration,
     pub default_upstream_timeout: Duration,
     pub log_level: String,
+    /// The access log's and the proxy engine's (Pingora's) level when set: Pomerium's
+    /// `proxy_log_level` sets Envoy's, whose access lines these are. Unset: `log_level` for the
+    /// access lines, `warn` for the engine.
+    pub proxy_log_level: Option<String>,
     pub escaped_slashes: EscapedSlashes,
     pub underscores: Underscores,
     pub normalize_path: bool,
@@ -167,19 +171,32 @@ fn underscores(raw: &RawSettings, errs: &mut Errors) -> Underscores {
     }
 }
 
-fn log_level(raw: &RawSettings, errs: &mut Errors) -> String {
-    let log_level = raw
-        .log_level
-        .clone()
-        .unwrap_or_else(|| "info".into())
-        .to_ascii_lowercase();
-    if !["trace", "debug", "info", "warn", "error"].contains(&log_level.as_str()) {
-        errs.push(
-            "log_level",
-            format!("unknown level {log_level:?}; expected debug, info, warn or error"),
-        );
-    }
-    log_level
+/// `log_level` and `proxy_log_level` (default: `log_level`), as `tracing` levels: Pomerium's
+/// spellings are mapped (`warning` → `warn`; `critical`, `fatal`, `panic` → `error`; `none`,
+/// `disabled` → `off`).
+fn log_levels(raw: &RawSettings, errs: &mut Errors) -> (String, Option<String>) {
+    let level = |key: &str, v: Option<&str>, default: &str, errs: &mut Errors| {
+        let v = v.unwrap_or(default).to_ascii_lowercase();
+        match v.as_str() {
+            "trace" | "debug" | "info" | "warn" | "error" | "off" => v,
+            "warning" => "warn".into(),
+            "critical" | "fatal" | "panic" => "error".into(),
+            "none" | "disabled" => "off".into(),
+            _ => {
+                errs.push(
+                    key,
+                    format!("unknown level {v:?}; expected debug, info, warn, error or off"),
+                );
+                default.into()
+            }
+        }
+    };
+    let log = level("log_level", raw.log_level.as_deref(), "info", errs);
+    let proxy = raw
+        .proxy_log_level
+        .as_deref()
+        .map(|p| level("proxy_log_level", Some(p), &log, errs));
+    (log, proxy)
 }
 
 pub fn compile(
@@ -216,7 +233,7 @@ pub fn compile(
 
     let escaped_slashes = escaped_slashes(raw, errs);
     let underscores = underscores(raw, errs);
-    let log_level = log_level(raw, errs);
+    let (log_level, proxy_log_level) = log_levels(raw, errs);
 
     let mut auth = super::auth::compile(raw, insecure, generated, &mut files, errs);
     let mut warnings = Vec::new();
@@ -259,6 +276,7 @@ pub fn compile(
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(30)),
         log_level,
+        proxy_log_level,
         escaped_slashes,
         underscores,
         normalize_path: raw.normalize_path.unwrap_or(true),

@@ -216,14 +216,22 @@ fn strip_client_headers(
 /// `skip_xff_append`).
 fn forwarding_headers(req: &mut RequestHeader, info: &ForwardInfo<'_>) -> pingora_core::Result<()> {
     req.insert_header(X_FORWARDED_HOST, info.original_host)?;
-    req.insert_header(
-        X_FORWARDED_PROTO,
-        HeaderValue::from_static(if info.scheme == "https" {
-            "https"
-        } else {
-            "http"
-        }),
-    )?;
+    // A trusted proxy's `X-Forwarded-Proto` says how the client reached it (TLS may end there).
+    let believed = info.trusted_peer
+        && req
+            .headers
+            .get(&X_FORWARDED_PROTO)
+            .is_some_and(|v| v == "https" || v == "http");
+    if !believed {
+        req.insert_header(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if info.scheme == "https" {
+                "https"
+            } else {
+                "http"
+            }),
+        )?;
+    }
     if let Some(ip) = info.client_ip {
         let prev = req
             .headers

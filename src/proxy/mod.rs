@@ -104,9 +104,16 @@ fn request_id(session: &Session, ops: &OpsSettings, trusted_peer: bool) -> Strin
     crate::crypto::random_token(12)
 }
 
-/// Behind trusted proxies, the client is the right-most `X-Forwarded-For` address that is not
-/// itself a trusted proxy (entries to its left were written by the client and prove nothing).
-fn client_behind_proxies(session: &Session, ops: &OpsSettings) -> Option<IpAddr> {
+/// The client's address: the peer's, unless proxies in front of Vallum are declared. Behind
+/// `trusted_proxies`, it is the right-most `X-Forwarded-For` address that is not itself a
+/// trusted proxy (entries to its left were written by the client and prove nothing); with
+/// `xff_num_trusted_hops: N` (Envoy's meaning, as Pomerium passes it on), the N-th address from
+/// the right.
+fn client_ip(session: &Session, ops: &OpsSettings, peer: Option<IpAddr>) -> Option<IpAddr> {
+    let listed = ops.trusts(peer);
+    if !listed && ops.xff_num_trusted_hops == 0 {
+        return peer;
+    }
     let all: Vec<IpAddr> = session
         .req_header()
         .headers
@@ -116,7 +123,14 @@ fn client_behind_proxies(session: &Session, ops: &OpsSettings) -> Option<IpAddr>
         .flat_map(|v| v.split(','))
         .filter_map(|a| a.trim().parse().ok())
         .collect();
-    all.into_iter().rev().find(|ip| !ops.trusts(Some(*ip)))
+    let found = if listed {
+        all.into_iter().rev().find(|ip| !ops.trusts(Some(*ip)))
+    } else {
+        all.len()
+            .checked_sub(ops.xff_num_trusted_hops)
+            .and_then(|i| all.get(i).copied())
+    };
+    found.or(peer)
 }
 
 #[async_trait]
@@ -138,12 +152,11 @@ impl ProxyHttp for Gateway {
         let snap = self.snapshot.load_full();
         let s = &snap.settings;
         let peer = peer_ip(session);
-        ctx.trusted_peer = s.ops.trusts(peer);
-        ctx.request_id = request_id(session, &s.ops, ctx.trusted_peer);
-        ctx.client_ip = match ctx.trusted_peer {
-            true => client_behind_proxies(session, &s.ops).or(peer),
-            false => peer,
-        };
+        ctx.request_id = request_id(session, &s.ops, s.ops.trusts(peer));
+        // Forwarding headers are believed from a listed proxy, or from any peer when the config
+        // says how many proxies stand in front (`xff_num_trusted_hops`).
+        ctx.trusted_peer = s.ops.trusts(peer) || s.ops.xff_num_trusted_hops > 0;
+        ctx.client_ip = client_ip(session, &s.ops, peer);
         session.set_keepalive(Some(s.timeout_idle.as_secs()));
         session.set_read_timeout(Some(s.timeout_read));
         session.set_write_timeout(s.timeout_write);

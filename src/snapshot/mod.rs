@@ -167,6 +167,7 @@ impl Snapshot {
         if settings.fallback_certificate {
             fallback_certificate(&mut settings, &routes, &generated, &mut warnings, &mut errs);
         }
+        warnings.extend(errs.take_warnings());
         errs.into_result(())?;
         Ok(Snapshot {
             auth_keys: settings.auth.as_ref().map(auth::AuthKeys::new),

@@ -276,6 +276,8 @@ fn compile_health(hc: &RawHealthCheck, base: &str, e: &mut Errors) -> Option<Hea
             .unwrap_or(Duration::from_secs(5)),
         healthy_threshold: hc.healthy_threshold.unwrap_or(1) as usize,
         unhealthy_threshold: hc.unhealthy_threshold.unwrap_or(1) as usize,
+        log_success: hc.always_log_health_check_success,
+        log_failures: hc.always_log_health_check_failures,
     })
 }
 

@@ -31,6 +31,10 @@ pub struct HealthSpec {
     pub interval: Duration,
     pub healthy_threshold: usize,
     pub unhealthy_threshold: usize,
+    /// Envoy's `always_log_health_check_success` / `_failures`: log every check's result, not
+    /// only the changes between healthy and unhealthy.
+    pub log_success: bool,
+    pub log_failures: bool,
 }
 
 enum Probe {
@@ -48,6 +52,8 @@ struct PoolCheck {
     healthy: usize,
     unhealthy: usize,
     pool: String,
+    log_success: bool,
+    log_failures: bool,
 }
 
 pub(super) fn build_check(spec: &PoolSpec) -> Option<Box<dyn HealthCheck + Send + Sync>> {
@@ -108,6 +114,8 @@ pub(super) fn build_check(spec: &PoolSpec) -> Option<Box<dyn HealthCheck + Send 
         healthy: first.healthy_threshold.max(1),
         unhealthy: first.unhealthy_threshold.max(1),
         pool: spec.key.clone(),
+        log_success: spec.health.iter().any(|h| h.log_success),
+        log_failures: spec.health.iter().any(|h| h.log_failures),
     }))
 }
 
@@ -164,9 +172,8 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-#[async_trait]
-impl HealthCheck for PoolCheck {
-    async fn check(&self, target: &Backend) -> pingora_core::Result<()> {
+impl PoolCheck {
+    async fn probe_all(&self, target: &Backend) -> pingora_core::Result<()> {
         for p in &self.probes {
             match p {
                 Probe::Http(hc) => hc.check(target).await?,
@@ -181,6 +188,23 @@ impl HealthCheck for PoolCheck {
             }
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl HealthCheck for PoolCheck {
+    async fn check(&self, target: &Backend) -> pingora_core::Result<()> {
+        let result = self.probe_all(target).await;
+        match &result {
+            Ok(()) if self.log_success => {
+                tracing::info!(pool = %self.pool, backend = ?target.addr, "upstream health check passed")
+            }
+            Err(e) if self.log_failures => {
+                tracing::warn!(pool = %self.pool, backend = ?target.addr, error = %e, "upstream health check failed")
+            }
+            _ => {}
+        }
+        result
     }
 
     async fn health_status_change(&self, target: &Backend, healthy: bool) {

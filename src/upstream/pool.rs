@@ -500,6 +500,8 @@ mod tests {
                 interval: Duration::from_secs(1),
                 healthy_threshold: 1,
                 unhealthy_threshold: 1,
+                log_success: false,
+                log_failures: false,
             }],
         );
         assert!(

@@ -184,3 +184,38 @@ async fn tcp_health_check_and_no_healthy_upstream() {
     })
     .await;
 }
+
+/// Envoy's `always_log_health_check_failures` / `_success` (real configs carry them): every
+/// check's result is logged, not only the change between healthy and unhealthy.
+#[tokio::test]
+async fn health_check_logging_fields_log_every_result() {
+    let a = Upstream::echo("a").await;
+    let b = Upstream::echo("b").await;
+    let checks = |extra: &str| {
+        format!("    health_checks:\n      - interval: 100ms\n        timeout: 500ms\n        tcp_health_check: {{}}\n{extra}")
+    };
+    let to = format!("[{}, {}]", a.url(), b.url());
+    let chatty = Gateway::insecure(&route(
+        &to,
+        &checks("        always_log_health_check_failures: true\n        always_log_health_check_success: true\n"),
+    ))
+    .await;
+    let quiet = Gateway::insecure(&route(&to, &checks(""))).await;
+    a.stop();
+    let count = |log: &str, what: &str| log.lines().filter(|l| l.contains(what)).count();
+    chatty
+        .eventually("several failed checks logged", || async {
+            count(&chatty.log(), "upstream health check failed") >= 3
+                && count(&chatty.log(), "upstream health check passed") >= 3
+        })
+        .await;
+    quiet
+        .eventually("the backend marked unhealthy", || async {
+            quiet.log().contains("upstream backend is unhealthy")
+        })
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let log = quiet.log();
+    assert_eq!(count(&log, "upstream health check failed"), 0, "{log}");
+    assert_eq!(count(&log, "upstream backend is unhealthy"), 1, "{log}");
+}

@@ -18,6 +18,7 @@ mod idp_bearer;
 mod mtls;
 mod ops;
 mod paths;
+mod pomerium_keys;
 mod programmatic;
 mod reload;
 mod rewrites;

@@ -49,6 +49,13 @@ impl Gateway {
         Gateway::start_with(port, &text, &[]).await
     }
 
+    /// Starts plain-HTTP on a free port with extra environment variables.
+    pub async fn start_with_env(body: &str, env: &[(&str, &str)]) -> Gateway {
+        let port = free_port();
+        let text = format!("address: 127.0.0.1:{port}\ninsecure_server: true\n{body}");
+        Gateway::start_with(port, &text, env).await
+    }
+
     /// Starts with the full config text (it must listen on `port`).
     pub async fn start_with(port: u16, text: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
