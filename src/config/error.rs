@@ -9,6 +9,25 @@ pub struct ConfigError {
     /// Where, in YAML path form: `routes[2].prefx`. Empty for whole-file problems.
     pub path: String,
     pub message: String,
+    /// Where the key is in the file, when it is there (not set by an environment variable).
+    pub at: Option<Location>,
+}
+
+/// A position in the config file, written as editors and compilers write it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: Option<String>,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.file {
+            Some(file) => write!(f, "{file}:{}:{}", self.line, self.column),
+            None => write!(f, "line {}, column {}", self.line, self.column),
+        }
+    }
 }
 
 impl ConfigError {
@@ -16,12 +35,16 @@ impl ConfigError {
         Self {
             path: path.into(),
             message: message.into(),
+            at: None,
         }
     }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(at) = &self.at {
+            write!(f, "{at}: ")?;
+        }
         if self.path.is_empty() {
             f.write_str(&self.message)
         } else {
@@ -33,6 +56,27 @@ impl fmt::Display for ConfigError {
 /// Every problem found in one config, in file order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// Puts each error's position in `text` on it and lists them in file order (those with no
+    /// place in the file first).
+    pub fn locate(mut self, text: &str, file: Option<&std::path::Path>) -> ConfigErrors {
+        let positions = super::locate::Positions::of(text);
+        for e in &mut self.0 {
+            if e.path.is_empty() || e.path.starts_with('$') {
+                continue;
+            }
+            e.at = positions.find(&e.path).map(|(line, column)| Location {
+                file: file.map(|f| f.display().to_string()),
+                line,
+                column,
+            });
+        }
+        self.0
+            .sort_by_key(|e| e.at.as_ref().map(|a| (a.line, a.column)));
+        self
+    }
+}
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

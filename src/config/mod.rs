@@ -12,6 +12,7 @@ pub mod error;
 pub mod idp;
 pub mod keys;
 pub mod load;
+pub mod locate;
 pub mod mtls;
 pub mod ops;
 pub mod pem;

@@ -92,7 +92,7 @@ impl Snapshot {
                 format!("cannot read {}: {e}", path.display()),
             )])
         })?;
-        let mut rt = Self::from_str(&text, &process_env, previous)?;
+        let mut rt = Self::from_text(&text, Some(path), &process_env, previous)?;
         rt.files.insert(0, path.to_path_buf());
         Ok(rt)
     }
@@ -102,12 +102,21 @@ impl Snapshot {
         env: &dyn Fn(&str) -> Option<String>,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, ConfigErrors> {
+        Self::from_text(text, None, env, previous)
+    }
+
+    fn from_text(
+        text: &str,
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, ConfigErrors> {
         let mut errs = Errors::default();
         let Some(raw) = load::parse(text, env, &mut errs) else {
-            return Err(errs.into_errors());
+            return Err(errs.into_errors().locate(text, file));
         };
         let checksum = hex(&Sha256::digest(text.as_bytes()));
-        Self::compile(&raw, checksum, previous, errs)
+        Self::compile(&raw, checksum, previous, errs).map_err(|e| e.locate(text, file))
     }
 
     fn compile(

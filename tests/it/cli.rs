@@ -294,3 +294,44 @@ fn tcp_takes_a_token_that_begins_with_a_dash() {
     let _ = child.wait();
     assert!(first.starts_with("listening on 127.0.0.1:"), "{first}");
 }
+
+/// Every error names the file, line and column of its key (editors jump there), in file order.
+#[test]
+fn errors_carry_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vallum.yaml");
+    std::fs::write(
+        &path,
+        "insecure_server: true\n\
+         log_level: loud\n\
+         routes:\n\
+         \x20 - &d\n\
+         \x20   from: http://a.test\n\
+         \x20   to: http://127.0.0.1:9\n\
+         \x20   prefx: /api\n\
+         \x20 - <<: *d\n\
+         \x20   from: http://b.test\n\
+         \x20   timeout: soon\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["check-config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let f = path.display();
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("  - ")).collect();
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle} in\n{err}"))
+    };
+    let level = at(&format!("  - {f}:2:1: log_level:"));
+    let typo = at(&format!(
+        "  - {f}:7:5: routes[0].prefx: unknown key; did you mean prefix?"
+    ));
+    let value = at(&format!("  - {f}:10:5: routes[1].timeout:"));
+    assert!(level < typo && typo < value, "file order:\n{err}");
+}

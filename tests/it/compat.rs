@@ -191,9 +191,15 @@ fn operator_env(text: &str, cert: &(PathBuf, PathBuf)) -> Vec<(&'static str, Str
 
 /// The keys of the errors `check-config` lists, without list indices.
 fn refused_keys(output: &str) -> BTreeSet<String> {
+    let location = regex::Regex::new(r"^\S+:\d+:\d+: ").unwrap();
     output
         .lines()
         .filter_map(|l| l.strip_prefix("  - "))
+        // `file:line:column: ` first, where the key is in the file.
+        .map(|l| match location.find(l) {
+            Some(m) if m.start() == 0 => &l[m.end()..],
+            _ => l,
+        })
         .filter_map(|l| l.split_once(':').map(|(k, _)| k))
         .map(|k| {
             let mut key = String::new();
