@@ -376,11 +376,13 @@ pub fn compile(
         return None;
     }
     let Some(auth_url) = raw.authenticate_service_url.as_deref() else {
-        errs.push(
+        let mut missing = Errors::default();
+        missing.push(
             "authenticate_service_url",
             "required with an identity provider: the external URL of the sign-in host, e.g. https://authenticate.example.com \
              (Pomerium's hosted default is not available in Vallum)",
         );
+        errs.defer_for_sign_in(missing);
         return None;
     };
     let (authenticate_url, authenticate_host) = authenticate_url(auth_url, insecure, errs)?;
@@ -389,7 +391,15 @@ pub fn compile(
     let idp = if services == Services::Proxy && !idp_keys_set {
         None
     } else {
-        compile_idp(raw, files, errs)
+        // An incomplete IdP is an error only once a route needs a signed-in user.
+        let mut idp_errs = Errors::default();
+        let idp = compile_idp(raw, files, &mut idp_errs);
+        if idp_errs.is_empty() {
+            idp
+        } else {
+            errs.defer_for_sign_in(idp_errs);
+            None
+        }
     };
 
     let cookie = cookie(raw, insecure, errs);

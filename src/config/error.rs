@@ -95,9 +95,32 @@ impl fmt::Display for ConfigErrors {
 pub struct Errors {
     list: Vec<ConfigError>,
     warnings: Vec<String>,
+    /// Problems of the sign-in settings: errors once a route needs a signed-in user, warnings
+    /// while none does (Pomerium starts without a usable IdP until someone signs in).
+    sign_in: Vec<ConfigError>,
 }
 
 impl Errors {
+    /// Holds `other`'s errors until [`Errors::settle_sign_in`] knows whether sign-in is needed.
+    pub fn defer_for_sign_in(&mut self, other: Errors) {
+        self.sign_in.extend(other.list);
+        self.warnings.extend(other.warnings);
+    }
+
+    /// Held sign-in problems become errors when some route needs a signed-in user, else
+    /// warnings.
+    pub fn settle_sign_in(&mut self, needed: bool) {
+        let held = std::mem::take(&mut self.sign_in);
+        if needed {
+            self.list.extend(held);
+        } else {
+            self.warnings.extend(
+                held.into_iter()
+                    .map(|e| format!("{e} (sign-in is off: no route needs a signed-in user)")),
+            );
+        }
+    }
+
     pub fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.warnings
             .push(ConfigError::new(path, message).to_string());
@@ -115,6 +138,7 @@ impl Errors {
     pub fn extend(&mut self, other: Errors) {
         self.list.extend(other.list);
         self.warnings.extend(other.warnings);
+        self.sign_in.extend(other.sign_in);
     }
 
     pub fn paths(&self) -> impl Iterator<Item = &str> {

@@ -177,7 +177,7 @@ fn action(
 
 /// Pomerium's access keys → `Public`, or a compiled policy (legacy keys OR-ed into one allow
 /// rule, then the PPL rules). A route that says nothing is denied.
-fn compile_access(raw: &RawRoute, base: &str, ctx: &Ctx<'_>, e: &mut Errors) -> Access {
+fn compile_access(raw: &RawRoute, base: &str, ctx: &mut Ctx<'_>, e: &mut Errors) -> Access {
     let p = |k: &str| format!("{base}.{k}");
     // Pomerium refuses public access beside these allow-lists; a `policy` (or claims) beside it
     // is OR-ed with "accept", so only its deny rules still bite.
@@ -231,6 +231,7 @@ fn compile_access(raw: &RawRoute, base: &str, ctx: &Ctx<'_>, e: &mut Errors) -> 
             Err(err) => e.push(err.path, err.message),
         }
     }
+    ctx.needs_sign_in |= policy.needs_identity();
     if policy.needs_identity() && ctx.settings.auth.is_none() {
         e.push(
             base.to_string(),

@@ -142,6 +142,7 @@ impl Snapshot {
             files: settings.files.clone(),
             warnings: settings.warnings.clone(),
             resolver: Arc::new(crate::upstream::dns::Resolver::new(settings.dns.clone())),
+            needs_sign_in: false,
         };
         let key = raw.routes_key;
         let mut routes = Vec::new();
@@ -168,8 +169,10 @@ impl Snapshot {
             pools,
             files,
             mut warnings,
+            needs_sign_in,
             ..
         } = ctx;
+        errs.settle_sign_in(needs_sign_in);
         if routes.is_empty() && errs.is_empty() {
             warnings.push("no routes are configured: every request will get 404".into());
         }

@@ -29,6 +29,8 @@ pub struct Ctx<'a> {
     pub warnings: Vec<String>,
     /// Looks up the `to` hosts that are names (when a request needs them, not here).
     pub resolver: Arc<Resolver>,
+    /// Some route's policy needs a signed-in user (so the sign-in settings must be complete).
+    pub needs_sign_in: bool,
 }
 
 pub(crate) fn pool(

@@ -115,3 +115,42 @@ async fn keys_pomerium_dropped_warn_and_typos_stay_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Pomerium starts with an incomplete identity provider until someone needs to sign in; so does
+/// Vallum: a warning while every route is public, the errors once a route needs a user.
+#[tokio::test]
+async fn idp_keys_are_required_only_when_a_route_needs_sign_in() {
+    let up = Upstream::echo("up").await;
+    let config = format!(
+        "authenticate_service_url: http://auth.test\nidp_provider: oidc\n\
+         routes:\n  - from: http://app.test\n    to: {}\n    allow_public_unauthenticated_access: true\n",
+        up.url()
+    );
+    let gw = Gateway::insecure(&config).await;
+    assert_eq!(gw.get("app.test", "/").await.status, 200);
+    assert!(
+        gw.log().contains("idp_client_id: required")
+            && gw.log().contains("no route needs a signed-in user"),
+        "{}",
+        gw.log()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vallum.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "insecure_server: true\n{config}  - from: http://private.test\n    to: {}\n    allow_any_authenticated_user: true\n",
+            up.url()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["check-config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("idp_client_id: required"), "{err}");
+    assert!(err.contains("idp_provider_url: required"), "{err}");
+}
