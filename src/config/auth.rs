@@ -388,18 +388,9 @@ pub fn compile(
     let (authenticate_url, authenticate_host) = authenticate_url(auth_url, insecure, errs)?;
 
     // A proxy-only node needs the IdP only to refresh sessions; the authenticate node signs in.
-    let idp = if services == Services::Proxy && !idp_keys_set {
-        None
-    } else {
-        // An incomplete IdP is an error only once a route needs a signed-in user.
-        let mut idp_errs = Errors::default();
-        let idp = compile_idp(raw, files, &mut idp_errs);
-        if idp_errs.is_empty() {
-            idp
-        } else {
-            errs.defer_for_sign_in(idp_errs);
-            None
-        }
+    let idp = match services == Services::Proxy && !idp_keys_set {
+        true => None,
+        false => idp_when_complete(raw, files, errs),
     };
 
     let cookie = cookie(raw, insecure, errs);
@@ -457,6 +448,22 @@ pub fn compile(
         issuer_uri,
         jwt_endpoint,
     })
+}
+
+/// The identity provider when its settings are complete; an incomplete one is an error only
+/// once a route needs a signed-in user (`Errors::settle_sign_in`).
+fn idp_when_complete(
+    raw: &RawSettings,
+    files: &mut Vec<std::path::PathBuf>,
+    errs: &mut Errors,
+) -> Option<super::idp::IdpSettings> {
+    let mut idp_errs = Errors::default();
+    let idp = compile_idp(raw, files, &mut idp_errs);
+    if idp_errs.is_empty() {
+        return idp;
+    }
+    errs.defer_for_sign_in(idp_errs);
+    None
 }
 
 /// `hostOnly` (default) or `uri`.

@@ -8,6 +8,7 @@
 pub mod access;
 pub mod action;
 pub mod client_cert;
+mod connect;
 pub mod ctx;
 pub mod endpoints;
 pub mod failure;

@@ -146,9 +146,17 @@ pub struct WireTap {
     inner: Stream,
     lines: Lines,
     head: HeadDeadline,
+    /// The connection's first bytes, read ahead to spot a CONNECT (`proxy::connect`).
+    shim: super::connect::Shim,
 }
 
 impl WireTap {
+    /// Whether the connection's first request came as a CONNECT (rewritten into a tunnel
+    /// request, `proxy::connect`).
+    pub fn was_connect(&self) -> bool {
+        self.shim.was_connect()
+    }
+
     /// The head has been parsed: its deadline no longer applies.
     pub fn head_received(&self) {
         self.head.head_received();
@@ -188,6 +196,15 @@ impl AsyncRead for WireTap {
         if this.head.take_next() {
             this.lines.past_first_line = false;
         }
+        let replayed = this.shim.replay(buf);
+        if replayed > 0 {
+            if this.head.after_read(replayed) {
+                return Poll::Ready(Err(late()));
+            }
+            let got = buf.filled().get(before..).unwrap_or(&[]);
+            this.lines.scan(got);
+            return Poll::Ready(Ok(()));
+        }
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let got = buf.filled().get(before..).unwrap_or(&[]);
@@ -212,7 +229,8 @@ impl AsyncWrite for WireTap {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        this.shim.poll_write(&mut this.inner, cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -228,6 +246,13 @@ impl AsyncWrite for WireTap {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        if self.shim.rewriting() {
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            return self.poll_write(cx, first);
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -329,13 +354,26 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TappedApp<A> {
             inner: stream,
             lines: Lines::default(),
             head: HeadDeadline::default(),
+            shim: Default::default(),
         });
-        // HTTP/2 frames are not a head: no deadline there.
-        match tap.inner.selected_alpn_proto() {
-            Some(ALPN::H2) => tap.head.off(),
-            _ => tap.head.start_now(limit),
+        // HTTP/2 frames are not a head: no deadline there, and no CONNECT to look for.
+        if tap.inner.selected_alpn_proto() == Some(ALPN::H2) {
+            tap.head.off();
+            return self.app.process_new(tap, shutdown).await;
         }
-        self.app.process_new(tap, shutdown).await
+        tap.head.start_now(limit);
+        let mut stop = shutdown.clone();
+        let first = tokio::select! {
+            f = super::connect::first_read(&mut tap.inner, limit) => f,
+            _ = stop.changed() => super::connect::First::Nothing,
+        };
+        match first {
+            super::connect::First::Nothing => None,
+            super::connect::First::Bytes(bytes, connect) => {
+                tap.shim = super::connect::Shim::new(bytes, connect);
+                self.app.process_new(tap, shutdown).await
+            }
+        }
     }
 
     async fn cleanup(&self) {
@@ -391,6 +429,7 @@ mod tests {
             inner: Box::new(tokio_test_stream()),
             lines: l,
             head: HeadDeadline::default(),
+            shim: Default::default(),
         };
         assert!(tap.repaired_line(b"GET /a%20b?q=%22x%22 HTTP/1.1"));
         assert!(!tap.repaired_line(b"GET /a%20c HTTP/1.1"));

@@ -204,3 +204,76 @@ async fn redis_and_postgres_through_tunnels_authorised_per_connection() {
     );
     assert!(env.gw.log().contains("tunnel open"));
 }
+
+/// Sends one CONNECT as `pomerium-cli tcp` writes it (Go's `http.Request.Write`) and returns the
+/// response head and the open connection.
+async fn pomerium_cli_connect(
+    env: &Env,
+    target: &str,
+    token: Option<&str>,
+) -> (String, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(env.gw.addr()).await.unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Pomerium {t}\r\n"))
+        .unwrap_or_default();
+    s.write_all(
+        format!(
+            "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: Go-http-client/1.1\r\n{auth}\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut byte))
+            .await
+            .expect("an answer to CONNECT")
+            .unwrap();
+        assert_eq!(n, 1, "closed after {:?}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    (String::from_utf8_lossy(&head).into_owned(), s)
+}
+
+/// Pomerium's tunnel clients (`pomerium-cli tcp`, Pomerium Desktop) speak `CONNECT host:port`
+/// with `Authorization: Pomerium <token>`: `200` and then the bytes; without a token, the 302
+/// that makes them fetch one; a policy that says no, 403.
+#[tokio::test]
+async fn pomerium_cli_connect_opens_the_same_tunnels() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let redis = RedisServer::start().await;
+    let env = Env::with_routes(
+        "",
+        &format!(
+            "  - from: tcp+http://redis.localhost:6379\n    to: tcp://127.0.0.1:{}\n    policy:\n      allow:\n        and:\n          - email:\n              is: alice@example.com\n",
+            redis.port
+        ),
+    )
+    .await;
+    let alice = token_for(&env, "redis", "alice-id").await;
+    let (head, mut s) = pomerium_cli_connect(&env, "redis.localhost:6379", Some(&alice)).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    s.write_all(b"PING\r\n").await.unwrap();
+    let mut pong = [0u8; 7];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut pong))
+        .await
+        .expect("PONG through the tunnel")
+        .unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
+    drop(s);
+
+    let (head, _) = pomerium_cli_connect(&env, "redis.localhost:6379", None).await;
+    assert!(head.starts_with("HTTP/1.1 302 "), "{head}");
+    assert!(head.to_ascii_lowercase().contains("location: "), "{head}");
+
+    let bob = token_for(&env, "redis", "bob-id").await;
+    let (head, _) = pomerium_cli_connect(&env, "redis.localhost:6379", Some(&bob)).await;
+    assert!(head.starts_with("HTTP/1.1 403 "), "{head}");
+
+    // An ordinary request on a connection is untouched by the look for a CONNECT.
+    let r = env.gw.get("redis.localhost:6379", "/").await;
+    assert_ne!(r.status, 200, "a tunnel route is no web page");
+}
