@@ -21,7 +21,7 @@ pub mod webauthn;
 
 use crate::clock::unix_now;
 use crate::crypto::{ct_eq, random_token};
-use crate::identity::Oidc;
+use crate::identity::Provider;
 use crate::respond::pages;
 use crate::respond::refusal::{Answer, Refusal};
 use crate::respond::reply::Reply;
@@ -49,7 +49,7 @@ const HANDOFF_TTL: u64 = 60;
 /// Process-wide sign-in state that outlives config reloads.
 pub struct AuthState {
     pub store: Arc<dyn SessionStore>,
-    pub idp: ArcSwapOption<Oidc>,
+    pub idp: ArcSwapOption<Provider>,
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     /// Identities proven by IdP tokens presented as bearer tokens, for their remaining life.
     pub bearer_cache: idp_bearer::BearerCache,

@@ -58,7 +58,10 @@ async fn refresh(state: &Arc<AuthState>, session: &UserSession) {
     // redeeming the same one would make the IdP refuse the second and end the session.
     match state
         .store
-        .claim_once(&lease_key(&session.id, rt), REFRESH_LEASE_SECS)
+        .claim_once(
+            &lease_key(&session.id, rt, session.claims_refreshed_at),
+            REFRESH_LEASE_SECS,
+        )
         .await
     {
         Ok(true) => {}
@@ -102,11 +105,13 @@ async fn refresh(state: &Arc<AuthState>, session: &UserSession) {
     }
 }
 
-/// The lease name for redeeming one refresh token of one session (the token itself is hashed:
-/// store keys are not secret).
-fn lease_key(sid: &str, refresh_token: &str) -> String {
+/// The lease name for redeeming one refresh token of one version of a session (the token itself
+/// is hashed: store keys are not secret). The version counts for a credential that does not
+/// rotate (GitHub's): each refresh of it is a new lease, while two nodes holding the same version
+/// still refresh it once.
+fn lease_key(sid: &str, refresh_token: &str, version: u64) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(refresh_token.as_bytes());
     let short: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-    format!("refresh|{sid}|{short}")
+    format!("refresh|{sid}|{short}|{version}")
 }

@@ -181,6 +181,30 @@ fn new_session(identity: crate::identity::Identity, now: u64, expires_at: u64) -
     }
 }
 
+/// A code exchange that failed: unreachable, down or rate-limited is worth a retry (503);
+/// anything else is a refusal (401). No session either way.
+fn exchange_failed(state: &AuthState, e: crate::identity::IdpError) -> Refusal {
+    tracing::warn!(reason = %e, "sign-in failed; no session created");
+    match e {
+        crate::identity::IdpError::Unreachable(_) => {
+            failed(state, "idp_unavailable");
+            Refusal::sign_in(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in unavailable",
+                "The identity provider is not answering right now; try again in a moment.",
+            )
+        }
+        _ => {
+            failed(state, "token_rejected");
+            Refusal::sign_in(
+                StatusCode::UNAUTHORIZED,
+                "Sign-in failed",
+                "The identity provider's answer could not be verified.",
+            )
+        }
+    }
+}
+
 pub(super) async fn oauth_callback(
     auth: &Auth<'_>,
     state: &Arc<AuthState>,
@@ -229,16 +253,10 @@ pub(super) async fn oauth_callback(
     let identity = match idp.exchange(code, &flow.v, &flow.n).await {
         Ok(i) => i,
         Err(e) => {
-            failed(state, "token_rejected");
-            tracing::warn!(reason = %e, "sign-in failed; no session created");
             return req
                 .answer
-                .refuse(Refusal::sign_in(
-                    StatusCode::UNAUTHORIZED,
-                    "Sign-in failed",
-                    "The identity provider's answer could not be verified.",
-                ))
-                .with_cookie(clear);
+                .refuse(exchange_failed(state, e))
+                .with_cookie(clear)
         }
     };
     let Some(target) = routed_target(req, &flow.t) else {

@@ -43,15 +43,16 @@ pub(super) fn compile_idp(
         .to_ascii_lowercase();
     if ![
         "oidc", "google", "okta", "auth0", "azure", "keycloak", "onelogin", "ping", "cognito",
-        "gitlab",
+        "gitlab", "github",
     ]
     .contains(&provider.as_str())
     {
         errs.push(
             "idp_provider",
-            format!("{provider:?} is not supported; use oidc (any OpenID Connect provider with discovery) or google, okta, auth0, azure, keycloak"),
+            format!("{provider:?} is not supported; use oidc (any OpenID Connect provider with discovery), github, or google, gitlab, okta, auth0, azure, cognito, onelogin, ping, keycloak"),
         );
     }
+    let github = provider == "github";
     let issuer = match raw.idp_provider_url.as_deref() {
         Some(u) => match Url::parse(u) {
             Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Some(u),
@@ -64,6 +65,8 @@ pub(super) fn compile_idp(
             }
         },
         None if provider == "google" => Url::parse("https://accounts.google.com").ok(),
+        None if provider == "gitlab" => Url::parse("https://gitlab.com").ok(),
+        None if github => Url::parse("https://github.com").ok(),
         None => {
             errs.push(
                 "idp_provider_url",
@@ -91,12 +94,14 @@ pub(super) fn compile_idp(
         .idp_scopes
         .as_ref()
         .map(|s| s.0.clone())
-        .unwrap_or_else(|| {
-            ["openid", "profile", "email", "offline_access"]
+        .unwrap_or_else(|| match github {
+            // GitHub's OAuth scopes (Pomerium's defaults): the e-mail list and team membership.
+            true => ["user:email", "read:org"].map(String::from).to_vec(),
+            false => ["openid", "profile", "email", "offline_access"]
                 .map(String::from)
-                .to_vec()
+                .to_vec(),
         });
-    if !scopes.iter().any(|s| s == "openid") {
+    if !github && !scopes.iter().any(|s| s == "openid") {
         errs.push("idp_scopes", "must include openid");
     }
     Some(IdpSettings {

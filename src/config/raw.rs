@@ -166,7 +166,7 @@ pub struct RawRoute {
     pub regex_rewrite_pattern: Option<String>,
     pub regex_rewrite_substitution: Option<String>,
     pub host_rewrite: Option<String>,
-    pub host_rewrite_header: Option<String>,
+    pub host_rewrite_header: Option<HeaderOrFlag>,
     pub preserve_host_header: bool,
     pub set_request_headers: BTreeMap<String, Text>,
     pub remove_request_headers: Vec<String>,
@@ -322,6 +322,16 @@ impl<'de> Deserialize<'de> for OneOrMany {
 /// the user, whatever YAML thinks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Text(pub String);
+
+/// A header name, or a boolean where some configs (wrongly) put one: `host_rewrite_header: true`.
+/// Pomerium reads `true` as the header named `1`, which no request carries, so it changes
+/// nothing there; Vallum says so instead of refusing the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum HeaderOrFlag {
+    Name(String),
+    Flag(bool),
+}
 
 impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -3,17 +3,24 @@
 
 use super::route::*;
 use crate::config::error::Errors;
-use crate::config::raw::RawRoute;
+use crate::config::raw::{HeaderOrFlag, RawRoute};
 use crate::config::settings::header_pairs;
 use http::{HeaderName, HeaderValue};
 
 /// `preserve_host_header`, `host_rewrite` or `host_rewrite_header` (at most one).
 pub fn host_header(raw: &RawRoute, p: &dyn Fn(&str) -> String, e: &mut Errors) -> HostHeader {
-    match (
-        &raw.host_rewrite,
-        &raw.host_rewrite_header,
-        raw.preserve_host_header,
-    ) {
+    let from_header = match &raw.host_rewrite_header {
+        Some(HeaderOrFlag::Name(n)) => Some(n),
+        Some(HeaderOrFlag::Flag(b)) => {
+            e.warn(
+                p("host_rewrite_header"),
+                format!("takes the name of the request header whose value becomes Host; {b} names none, so it changes nothing (as in Pomerium); to keep the client's Host, use preserve_host_header: true"),
+            );
+            None
+        }
+        None => None,
+    };
+    match (&raw.host_rewrite, from_header, raw.preserve_host_header) {
         (Some(h), None, false) => match HeaderValue::from_str(h) {
             Ok(v) => HostHeader::Fixed(v),
             Err(_) => {

@@ -3,7 +3,7 @@
 //! that need sign-in get 503 meanwhile; sessions already made keep working).
 
 use super::AuthState;
-use crate::identity::Oidc;
+use crate::identity::Provider;
 use crate::snapshot::SharedSnapshot;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
@@ -50,7 +50,7 @@ impl BackgroundService for IdpWatcher {
                     Some((auth, idp)) => {
                         let mut redirect = auth.authenticate_url.clone();
                         redirect.set_path("/oauth2/callback");
-                        match Oidc::discover(idp.clone(), redirect).await {
+                        match Provider::discover(idp.clone(), redirect).await {
                             Ok(client) => {
                                 tracing::info!(issuer = %idp.issuer, "identity provider discovered");
                                 self.state.idp.store(Some(Arc::new(client)));

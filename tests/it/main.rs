@@ -13,6 +13,7 @@ mod dns;
 mod docs;
 mod downstream_tls;
 mod fleet;
+mod github;
 mod headers;
 mod idp_bearer;
 mod mtls;

@@ -154,3 +154,28 @@ async fn idp_keys_are_required_only_when_a_route_needs_sign_in() {
     assert!(err.contains("idp_client_id: required"), "{err}");
     assert!(err.contains("idp_provider_url: required"), "{err}");
 }
+
+/// `host_rewrite_header: true` (a real config has it) names no header: Pomerium reads it as the
+/// header `1` and changes nothing; Vallum starts, says so, and keeps its default Host.
+#[tokio::test]
+async fn a_boolean_host_rewrite_header_changes_nothing_and_says_so() {
+    let up = Upstream::echo("up").await;
+    let gw = Gateway::insecure(&format!(
+        "routes:\n  - from: http://app.test\n    to: {}\n    host_rewrite_header: true\n    allow_public_unauthenticated_access: true\n",
+        up.url()
+    ))
+    .await;
+    let r = gw.get("app.test", "/").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.echo().header("host"),
+        Some(format!("127.0.0.1:{}", up.port()).as_str()),
+        "the upstream's own Host, as without the key"
+    );
+    assert!(
+        gw.log()
+            .contains("routes[0].host_rewrite_header: takes the name of the request header"),
+        "{}",
+        gw.log()
+    );
+}

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-const COOKIE_SECRET: &str = "8GIP1sU0aqXJZ8T8XkL1zB0cR2P0kTmYxw0a3DkBwsw=";
+pub const COOKIE_SECRET: &str = "8GIP1sU0aqXJZ8T8XkL1zB0cR2P0kTmYxw0a3DkBwsw=";
 pub const SHARED_SECRET: &str = "Wm9vaF9zaGFyZWRfc2VjcmV0XzMyX2J5dGVzX19fXyE=";
 
 #[allow(dead_code)] // `up` is kept alive for the gateway to reach

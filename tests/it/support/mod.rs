@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod dns;
+pub mod github;
 pub mod idp;
 pub mod redis;
 pub mod upstream;
