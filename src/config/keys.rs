@@ -62,8 +62,6 @@ pub const POMERIUM_ROUTE_UNSUPPORTED: &[&str] = &[
     "enable_google_cloud_serverless_authentication",
     "tls_upstream_allow_renegotiation",
     "tls_downstream_server_name",
-    "tls_downstream_client_ca",
-    "tls_downstream_client_ca_file",
     "idp_client_id",
     "idp_client_secret",
     "identity_providers",

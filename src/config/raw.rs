@@ -182,6 +182,9 @@ pub struct RawRoute {
     pub tls_server_name: Option<String>,
     pub tls_custom_ca: Option<String>,
     pub tls_custom_ca_file: Option<String>,
+    /// Pomerium's deprecated per-route client CA (`downstream_mtls` replaced it).
+    pub tls_downstream_client_ca: Option<String>,
+    pub tls_downstream_client_ca_file: Option<String>,
     pub tls_client_cert: Option<String>,
     pub tls_client_key: Option<Secret>,
     pub tls_client_cert_file: Option<String>,

@@ -42,6 +42,9 @@ pub fn check(
     metrics: &Metrics,
     request_id: &str,
 ) -> Result<Option<Arc<PeerCert>>, Refusal> {
+    if let Some(route_ca) = &route.client_ca {
+        return per_route(conn, route_ca, route, metrics, request_id);
+    }
     let Some(ca) = &snap.settings.client_ca else {
         return Ok(None);
     };
@@ -83,6 +86,36 @@ pub fn check(
         Some(CertState::Trusted(c)) => Some(Arc::clone(c)),
         _ => None,
     })
+}
+
+/// A route with its own client CA (`tls_downstream_client_ca`): the chain the connection
+/// presented must verify against it, on every request (so a connection made for another host
+/// proves nothing here), else 495.
+fn per_route(
+    conn: Option<&ConnTls>,
+    ca: &crate::tls::client_ca::ClientCa,
+    route: &Route,
+    metrics: &Metrics,
+    request_id: &str,
+) -> Result<Option<Arc<PeerCert>>, Refusal> {
+    let presented = conn.and_then(|c| c.presented());
+    let chain = conn.map_or(&[][..], |c| c.chain.as_slice());
+    let reason = match presented {
+        None => Reason::ClientCertificateRequired,
+        Some(cert) => match ca.check(chain, rustls::pki_types::UnixTime::now()) {
+            Ok(()) => return Ok(Some(Arc::clone(cert))),
+            Err(why) => {
+                tracing::debug!(%why, "client certificate not issued by the route's CA");
+                Reason::InvalidClientCertificate
+            }
+        },
+    };
+    metrics
+        .authorize
+        .with_label_values(&[&route.id, "deny", reason.as_str()])
+        .inc();
+    tracing::info!(request_id, route_id = %route.id, %reason, "request refused: no client certificate from the route's CA");
+    Err(Refusal::ClientCertificate(reason))
 }
 
 #[cfg(test)]

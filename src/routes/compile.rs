@@ -27,6 +27,7 @@ pub fn compile(
     let rewrite = super::matching::rewrite(raw, &path, &p, &mut e);
     let action = action(raw, tunnel, base, ctx, &mut e);
     let access = compile_access(raw, base, ctx, &mut e);
+    let client_ca = route_client_ca(raw, &p, ctx, &mut e);
     let strip_method_override = matches!(&access, Access::Policy(p) if p.mentions_method());
     let headers = super::shaping::headers(raw, &ctx.settings.response_headers, &p, &mut e);
     let auth = ctx.settings.auth.as_ref();
@@ -72,6 +73,7 @@ pub fn compile(
         return None;
     }
     Some(Route {
+        client_ca,
         id,
         host: host?,
         port,
@@ -173,6 +175,62 @@ fn action(
     } else {
         None
     }
+}
+
+/// `tls_downstream_client_ca(_file)`: Pomerium's deprecated per-route client CA, kept with its
+/// meaning (this route wants a certificate this CA issued) and a warning naming its successor.
+fn route_client_ca(
+    raw: &RawRoute,
+    p: &dyn Fn(&str) -> String,
+    ctx: &mut Ctx<'_>,
+    e: &mut Errors,
+) -> Option<Arc<crate::tls::client_ca::ClientCa>> {
+    use crate::config::pem::{self, PemSource};
+    let key = match raw.tls_downstream_client_ca_file {
+        Some(_) => "tls_downstream_client_ca_file",
+        None => "tls_downstream_client_ca",
+    };
+    let src = match (
+        &raw.tls_downstream_client_ca,
+        &raw.tls_downstream_client_ca_file,
+    ) {
+        (None, None) => return None,
+        (Some(_), Some(_)) => {
+            e.push(
+                p(key),
+                "tls_downstream_client_ca and tls_downstream_client_ca_file cannot both be set",
+            );
+            return None;
+        }
+        (Some(v), None) => PemSource::Inline(v.clone()),
+        (None, Some(f)) => {
+            ctx.files.push(std::path::PathBuf::from(f));
+            PemSource::File(std::path::PathBuf::from(f))
+        }
+    };
+    if !ctx.settings.tls() {
+        e.push(
+            p(key),
+            "client certificates need TLS; insecure_server is on",
+        );
+        return None;
+    }
+    let anchors = e.check(p(key), pem::read(&src).and_then(|b| pem::certs(&b)))?;
+    let ca = e.check(
+        p(key),
+        crate::tls::client_ca::ClientCa::new(
+            crate::tls::client_ca::Enforcement::PolicyWithDefaultDeny,
+            anchors,
+            Vec::new(),
+            None,
+            Vec::new(),
+        ),
+    )?;
+    e.warn(
+        p(key),
+        "deprecated in Pomerium (downstream_mtls replaced it); Vallum keeps its meaning: this route answers 495 unless the request's client certificate was issued by this CA",
+    );
+    Some(Arc::new(ca))
 }
 
 /// Pomerium's access keys → `Public`, or a compiled policy (legacy keys OR-ed into one allow

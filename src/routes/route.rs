@@ -254,6 +254,9 @@ pub struct Route {
     pub rewrite: PathRewrite,
     pub action: Action,
     pub access: Access,
+    /// Pomerium's per-route `tls_downstream_client_ca(_file)`: a request must present a client
+    /// certificate this CA issued (495 otherwise), whatever `downstream_mtls` says.
+    pub client_ca: Option<Arc<crate::tls::client_ca::ClientCa>>,
     pub host_header: HostHeader,
     pub set_request_headers: Vec<(HeaderName, HeaderTemplate)>,
     /// Send `X-Pomerium-Jwt-Assertion` and the claim headers (route, else global).

@@ -69,7 +69,8 @@ impl ClientCertGate {
 
 impl ClientCertVerifier for ClientCertGate {
     fn offer_client_auth(&self) -> bool {
-        self.runtime.load().settings.client_ca.is_some()
+        let snap = self.runtime.load();
+        snap.settings.client_ca.is_some() || snap.route_client_cas
     }
 
     fn client_auth_mandatory(&self) -> bool {
@@ -202,6 +203,10 @@ impl pingora_core::listeners::TlsAccept for HandshakeRecorder {
                 .with_label_values(&[result])
                 .inc();
         }
-        Some(Arc::new(ConnTls { sni, cert }))
+        let chain = match self.runtime.load().route_client_cas {
+            true => chain.iter().map(|c| c.clone().into_owned()).collect(),
+            false => Vec::new(),
+        };
+        Some(Arc::new(ConnTls { sni, cert, chain }))
     }
 }

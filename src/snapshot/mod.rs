@@ -38,6 +38,9 @@ pub struct Snapshot {
     /// What signing in needs beyond the config: the assertion signer and the opened-cookie
     /// cache, both per snapshot (a new key starts with empty caches).
     pub auth_keys: Option<auth::AuthKeys>,
+    /// Some route has its own client CA (`tls_downstream_client_ca`): the listener asks for
+    /// client certificates and keeps the chain for the per-request check.
+    pub route_client_cas: bool,
 }
 
 /// Reads the process environment (the `env` parameter of `build_from_str` in production).
@@ -182,6 +185,7 @@ impl Snapshot {
         warnings.extend(errs.take_warnings());
         errs.into_result(())?;
         Ok(Snapshot {
+            route_client_cas: routes.iter().any(|r| r.client_ca.is_some()),
             auth_keys: settings.auth.as_ref().map(auth::AuthKeys::new),
             generated,
             routes: RouteTable::new(routes),

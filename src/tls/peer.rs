@@ -161,6 +161,19 @@ pub struct ConnTls {
     /// The SNI name, lower-case, without a trailing dot.
     pub sni: Option<String>,
     pub cert: CertState,
+    /// The presented chain (leaf first), kept only while some route has its own client CA
+    /// (checked per request against that route's CA).
+    pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl ConnTls {
+    /// The presented certificate, trusted or not.
+    pub fn presented(&self) -> Option<&Arc<PeerCert>> {
+        match &self.cert {
+            CertState::Trusted(c) | CertState::Untrusted(c) => Some(c),
+            CertState::Absent => None,
+        }
+    }
 }
 
 #[cfg(test)]

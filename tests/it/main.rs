@@ -23,6 +23,7 @@ mod pomerium_keys;
 mod programmatic;
 mod reload;
 mod rewrites;
+mod route_client_ca;
 mod routing;
 mod security;
 mod shutdown;
