@@ -59,7 +59,6 @@ pub const POMERIUM_ROUTE_UNSUPPORTED: &[&str] = &[
     "jwt_groups_filter_infer_from_ppl",
     "kubernetes_service_account_token",
     "kubernetes_service_account_token_file",
-    "enable_google_cloud_serverless_authentication",
     "tls_upstream_allow_renegotiation",
     "tls_downstream_server_name",
     "idp_client_id",

@@ -184,6 +184,7 @@ pub struct RawRoute {
     pub tls_custom_ca_file: Option<String>,
     /// Pomerium's deprecated per-route client CA (`downstream_mtls` replaced it).
     pub tls_downstream_client_ca: Option<String>,
+    pub enable_google_cloud_serverless_authentication: bool,
     pub tls_downstream_client_ca_file: Option<String>,
     pub tls_client_cert: Option<String>,
     pub tls_client_key: Option<Secret>,

@@ -38,5 +38,7 @@ pub struct RequestCtx {
     pub session_checked: Option<Instant>,
     /// The connection's trusted client certificate (downstream mTLS), for header templates.
     pub client_cert: Option<Arc<PeerCert>>,
+    /// The ID token the upstream gets as `Authorization: Bearer` (Google serverless routes).
+    pub upstream_bearer: Option<Arc<str>>,
     pub open: Option<OpenRequest>,
 }

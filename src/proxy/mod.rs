@@ -52,6 +52,8 @@ pub struct Gateway {
     sign_in_rate: pingora_limits::rate::Rate,
     /// Whether this listener terminates TLS (fixed for the listener's life).
     tls: bool,
+    /// ID tokens for routes with `enable_google_cloud_serverless_authentication`.
+    serverless: crate::upstream::serverless::ServerlessTokens,
 }
 
 impl Gateway {
@@ -63,6 +65,7 @@ impl Gateway {
             metrics,
             sign_in_rate: pingora_limits::rate::Rate::new(std::time::Duration::from_secs(1)),
             tls,
+            serverless: crate::upstream::serverless::ServerlessTokens::from_env(),
         }
     }
 

@@ -62,6 +62,14 @@ pub async fn route_request(
                     .inc();
             }
         })?;
+    // 9. The upstream's own credential, where the route asks for one.
+    if let (Step::Forward, Some(audience)) = (&step, &route.serverless_audience) {
+        let token = gw.serverless.token(audience).await.map_err(|why| {
+            tracing::warn!(request_id = %ctx.request_id, route_id = %route.id, error = %why, "request refused: no Google serverless identity token");
+            Refusal::UpstreamCredentials
+        })?;
+        ctx.upstream_bearer = Some(token);
+    }
     ctx.target = Some(at.target);
     ctx.host = at.host;
     Ok(step)

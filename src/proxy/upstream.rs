@@ -100,6 +100,9 @@ pub fn request(
         client_cert: ctx.client_cert.as_deref(),
     };
     forward::shape_request(req, route, t, &info)?;
+    if let Some(token) = &ctx.upstream_bearer {
+        req.insert_header(http::header::AUTHORIZATION, format!("Bearer {token}"))?;
+    }
     req.insert_header("x-request-id", ctx.request_id.as_str())?;
     Ok(())
 }

@@ -57,6 +57,8 @@ pub enum Refusal {
     NoHealthyUpstream,
     /// None of the route's upstream host names resolves (the reason goes to the log).
     UpstreamUnresolved,
+    /// The upstream needs an identity token Vallum could not get (the reason goes to the log).
+    UpstreamCredentials,
     BadRedirect,
     StoreUnavailable,
     /// Two different live sessions for one host (a cookie planted from a sibling domain).
@@ -117,7 +119,7 @@ impl Refusal {
             UrlTooLong => 414,
             NoHealthyUpstream | StoreUnavailable => 503,
             BodyTimeout => 408,
-            TunnelBackend | UpstreamUnresolved => 502,
+            TunnelBackend | UpstreamUnresolved | UpstreamCredentials => 502,
             Upstream(f) => match f {
                 UpstreamFault::Unreachable => 502,
                 UpstreamFault::Timeout => 504,
@@ -160,6 +162,7 @@ impl Refusal {
             UrlTooLong => "this URL is too long to leave and come back to",
             NoHealthyUpstream => "no healthy upstream",
             UpstreamUnresolved => "the upstream's host name does not resolve",
+            UpstreamCredentials => "cannot get the identity token the upstream requires",
             BadRedirect => "cannot build redirect location",
             StoreUnavailable => {
                 "the session store cannot be reached right now; try again in a moment"

@@ -28,6 +28,7 @@ pub fn compile(
     let action = action(raw, tunnel, base, ctx, &mut e);
     let access = compile_access(raw, base, ctx, &mut e);
     let client_ca = route_client_ca(raw, &p, ctx, &mut e);
+    let serverless_audience = serverless_audience(raw, &action, &p, &mut e);
     let strip_method_override = matches!(&access, Access::Policy(p) if p.mentions_method());
     let headers = super::shaping::headers(raw, &ctx.settings.response_headers, &p, &mut e);
     let auth = ctx.settings.auth.as_ref();
@@ -35,13 +36,7 @@ pub fn compile(
         .pass_identity_headers
         .unwrap_or_else(|| auth.is_some_and(|a| a.pass_identity_headers));
     let issuer_uri = match &raw.jwt_issuer_format {
-        Some(f) => {
-            let mut local = Errors::default();
-            let v =
-                crate::config::auth::issuer_format(Some(f), &p("jwt_issuer_format"), &mut local);
-            e.extend(local);
-            v
-        }
+        Some(f) => crate::config::auth::issuer_format(Some(f), &p("jwt_issuer_format"), &mut e),
         None => auth.is_some_and(|a| a.issuer_uri),
     };
 
@@ -74,6 +69,7 @@ pub fn compile(
     }
     Some(Route {
         client_ca,
+        serverless_audience,
         id,
         host: host?,
         port,
@@ -174,6 +170,33 @@ fn action(
         crate::upstream::compile::pool(raw, &to.0, base, ctx, e).map(Action::Upstream)
     } else {
         None
+    }
+}
+
+/// `enable_google_cloud_serverless_authentication`: Pomerium's audience, `https://` and the host
+/// of the (last) `to` URL.
+fn serverless_audience(
+    raw: &RawRoute,
+    action: &Option<Action>,
+    p: &dyn Fn(&str) -> String,
+    e: &mut Errors,
+) -> Option<Arc<str>> {
+    if !raw.enable_google_cloud_serverless_authentication {
+        return None;
+    }
+    match action {
+        Some(Action::Upstream(pool)) => pool
+            .targets
+            .last()
+            .map(|t| crate::upstream::serverless::audience(&t.host).into()),
+        Some(_) => {
+            e.push(
+                p("enable_google_cloud_serverless_authentication"),
+                "needs an HTTP upstream (`to`)",
+            );
+            None
+        }
+        None => None,
     }
 }
 

@@ -257,6 +257,9 @@ pub struct Route {
     /// Pomerium's per-route `tls_downstream_client_ca(_file)`: a request must present a client
     /// certificate this CA issued (495 otherwise), whatever `downstream_mtls` says.
     pub client_ca: Option<Arc<crate::tls::client_ca::ClientCa>>,
+    /// `enable_google_cloud_serverless_authentication`: the audience of the ID token the
+    /// upstream gets as `Authorization: Bearer`.
+    pub serverless_audience: Option<Arc<str>>,
     pub host_header: HostHeader,
     pub set_request_headers: Vec<(HeaderName, HeaderTemplate)>,
     /// Send `X-Pomerium-Jwt-Assertion` and the claim headers (route, else global).

@@ -5,6 +5,7 @@ pub mod compile;
 pub mod dns;
 mod health;
 mod pool;
+pub mod serverless;
 
 pub use health::{HealthKind, HealthSpec};
 pub use pool::{InFlight, LbPolicy, Picked, Pool, PoolSpec, UpstreamTarget, UpstreamTls};

@@ -34,13 +34,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
         "06-pomerium-tiddlywiki.yaml",
         &["autocert", "autocert_use_staging", "cookie_secret"],
     ),
-    (
-        "07-pomerium-cloudrun-policy.yaml",
-        &[
-            "policy.enable_google_cloud_serverless_authentication",
-            "policy.to",
-        ],
-    ),
+    ("07-pomerium-cloudrun-policy.yaml", &["policy.to"]),
     (
         "08-pomerium-acceptance.yaml",
         &["routes.tls_downstream_client_ca_file"],

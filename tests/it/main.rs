@@ -26,6 +26,7 @@ mod rewrites;
 mod route_client_ca;
 mod routing;
 mod security;
+mod serverless;
 mod shutdown;
 pub mod signin;
 mod split;
