@@ -87,12 +87,24 @@ pub(super) async fn sign_in(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Reque
         .with_label_values(&["started", ""])
         .inc();
     reply.with_cookie(cookie::set_cookie(
-        &auth.cookie,
+        &flow_cookie_settings(auth),
         &flow_cookie_name(auth, &flow.s),
         &sealed,
         FLOW_TTL,
         true,
     ))
+}
+
+/// The attempt cookie's attributes: the session cookie's, except that an IdP answering with a
+/// cross-site POST (`form_post`, Apple) needs it `SameSite=None` to come back with the answer,
+/// which browsers allow only on `Secure` cookies (so only with TLS). It is safe there: sealed,
+/// bound to this host, and worth nothing without the `state` the IdP sends back with it.
+fn flow_cookie_settings(auth: &Auth<'_>) -> crate::config::auth::CookieSettings {
+    let mut c = auth.cookie.clone();
+    if c.secure && auth.idp.as_ref().is_some_and(|i| i.form_post) {
+        c.same_site = crate::config::auth::SameSite::None;
+    }
+    c
 }
 
 /// Counts a sign-in that ended without a session, by a bounded reason.
@@ -104,6 +116,22 @@ fn failed(state: &AuthState, reason: &'static str) {
         .inc();
 }
 
+/// The callback's parameters: the query, or the form of a POST (`response_mode=form_post`, which
+/// Apple always uses).
+fn callback_params<'r>(req: &'r Request<'_>) -> &'r [(String, String)] {
+    match *req.method == http::Method::POST {
+        true => &req.form,
+        false => &req.query,
+    }
+}
+
+fn callback_param<'r>(req: &'r Request<'_>, k: &str) -> Option<&'r str> {
+    callback_params(req)
+        .iter()
+        .find(|(n, _)| n == k)
+        .map(|(_, v)| v.as_str())
+}
+
 /// The sign-in attempt this callback finishes: its sealed cookie matches `state`, is fresh, and
 /// is used once across the fleet. Also the `Set-Cookie` that clears the attempt's cookie.
 async fn verified_flow(
@@ -112,7 +140,7 @@ async fn verified_flow(
     req: &Request<'_>,
     now: u64,
 ) -> Result<(Flow, String), Reply> {
-    let Some(state_param) = req.param("state").filter(|s| !s.is_empty()) else {
+    let Some(state_param) = callback_param(req, "state").filter(|s| !s.is_empty()) else {
         failed(state, "csrf");
         return Err(bad_request(req, "missing state"));
     };
@@ -211,9 +239,9 @@ pub(super) async fn oauth_callback(
     req: &Request<'_>,
 ) -> Reply {
     let now = unix_now();
-    if let Some(err) = req.param("error") {
+    if let Some(err) = callback_param(req, "error") {
         failed(state, "idp_error");
-        let desc = req.param("error_description").unwrap_or("");
+        let desc = callback_param(req, "error_description").unwrap_or("");
         tracing::warn!(
             error = err,
             description = desc,
@@ -229,7 +257,7 @@ pub(super) async fn oauth_callback(
     // a stack that disagree on which one counts is how parameter pollution attacks work.
     if ["state", "code", "error"]
         .iter()
-        .any(|k| req.query.iter().filter(|(n, _)| n == k).count() > 1)
+        .any(|k| callback_params(req).iter().filter(|(n, _)| n == k).count() > 1)
     {
         failed(state, "bad_response");
         return bad_request(req, "a sign-in parameter was given more than once");
@@ -238,7 +266,7 @@ pub(super) async fn oauth_callback(
         Ok(f) => f,
         Err(reply) => return reply,
     };
-    let Some(code) = req.param("code") else {
+    let Some(code) = callback_param(req, "code") else {
         failed(state, "bad_response");
         return bad_request(req, "missing code").with_cookie(clear);
     };

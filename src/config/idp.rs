@@ -17,6 +17,8 @@ pub struct IdpSettings {
     pub request_params: Vec<(String, String)>,
     pub groups_claim: String,
     pub refresh_claims_interval: Duration,
+    /// The IdP posts its answer to the callback (`response_mode=form_post`, Apple's way).
+    pub form_post: bool,
 }
 
 impl std::fmt::Debug for IdpSettings {
@@ -43,38 +45,16 @@ pub(super) fn compile_idp(
         .to_ascii_lowercase();
     if ![
         "oidc", "google", "okta", "auth0", "azure", "keycloak", "onelogin", "ping", "cognito",
-        "gitlab", "github",
+        "gitlab", "github", "apple",
     ]
     .contains(&provider.as_str())
     {
         errs.push(
             "idp_provider",
-            format!("{provider:?} is not supported; use oidc (any OpenID Connect provider with discovery), github, or google, gitlab, okta, auth0, azure, cognito, onelogin, ping, keycloak"),
+            format!("{provider:?} is not supported; use oidc (any OpenID Connect provider with discovery), github, or apple, google, gitlab, okta, auth0, azure, cognito, onelogin, ping, keycloak"),
         );
     }
-    let github = provider == "github";
-    let issuer = match raw.idp_provider_url.as_deref() {
-        Some(u) => match Url::parse(u) {
-            Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Some(u),
-            _ => {
-                errs.push(
-                    "idp_provider_url",
-                    "must be the provider's issuer URL, e.g. https://accounts.google.com",
-                );
-                None
-            }
-        },
-        None if provider == "google" => Url::parse("https://accounts.google.com").ok(),
-        None if provider == "gitlab" => Url::parse("https://gitlab.com").ok(),
-        None if github => Url::parse("https://github.com").ok(),
-        None => {
-            errs.push(
-                "idp_provider_url",
-                "required: the OpenID Connect issuer URL (discovery is read from it)",
-            );
-            None
-        }
-    };
+    let issuer = issuer(raw, &provider, errs);
     let client_id = raw.idp_client_id.clone().unwrap_or_default();
     if client_id.is_empty() {
         errs.push(
@@ -90,31 +70,19 @@ pub(super) fn compile_idp(
         errs,
     )
     .unwrap_or_default();
-    let scopes = raw
-        .idp_scopes
-        .as_ref()
-        .map(|s| s.0.clone())
-        .unwrap_or_else(|| match github {
-            // GitHub's OAuth scopes (Pomerium's defaults): the e-mail list and team membership.
-            true => ["user:email", "read:org"].map(String::from).to_vec(),
-            false => ["openid", "profile", "email", "offline_access"]
-                .map(String::from)
-                .to_vec(),
-        });
-    if !github && !scopes.iter().any(|s| s == "openid") {
-        errs.push("idp_scopes", "must include openid");
-    }
+    let scopes = scopes(raw, &provider, errs);
+    let request_params = request_params(raw, &provider);
+    let form_post = request_params
+        .iter()
+        .any(|(k, v)| k == "response_mode" && v == "form_post");
     Some(IdpSettings {
+        form_post,
         provider,
         issuer: issuer?,
         client_id,
         client_secret,
         scopes,
-        request_params: raw
-            .idp_request_params
-            .iter()
-            .map(|(k, v)| (k.clone(), v.0.clone()))
-            .collect(),
+        request_params,
         groups_claim: raw
             .idp_groups_claim
             .clone()
@@ -124,4 +92,72 @@ pub(super) fn compile_idp(
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(600)),
     })
+}
+
+/// `idp_provider_url`, or the provider's well-known one.
+fn issuer(raw: &RawSettings, provider: &str, errs: &mut Errors) -> Option<Url> {
+    let known = match provider {
+        "google" => Some("https://accounts.google.com"),
+        "gitlab" => Some("https://gitlab.com"),
+        "github" => Some("https://github.com"),
+        "apple" => Some("https://appleid.apple.com"),
+        _ => None,
+    };
+    match (raw.idp_provider_url.as_deref(), known) {
+        (Some(u), _) => match Url::parse(u) {
+            Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Some(u),
+            _ => {
+                errs.push(
+                    "idp_provider_url",
+                    "must be the provider's issuer URL, e.g. https://accounts.google.com",
+                );
+                None
+            }
+        },
+        (None, Some(k)) => Url::parse(k).ok(),
+        (None, None) => {
+            errs.push(
+                "idp_provider_url",
+                "required: the OpenID Connect issuer URL (discovery is read from it)",
+            );
+            None
+        }
+    }
+}
+
+/// `idp_scopes`, or the provider's defaults (Pomerium's).
+fn scopes(raw: &RawSettings, provider: &str, errs: &mut Errors) -> Vec<String> {
+    let scopes = raw
+        .idp_scopes
+        .as_ref()
+        .map(|s| s.0.clone())
+        .unwrap_or_else(|| {
+            let d: &[&str] = match provider {
+                // GitHub's OAuth scopes: the e-mail list and team membership.
+                "github" => &["user:email", "read:org"],
+                // Apple's; `openid` is always sent.
+                "apple" => &["name", "email"],
+                _ => &["openid", "profile", "email", "offline_access"],
+            };
+            d.iter().map(|s| s.to_string()).collect()
+        });
+    let oidc_scoped = !matches!(provider, "github" | "apple");
+    if oidc_scoped && !scopes.iter().any(|s| s == "openid") {
+        errs.push("idp_scopes", "must include openid");
+    }
+    scopes
+}
+
+/// `idp_request_params`; Apple answers only by posting to the callback (Pomerium sets
+/// `response_mode=form_post` for it too).
+fn request_params(raw: &RawSettings, provider: &str) -> Vec<(String, String)> {
+    let mut params: Vec<(String, String)> = raw
+        .idp_request_params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
+    if provider == "apple" && !params.iter().any(|(k, _)| k == "response_mode") {
+        params.push(("response_mode".into(), "form_post".into()));
+    }
+    params
 }

@@ -142,6 +142,10 @@ impl Oidc {
         if !settings.client_secret.is_empty() {
             client = client.set_client_secret(ClientSecret::new(settings.client_secret.clone()));
         }
+        // The secret goes in the body where the provider takes it only there (Apple).
+        if posts_secret(metadata.token_endpoint_auth_methods_supported()) {
+            client = client.set_auth_type(openidconnect::AuthType::RequestBody);
+        }
         Ok(Oidc {
             settings,
             http,
@@ -518,6 +522,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Claims policy reads must have the type the spec gives them: one of the wrong type makes the
 /// identity invalid rather than quietly absent (an `email_verified: "true"` string or an `email`
 /// array must not slip through as "no value" and fall to a weaker rule).
+/// Whether the token endpoint takes the client secret only in the request body
+/// (`client_secret_post` advertised, `client_secret_basic` not).
+fn posts_secret(methods: Option<&Vec<openidconnect::core::CoreClientAuthMethod>>) -> bool {
+    use openidconnect::core::CoreClientAuthMethod as M;
+    methods.is_some_and(|m| m.contains(&M::ClientSecretPost) && !m.contains(&M::ClientSecretBasic))
+}
+
 pub fn check_claim_types(claims: &Map<String, Value>, groups_claim: &str) -> Result<(), IdpError> {
     let wrong =
         |name: &str, want: &str| Err(IdpError::IdToken(format!("claim `{name}` must be {want}")));

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod apple;
 mod authorize;
 mod balancing;
 mod cli;

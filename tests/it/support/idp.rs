@@ -40,6 +40,9 @@ pub enum Mode {
     KeysFromHeader,
     /// A 2 MiB userinfo response.
     HugeUserinfo,
+    /// Apple's ways: answers by `form_post` only, takes the client secret only in the body,
+    /// has no userinfo endpoint. Set before the gateway discovers the provider.
+    Apple,
 }
 
 #[derive(Clone)]
@@ -331,6 +334,25 @@ impl Ctx {
         match path.as_str() {
             "/.well-known/openid-configuration" => {
                 let i = &self.issuer;
+                if self.state.lock().unwrap().mode == Mode::Apple {
+                    return respond(
+                        200,
+                        "application/json",
+                        json!({
+                            "issuer": i,
+                            "authorization_endpoint": format!("{i}/authorize"),
+                            "token_endpoint": format!("{i}/token"),
+                            "jwks_uri": format!("{i}/jwks"),
+                            "response_types_supported": ["code"],
+                            "response_modes_supported": ["query", "fragment", "form_post"],
+                            "subject_types_supported": ["pairwise"],
+                            "id_token_signing_alg_values_supported": ["ES256"],
+                            "scopes_supported": ["openid", "email", "name"],
+                            "token_endpoint_auth_methods_supported": ["client_secret_post"],
+                        })
+                        .to_string(),
+                    );
+                }
                 respond(
                     200,
                     "application/json",
@@ -374,6 +396,22 @@ impl Ctx {
                         challenge: query.get("code_challenge").cloned().unwrap_or_default(),
                     },
                 );
+                let form_post = query.get("response_mode").map(String::as_str) == Some("form_post");
+                if s.mode == Mode::Apple && !form_post {
+                    return respond(400, "text/plain", "response_mode must be form_post".into());
+                }
+                if form_post {
+                    let field = |k: &str, v: &str| {
+                        format!("<input type=\"hidden\" name=\"{k}\" value=\"{v}\">")
+                    };
+                    let page = format!(
+                        "<html><body onload=\"document.forms[0].submit()\"><form method=\"post\" action=\"{}\">{}{}</form></body></html>",
+                        query.get("redirect_uri").map(String::as_str).unwrap_or(""),
+                        field("code", &code),
+                        field("state", query.get("state").map(String::as_str).unwrap_or("")),
+                    );
+                    return respond(200, "text/html", page);
+                }
                 let mut to = url::Url::parse(
                     query
                         .get("redirect_uri")
@@ -433,7 +471,8 @@ impl Ctx {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode("vallum:vallum-secret")
         );
-        let client_ok = auth == Some(expected.as_str())
+        let apple = self.state.lock().unwrap().mode == Mode::Apple;
+        let client_ok = (auth == Some(expected.as_str()) && !apple)
             || (form.get("client_id").map(String::as_str) == Some("vallum")
                 && form.get("client_secret").map(String::as_str) == Some("vallum-secret"));
         if !client_ok {
