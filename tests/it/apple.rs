@@ -92,3 +92,68 @@ async fn apple_answers_by_form_post_and_the_session_starts() {
         .unwrap();
     assert_ne!(replay.status(), 302);
 }
+
+/// With TLS, the sign-in attempt's cookie for a form-post provider is `SameSite=None; Secure`:
+/// Apple's answer is a cross-site POST, which a `Lax` cookie would not come back with.
+#[tokio::test]
+async fn over_tls_the_attempt_cookie_survives_a_cross_site_post() {
+    let idp = Idp::start().await;
+    idp.set_mode(Mode::Apple);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::support::certs::TestCa::new("apple-tls");
+    let (cert, key) = ca
+        .server(&["app.localhost", "authenticate.localhost"])
+        .write(dir.path(), "server");
+    let port = free_port();
+    let text = format!(
+        "address: 127.0.0.1:{port}\ncertificates:\n  - cert: {}\n    key: {}\n\
+         authenticate_service_url: https://authenticate.localhost:{port}\n\
+         idp_provider: apple\nidp_provider_url: {}\nidp_client_id: vallum\nidp_client_secret: vallum-secret\n\
+         cookie_secret: {COOKIE_SECRET}\nshared_secret: {SHARED_SECRET}\nsignin_rate_limit: 0\n\
+         routes:\n  - from: https://app.localhost\n    to: http://127.0.0.1:9\n    allow_any_authenticated_user: true\n",
+        cert.display(),
+        key.display(),
+        idp.issuer(),
+    );
+    let gw = Gateway::start_with(port, &text, &[]).await;
+    gw.eventually("identity provider discovered", || async {
+        gw.log().contains("identity provider discovered")
+    })
+    .await;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap())
+        .resolve("app.localhost", addr)
+        .resolve("authenticate.localhost", addr)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let get = |u: String| {
+        let client = client.clone();
+        async move {
+            client
+                .get(u)
+                .header("accept", "text/html")
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let first = get(format!("https://app.localhost:{port}/")).await;
+    assert_eq!(first.status(), 302);
+    let sign_in = first.headers()["location"].to_str().unwrap().to_string();
+    let attempt = get(sign_in).await;
+    assert_eq!(attempt.status(), 302);
+    let cookie = attempt
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.contains("_csrf_"))
+        .expect("the attempt cookie");
+    assert!(
+        cookie.contains("SameSite=None") && cookie.contains("; Secure"),
+        "{cookie}"
+    );
+}
