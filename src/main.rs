@@ -88,12 +88,12 @@ enum Command {
         #[arg(long)]
         insecure: bool,
     },
-    /// List or revoke sessions in the configured shared (Redis) store.
+    /// List or revoke sessions in the configured store (the local database, or Redis).
     Sessions {
         #[command(subcommand)]
         action: SessionsAction,
     },
-    /// List, approve or remove users' WebAuthn devices in the shared (Redis) store.
+    /// List, approve or remove users' WebAuthn devices in the configured store (file or Redis).
     Devices {
         #[command(subcommand)]
         action: DevicesAction,
@@ -431,10 +431,14 @@ fn tcp(
     }
 }
 
-/// The operator commands' common ground: the config's Redis store and a runtime to talk to it.
+/// The operator commands' common ground: the config's store (Redis, or the local database) and a
+/// runtime to talk to it.
 fn admin_store(
     config: &std::path::Path,
-) -> anyhow::Result<(vallum::session::redis::RedisStore, tokio::runtime::Runtime)> {
+) -> anyhow::Result<(
+    std::sync::Arc<dyn vallum::session::SessionStore>,
+    tokio::runtime::Runtime,
+)> {
     let runtime = Snapshot::from_file(config, None)
         .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
     let store = vallum::cli::sessions::connect(&runtime.settings)?;
@@ -472,7 +476,7 @@ fn try_sessions(action: SessionsAction) -> anyhow::Result<()> {
                 }
             }
             SessionsAction::Revoke { user, session, .. } => {
-                let n = vallum::cli::sessions::revoke(&store, user.as_deref(), session.as_deref())
+                let n = vallum::cli::sessions::revoke(&*store, user.as_deref(), session.as_deref())
                     .await?;
                 println!("revoked {n} session(s)");
             }
@@ -497,7 +501,7 @@ fn try_devices(action: DevicesAction) -> anyhow::Result<()> {
     rt.block_on(async {
         let (user, device, change) = match action {
             DevicesAction::List { user, json, .. } => {
-                let (subject, devices) = devices_of(&store, &user).await?;
+                let (subject, devices) = devices_of(&*store, &user).await?;
                 for d in devices {
                     if json {
                         println!(
@@ -520,7 +524,7 @@ fn try_devices(action: DevicesAction) -> anyhow::Result<()> {
             DevicesAction::Unapprove { user, device, .. } => (user, device, DeviceChange::Revoke),
             DevicesAction::Remove { user, device, .. } => (user, device, DeviceChange::Remove),
         };
-        change_device(&store, &user, &device, change).await?;
+        change_device(&*store, &user, &device, change).await?;
         println!("{change:?}: {device}");
         Ok(())
     })

@@ -5,9 +5,11 @@
 use crate::clock::unix_now;
 use crate::config::storage::Storage;
 use crate::config::Settings;
+use crate::session::cache::CachedStore;
 use crate::session::redis::RedisStore;
-use crate::session::{StoreError, UserSession};
+use crate::session::{SessionStore, StoreError, UserSession};
 use crate::telemetry::metrics::Metrics;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +18,7 @@ pub enum AdminError {
     NoAuth,
     #[error(
         "sessions are in the memory store, inside the running gateway; `vallum sessions` needs \
-         databroker_storage_type: redis"
+         databroker_storage_type: file or redis"
     )]
     MemoryStore,
     #[error("{0}")]
@@ -27,21 +29,36 @@ pub enum AdminError {
     NoSuchSession(String),
 }
 
-/// A store client for the config's Redis, with a timeout meant for a person, not a request.
-pub fn connect(settings: &Settings) -> Result<RedisStore, AdminError> {
+/// The config's store, as an operator reaches it: Redis with a timeout meant for a person (and
+/// no local cache), or the local database the gateway on this machine uses.
+pub fn connect(settings: &Settings) -> Result<Arc<dyn SessionStore>, AdminError> {
     let auth = settings.auth.as_ref().ok_or(AdminError::NoAuth)?;
-    let Storage::Redis(redis) = &auth.storage else {
-        return Err(AdminError::MemoryStore);
-    };
-    let mut redis = redis.clone();
-    redis.timeout = redis.timeout.max(Duration::from_secs(5));
-    let metrics = Metrics::new().map_err(|e| AdminError::Setup(e.to_string()))?;
-    RedisStore::new(&redis, &auth.shared_secret, metrics).map_err(AdminError::Setup)
+    match &auth.storage {
+        Storage::Redis(redis) => {
+            let mut redis = redis.clone();
+            redis.timeout = redis.timeout.max(Duration::from_secs(5));
+            let metrics = Metrics::new().map_err(|e| AdminError::Setup(e.to_string()))?;
+            let inner = RedisStore::new(&redis, &auth.shared_secret, Arc::clone(&metrics))
+                .map_err(AdminError::Setup)?;
+            Ok(Arc::new(CachedStore::new(
+                inner,
+                Duration::ZERO,
+                Duration::ZERO,
+                metrics,
+            )))
+        }
+        Storage::File(dir) => {
+            crate::session::file::FileStore::open(dir, auth.shared_secret.clone())
+                .map(|s| Arc::new(s) as Arc<dyn SessionStore>)
+                .map_err(AdminError::Setup)
+        }
+        Storage::Memory => Err(AdminError::MemoryStore),
+    }
 }
 
 /// Ends one session, or every session of a user; returns how many ended.
 pub async fn revoke(
-    store: &RedisStore,
+    store: &dyn SessionStore,
     user: Option<&str>,
     session: Option<&str>,
 ) -> Result<usize, AdminError> {
@@ -102,7 +119,7 @@ pub enum DeviceChange {
 /// A user's enrolled WebAuthn devices. `user`: an email or IdP subject, as for sessions; the
 /// devices are keyed by subject, found through the user's live sessions when given an email.
 pub async fn devices_of(
-    store: &RedisStore,
+    store: &dyn SessionStore,
     user: &str,
 ) -> Result<(String, Vec<crate::authn::webauthn::EnrolledDevice>), AdminError> {
     let sessions = store.sessions_of(user).await?;
@@ -125,7 +142,7 @@ pub struct NoSuchDevice(pub String);
 /// Approves, un-approves or removes a device, and updates the proofs in the user's live sessions
 /// so the change holds from the next request on.
 pub async fn change_device(
-    store: &RedisStore,
+    store: &dyn SessionStore,
     user: &str,
     device: &str,
     change: DeviceChange,
@@ -148,7 +165,7 @@ pub async fn change_device(
         store.delete_record(&key).await?;
     } else {
         let raw = serde_json::to_vec(&devices).map_err(|e| AdminError::Setup(e.to_string()))?;
-        store.put_record(&key, &raw, 0).await?;
+        store.put_record(&key, raw, 0).await?;
     }
     for s in store.sessions_of(user).await? {
         if !s.devices.iter().any(|d| d.id == device) {
@@ -163,7 +180,7 @@ pub async fn change_device(
                 }
             }
         }
-        store.put(&s).await?;
+        store.put(s).await?;
     }
     tracing::info!(user = %subject, device, ?change, "device changed by an operator");
     Ok(())

@@ -10,6 +10,8 @@ use std::time::Duration;
 pub enum Storage {
     Memory,
     Redis(RedisSettings),
+    /// `file`: the directory of the local database (Pomerium's `file:///path` form).
+    File(std::path::PathBuf),
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -174,6 +176,25 @@ fn compile_redis_tls(
     (target, RedisTls { ca_pem, client })
 }
 
+/// `file:///var/lib/vallum/databroker` (Pomerium's form) or a plain absolute path.
+fn file_dir(conn: &str) -> Result<std::path::PathBuf, String> {
+    let path = match conn.strip_prefix("file://") {
+        Some(p) => p,
+        None if conn.starts_with('/') => conn,
+        None => {
+            return Err(format!(
+                "{conn:?} is not a directory URL; expected file:///path/to/dir"
+            ))
+        }
+    };
+    if !path.starts_with('/') {
+        return Err(format!(
+            "{conn:?}: the directory must be an absolute path (file:///path/to/dir)"
+        ));
+    }
+    Ok(std::path::PathBuf::from(path))
+}
+
 pub(super) fn compile_storage(
     raw: &RawSettings,
     files: &mut Vec<std::path::PathBuf>,
@@ -229,10 +250,24 @@ pub(super) fn compile_storage(
                 Storage::Memory
             }
         },
+        Some("file") => match conn.as_deref().map(file_dir) {
+            Some(Ok(dir)) => Storage::File(dir),
+            Some(Err(reason)) => {
+                errs.push("databroker_storage_connection_string", reason);
+                Storage::Memory
+            }
+            None => {
+                errs.push(
+                    "databroker_storage_connection_string",
+                    "required with databroker_storage_type: file (the directory, e.g. file:///var/lib/vallum/databroker)",
+                );
+                Storage::Memory
+            }
+        },
         Some(other) => {
             errs.push(
                 "databroker_storage_type",
-                format!("unknown value {other:?}; expected memory or redis"),
+                format!("unknown value {other:?}; expected memory, file or redis"),
             );
             Storage::Memory
         }

@@ -74,6 +74,12 @@ fn session_store(
             };
             Ok((store, Some(listener)))
         }
+        Some((Storage::File(dir), secret)) => {
+            let store = crate::session::file::FileStore::open(dir, secret.clone())
+                .map_err(ServerError::Store)?;
+            tracing::info!(path = %store.path().display(), "sessions kept in a local database");
+            Ok((Arc::new(store), None))
+        }
         _ => Ok((Arc::new(MemoryStore::default()), None)),
     }
 }

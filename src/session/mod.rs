@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod cookie;
+pub mod file;
 pub mod memory;
 pub mod record;
 pub mod redis;

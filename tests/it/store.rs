@@ -293,7 +293,10 @@ async fn redis_store_reports_unavailability_within_its_timeout() {
 #[tokio::test]
 async fn users_are_indexed_for_listing_and_revocation() {
     let redis = RedisServer::start().await;
-    let store = redis_store(&single(&redis, "vallum:"), &Key::random());
+    let key = Key::random();
+    let store = redis_store(&single(&redis, "vallum:"), &key);
+    // What `vallum sessions` holds: the store behind the trait every backend implements.
+    let admin = Uncached(redis_store(&single(&redis, "vallum:"), &key));
     let mut a1 = session("a1", 600);
     a1.email = Some("Alice@Example.com".into());
     let mut a2 = session("a2", 7200);
@@ -317,7 +320,7 @@ async fn users_are_indexed_for_listing_and_revocation() {
         (7100..=7200).contains(&ttl),
         "the index lives as long as the user's longest session (ttl {ttl})"
     );
-    let n = vallum::cli::sessions::revoke(&store, Some("alice@example.com"), None)
+    let n = vallum::cli::sessions::revoke(&admin, Some("alice@example.com"), None)
         .await
         .unwrap();
     assert_eq!(n, 2);
@@ -331,7 +334,7 @@ async fn users_are_indexed_for_listing_and_revocation() {
         "other users untouched"
     );
     assert!(
-        vallum::cli::sessions::revoke(&store, None, Some("nope"))
+        vallum::cli::sessions::revoke(&admin, None, Some("nope"))
             .await
             .is_err(),
         "an unknown session id is an error"
@@ -444,4 +447,102 @@ async fn redis_over_tls_with_a_private_ca_and_a_client_certificate() {
     .unwrap_err()
     .to_string();
     assert!(bad.contains("need rediss://"), "{bad}");
+}
+
+#[tokio::test]
+async fn file_store_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = vallum::session::file::FileStore::open(dir.path(), Key::random()).unwrap();
+    contract(&store).await;
+}
+
+/// Two handles on one directory are two processes during a graceful upgrade: what one writes,
+/// deletes or claims, the other sees at once; nothing is readable without the key.
+#[tokio::test]
+async fn file_store_is_shared_by_two_processes() {
+    use vallum::session::file::FileStore;
+    let dir = tempfile::tempdir().unwrap();
+    let key = Key::random();
+    let old = FileStore::open(dir.path(), key.clone()).unwrap();
+    let new = FileStore::open(dir.path(), key.clone()).unwrap();
+    let s = session("shared", 3600);
+    old.put(s.clone()).await.unwrap();
+    assert_eq!(new.get("shared").await.unwrap().as_deref(), Some(&s));
+    new.delete("shared").await.unwrap();
+    assert!(
+        old.get("shared").await.unwrap().is_none(),
+        "a sign-out holds in the other process"
+    );
+    assert!(old.claim_once("state-1", 60).await.unwrap());
+    assert!(
+        !new.claim_once("state-1", 60).await.unwrap(),
+        "single use across both"
+    );
+    // Sealed at rest: the file holds no token in the clear.
+    old.put(session("sealed", 3600)).await.unwrap();
+    drop((old, new));
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(!text.contains("access-secret-token") && !text.contains("refresh-secret-token"));
+    // Another key opens nothing.
+    let stranger = FileStore::open(dir.path(), Key::random()).unwrap();
+    assert!(stranger.get("sealed").await.unwrap().is_none());
+    assert!(FileStore::open(dir.path(), key)
+        .unwrap()
+        .get("sealed")
+        .await
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn an_unusable_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let err = vallum::session::file::FileStore::open(&file, Key::random())
+        .err()
+        .expect("a file where the directory should be");
+    assert!(err.contains(&*file.display().to_string()), "{err}");
+}
+
+/// `databroker_storage_type: file` through the running gateway: a user signed in before a crash
+/// (`kill -9`) is still signed in after the restart, with the same cookie.
+#[tokio::test]
+async fn file_store_sessions_survive_a_killed_gateway() {
+    use crate::signin::Env;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "databroker_storage_type: file\ndatabroker_storage_connection_string: file://{}\n",
+        dir.path().join("databroker").display()
+    );
+    let mut env = Env::start(&extra).await;
+    let b = env.browser();
+    let (r, _) = b.browse(&env.url("app", "/")).await;
+    assert_eq!(r.status, 200, "signed in");
+    let port = env.gw.port;
+    let text = std::fs::read_to_string(&env.gw.config).unwrap();
+    env.gw.signal("KILL");
+    assert!(env
+        .gw
+        .exited_within(Duration::from_secs(10))
+        .await
+        .is_some());
+    let again = crate::support::Gateway::start_with(port, &text, &[]).await;
+    again
+        .eventually("identity provider discovered", || async {
+            again.log().contains("identity provider discovered")
+        })
+        .await;
+    let (r, _) = b.get(&env.url("app", "/")).await;
+    assert_eq!(
+        r.status,
+        200,
+        "the same cookie works on the new process:\n{}",
+        again.log()
+    );
+    assert!(again.log().contains("sessions kept in a local database"));
 }
