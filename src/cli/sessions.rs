@@ -48,7 +48,7 @@ pub fn connect(settings: &Settings) -> Result<Arc<dyn SessionStore>, AdminError>
             )))
         }
         Storage::File(dir) => {
-            crate::session::file::FileStore::open(dir, auth.shared_secret.clone())
+            crate::session::file::FileStore::open(&dir.dir, auth.shared_secret.clone())
                 .map(|s| Arc::new(s) as Arc<dyn SessionStore>)
                 .map_err(AdminError::Setup)
         }

@@ -10,8 +10,18 @@ use std::time::Duration;
 pub enum Storage {
     Memory,
     Redis(RedisSettings),
-    /// `file`: the directory of the local database (Pomerium's `file:///path` form).
-    File(std::path::PathBuf),
+    /// `file`: the local database.
+    File(FileSettings),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSettings {
+    /// Its directory (Pomerium's `file:///path` form).
+    pub dir: std::path::PathBuf,
+    /// How long this process trusts its cached copy of a session (`databroker_cache_ttl`): the
+    /// bound on how late the other process of an upgrade sees a sign-out made here.
+    pub cache_ttl: Duration,
+    pub cache_max_stale: Duration,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -251,7 +261,17 @@ pub(super) fn compile_storage(
             }
         },
         Some("file") => match conn.as_deref().map(file_dir) {
-            Some(Ok(dir)) => Storage::File(dir),
+            Some(Ok(dir)) => Storage::File(FileSettings {
+                dir,
+                cache_ttl: raw
+                    .databroker_cache_ttl
+                    .map(|d| d.0)
+                    .unwrap_or(Duration::from_secs(1)),
+                cache_max_stale: raw
+                    .databroker_cache_max_stale
+                    .map(|d| d.0)
+                    .unwrap_or(Duration::from_secs(300)),
+            }),
             Some(Err(reason)) => {
                 errs.push("databroker_storage_connection_string", reason);
                 Storage::Memory

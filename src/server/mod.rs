@@ -74,11 +74,17 @@ fn session_store(
             };
             Ok((store, Some(listener)))
         }
-        Some((Storage::File(dir), secret)) => {
-            let store = crate::session::file::FileStore::open(dir, secret.clone())
+        Some((Storage::File(file), secret)) => {
+            let store = crate::session::file::FileStore::open(&file.dir, secret.clone())
                 .map_err(ServerError::Store)?;
             tracing::info!(path = %store.path().display(), "sessions kept in a local database");
-            Ok((Arc::new(store), None))
+            let cached = CachedStore::new(
+                store,
+                file.cache_ttl,
+                file.cache_max_stale,
+                Arc::clone(metrics),
+            );
+            Ok((Arc::new(cached), None))
         }
         _ => Ok((Arc::new(MemoryStore::default()), None)),
     }

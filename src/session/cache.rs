@@ -11,6 +11,9 @@
 //!   (bounded staleness; a revocation published during the outage is not seen until the
 //!   subscription reconnects, which then clears the cache). An unknown session is an error the
 //!   caller turns into a 503.
+//!
+//! The same cache sits in front of the `file` store, where the other process of a graceful
+//! upgrade is the "other node": it sees a sign-out made here within `ttl`.
 
 use super::redis::RedisStore;
 use super::{SessionStore, StoreError, UserSession};
@@ -25,13 +28,65 @@ use tokio::sync::OnceCell;
 
 type Fetch = Arc<OnceCell<Result<Option<Arc<UserSession>>, StoreError>>>;
 
+/// What a cache reads through to: a store's own calls (Redis and the file store).
+#[async_trait]
+pub trait Backing: Send + Sync + 'static {
+    async fn get(&self, id: &str) -> Result<Option<Arc<UserSession>>, StoreError>;
+    async fn put(&self, s: &UserSession) -> Result<(), StoreError>;
+    async fn delete(&self, id: &str) -> Result<(), StoreError>;
+    async fn claim_once(&self, key: &str, ttl: u64) -> Result<bool, StoreError>;
+    async fn sessions_of(&self, user: &str) -> Result<Vec<Arc<UserSession>>, StoreError>;
+    async fn ping(&self) -> Result<(), StoreError>;
+    async fn put_record(&self, key: &str, value: &[u8], ttl: u64) -> Result<(), StoreError>;
+    async fn get_record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn delete_record(&self, key: &str) -> Result<(), StoreError>;
+    fn name(&self) -> &'static str;
+}
+
+#[async_trait]
+impl Backing for RedisStore {
+    async fn get(&self, id: &str) -> Result<Option<Arc<UserSession>>, StoreError> {
+        RedisStore::get(self, id).await
+    }
+    async fn put(&self, s: &UserSession) -> Result<(), StoreError> {
+        RedisStore::put(self, s).await
+    }
+    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+        RedisStore::delete(self, id).await
+    }
+    async fn claim_once(&self, key: &str, ttl: u64) -> Result<bool, StoreError> {
+        RedisStore::claim_once(self, key, ttl).await
+    }
+    async fn sessions_of(&self, user: &str) -> Result<Vec<Arc<UserSession>>, StoreError> {
+        RedisStore::sessions_of(self, user).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        RedisStore::ping(self).await
+    }
+    async fn put_record(&self, key: &str, value: &[u8], ttl: u64) -> Result<(), StoreError> {
+        RedisStore::put_record(self, key, value, ttl).await
+    }
+    async fn get_record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        RedisStore::get_record(self, key).await
+    }
+    async fn delete_record(&self, key: &str) -> Result<(), StoreError> {
+        RedisStore::delete_record(self, key).await
+    }
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+}
+
 struct Entry {
     value: Option<Arc<UserSession>>,
     fetched: Instant,
 }
 
-pub struct CachedStore {
-    inner: RedisStore,
+pub struct CachedStore<S = RedisStore> {
+    inner: S,
+    /// Entries written since the last sweep (a store without a revocation listener sweeps as
+    /// it goes).
+    inserts: AtomicU64,
     entries: DashMap<String, Entry>,
     inflight: DashMap<String, Fetch>,
     /// Bumped by every revocation and cache clear; a fetch that saw it change is not cached.
@@ -41,15 +96,11 @@ pub struct CachedStore {
     metrics: Arc<Metrics>,
 }
 
-impl CachedStore {
-    pub fn new(
-        inner: RedisStore,
-        ttl: Duration,
-        max_stale: Duration,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+impl<S: Backing> CachedStore<S> {
+    pub fn new(inner: S, ttl: Duration, max_stale: Duration, metrics: Arc<Metrics>) -> Self {
         Self {
             inner,
+            inserts: AtomicU64::new(0),
             entries: DashMap::new(),
             inflight: DashMap::new(),
             epoch: AtomicU64::new(0),
@@ -59,8 +110,16 @@ impl CachedStore {
         }
     }
 
-    pub fn inner(&self) -> &RedisStore {
+    pub fn inner(&self) -> &S {
         &self.inner
+    }
+
+    /// Every 4096 entries written, forgets those too old to serve (bounds the cache where no
+    /// listener sweeps it).
+    fn inserted(&self) {
+        if self.inserts.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
+            self.sweep();
+        }
     }
 
     /// Drops one session from this node's cache (a revocation message).
@@ -115,6 +174,7 @@ impl CachedStore {
                         fetched: Instant::now(),
                     },
                 );
+                self.inserted();
             }
         }
         result
@@ -122,7 +182,7 @@ impl CachedStore {
 }
 
 #[async_trait]
-impl SessionStore for CachedStore {
+impl<S: Backing> SessionStore for CachedStore<S> {
     async fn get(&self, id: &str) -> Result<Option<Arc<UserSession>>, StoreError> {
         if let Some(v) = self.fresh(id) {
             self.metrics.session_cache.with_label_values(&["hit"]).inc();
@@ -193,7 +253,7 @@ impl SessionStore for CachedStore {
     }
 
     fn backend(&self) -> &'static str {
-        "redis"
+        self.inner.name()
     }
 }
 

@@ -1,8 +1,9 @@
 //! `databroker_storage_type: file`: sessions in a SQLite database (WAL mode) in a local directory,
 //! so they survive restarts and binary upgrades on one node. WAL lets the old and the new process
-//! of a graceful upgrade read and write the same file at once; every read goes to the file, so a
-//! sign-out in one process holds in the other at its next request. Sessions are sealed as in
-//! Redis (`record.rs`): the file holds no readable token.
+//! of a graceful upgrade read and write the same file at once. The gateway holds it behind the
+//! same cache as Redis (`cache.rs`), so a sign-out in one process holds in the other within the
+//! cache's trust window. Sessions are sealed as in Redis (`record.rs`): the file holds no
+//! readable token.
 
 use super::{record, SessionStore, StoreError, UserSession};
 use crate::clock::unix_now;
@@ -245,6 +246,40 @@ impl SessionStore for FileStore {
     }
 
     fn backend(&self) -> &'static str {
+        "file"
+    }
+}
+
+#[async_trait]
+impl super::cache::Backing for FileStore {
+    async fn get(&self, id: &str) -> Result<Option<Arc<UserSession>>, StoreError> {
+        SessionStore::get(self, id).await
+    }
+    async fn put(&self, s: &UserSession) -> Result<(), StoreError> {
+        SessionStore::put(self, s.clone()).await
+    }
+    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+        SessionStore::delete(self, id).await
+    }
+    async fn claim_once(&self, key: &str, ttl: u64) -> Result<bool, StoreError> {
+        SessionStore::claim_once(self, key, ttl).await
+    }
+    async fn sessions_of(&self, user: &str) -> Result<Vec<Arc<UserSession>>, StoreError> {
+        SessionStore::sessions_of(self, user).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        SessionStore::ping(self).await
+    }
+    async fn put_record(&self, key: &str, value: &[u8], ttl: u64) -> Result<(), StoreError> {
+        SessionStore::put_record(self, key, value.to_vec(), ttl).await
+    }
+    async fn get_record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        SessionStore::get_record(self, key).await
+    }
+    async fn delete_record(&self, key: &str) -> Result<(), StoreError> {
+        SessionStore::delete_record(self, key).await
+    }
+    fn name(&self) -> &'static str {
         "file"
     }
 }

@@ -454,6 +454,16 @@ async fn file_store_contract() {
     let dir = tempfile::tempdir().unwrap();
     let store = vallum::session::file::FileStore::open(dir.path(), Key::random()).unwrap();
     contract(&store).await;
+    // As the gateway holds it: behind the cache (a short trust window, so expiry reaches the file).
+    let dir = tempfile::tempdir().unwrap();
+    let cached = CachedStore::new(
+        vallum::session::file::FileStore::open(dir.path(), Key::random()).unwrap(),
+        Duration::from_millis(200),
+        Duration::from_secs(300),
+        Metrics::new().unwrap(),
+    );
+    contract(&cached).await;
+    assert_eq!(cached.backend(), "file");
 }
 
 /// Two handles on one directory are two processes during a graceful upgrade: what one writes,
@@ -545,4 +555,48 @@ async fn file_store_sessions_survive_a_killed_gateway() {
         again.log()
     );
     assert!(again.log().contains("sessions kept in a local database"));
+
+    // `vallum sessions` reaches the same database while the gateway runs, and a revocation
+    // there ends the session in the gateway within its cache's trust window (1 s).
+    let config = again.config.to_str().unwrap().to_string();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(crate::support::bin())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = cli(&[
+        "sessions",
+        "list",
+        "--user",
+        "alice@example.com",
+        "-c",
+        &config,
+    ]);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    cli(&[
+        "sessions",
+        "revoke",
+        "--user",
+        "alice@example.com",
+        "-c",
+        &config,
+    ]);
+    let revoked = Instant::now();
+    again
+        .eventually("the revocation reaches the gateway", || async {
+            b.get(&env.url("app", "/")).await.0.status == 302
+        })
+        .await;
+    assert!(
+        revoked.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        revoked.elapsed()
+    );
 }
