@@ -509,6 +509,19 @@ async fn file_store_is_shared_by_two_processes() {
 }
 
 #[test]
+fn a_corrupted_database_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sessions.db"), vec![0x5a; 8192]).unwrap();
+    let err = vallum::session::file::FileStore::open(dir.path(), Key::random())
+        .err()
+        .expect("not a database");
+    assert!(
+        err.contains("sessions.db") && err.contains("not a database"),
+        "{err}"
+    );
+}
+
+#[test]
 fn an_unusable_directory_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-dir");
@@ -598,5 +611,84 @@ async fn file_store_sessions_survive_a_killed_gateway() {
         revoked.elapsed() < Duration::from_millis(2500),
         "{:?}",
         revoked.elapsed()
+    );
+}
+
+/// A binary upgrade (`vallum run -u`, then SIGQUIT to the old process) with the file store: the
+/// new process takes the sockets and the same cookie still works there.
+#[tokio::test]
+async fn file_store_sessions_carry_over_a_binary_upgrade() {
+    use crate::signin::{Browser, COOKIE_SECRET, SHARED_SECRET};
+    use crate::support::{free_port, Gateway, Upstream};
+    let idp = crate::support::idp::Idp::start().await;
+    let up = Upstream::echo("app").await;
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let text = format!(
+        "address: 127.0.0.1:{port}\ninsecure_server: true\nauthenticate_service_url: http://authenticate.localhost:{port}\n\
+         {}cookie_secret: {COOKIE_SECRET}\nshared_secret: {SHARED_SECRET}\nsignin_rate_limit: 0\nhealth_check_addr: ''\n\
+         databroker_storage_type: file\ndatabroker_storage_connection_string: file://{}\n\
+         routes:\n  - from: http://app.localhost\n    to: {}\n    allow_any_authenticated_user: true\n",
+        idp.config(),
+        state.path().join("databroker").display(),
+        up.url()
+    );
+    let pingora = state.path().join("pingora.yaml");
+    std::fs::write(
+        &pingora,
+        format!(
+            "version: 1\npid_file: {}\nupgrade_sock: {}\ngrace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 2\n",
+            state.path().join("vallum.pid").display(),
+            state.path().join("upgrade.sock").display()
+        ),
+    )
+    .unwrap();
+    let conf = pingora.to_str().unwrap();
+    let mut old = Gateway::start_with_args(
+        tempfile::tempdir().unwrap(),
+        port,
+        &text,
+        &[],
+        &["--conf", conf],
+    )
+    .await;
+    old.eventually("identity provider discovered", || async {
+        old.log().contains("identity provider discovered")
+    })
+    .await;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let b = Browser::resolving(&[("app.localhost", addr), ("authenticate.localhost", addr)]);
+    let app = format!("http://app.localhost:{port}/");
+    assert_eq!(
+        b.browse(&app).await.0.status,
+        200,
+        "signed in on the old process"
+    );
+
+    let new = Gateway::start_with_args(
+        tempfile::tempdir().unwrap(),
+        port,
+        &text,
+        &[],
+        &["-u", "--conf", conf],
+    )
+    .await;
+    // The old process hands its sockets over when told to quit, as in `load/zero-downtime.sh`.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    old.signal("QUIT");
+    new.eventually("the new process holds the sockets", || async {
+        new.log().contains("identity provider discovered")
+    })
+    .await;
+    assert!(
+        old.exited_within(Duration::from_secs(15)).await.is_some(),
+        "the old process exits"
+    );
+    let (r, _) = b.get(&app).await;
+    assert_eq!(
+        r.status,
+        200,
+        "the same cookie on the new process:\n{}",
+        new.log()
     );
 }
