@@ -532,8 +532,9 @@ fn an_unusable_directory_is_a_clear_error() {
     assert!(err.contains(&*file.display().to_string()), "{err}");
 }
 
-/// `databroker_storage_type: file` through the running gateway: a user signed in before a crash
-/// (`kill -9`) is still signed in after the restart, with the same cookie.
+/// `databroker_storage_type: file` through the running gateway: killed (`kill -9`) while users sign
+/// in, the database is intact and a user signed in before the crash is still signed in after the
+/// restart, with the same cookie.
 #[tokio::test]
 async fn file_store_sessions_survive_a_killed_gateway() {
     use crate::signin::Env;
@@ -548,7 +549,23 @@ async fn file_store_sessions_survive_a_killed_gateway() {
     assert_eq!(r.status, 200, "signed in");
     let port = env.gw.port;
     let text = std::fs::read_to_string(&env.gw.config).unwrap();
+    // Killed while other users sign in (each sign-in writes a session).
+    let signing_in: Vec<_> = (0..6)
+        .map(|_| {
+            let b = env.browser();
+            let url = env.url("app2", "/");
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), b.browse(&url)).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
     env.gw.signal("KILL");
+    for t in signing_in {
+        t.abort();
+    }
     assert!(env
         .gw
         .exited_within(Duration::from_secs(10))
@@ -568,6 +585,19 @@ async fn file_store_sessions_survive_a_killed_gateway() {
         again.log()
     );
     assert!(again.log().contains("sessions kept in a local database"));
+    // The database came through the kill whole.
+    let db = rusqlite::Connection::open(dir.path().join("databroker").join("sessions.db")).unwrap();
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let rows: i64 = db
+        .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        rows >= 2,
+        "the sessions written before the kill are there ({rows})"
+    );
 
     // `vallum sessions` reaches the same database while the gateway runs, and a revocation
     // there ends the session in the gateway within its cache's trust window (1 s).
@@ -592,7 +622,7 @@ async fn file_store_sessions_survive_a_killed_gateway() {
         "-c",
         &config,
     ]);
-    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert_eq!(listed.lines().count() as i64, rows, "every session is alice's: {listed}");
     cli(&[
         "sessions",
         "revoke",
