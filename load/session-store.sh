@@ -3,6 +3,8 @@
 #   memory         the embedded store
 #   redis          Redis store, warm local cache (databroker_cache_ttl: 1s, the default)
 #   redis-nocache  Redis store, local cache off (databroker_cache_ttl: 0s): one GET per request
+#   file           the local database (databroker_storage_type: file), warm local cache
+#   file-nocache   the local database, cache off: one SQLite read per request
 # Sessions come from the real sign-in flow against `vallum demo`'s identity provider
 # (load/signin.py), never from forged cookies. Rounds are interleaved so machine noise hits every
 # variant alike; the table shows medians, CPU time per request and ratios to `memory`.
@@ -31,7 +33,7 @@ redis-server --port "$R" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
 sleep 0.3
 printf 'threads: 1\n' >"$WORK/pingora.yaml"
 
-VARIANTS=(memory redis redis-nocache)
+VARIANTS=(memory redis redis-nocache file file-nocache)
 declare -A IP PID COOKIE
 i=2
 for v in "${VARIANTS[@]}"; do
@@ -44,6 +46,11 @@ databroker_storage_key_prefix: 'load-$v:'" ;;
     redis-nocache) store="databroker_storage_type: redis
 databroker_storage_connection_string: redis://127.0.0.1:$R/
 databroker_storage_key_prefix: 'load-$v:'
+databroker_cache_ttl: 0s" ;;
+    file) store="databroker_storage_type: file
+databroker_storage_connection_string: file://$WORK/db-$v" ;;
+    file-nocache) store="databroker_storage_type: file
+databroker_storage_connection_string: file://$WORK/db-$v
 databroker_cache_ttl: 0s" ;;
   esac
   { demo_signin_yaml "${IP[$v]}:$P" "$P"; cat <<YAML
