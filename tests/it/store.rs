@@ -622,7 +622,11 @@ async fn file_store_sessions_survive_a_killed_gateway() {
         "-c",
         &config,
     ]);
-    assert_eq!(listed.lines().count() as i64, rows, "every session is alice's: {listed}");
+    assert_eq!(
+        listed.lines().count() as i64,
+        rows,
+        "every session is alice's: {listed}"
+    );
     cli(&[
         "sessions",
         "revoke",
@@ -721,4 +725,32 @@ async fn file_store_sessions_carry_over_a_binary_upgrade() {
         "the same cookie on the new process:\n{}",
         new.log()
     );
+}
+
+/// A database the gateway cannot write (another process holds its write lock past the busy
+/// timeout) is a 503 at sign-in with the store named, never a panic; the gateway recovers
+/// when the lock goes.
+#[tokio::test]
+async fn a_locked_database_is_a_503_and_then_recovers() {
+    use crate::signin::Env;
+    let dir = tempfile::tempdir().unwrap();
+    let db_dir = dir.path().join("databroker");
+    let extra = format!(
+        "databroker_storage_type: file\ndatabroker_storage_connection_string: file://{}\n",
+        db_dir.display()
+    );
+    let env = Env::start(&extra).await;
+    let blocker = rusqlite::Connection::open(db_dir.join("sessions.db")).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let b = env.browser();
+    let (r, _) = b.browse(&env.url("app", "/")).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        env.gw.log().contains("database is locked"),
+        "the reason is in the log:\n{}",
+        env.gw.log()
+    );
+    blocker.execute_batch("ROLLBACK").unwrap();
+    let (r, _) = b.browse(&env.url("app", "/")).await;
+    assert_eq!(r.status, 200, "signs in once the lock is gone");
 }
