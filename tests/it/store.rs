@@ -649,7 +649,8 @@ async fn file_store_sessions_survive_a_killed_gateway() {
 }
 
 /// A binary upgrade (`vallum run -u`, then SIGQUIT to the old process) with the file store: the
-/// new process takes the sockets and the same cookie still works there.
+/// new process takes the sockets and the same cookie still works there; a revocation made while
+/// both processes serve holds in both.
 #[tokio::test]
 async fn file_store_sessions_carry_over_a_binary_upgrade() {
     use crate::signin::{Browser, COOKIE_SECRET, SHARED_SECRET};
@@ -671,7 +672,7 @@ async fn file_store_sessions_carry_over_a_binary_upgrade() {
     std::fs::write(
         &pingora,
         format!(
-            "version: 1\npid_file: {}\nupgrade_sock: {}\ngrace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 2\n",
+            "version: 1\npid_file: {}\nupgrade_sock: {}\ngrace_period_seconds: 5\ngraceful_shutdown_timeout_seconds: 2\n",
             state.path().join("vallum.pid").display(),
             state.path().join("upgrade.sock").display()
         ),
@@ -714,16 +715,48 @@ async fn file_store_sessions_carry_over_a_binary_upgrade() {
         new.log().contains("identity provider discovered")
     })
     .await;
-    assert!(
-        old.exited_within(Duration::from_secs(15)).await.is_some(),
-        "the old process exits"
-    );
     let (r, _) = b.get(&app).await;
     assert_eq!(
         r.status,
         200,
-        "the same cookie on the new process:\n{}",
+        "the same cookie after the hand-over:\n{}",
         new.log()
+    );
+    // For its grace period the old process still accepts on the shared socket beside the new
+    // one. A revocation written now (as a sign-out on the new process writes it) holds in both
+    // within the cache's trust window (1 s).
+    let out = std::process::Command::new(crate::support::bin())
+        .args(["sessions", "revoke", "--user", "alice@example.com", "-c"])
+        .arg(&new.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let cookie = b.cookie_for(&app).unwrap();
+    let before_old = old.log().matches("response-code=302").count();
+    for _ in 0..32 {
+        let r = crate::support::raw_request(
+            addr,
+            &format!("GET / HTTP/1.1\r\nHost: app.localhost:{port}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(
+            r.status, 302,
+            "revoked on whichever process answered: sign in again"
+        );
+    }
+    assert!(
+        old.log().matches("response-code=302").count() > before_old,
+        "the old process answered some of them, and refused them too:\n{}",
+        old.log()
+    );
+    assert!(
+        old.exited_within(Duration::from_secs(15)).await.is_some(),
+        "the old process exits"
     );
 }
 
