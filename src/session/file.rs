@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Expired rows deleted per clean-up pass (a pass runs every `SWEEP_EVERY` writes).
+/// Expired rows deleted per clean-up pass (a pass runs in the background every `SWEEP_EVERY`
+/// writes).
 const SWEEP_BATCH: u32 = 500;
 const SWEEP_EVERY: u64 = 256;
 /// How long a write waits for the other process's write to finish.
@@ -147,13 +148,22 @@ impl SessionStore for FileStore {
                 "INSERT INTO sessions (id, user, issued, expires, data) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(id) DO UPDATE SET user = ?2, issued = ?3, expires = ?4, data = ?5",
                 params![id, user, issued, expires, data],
-            )?;
-            if let Some(now) = sweep_now {
-                sweep(c, now)?;
-            }
-            Ok(())
+            )
+            .map(|_| ())
         })
-        .await
+        .await?;
+        // Clean-up in the background: the write that triggers it does not wait for it.
+        if let Some(now) = sweep_now {
+            let conn = Arc::clone(&self.conn);
+            tokio::task::spawn_blocking(move || {
+                if let Ok(c) = conn.lock() {
+                    if let Err(e) = sweep(&c, now) {
+                        tracing::warn!(error = %e, "cannot delete expired sessions; will retry");
+                    }
+                }
+            });
+        }
+        Ok(())
     }
 
     async fn delete(&self, id: &str) -> Result<(), StoreError> {

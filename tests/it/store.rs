@@ -787,3 +787,74 @@ async fn a_locked_database_is_a_503_and_then_recovers() {
     let (r, _) = b.browse(&env.url("app", "/")).await;
     assert_eq!(r.status, 200, "signs in once the lock is gone");
 }
+
+/// Expired rows are never served and are deleted in the background as sessions are written, in
+/// bounded batches (500 per pass, a pass every 256 writes): no write waits on a backlog.
+#[tokio::test]
+async fn file_store_deletes_expired_rows_in_bounded_batches() {
+    use vallum::session::file::FileStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path(), Key::random()).unwrap();
+    let db = rusqlite::Connection::open(dir.path().join("sessions.db")).unwrap();
+    db.execute_batch("BEGIN").unwrap();
+    for i in 0..1200 {
+        db.execute(
+            "INSERT INTO sessions (id, user, issued, expires, data) VALUES (?1, 'old', 1, 2, x'00')",
+            [format!("expired-{i}")],
+        )
+        .unwrap();
+    }
+    db.execute_batch("COMMIT").unwrap();
+    let count = |db: &rusqlite::Connection| -> i64 {
+        db.query_row(
+            "SELECT count(*) FROM sessions WHERE expires < 10",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert!(
+        store.get("expired-1").await.unwrap().is_none(),
+        "never served"
+    );
+    for i in 0..255 {
+        store
+            .put(session(&format!("live-{i}"), 3600))
+            .await
+            .unwrap();
+    }
+    assert_eq!(count(&db), 1200, "no pass before the 256th write");
+    store.put(session("live-255", 3600)).await.unwrap();
+    let settled = |want: i64| {
+        let db = &db;
+        async move {
+            for _ in 0..100 {
+                if count(db) == want {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            false
+        }
+    };
+    assert!(
+        settled(700).await,
+        "one pass deletes 500 ({} left)",
+        count(&db)
+    );
+    for i in 256..768 {
+        store
+            .put(session(&format!("live-{i}"), 3600))
+            .await
+            .unwrap();
+    }
+    assert!(
+        settled(0).await,
+        "two more passes: the rest ({} left)",
+        count(&db)
+    );
+    assert!(
+        store.get("live-767").await.unwrap().is_some(),
+        "live rows stay"
+    );
+}
