@@ -186,6 +186,20 @@ fn compile_redis_tls(
     (target, RedisTls { ca_pem, client })
 }
 
+/// `databroker_cache_ttl`: how long a cached session is trusted (Redis and `file` alike).
+fn cache_ttl(raw: &RawSettings) -> Duration {
+    raw.databroker_cache_ttl
+        .map(|d| d.0)
+        .unwrap_or(Duration::from_secs(1))
+}
+
+/// `databroker_cache_max_stale`: how long a cached session may serve while the store is down.
+fn cache_max_stale(raw: &RawSettings) -> Duration {
+    raw.databroker_cache_max_stale
+        .map(|d| d.0)
+        .unwrap_or(Duration::from_secs(300))
+}
+
 /// `file:///var/lib/vallum/databroker` (Pomerium's form) or a plain absolute path.
 fn file_dir(conn: &str) -> Result<std::path::PathBuf, String> {
     let path = match conn.strip_prefix("file://") {
@@ -237,14 +251,8 @@ pub(super) fn compile_storage(
                         .clone()
                         .unwrap_or_else(|| "vallum:".into()),
                     timeout,
-                    cache_ttl: raw
-                        .databroker_cache_ttl
-                        .map(|d| d.0)
-                        .unwrap_or(Duration::from_secs(1)),
-                    cache_max_stale: raw
-                        .databroker_cache_max_stale
-                        .map(|d| d.0)
-                        .unwrap_or(Duration::from_secs(300)),
+                    cache_ttl: cache_ttl(raw),
+                    cache_max_stale: cache_max_stale(raw),
                     tls,
                 })
             }
@@ -263,14 +271,8 @@ pub(super) fn compile_storage(
         Some("file") => match conn.as_deref().map(file_dir) {
             Some(Ok(dir)) => Storage::File(FileSettings {
                 dir,
-                cache_ttl: raw
-                    .databroker_cache_ttl
-                    .map(|d| d.0)
-                    .unwrap_or(Duration::from_secs(1)),
-                cache_max_stale: raw
-                    .databroker_cache_max_stale
-                    .map(|d| d.0)
-                    .unwrap_or(Duration::from_secs(300)),
+                cache_ttl: cache_ttl(raw),
+                cache_max_stale: cache_max_stale(raw),
             }),
             Some(Err(reason)) => {
                 errs.push("databroker_storage_connection_string", reason);

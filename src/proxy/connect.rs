@@ -147,11 +147,6 @@ impl Shim {
         }
     }
 
-    /// Whether the connection's first request came as a CONNECT.
-    pub fn was_connect(&self) -> bool {
-        self.answer != Answer::AsIs
-    }
-
     /// Hands over read-ahead bytes; how many (0: none left).
     pub fn replay(&mut self, buf: &mut ReadBuf<'_>) -> usize {
         let rest = self.replay.get(self.at..).unwrap_or(&[]);

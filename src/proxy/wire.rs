@@ -151,12 +151,6 @@ pub struct WireTap {
 }
 
 impl WireTap {
-    /// Whether the connection's first request came as a CONNECT (rewritten into a tunnel
-    /// request, `proxy::connect`).
-    pub fn was_connect(&self) -> bool {
-        self.shim.was_connect()
-    }
-
     /// The head has been parsed: its deadline no longer applies.
     pub fn head_received(&self) {
         self.head.head_received();

@@ -166,6 +166,18 @@ impl Answer {
     pub fn all(&self) -> Vec<SocketAddr> {
         self.addrs.iter().flatten().copied().collect()
     }
+
+    /// What the last lookup could not resolve (`host: why`), if anything.
+    pub fn failures(&self) -> &[String] {
+        self.failure.as_ref().map_or(&[], |(why, _)| why.as_slice())
+    }
+
+    fn remembered_failure(&self, now: Instant) -> Option<Unresolved> {
+        match &self.failure {
+            Some((why, until)) if now < *until => Some(Unresolved(why.join("; "))),
+            _ => None,
+        }
+    }
 }
 
 /// Host names (with their ports) resolved lazily and kept.
@@ -308,20 +320,6 @@ impl Names {
             failure: (!errors.is_empty()).then(|| (errors, now + retry)),
             generation: old.generation + u64::from(changed),
         }));
-    }
-}
-
-impl Answer {
-    /// What the last lookup could not resolve (`host: why`), if anything.
-    pub fn failures(&self) -> &[String] {
-        self.failure.as_ref().map_or(&[], |(why, _)| why.as_slice())
-    }
-
-    fn remembered_failure(&self, now: Instant) -> Option<Unresolved> {
-        match &self.failure {
-            Some((why, until)) if now < *until => Some(Unresolved(why.join("; "))),
-            _ => None,
-        }
     }
 }
 

@@ -14,7 +14,8 @@ const FALLBACK_LIFETIME: Duration = Duration::from_secs(300);
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct ServerlessTokens {
-    http: reqwest::Client,
+    /// Built on first use: most gateways have no serverless route and never need it.
+    http: std::sync::OnceLock<reqwest::Client>,
     /// `http://metadata.google.internal`, or `http://$GCE_METADATA_HOST` (Google's client
     /// libraries' variable, for emulators and tests).
     base: String,
@@ -30,11 +31,7 @@ impl ServerlessTokens {
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "metadata.google.internal".into());
         ServerlessTokens {
-            http: reqwest::Client::builder()
-                .timeout(TIMEOUT)
-                .no_proxy()
-                .build()
-                .unwrap_or_default(),
+            http: std::sync::OnceLock::new(),
             base: format!("http://{host}"),
             cache: DashMap::new(),
             fetching: tokio::sync::Mutex::new(()),
@@ -59,8 +56,14 @@ impl ServerlessTokens {
             "{}/computeMetadata/v1/instance/service-accounts/default/identity",
             self.base
         );
-        let r = self
-            .http
+        let http = self.http.get_or_init(|| {
+            reqwest::Client::builder()
+                .timeout(TIMEOUT)
+                .no_proxy()
+                .build()
+                .unwrap_or_default()
+        });
+        let r = http
             .get(url)
             .query(&[("audience", audience), ("format", "full")])
             .header("metadata-flavor", "Google")

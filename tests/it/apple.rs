@@ -65,13 +65,9 @@ async fn apple_answers_by_form_post_and_the_session_starts() {
         .unwrap()
         .to_string();
     assert!(action.ends_with("/oauth2/callback"), "{action}");
-    let r = b
-        .client
-        .post(&action)
-        .form(&[("code", value("code")), ("state", value("state"))])
-        .send()
-        .await
-        .unwrap();
+    let answer = [("code", value("code")), ("state", value("state"))];
+    let post_answer = || async { b.client.post(&action).form(&answer).send().await.unwrap() };
+    let r = post_answer().await;
     assert_eq!(
         r.status(),
         302,
@@ -83,14 +79,7 @@ async fn apple_answers_by_form_post_and_the_session_starts() {
     let (done, hops) = b.browse(&next).await;
     assert_eq!(done.status, 200, "{hops:#?}\n{}\n{}", done.body, gw.log());
     // Another attempt's state cannot be replayed through a POST either.
-    let replay = b
-        .client
-        .post(&action)
-        .form(&[("code", value("code")), ("state", value("state"))])
-        .send()
-        .await
-        .unwrap();
-    assert_ne!(replay.status(), 302);
+    assert_ne!(post_answer().await.status(), 302);
 }
 
 /// With TLS, the sign-in attempt's cookie for a form-post provider is `SameSite=None; Secure`:
