@@ -5,7 +5,8 @@
 use crate::clock::unix_now;
 use crate::config::storage::Storage;
 use crate::config::Settings;
-use crate::session::cache::CachedStore;
+use crate::session::cache::{Backing, CachedStore};
+use crate::session::postgres::PgStore;
 use crate::session::redis::RedisStore;
 use crate::session::{SessionStore, StoreError, UserSession};
 use crate::telemetry::metrics::Metrics;
@@ -18,7 +19,7 @@ pub enum AdminError {
     NoAuth,
     #[error(
         "sessions are in the memory store, inside the running gateway; `vallum sessions` needs \
-         databroker_storage_type: file or redis"
+         databroker_storage_type: file, redis or postgres"
     )]
     MemoryStore,
     #[error("{0}")]
@@ -29,23 +30,39 @@ pub enum AdminError {
     NoSuchSession(String),
 }
 
-/// The config's store, as an operator reaches it: Redis with a timeout meant for a person (and
-/// no local cache), or the local database the gateway on this machine uses.
+/// How long a command waits for a shared store: a person is waiting, not a request.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+/// A shared store read straight through: an operator's command sees what is there now.
+fn uncached<S: Backing>(inner: S, metrics: Arc<Metrics>) -> Arc<dyn SessionStore> {
+    Arc::new(CachedStore::new(
+        inner,
+        Duration::ZERO,
+        Duration::ZERO,
+        metrics,
+    ))
+}
+
+/// The config's store, as an operator reaches it: Redis or PostgreSQL with a timeout meant for a
+/// person (and no local cache), or the local database the gateway on this machine uses.
 pub fn connect(settings: &Settings) -> Result<Arc<dyn SessionStore>, AdminError> {
     let auth = settings.auth.as_ref().ok_or(AdminError::NoAuth)?;
     match &auth.storage {
         Storage::Redis(redis) => {
             let mut redis = redis.clone();
-            redis.timeout = redis.timeout.max(Duration::from_secs(5));
+            redis.timeout = redis.timeout.max(PATIENCE);
             let metrics = Metrics::new().map_err(|e| AdminError::Setup(e.to_string()))?;
             let inner = RedisStore::new(&redis, &auth.shared_secret, Arc::clone(&metrics))
                 .map_err(AdminError::Setup)?;
-            Ok(Arc::new(CachedStore::new(
-                inner,
-                Duration::ZERO,
-                Duration::ZERO,
-                metrics,
-            )))
+            Ok(uncached(inner, metrics))
+        }
+        Storage::Postgres(pg) => {
+            let mut pg = pg.clone();
+            pg.timeout = pg.timeout.max(PATIENCE);
+            let metrics = Metrics::new().map_err(|e| AdminError::Setup(e.to_string()))?;
+            let inner = PgStore::new(&pg, &auth.shared_secret, Arc::clone(&metrics))
+                .map_err(AdminError::Setup)?;
+            Ok(uncached(inner, metrics))
         }
         Storage::File(dir) => {
             crate::session::file::FileStore::open(&dir.dir, auth.shared_secret.clone())

@@ -19,6 +19,7 @@ pub mod pem;
 pub mod raw;
 pub mod secret;
 pub mod settings;
+pub mod postgres;
 pub mod storage;
 
 pub use error::{ConfigError, ConfigErrors};

@@ -12,6 +12,7 @@ pub enum Storage {
     Redis(RedisSettings),
     /// `file`: the local database.
     File(FileSettings),
+    Postgres(super::postgres::PostgresSettings),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,11 +36,12 @@ pub struct RedisSettings {
     /// How long a cached session may still serve while the store is unreachable.
     pub cache_max_stale: Duration,
     /// Trust and client certificate for `rediss://` (PEM); empty: the system's roots, no client cert.
-    pub tls: RedisTls,
+    pub tls: StoreTls,
 }
 
+/// Trust and client certificate (PEM) for a store reached over TLS (Redis or PostgreSQL).
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct RedisTls {
+pub struct StoreTls {
     pub ca_pem: Option<Vec<u8>>,
     pub client: Option<(Vec<u8>, Vec<u8>)>,
 }
@@ -115,32 +117,37 @@ pub fn parse_redis_target(conn: &str) -> Result<RedisTarget, String> {
     )
 }
 
-/// `databroker_storage_ca_file`, `_cert_file`, `_key_file` and `_tls_skip_verify`: only with
-/// `rediss://`. Skipping verification is spelled the way the redis crate reads it (`#insecure`).
-fn compile_redis_tls(
-    raw: &RawSettings,
-    target: RedisTarget,
+/// Reads a PEM file named by `key` (or, for `what`, a URL parameter), recording it for reloads.
+pub(super) fn read_pem(
+    key: &str,
+    what: &str,
+    path: &Option<String>,
     files: &mut Vec<std::path::PathBuf>,
     errs: &mut Errors,
-) -> (RedisTarget, RedisTls) {
-    let tls_url = match &target {
-        RedisTarget::Single(u) => u.starts_with("rediss://"),
-        RedisTarget::Cluster(n) => n.iter().all(|u| u.starts_with("rediss://")),
-    };
-    let mut read = |key: &str, path: &Option<String>| -> Option<Vec<u8>> {
-        let path = path.as_deref()?;
-        files.push(path.into());
-        match std::fs::read(path) {
-            Ok(b) if b.windows(10).any(|w| w == b"-----BEGIN") => Some(b),
-            Ok(_) => {
-                errs.push(key, format!("{path}: not a PEM file"));
-                None
-            }
-            Err(e) => {
-                errs.push(key, format!("cannot read {path}: {e}"));
-                None
-            }
+) -> Option<Vec<u8>> {
+    let path = path.as_deref()?;
+    files.push(path.into());
+    match std::fs::read(path) {
+        Ok(b) if b.windows(10).any(|w| w == b"-----BEGIN") => Some(b),
+        Ok(_) => {
+            errs.push(key, format!("{what}: not a PEM file"));
+            None
         }
+        Err(e) => {
+            errs.push(key, format!("cannot read {what}: {e}"));
+            None
+        }
+    }
+}
+
+/// `databroker_storage_ca_file`, `_cert_file` and `_key_file`, for Redis and PostgreSQL alike.
+fn store_tls_files(
+    raw: &RawSettings,
+    files: &mut Vec<std::path::PathBuf>,
+    errs: &mut Errors,
+) -> StoreTls {
+    let mut read = |key: &str, path: &Option<String>| {
+        read_pem(key, path.as_deref().unwrap_or_default(), path, files, errs)
     };
     let ca_pem = read(
         "databroker_storage_ca_file",
@@ -165,6 +172,22 @@ fn compile_redis_tls(
             None
         }
     };
+    StoreTls { ca_pem, client }
+}
+
+/// `databroker_storage_*` TLS keys: only with `rediss://`. Skipping verification is spelled the
+/// way the redis crate reads it (`#insecure`).
+fn compile_redis_tls(
+    raw: &RawSettings,
+    target: RedisTarget,
+    files: &mut Vec<std::path::PathBuf>,
+    errs: &mut Errors,
+) -> (RedisTarget, StoreTls) {
+    let tls_url = match &target {
+        RedisTarget::Single(u) => u.starts_with("rediss://"),
+        RedisTarget::Cluster(n) => n.iter().all(|u| u.starts_with("rediss://")),
+    };
+    let StoreTls { ca_pem, client } = store_tls_files(raw, files, errs);
     let wants_tls = ca_pem.is_some() || client.is_some() || raw.databroker_storage_tls_skip_verify;
     if wants_tls && !tls_url {
         errs.push(
@@ -183,7 +206,7 @@ fn compile_redis_tls(
         RedisTarget::Single(u) => RedisTarget::Single(insecure(u)),
         RedisTarget::Cluster(n) => RedisTarget::Cluster(n.into_iter().map(insecure).collect()),
     };
-    (target, RedisTls { ca_pem, client })
+    (target, StoreTls { ca_pem, client })
 }
 
 /// `databroker_cache_ttl`: how long a cached session is trusted (Redis and `file` alike).
@@ -219,79 +242,109 @@ fn file_dir(conn: &str) -> Result<std::path::PathBuf, String> {
     Ok(std::path::PathBuf::from(path))
 }
 
+/// `databroker_storage_timeout`: the bound on each store call (Redis and PostgreSQL).
+fn store_timeout(raw: &RawSettings, errs: &mut Errors) -> Duration {
+    let timeout = raw
+        .databroker_storage_timeout
+        .map(|d| d.0)
+        .unwrap_or(Duration::from_millis(50));
+    if timeout.is_zero() {
+        errs.push("databroker_storage_timeout", "must be more than 0");
+    }
+    timeout
+}
+
+fn redis_storage(
+    raw: &RawSettings,
+    conn: &str,
+    files: &mut Vec<std::path::PathBuf>,
+    errs: &mut Errors,
+) -> Result<Storage, String> {
+    let (target, tls) = compile_redis_tls(raw, parse_redis_target(conn)?, files, errs);
+    Ok(Storage::Redis(RedisSettings {
+        target,
+        prefix: raw
+            .databroker_storage_key_prefix
+            .clone()
+            .unwrap_or_else(|| "vallum:".into()),
+        timeout: store_timeout(raw, errs),
+        cache_ttl: cache_ttl(raw),
+        cache_max_stale: cache_max_stale(raw),
+        tls,
+    }))
+}
+
+fn postgres_storage(
+    raw: &RawSettings,
+    conn: &str,
+    files: &mut Vec<std::path::PathBuf>,
+    errs: &mut Errors,
+) -> Result<Storage, String> {
+    let parsed = super::postgres::parse_url(conn)?;
+    let key_tls = store_tls_files(raw, files, errs);
+    let timings = (
+        store_timeout(raw, errs),
+        cache_ttl(raw),
+        cache_max_stale(raw),
+    );
+    Ok(Storage::Postgres(super::postgres::compile(
+        parsed,
+        key_tls,
+        raw.databroker_storage_tls_skip_verify,
+        timings,
+        files,
+        errs,
+    )))
+}
+
 pub(super) fn compile_storage(
     raw: &RawSettings,
     files: &mut Vec<std::path::PathBuf>,
     errs: &mut Errors,
 ) -> Storage {
+    const KEY: &str = "databroker_storage_connection_string";
     let conn = super::auth::inline_or_file(
         raw.databroker_storage_connection_string.as_deref(),
         &raw.databroker_storage_connection_string_file,
-        "databroker_storage_connection_string",
+        KEY,
         files,
         errs,
     )
     .map(|c| c.trim().to_string());
-    match raw.databroker_storage_type.as_deref() {
-        None | Some("memory") => Storage::Memory,
-        Some("redis") => match conn.as_deref().map(parse_redis_target) {
-            Some(Ok(target)) => {
-                let (target, tls) = compile_redis_tls(raw, target, files, errs);
-                let timeout = raw
-                    .databroker_storage_timeout
-                    .map(|d| d.0)
-                    .unwrap_or(Duration::from_millis(50));
-                if timeout.is_zero() {
-                    errs.push("databroker_storage_timeout", "must be more than 0");
-                }
-                Storage::Redis(RedisSettings {
-                    target,
-                    prefix: raw
-                        .databroker_storage_key_prefix
-                        .clone()
-                        .unwrap_or_else(|| "vallum:".into()),
-                    timeout,
-                    cache_ttl: cache_ttl(raw),
-                    cache_max_stale: cache_max_stale(raw),
-                    tls,
-                })
-            }
-            Some(Err(reason)) => {
-                errs.push("databroker_storage_connection_string", reason);
-                Storage::Memory
-            }
-            None => {
-                errs.push(
-                    "databroker_storage_connection_string",
-                    "required with databroker_storage_type: redis",
-                );
-                Storage::Memory
-            }
-        },
-        Some("file") => match conn.as_deref().map(file_dir) {
-            Some(Ok(dir)) => Storage::File(FileSettings {
+    let kind = raw.databroker_storage_type.as_deref().unwrap_or("memory");
+    let example = match kind {
+        "memory" => return Storage::Memory,
+        "redis" => "redis://host:6379",
+        "file" => "the directory, e.g. file:///var/lib/vallum/databroker",
+        "postgres" => "postgres://user:password@host:5432/database",
+        other => {
+            errs.push(
+                "databroker_storage_type",
+                format!("unknown value {other:?}; expected memory, file, redis or postgres"),
+            );
+            return Storage::Memory;
+        }
+    };
+    let Some(conn) = conn else {
+        errs.push(
+            KEY,
+            format!("required with databroker_storage_type: {kind} ({example})"),
+        );
+        return Storage::Memory;
+    };
+    let compiled = match kind {
+        "redis" => redis_storage(raw, &conn, files, errs),
+        "postgres" => postgres_storage(raw, &conn, files, errs),
+        _ => file_dir(&conn).map(|dir| {
+            Storage::File(FileSettings {
                 dir,
                 cache_ttl: cache_ttl(raw),
                 cache_max_stale: cache_max_stale(raw),
-            }),
-            Some(Err(reason)) => {
-                errs.push("databroker_storage_connection_string", reason);
-                Storage::Memory
-            }
-            None => {
-                errs.push(
-                    "databroker_storage_connection_string",
-                    "required with databroker_storage_type: file (the directory, e.g. file:///var/lib/vallum/databroker)",
-                );
-                Storage::Memory
-            }
-        },
-        Some(other) => {
-            errs.push(
-                "databroker_storage_type",
-                format!("unknown value {other:?}; expected memory, file or redis"),
-            );
-            Storage::Memory
-        }
-    }
+            })
+        }),
+    };
+    compiled.unwrap_or_else(|reason| {
+        errs.push(KEY, reason);
+        Storage::Memory
+    })
 }

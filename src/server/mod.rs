@@ -20,9 +20,11 @@ use crate::server::readiness::ReadinessProbe;
 use crate::server::reload::Reloader;
 use crate::server::tls_hooks::SniResolver;
 use crate::server::tls_hooks::{ClientCertGate, HandshakeRecorder};
-use crate::session::cache::{CachedStore, RevocationListener};
+use crate::session::cache::CachedStore;
 use crate::session::memory::MemoryStore;
+use crate::session::postgres::PgStore;
 use crate::session::redis::RedisStore;
+use crate::session::revocations::{Feed, RevocationListener};
 use crate::session::SessionStore;
 use crate::snapshot::SharedSnapshot;
 use crate::telemetry::listener::{Endpoints, OpsListener};
@@ -49,12 +51,32 @@ pub struct ServerOptions {
     pub pingora_conf: Option<String>,
 }
 
-/// The session store and, for Redis, the listener that keeps this node's cache in step with
-/// the fleet's revocations.
+/// The listener that keeps this node's cache in step with the fleet's revocations.
+type Listener = Box<dyn pingora_core::services::ServiceWithDependents>;
+
+/// A fleet's store: this node's cache in front of it, and the listener that keeps the cache in
+/// step with revocations announced by the other nodes.
+fn shared<S: Feed>(
+    inner: S,
+    ttl: std::time::Duration,
+    max_stale: std::time::Duration,
+    metrics: &Arc<Metrics>,
+) -> (Arc<dyn SessionStore>, Option<Listener>) {
+    let store = Arc::new(CachedStore::new(inner, ttl, max_stale, Arc::clone(metrics)));
+    let listener = RevocationListener {
+        store: Arc::clone(&store),
+    };
+    (
+        store,
+        Some(Box::new(background_service(REVOCATIONS, listener))),
+    )
+}
+
+/// The session store and, for a shared store, its revocation listener.
 fn session_store(
     settings: &crate::config::Settings,
     metrics: &Arc<Metrics>,
-) -> Result<(Arc<dyn SessionStore>, Option<RevocationListener>), ServerError> {
+) -> Result<(Arc<dyn SessionStore>, Option<Listener>), ServerError> {
     match settings
         .auth
         .as_ref()
@@ -63,16 +85,11 @@ fn session_store(
         Some((Storage::Redis(redis), secret)) => {
             let inner =
                 RedisStore::new(redis, secret, Arc::clone(metrics)).map_err(ServerError::Store)?;
-            let store = Arc::new(CachedStore::new(
-                inner,
-                redis.cache_ttl,
-                redis.cache_max_stale,
-                Arc::clone(metrics),
-            ));
-            let listener = RevocationListener {
-                store: Arc::clone(&store),
-            };
-            Ok((store, Some(listener)))
+            Ok(shared(inner, redis.cache_ttl, redis.cache_max_stale, metrics))
+        }
+        Some((Storage::Postgres(pg), secret)) => {
+            let inner = PgStore::new(pg, secret, Arc::clone(metrics)).map_err(ServerError::Store)?;
+            Ok(shared(inner, pg.cache_ttl, pg.cache_max_stale, metrics))
         }
         Some((Storage::File(file), secret)) => {
             let store = crate::session::file::FileStore::open(&file.dir, secret.clone())
@@ -89,6 +106,8 @@ fn session_store(
         _ => Ok((Arc::new(MemoryStore::default()), None)),
     }
 }
+
+const REVOCATIONS: &str = "session revocations";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -125,7 +144,7 @@ pub fn build(runtime: SharedSnapshot, opts: &ServerOptions) -> Result<Node, Serv
         HealthSupervisor::new(Arc::clone(&runtime), Arc::clone(&metrics)),
     ));
     if let Some(listener) = revocations {
-        server.add_service(background_service("session revocations", listener));
+        server.add_boxed_service(listener);
     }
     let readiness = Arc::new(Readiness::default());
     server.add_service(background_service(

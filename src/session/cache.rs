@@ -20,7 +20,6 @@ use super::{SessionStore, StoreError, UserSession};
 use crate::telemetry::metrics::Metrics;
 use async_trait::async_trait;
 use dashmap::DashMap;
-use futures_util::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,7 +92,7 @@ pub struct CachedStore<S = RedisStore> {
     epoch: AtomicU64,
     ttl: Duration,
     max_stale: Duration,
-    metrics: Arc<Metrics>,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 impl<S: Backing> CachedStore<S> {
@@ -254,66 +253,5 @@ impl<S: Backing> SessionStore for CachedStore<S> {
 
     fn backend(&self) -> &'static str {
         self.inner.name()
-    }
-}
-
-/// Keeps this node subscribed to the revocation channel for as long as the server runs:
-/// evicts each revoked id, clears the cache on every (re)subscription, and sweeps old entries.
-pub struct RevocationListener {
-    pub store: Arc<CachedStore>,
-}
-
-#[async_trait]
-impl pingora_core::services::background::BackgroundService for RevocationListener {
-    async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
-        let channel = self.store.inner.revocation_channel();
-        let mut attempt = 0usize;
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let session = async {
-                let client = self.store.inner.pubsub_client(attempt)?;
-                let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
-                pubsub
-                    .subscribe(&channel)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                // Subscribed: whatever was published while we were not is unknown to us.
-                self.store.clear();
-                backoff = Duration::from_millis(100);
-                tracing::info!("subscribed to session revocations");
-                let mut messages = pubsub.into_on_message();
-                let mut sweep = tokio::time::interval(Duration::from_secs(10));
-                loop {
-                    tokio::select! {
-                        msg = messages.next() => {
-                            let Some(msg) = msg else { break };
-                            if let Ok(id) = msg.get_payload::<String>() {
-                                self.store.evict(&id);
-                                self.store.metrics.revocations.with_label_values(&["received"]).inc();
-                            }
-                        }
-                        _ = sweep.tick() => self.store.sweep(),
-                    }
-                }
-                Ok::<(), String>(())
-            };
-            tokio::select! {
-                r = session => {
-                    match r {
-                        Ok(()) => tracing::warn!("session revocation subscription lost; reconnecting"),
-                        Err(e) => tracing::warn!(error = %e, "cannot subscribe to session revocations; retrying"),
-                    }
-                    attempt += 1;
-                }
-                _ = shutdown.changed() => return,
-            }
-            // The cache is kept while unsubscribed so recently seen sessions can be served during
-            // a Redis outage (bounded by `max_stale`); it is cleared on resubscription.
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = shutdown.changed() => return,
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-        }
     }
 }

@@ -7,7 +7,9 @@ pub mod cookie;
 pub mod file;
 pub mod memory;
 pub mod record;
+pub mod postgres;
 pub mod redis;
+pub mod revocations;
 
 use crate::clock::unix_now;
 use async_trait::async_trait;

@@ -13,7 +13,7 @@
 
 use super::{record, StoreError, UserSession};
 use crate::clock::unix_now;
-use crate::config::storage::{RedisSettings, RedisTarget, RedisTls};
+use crate::config::storage::{RedisSettings, RedisTarget, StoreTls};
 use crate::crypto::Key;
 use crate::telemetry::metrics::Metrics;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -360,7 +360,7 @@ impl RedisStore {
 }
 
 /// The redis crate's form of the configured CA and client certificate, if any.
-fn tls_certificates(t: &RedisTls) -> Option<TlsCertificates> {
+fn tls_certificates(t: &StoreTls) -> Option<TlsCertificates> {
     if t.ca_pem.is_none() && t.client.is_none() {
         return None;
     }

@@ -20,6 +20,7 @@ mod idp_bearer;
 mod mtls;
 mod ops;
 mod paths;
+mod postgres;
 mod pomerium_keys;
 mod programmatic;
 mod reload;

@@ -1,4 +1,5 @@
-//! One contract for every session store, run against the embedded store and a real Redis.
+//! One contract for every session store, run against the embedded store, a real Redis and the
+//! local database (PostgreSQL's run is in `postgres.rs`).
 
 use crate::support::redis::{RedisCluster, RedisServer};
 use std::sync::Arc;
@@ -35,7 +36,7 @@ pub fn session(id: &str, ttl: u64) -> UserSession {
     }
 }
 
-async fn contract(store: &dyn SessionStore) {
+pub async fn contract(store: &dyn SessionStore) {
     assert!(store.get("missing").await.unwrap().is_none());
     let s = session("a", 3600);
     store.put(s.clone()).await.unwrap();
