@@ -16,10 +16,10 @@ pub mod locate;
 pub mod mtls;
 pub mod ops;
 pub mod pem;
+pub mod postgres;
 pub mod raw;
 pub mod secret;
 pub mod settings;
-pub mod postgres;
 pub mod storage;
 
 pub use error::{ConfigError, ConfigErrors};

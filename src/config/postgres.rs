@@ -169,10 +169,19 @@ pub(super) fn compile(
 ) -> PostgresSettings {
     const KEY: &str = "databroker_storage_connection_string";
     for p in &parsed.ignored {
-        errs.warn(KEY, format!("the pgx parameter {p} has no effect in Vallum"));
+        errs.warn(
+            KEY,
+            format!("the pgx parameter {p} has no effect in Vallum"),
+        );
     }
     let mut read = |what: &str, path: &Option<String>| {
-        super::storage::read_pem(KEY, &format!("{what}={}", path.as_deref()?), path, files, errs)
+        super::storage::read_pem(
+            KEY,
+            &format!("{what}={}", path.as_deref()?),
+            path,
+            files,
+            errs,
+        )
     };
     let ca_pem = read("sslrootcert", &parsed.rootcert).or(key_tls.ca_pem);
     let client = match (read("sslcert", &parsed.cert), read("sslkey", &parsed.key)) {
@@ -236,10 +245,22 @@ mod tests {
     fn bad_urls_are_refused_without_repeating_them() {
         for (url, says) in [
             ("redis://db:6379", "expected postgres://"),
-            ("postgres://u:secret@db/x?sslmode=always", "sslmode=\"always\""),
-            ("postgres://u:secret@db/x?pool_max_conns=0", "pool_max_conns"),
-            ("postgres://u:secret@db/x?frobnicate=1", "not a valid PostgreSQL URL"),
-            ("postgres://u:secret@db:notaport/x", "not a valid PostgreSQL URL"),
+            (
+                "postgres://u:secret@db/x?sslmode=always",
+                "sslmode=\"always\"",
+            ),
+            (
+                "postgres://u:secret@db/x?pool_max_conns=0",
+                "pool_max_conns",
+            ),
+            (
+                "postgres://u:secret@db/x?frobnicate=1",
+                "not a valid PostgreSQL URL",
+            ),
+            (
+                "postgres://u:secret@db:notaport/x",
+                "not a valid PostgreSQL URL",
+            ),
         ] {
             let e = parse_url(url).unwrap_err();
             assert!(e.contains(says), "{url}: {e}");

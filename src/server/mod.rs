@@ -85,10 +85,16 @@ fn session_store(
         Some((Storage::Redis(redis), secret)) => {
             let inner =
                 RedisStore::new(redis, secret, Arc::clone(metrics)).map_err(ServerError::Store)?;
-            Ok(shared(inner, redis.cache_ttl, redis.cache_max_stale, metrics))
+            Ok(shared(
+                inner,
+                redis.cache_ttl,
+                redis.cache_max_stale,
+                metrics,
+            ))
         }
         Some((Storage::Postgres(pg), secret)) => {
-            let inner = PgStore::new(pg, secret, Arc::clone(metrics)).map_err(ServerError::Store)?;
+            let inner =
+                PgStore::new(pg, secret, Arc::clone(metrics)).map_err(ServerError::Store)?;
             Ok(shared(inner, pg.cache_ttl, pg.cache_max_stale, metrics))
         }
         Some((Storage::File(file), secret)) => {

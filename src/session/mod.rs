@@ -6,8 +6,8 @@ pub mod cache;
 pub mod cookie;
 pub mod file;
 pub mod memory;
-pub mod record;
 pub mod postgres;
+pub mod record;
 pub mod redis;
 pub mod revocations;
 

@@ -1,9 +1,11 @@
 //! A stateless fleet: gateway nodes that share sessions through a real Redis (or a real Redis
-//! Cluster), hear each other's revocations at once, start late, and ride out a Redis outage.
+//! Cluster, or a real PostgreSQL), hear each other's revocations at once, start late, and ride out
+//! an outage of the store.
 
 use crate::signin::{csrf_field, Browser};
 use crate::store::{redis_settings, session};
 use crate::support::idp::Idp;
+use crate::support::postgres::PgServer;
 use crate::support::redis::{RedisCluster, RedisServer};
 use crate::support::{client, free_port, Gateway, Upstream};
 use pingora_core::services::background::BackgroundService;
@@ -12,8 +14,8 @@ use std::time::{Duration, Instant};
 use vallum::config::storage::RedisTarget;
 use vallum::crypto::Key;
 use vallum::session::cache::CachedStore;
-use vallum::session::revocations::RevocationListener;
 use vallum::session::redis::RedisStore;
+use vallum::session::revocations::RevocationListener;
 use vallum::session::SessionStore;
 use vallum::telemetry::metrics::Metrics;
 
@@ -46,13 +48,14 @@ struct Fleet {
 }
 
 impl Fleet {
-    async fn start(store_url: &str, n: usize, extra: &str) -> Fleet {
+    /// `store`: the `databroker_storage_*` keys (`redis_keys`, `postgres_keys`).
+    async fn start(store: &str, n: usize, extra: &str) -> Fleet {
         let idp = Idp::start().await;
         let up = Upstream::echo("app").await;
         let pa = fleet_port();
         let config = format!(
             "insecure_server: true\nauthenticate_service_url: http://authenticate.localhost:{pa}\n{SECRETS}{idp}\
-             databroker_storage_type: redis\ndatabroker_storage_connection_string: {store_url}\n{extra}\
+             {store}{extra}\
              routes:\n  - from: http://app.localhost\n    to: {u}\n    allow_any_authenticated_user: true\n",
             idp = idp.config(),
             u = up.url()
@@ -144,11 +147,43 @@ impl Fleet {
     }
 }
 
+pub fn redis_keys(url: &str) -> String {
+    format!("databroker_storage_type: redis\ndatabroker_storage_connection_string: {url}\n")
+}
+
+pub fn postgres_keys(url: &str) -> String {
+    format!("databroker_storage_type: postgres\ndatabroker_storage_connection_string: {url}\n")
+}
+
+/// A store server a test can crash and bring back.
+pub trait Crashable {
+    fn crash(&mut self);
+    fn restart(&mut self) -> impl std::future::Future<Output = ()>;
+}
+
+impl Crashable for RedisServer {
+    fn crash(&mut self) {
+        self.kill()
+    }
+    async fn restart(&mut self) {
+        RedisServer::restart(self).await
+    }
+}
+
+impl Crashable for PgServer {
+    fn crash(&mut self) {
+        self.kill()
+    }
+    async fn restart(&mut self) {
+        PgServer::restart(self).await
+    }
+}
+
 /// Sign in on A, browse on B; sign out on B, refused on A at once; a node started afterwards
 /// serves the sessions that exist.
-async fn fleet_suite(store_url: &str) {
+async fn fleet_suite(store: &str) {
     // A long local trust window: only the revocation channel can explain a fast refusal.
-    let mut fleet = Fleet::start(store_url, 2, "databroker_cache_ttl: 60s\n").await;
+    let mut fleet = Fleet::start(store, 2, "databroker_cache_ttl: 60s\n").await;
     let cookie = fleet.sign_in(0, "alice-id").await;
     assert_eq!(
         fleet.get(1, &cookie).await.0,
@@ -190,28 +225,46 @@ async fn fleet_suite(store_url: &str) {
 #[tokio::test]
 async fn two_nodes_on_one_redis() {
     let redis = RedisServer::start().await;
-    fleet_suite(&redis.url()).await;
+    fleet_suite(&redis_keys(&redis.url())).await;
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_postgres() {
+    let pg = PgServer::start().await;
+    fleet_suite(&postgres_keys(&pg.url())).await;
 }
 
 #[tokio::test]
 async fn two_nodes_on_a_redis_cluster() {
     let cluster = RedisCluster::start(3).await;
-    fleet_suite(&cluster.url()).await;
+    fleet_suite(&redis_keys(&cluster.url())).await;
 }
 
-/// Redis dies mid-traffic: known sessions keep working from the local cache, an unknown one
-/// gets a clear 503, sign-in says sessions cannot be stored, nothing hangs; Redis comes back and
-/// everything works again with no gateway restart.
 #[tokio::test]
 async fn redis_outage_and_recovery() {
     let mut redis = RedisServer::start_durable().await;
-    let fleet = Fleet::start(&redis.url(), 2, "databroker_storage_timeout: 100ms\n").await;
+    let keys = redis_keys(&redis.url());
+    outage_suite(&mut redis, &keys).await;
+}
+
+#[tokio::test]
+async fn postgres_outage_and_recovery() {
+    let mut pg = PgServer::start().await;
+    let keys = postgres_keys(&pg.url());
+    outage_suite(&mut pg, &keys).await;
+}
+
+/// The store dies mid-traffic: known sessions keep working from the local cache, an unknown one
+/// gets a clear 503, sign-in says sessions cannot be stored, nothing hangs; the store comes back
+/// and everything works again with no gateway restart.
+async fn outage_suite(server: &mut impl Crashable, keys: &str) {
+    let fleet = Fleet::start(keys, 2, "databroker_storage_timeout: 100ms\n").await;
     let alice = fleet.sign_in(0, "alice-id").await;
     // Bob signs in through node B only: node A has never seen his session.
     let bob = fleet.sign_in(1, "bob-id").await;
     assert_eq!(fleet.get(0, &alice).await.0, 200);
 
-    redis.kill();
+    server.crash();
     let mut slowest = Duration::ZERO;
     for _ in 0..20 {
         let started = Instant::now();
@@ -248,7 +301,7 @@ async fn redis_outage_and_recovery() {
     let log = fleet.nodes[0].log();
     assert!(!log.contains("panicked"), "{log}");
 
-    redis.restart().await;
+    server.restart().await;
     fleet.nodes[0]
         .eventually("bob's session served again", || async {
             fleet.get(0, &bob).await.0 == 200

@@ -80,7 +80,12 @@ async fn users_are_indexed_records_sealed_and_claims_single_use() {
     let dump = pg.psql(
         "SELECT string_agg(encode(data, 'escape'), '') FROM (SELECT data FROM vallum.sessions UNION ALL SELECT data FROM vallum.records) t",
     );
-    for secret in ["access-secret-token", "refresh-secret-token", "alice@example.com", "device-secret-value"] {
+    for secret in [
+        "access-secret-token",
+        "refresh-secret-token",
+        "alice@example.com",
+        "device-secret-value",
+    ] {
         assert!(!dump.contains(secret), "{secret} stored in the clear");
     }
     // Another shared_secret opens nothing.
@@ -91,16 +96,29 @@ async fn users_are_indexed_records_sealed_and_claims_single_use() {
     // Single use across nodes; an expired claim can be taken again.
     let b = uncached(store(&settings, &Key::random()));
     assert!(admin.claim_once("state|abc", 1).await.unwrap());
-    assert!(!b.claim_once("state|abc", 1).await.unwrap(), "replay on another node");
+    assert!(
+        !b.claim_once("state|abc", 1).await.unwrap(),
+        "replay on another node"
+    );
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert!(b.claim_once("state|abc", 60).await.unwrap(), "claims expire");
+    assert!(
+        b.claim_once("state|abc", 60).await.unwrap(),
+        "claims expire"
+    );
 
     let n = vallum::cli::sessions::revoke(&admin, Some("alice@example.com"), None)
         .await
         .unwrap();
     assert_eq!(n, 2);
-    assert!(admin.sessions_of("alice@example.com").await.unwrap().is_empty());
-    assert!(admin.get("b1").await.unwrap().is_some(), "other users untouched");
+    assert!(admin
+        .sessions_of("alice@example.com")
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(
+        admin.get("b1").await.unwrap().is_some(),
+        "other users untouched"
+    );
 }
 
 #[tokio::test]
@@ -149,8 +167,16 @@ async fn expired_rows_are_deleted_in_bounded_batches() {
     assert_eq!(s.sweep().await.unwrap(), 700);
     assert_eq!(s.sweep().await.unwrap(), 200);
     assert_eq!(s.sweep().await.unwrap(), 0);
-    assert_eq!(pg.psql("SELECT count(*) FROM vallum.sessions"), "10", "live rows kept");
-    assert_eq!(pg.psql("SELECT count(*) FROM vallum.records"), "10", "records without expiry kept");
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM vallum.sessions"),
+        "10",
+        "live rows kept"
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM vallum.records"),
+        "10",
+        "records without expiry kept"
+    );
 }
 
 /// Two nodes' caches with a long trust window: only the notification can explain a fast refusal.
@@ -169,9 +195,15 @@ async fn revocations_reach_every_node_through_listen_notify() {
     };
     let (a, b) = (node(), node());
     let (_stop, watch) = tokio::sync::watch::channel(false);
-    let listener = RevocationListener { store: Arc::clone(&b) };
+    let listener = RevocationListener {
+        store: Arc::clone(&b),
+    };
     tokio::spawn(async move { listener.start(watch).await });
-    let listening = || pg.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'vallum revocations'");
+    let listening = || {
+        pg.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'vallum revocations'",
+        )
+    };
     wait_for("B listens", || listening() == "1").await;
 
     a.put(session("s1", 600)).await.unwrap();
@@ -179,7 +211,10 @@ async fn revocations_reach_every_node_through_listen_notify() {
     a.delete("s1").await.unwrap();
     let deleted = Instant::now();
     while b.get("s1").await.unwrap().is_some() {
-        assert!(deleted.elapsed() < Duration::from_secs(2), "B still serves a revoked session");
+        assert!(
+            deleted.elapsed() < Duration::from_secs(2),
+            "B still serves a revoked session"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let latency = deleted.elapsed();
@@ -215,7 +250,8 @@ fn compiled(store_keys: &str) -> Result<PostgresSettings, String> {
          shared_secret: Wm9vaF9zaGFyZWRfc2VjcmV0XzMyX2J5dGVzX19fXyE=\ninsecure_server: true\n\
          databroker_storage_type: postgres\n{store_keys}"
     );
-    let rt = vallum::snapshot::Snapshot::from_str(&yaml, &|_| None, None).map_err(|e| e.to_string())?;
+    let rt =
+        vallum::snapshot::Snapshot::from_str(&yaml, &|_| None, None).map_err(|e| e.to_string())?;
     match &rt.settings.auth.as_ref().unwrap().storage {
         Storage::Postgres(p) => Ok(p.clone()),
         other => panic!("postgres storage expected, got {other:?}"),
@@ -278,7 +314,10 @@ async fn postgres_over_tls_with_a_private_ca_and_a_client_certificate() {
     assert!(e.contains("certificate") || e.contains("Unknown"), "{e}");
     let mut by_ip = key_form.clone();
     by_ip.url = by_ip.url.replace("localhost", "127.0.0.1");
-    assert!(works(by_ip.clone()).await.is_err(), "verify-full checks the name");
+    assert!(
+        works(by_ip.clone()).await.is_err(),
+        "verify-full checks the name"
+    );
     by_ip.ssl = SslMode::VerifyCa;
     works(by_ip).await.unwrap();
 
@@ -287,7 +326,10 @@ async fn postgres_over_tls_with_a_private_ca_and_a_client_certificate() {
         ca_path.display()
     ))
     .unwrap_err();
-    assert!(refused.contains("need an sslmode other than disable"), "{refused}");
+    assert!(
+        refused.contains("need an sslmode other than disable"),
+        "{refused}"
+    );
 }
 
 #[test]
@@ -297,15 +339,139 @@ fn connection_strings_are_checked_without_connecting() {
     )
     .unwrap();
     assert_eq!((ok.ssl, ok.pool_max), (SslMode::Require, 7));
-    assert_eq!(ok.timeout, Duration::from_millis(50), "databroker_storage_timeout's default");
+    assert_eq!(
+        ok.timeout,
+        Duration::from_millis(50),
+        "databroker_storage_timeout's default"
+    );
     for (keys, says) in [
         ("", "required with databroker_storage_type: postgres"),
-        ("databroker_storage_connection_string: mysql://db/x\n", "expected postgres://"),
-        ("databroker_storage_connection_string: postgres://u:hunter2@db/x?sslmode=on\n", "sslmode=\"on\""),
+        (
+            "databroker_storage_connection_string: mysql://db/x\n",
+            "expected postgres://",
+        ),
+        (
+            "databroker_storage_connection_string: postgres://u:hunter2@db/x?sslmode=on\n",
+            "sslmode=\"on\"",
+        ),
     ] {
         let e = compiled(keys).unwrap_err();
-        assert!(e.contains("databroker_storage_connection_string") && e.contains(says), "{e}");
+        assert!(
+            e.contains("databroker_storage_connection_string") && e.contains(says),
+            "{e}"
+        );
         assert!(!e.contains("hunter2"), "{e}");
     }
     assert!(parse_url("postgres://db/x?pool_max_conns=abc").is_err());
+}
+
+// Faults, through a running gateway.
+
+/// `GET app.localhost/hello` with a cookie, as an API client.
+async fn json_get(env: &crate::signin::Env, cookie: &str) -> (u16, serde_json::Value, Duration) {
+    let started = Instant::now();
+    let r = crate::support::client()
+        .get(env.gw.url("/hello"))
+        .header("host", format!("app.localhost:{}", env.gw.port))
+        .header("cookie", cookie)
+        .header("accept", "application/json")
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+        started.elapsed(),
+    )
+}
+
+/// A table locked by someone else (slow statements) and a pool of one connection exhausted:
+/// each request that needs the store gets a quick 503 with the reason in the log, never a hang,
+/// and the gateway recovers when the lock goes.
+#[tokio::test]
+async fn slow_statements_and_an_exhausted_pool_are_quick_503s() {
+    let pg = PgServer::start().await;
+    let env = crate::signin::Env::start(&format!(
+        "{}databroker_storage_timeout: 200ms\ndatabroker_cache_ttl: 0s\n",
+        crate::fleet::postgres_keys(&format!("{}?pool_max_conns=1", pg.url()))
+    ))
+    .await;
+    // Four sessions: concurrent reads of one session share one statement (single-flight).
+    let app = env.url("app", "/hello");
+    let mut cookies = Vec::new();
+    for _ in 0..4 {
+        let b = env.browser();
+        let (r, hops) = b.browse(&app).await;
+        assert_eq!(r.status, 200, "{hops:#?}\n{}", env.gw.log());
+        cookies.push(b.cookie_for(&app).unwrap());
+    }
+
+    let mut holder = pg.psql_background(
+        "BEGIN; LOCK TABLE vallum.sessions IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;",
+    );
+    wait_for("the lock is held", || {
+        pg.psql("SELECT count(*) FROM pg_locks WHERE relation = 'vallum.sessions'::regclass AND granted AND mode = 'AccessExclusiveLock'") == "1"
+    })
+    .await;
+    let answers = futures_util::future::join_all(cookies.iter().map(|c| json_get(&env, c))).await;
+    for (status, body, took) in &answers {
+        assert_eq!(*status, 503, "{body}");
+        assert!(body["request_id"].is_string(), "{body}");
+        assert!(*took < Duration::from_secs(2), "took {took:?}");
+    }
+    let log = env.gw.log();
+    assert!(
+        log.contains("canceling statement due to statement timeout")
+            || log.contains("no answer within"),
+        "{log}"
+    );
+    assert!(log.contains("PostgreSQL connections are busy"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+
+    holder.wait().unwrap();
+    env.gw
+        .eventually("served again once the lock is gone", || async {
+            json_get(&env, &cookies[0]).await.0 == 200
+        })
+        .await;
+}
+
+/// PostgreSQL is down when the gateway starts: it starts anyway, reports not ready, answers
+/// sign-ins with 503; PostgreSQL comes up and everything works with no restart.
+#[tokio::test]
+async fn postgres_down_at_start_then_up() {
+    let (port, hport) = (crate::support::free_port(), crate::support::free_port());
+    let env = crate::signin::Env::start(&format!(
+        "health_check_addr: 127.0.0.1:{hport}\n{}",
+        crate::fleet::postgres_keys(&format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+    ))
+    .await;
+    let ready = || async move {
+        crate::support::client()
+            .get(format!("http://127.0.0.1:{hport}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    env.gw
+        .eventually("not ready", || async { ready().await == 503 })
+        .await;
+    let app = env.url("app", "/hello");
+    let (r, _) = env.browser().browse(&app).await;
+    assert_eq!(r.status, 503, "sign-in cannot store its state");
+
+    let _pg = PgServer::start_on(port).await;
+    env.gw
+        .eventually("ready", || async { ready().await == 200 })
+        .await;
+    let b = env.browser();
+    let (r, hops) = b.browse(&app).await;
+    assert_eq!(r.status, 200, "{hops:#?}\n{}", env.gw.log());
+    let log = env.gw.log();
+    assert!(log.contains("PostgreSQL session tables migrated"), "{log}");
+    assert!(log.contains("subscribed to session revocations"), "{log}");
 }

@@ -19,7 +19,10 @@ impl Feed for PgStore {
         self.ensure_schema().await.map_err(|e| e.to_string())?;
         // Named apart from the pool's connections, so an operator sees which one listens.
         let mut config = self.direct.clone();
-        let name = format!("{} revocations", config.get_application_name().unwrap_or("vallum"));
+        let name = format!(
+            "{} revocations",
+            config.get_application_name().unwrap_or("vallum")
+        );
         config.application_name(&name);
         let (client, mut conn) = config
             .connect(self.tls.clone())
@@ -65,8 +68,6 @@ impl Feed for PgStore {
     }
 }
 
-fn stream_of(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<String>,
-) -> BoxStream<'static, String> {
+fn stream_of(mut rx: tokio::sync::mpsc::UnboundedReceiver<String>) -> BoxStream<'static, String> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }

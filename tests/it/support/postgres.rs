@@ -42,7 +42,11 @@ fn bin_dir() -> PathBuf {
 fn run_as() -> Option<(u32, u32)> {
     use std::os::unix::fs::MetadataExt;
     // /proc/self belongs to the effective user.
-    if std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+    if std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(1)
+        != 0
+    {
         return None;
     }
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
@@ -73,13 +77,26 @@ fn template() -> &'static Path {
     static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     &DIR.get_or_init(|| {
         let root = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(root.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        std::fs::set_permissions(
+            root.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         let data = root.path().join("data");
         std::fs::create_dir(&data).unwrap();
         chown(&data);
         let out = command("initdb")
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "-N", "--no-instructions", "-D"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "-N",
+                "--no-instructions",
+                "-D",
+            ])
             .arg(&data)
             .output()
             .expect("cannot run initdb");
@@ -102,7 +119,12 @@ pub struct PgServer {
 
 impl PgServer {
     pub async fn start() -> PgServer {
-        Self::start_with(&[], |_| {}).await
+        Self::start_with(super::free_port(), &[], |_| {}).await
+    }
+
+    /// On a port chosen beforehand (a gateway configured while the server was still down).
+    pub async fn start_on(port: u16) -> PgServer {
+        Self::start_with(port, &[], |_| {}).await
     }
 
     /// A server that accepts only TLS connections with a client certificate from `ca`.
@@ -113,6 +135,7 @@ impl PgServer {
             (key.to_path_buf(), "server.key"),
         ];
         Self::start_with(
+            super::free_port(),
             &[
                 "-c",
                 "ssl=on",
@@ -141,10 +164,13 @@ impl PgServer {
         .await
     }
 
-    async fn start_with(extra: &[&str], prepare: impl FnOnce(&Path)) -> PgServer {
+    async fn start_with(port: u16, extra: &[&str], prepare: impl FnOnce(&Path)) -> PgServer {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         let data = dir.path().join("data");
         let copied = Command::new("cp")
             .arg("-a")
@@ -152,10 +178,13 @@ impl PgServer {
             .arg(&data)
             .status()
             .unwrap();
-        assert!(copied.success(), "cannot copy the PostgreSQL template cluster");
+        assert!(
+            copied.success(),
+            "cannot copy the PostgreSQL template cluster"
+        );
         prepare(&data);
         let mut s = PgServer {
-            port: super::free_port(),
+            port,
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             dir,
@@ -177,13 +206,13 @@ impl PgServer {
             .arg(&data)
             .args(["-p", &self.port.to_string(), "-k"])
             .arg(&data)
+            // No fsync (the OS keeps what a killed server wrote), but every commit is written
+            // before it returns, so a crash loses nothing acknowledged.
             .args([
                 "-c",
                 "listen_addresses=127.0.0.1",
                 "-c",
                 "fsync=off",
-                "-c",
-                "synchronous_commit=off",
                 "-c",
                 "full_page_writes=off",
             ])
@@ -227,15 +256,35 @@ impl PgServer {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    /// Runs SQL as the superuser over the server's Unix socket (psql), for what tests provoke.
-    pub fn psql(&self, sql: &str) -> String {
-        let out = Command::new(bin_dir().join("psql"))
-            .arg("-h")
+    /// `psql` as the superuser over the server's Unix socket.
+    fn psql_command(&self, sql: &str) -> Command {
+        let mut c = Command::new(bin_dir().join("psql"));
+        c.arg("-h")
             .arg(self.dir.path().join("data"))
-            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres"])
-            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .output()
-            .expect("cannot run psql");
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql]);
+        c
+    }
+
+    /// Runs SQL in the background (a transaction that holds a lock, say).
+    pub fn psql_background(&self, sql: &str) -> Child {
+        self.psql_command(sql)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot run psql")
+    }
+
+    /// Runs SQL and returns what it printed, for what tests provoke and check.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = self.psql_command(sql).output().expect("cannot run psql");
         assert!(
             out.status.success(),
             "psql {sql}: {}",
