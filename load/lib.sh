@@ -71,3 +71,18 @@ AUTH_POLICY='    policy:
           - groups: {has: engineering}
           - http_method: GET
           - source_ip: 127.0.0.0/8'
+
+# start_postgres PORT: a private PostgreSQL on 127.0.0.1:PORT with its data under $WORK (as the
+# `postgres` user when run as root, since PostgreSQL refuses root).
+start_postgres() {
+  local port=$1 bin as=()
+  bin=$(dirname "$(command -v initdb 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -n1)")
+  [ -x "$bin/postgres" ] || { echo "PostgreSQL server binaries are needed (apt-get install postgresql)"; exit 1; }
+  mkdir -p "$WORK/pg"
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$WORK/pg"; chmod 755 "$WORK"; as=(runuser -u postgres --); fi
+  "${as[@]}" "$bin/initdb" -U postgres -A trust -N --no-instructions -D "$WORK/pg/data" >"$WORK/pg-init.log" 2>&1
+  "${as[@]}" "$bin/postgres" -D "$WORK/pg/data" -p "$port" -k "$WORK/pg/data" -c listen_addresses=127.0.0.1 \
+    -c fsync=off >"$WORK/postgres.log" 2>&1 & PIDS+=($!)
+  for _ in $(seq 100); do "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" && return 0; sleep 0.1; done
+  echo "PostgreSQL did not start"; tail -n 5 "$WORK/postgres.log"; exit 1
+}

@@ -5,6 +5,8 @@
 #   redis-nocache  Redis store, local cache off (databroker_cache_ttl: 0s): one GET per request
 #   file           the local database (databroker_storage_type: file), warm local cache
 #   file-nocache   the local database, cache off: one SQLite read per request
+#   postgres       PostgreSQL store (a private server), warm local cache
+#   postgres-nocache  PostgreSQL store, cache off: one SELECT per request
 # Sessions come from the real sign-in flow against `vallum demo`'s identity provider
 # (load/signin.py), never from forged cookies. Rounds are interleaved so machine noise hits every
 # variant alike; the table shows medians, CPU time per request and ratios to `memory`.
@@ -31,9 +33,11 @@ wait_http "http://127.0.0.1:$((P+1))/.well-known/openid-configuration"
 R=$(free_port)
 redis-server --port "$R" --bind 127.0.0.1 --save "" --appendonly no >/dev/null & PIDS+=($!)
 sleep 0.3
+PG=$(free_port)
+start_postgres "$PG"
 printf 'threads: 1\n' >"$WORK/pingora.yaml"
 
-VARIANTS=(memory redis redis-nocache file file-nocache)
+VARIANTS=(${VARIANTS:-memory redis redis-nocache file file-nocache postgres postgres-nocache})
 declare -A IP PID COOKIE
 i=2
 for v in "${VARIANTS[@]}"; do
@@ -51,6 +55,11 @@ databroker_cache_ttl: 0s" ;;
 databroker_storage_connection_string: file://$WORK/db-$v" ;;
     file-nocache) store="databroker_storage_type: file
 databroker_storage_connection_string: file://$WORK/db-$v
+databroker_cache_ttl: 0s" ;;
+    postgres) store="databroker_storage_type: postgres
+databroker_storage_connection_string: postgres://postgres@127.0.0.1:$PG/postgres" ;;
+    postgres-nocache) store="databroker_storage_type: postgres
+databroker_storage_connection_string: postgres://postgres@127.0.0.1:$PG/postgres
 databroker_cache_ttl: 0s" ;;
   esac
   { demo_signin_yaml "${IP[$v]}:$P" "$P"; cat <<YAML
