@@ -475,3 +475,61 @@ async fn postgres_down_at_start_then_up() {
     assert!(log.contains("PostgreSQL session tables migrated"), "{log}");
     assert!(log.contains("subscribed to session revocations"), "{log}");
 }
+
+/// `vallum sessions` against the PostgreSQL store a running gateway uses: it lists the user's
+/// sessions, and a revocation there is refused by the gateway at once (its cache trusts entries
+/// for a minute: only the notification explains a quick refusal).
+#[tokio::test]
+async fn operator_revocation_reaches_the_gateway_through_notify() {
+    let pg = PgServer::start().await;
+    let env = crate::signin::Env::start(&format!(
+        "{}databroker_cache_ttl: 60s\n",
+        crate::fleet::postgres_keys(&pg.url())
+    ))
+    .await;
+    env.gw
+        .eventually("subscribed", || async {
+            env.gw.log().contains("subscribed to session revocations")
+        })
+        .await;
+    let app = env.url("app", "/hello");
+    let mut cookies = Vec::new();
+    for _ in 0..2 {
+        let b = env.browser();
+        let (r, hops) = b.browse(&app).await;
+        assert_eq!(r.status, 200, "{hops:#?}");
+        cookies.push(b.cookie_for(&app).unwrap());
+    }
+    let config = env.gw.config.to_str().unwrap().to_string();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(crate::support::bin())
+            .args(args)
+            .args(["--user", "alice@example.com", "-c", &config])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = cli(&["sessions", "list"]);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert_eq!(json_get(&env, &cookies[1]).await.0, 200);
+    cli(&["sessions", "revoke"]);
+    let revoked = Instant::now();
+    while json_get(&env, &cookies[1]).await.0 == 200 {
+        assert!(revoked.elapsed() < Duration::from_secs(5), "still served");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let latency = revoked.elapsed();
+    println!("`vallum sessions revoke` enforced by the gateway after {latency:?}");
+    assert!(latency < Duration::from_millis(250), "{latency:?}");
+    assert_eq!(
+        json_get(&env, &cookies[0]).await.0,
+        401,
+        "both sessions ended"
+    );
+    assert_eq!(cli(&["sessions", "list"]).lines().count(), 0);
+}
