@@ -76,7 +76,7 @@ AUTH_POLICY='    policy:
 # `postgres` user when run as root, since PostgreSQL refuses root).
 start_postgres() {
   local port=$1 bin as=()
-  bin=$(dirname "$(command -v initdb 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -n1)")
+  bin=$(dirname "$(readlink -f "$(command -v initdb 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -n1)")")
   [ -x "$bin/postgres" ] || { echo "PostgreSQL server binaries are needed (apt-get install postgresql)"; exit 1; }
   mkdir -p "$WORK/pg"
   if [ "$(id -u)" = 0 ]; then chown postgres: "$WORK/pg"; chmod 755 "$WORK"; as=(runuser -u postgres --); fi
