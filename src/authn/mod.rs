@@ -11,6 +11,7 @@ mod device_page;
 mod handoff;
 mod identify;
 pub mod idp_bearer;
+pub mod logout;
 pub mod programmatic;
 mod refresh;
 mod sign_in;
@@ -239,6 +240,7 @@ pub async fn authenticate_host(
         "/.pomerium/sign_in" => sign_in::sign_in(auth, state, req).await,
         "/oauth2/callback" => sign_in::oauth_callback(auth, state, req).await,
         "/.pomerium/sign_out" => signout::authenticate_sign_out(auth, state, req).await,
+        logout::BACKCHANNEL_PATH => logout::backchannel(state, req).await,
         "/.pomerium/signed_out" => {
             Reply::html(StatusCode::OK, pages::signed_out(req.answer.branding))
         }

@@ -293,7 +293,13 @@ pub(super) async fn oauth_callback(
     };
     let expires_at = now + auth.cookie.expire.as_secs();
     let session = new_session(identity, now, expires_at);
-    if let Err(e) = state.store.put(session.clone()).await {
+    // The session, and where the IdP's logouts will find it: a session its IdP cannot end is
+    // not made.
+    let stored = match state.store.put(session.clone()).await {
+        Ok(()) => super::logout::remember(state, &session).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = stored {
         failed(state, "store_unavailable");
         tracing::error!(error = %e, "cannot store the new session");
         return req

@@ -68,6 +68,9 @@ pub(super) async fn route_sign_out(
     state: &Arc<AuthState>,
     req: &Request<'_>,
 ) -> Reply {
+    if let Some(reply) = super::logout::frontchannel(state, req).await {
+        return reply;
+    }
     let name = auth.cookie.name.clone();
     let session = match session_for(auth, state, req.cookies, &name, req.host).await {
         Ok(s) => s,
@@ -119,6 +122,9 @@ pub(super) async fn authenticate_sign_out(
     state: &Arc<AuthState>,
     req: &Request<'_>,
 ) -> Reply {
+    if let Some(reply) = super::logout::frontchannel(state, req).await {
+        return reply;
+    }
     let now = unix_now();
     let name = auth_cookie_name(auth);
     let session = match session_for(auth, state, req.cookies, name, req.host).await {

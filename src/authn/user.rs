@@ -146,11 +146,14 @@ pub(super) fn well_known(auth: &Auth<'_>, req: &Request<'_>) -> Reply {
     let base = format!("{}://{}", req.scheme, req.host);
     let mut callback = auth.authenticate_url.clone();
     callback.set_path("/oauth2/callback");
+    let mut backchannel = auth.authenticate_url.clone();
+    backchannel.set_path(super::logout::BACKCHANNEL_PATH);
     let body = serde_json::json!({
         "issuer": format!("{base}/"),
         "authentication_callback_endpoint": callback.as_str(),
         "jwks_uri": format!("{base}/.well-known/pomerium/jwks.json"),
         "frontchannel_logout_uri": format!("{base}/.pomerium/sign_out"),
+        "backchannel_logout_uri": backchannel.as_str(),
     });
     cors_cacheable(Reply::json(StatusCode::OK, &body), None)
 }

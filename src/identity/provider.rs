@@ -94,6 +94,19 @@ impl Provider {
     }
 
     /// The claims of an opaque access token, as the provider tells them.
+    /// A back-channel logout token (OpenID Connect only; GitHub has no such thing).
+    pub async fn verify_logout_token(
+        &self,
+        token: &str,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, IdpError> {
+        match self {
+            Provider::Oidc(o) => o.verify_logout_token(token).await,
+            Provider::Github(_) => Err(IdpError::IdToken(
+                "GitHub does not send logout tokens".into(),
+            )),
+        }
+    }
+
     pub async fn userinfo_claims(
         &self,
         access_token: &str,

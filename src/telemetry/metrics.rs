@@ -35,6 +35,10 @@ pub struct Metrics {
     pub session_cache: IntCounterVec,
     /// `direction` (sent/received).
     pub revocations: IntCounterVec,
+    /// `how` (backchannel_logout/frontchannel_logout/idle): sessions ended other than by the user.
+    pub sessions_ended: IntCounterVec,
+    /// `result` (accepted/refused): back-channel logout tokens.
+    pub logout_tokens: IntCounterVec,
     /// `result` (success/failure).
     pub config_reloads: IntCounterVec,
     pub config_last_reload_success: IntGauge,
@@ -102,6 +106,16 @@ impl Metrics {
                 "vallum_session_revocations_total",
                 "Session revocations published and received on the fleet channel",
                 &["direction"],
+            )?,
+            sessions_ended: r.counter(
+                "vallum_sessions_ended_total",
+                "Sessions ended by the identity provider (back- and front-channel logout) or for idleness",
+                &["how"],
+            )?,
+            logout_tokens: r.counter(
+                "vallum_logout_tokens_total",
+                "Back-channel logout tokens, accepted or refused",
+                &["result"],
             )?,
             config_reloads: r.counter(
                 "vallum_config_reloads_total",

@@ -17,6 +17,7 @@ pub mod fleet;
 mod github;
 mod headers;
 mod idp_bearer;
+mod lifecycle;
 mod mtls;
 mod ops;
 mod paths;

@@ -1,0 +1,273 @@
+//! How sessions end besides the user's own sign-out: OpenID Connect back-channel logout (a
+//! logout token the IdP POSTs), front-channel logout (a GET from the IdP's logout page).
+
+use crate::signin::Env;
+use crate::support::client;
+use serde_json::{json, Value};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A logout token as the test IdP would send it for IdP session `sid` of `sub`.
+fn token_claims(env: &Env, sub: Option<&str>, sid: Option<&str>) -> Value {
+    let mut c = json!({
+        "iss": env.idp.issuer(),
+        "aud": env.idp.client_id,
+        "iat": now(),
+        "exp": now() + 120,
+        "jti": format!("jti-{}", rand::random::<u64>()),
+        "events": {EVENT: {}},
+    });
+    if let Some(sub) = sub {
+        c["sub"] = json!(sub);
+    }
+    if let Some(sid) = sid {
+        c["sid"] = json!(sid);
+    }
+    c
+}
+
+async fn post_logout(env: &Env, token: &str) -> (u16, Value) {
+    let r = client()
+        .post(env.gw.url("/.pomerium/backchannel_logout"))
+        .header("host", format!("authenticate.localhost:{}", env.gw.port))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    )
+}
+
+/// Signs in a browser as the IdP's current user, with IdP session `sid`; returns its cookie.
+async fn signed_in(env: &Env, sid: &str) -> String {
+    env.idp.set_extra_claims(json!({ "sid": sid }));
+    let b = env.browser();
+    let app = env.url("app", "/hello");
+    let (r, hops) = b.browse(&app).await;
+    assert_eq!(r.status, 200, "{hops:#?}");
+    b.cookie_for(&app).unwrap()
+}
+
+async fn status_with(env: &Env, cookie: &str) -> u16 {
+    client()
+        .get(env.gw.url("/hello"))
+        .header("host", format!("app.localhost:{}", env.gw.port))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn scrape(port: u16) -> String {
+    client()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_valid_logout_token_ends_the_idp_session_and_nothing_else() {
+    let mport = crate::support::free_port();
+    let env = Env::start(&format!("metrics_address: 127.0.0.1:{mport}\n")).await;
+    let one = signed_in(&env, "idp-sid-1").await;
+    let two = signed_in(&env, "idp-sid-2").await;
+    assert_eq!(status_with(&env, &one).await, 200);
+
+    let token = env
+        .idp
+        .sign_jwt(token_claims(&env, None, Some("idp-sid-1")));
+    let (status, body) = post_logout(&env, &token).await;
+    assert_eq!(status, 200, "{body}\n{}", env.gw.log());
+    assert_eq!(
+        status_with(&env, &one).await,
+        401,
+        "that IdP session's cookie is signed out"
+    );
+    assert_eq!(
+        status_with(&env, &two).await,
+        200,
+        "the user's other IdP session lives on"
+    );
+
+    // The same token again is a replay.
+    let (status, body) = post_logout(&env, &token).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{body}"
+    );
+
+    // By subject alone: every session of the user ends.
+    let three = signed_in(&env, "idp-sid-3").await;
+    let token = env.idp.sign_jwt(token_claims(&env, Some("alice-id"), None));
+    assert_eq!(post_logout(&env, &token).await.0, 200);
+    assert_eq!(status_with(&env, &two).await, 401);
+    assert_eq!(status_with(&env, &three).await, 401);
+
+    let metrics = scrape(mport).await;
+    assert!(
+        metrics.contains("vallum_sessions_ended_total{how=\"backchannel_logout\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vallum_logout_tokens_total{result=\"refused\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn forged_expired_replayed_or_misdirected_logout_tokens_end_nothing() {
+    let env = Env::start("").await;
+    let cookie = signed_in(&env, "idp-sid-x").await;
+    let good = || token_claims(&env, Some("alice-id"), Some("idp-sid-x"));
+    let with = |k: &str, v: Value| {
+        let mut c = good();
+        c[k] = v;
+        env.idp.sign_jwt(c)
+    };
+    let without = |k: &str| {
+        let mut c = good();
+        c.as_object_mut().unwrap().remove(k);
+        env.idp.sign_jwt(c)
+    };
+    // A valid token with its payload swapped: the signature no longer matches.
+    let forged = {
+        let real = env.idp.sign_jwt(good());
+        let parts: Vec<&str> = real.split('.').collect();
+        let other = env.idp.sign_jwt(json!({"sub": "mallory"}));
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            other.split('.').nth(1).unwrap(),
+            parts[2]
+        )
+    };
+    let cases = [
+        ("forged signature", forged),
+        ("wrong audience", with("aud", json!("another-client"))),
+        ("wrong issuer", with("iss", json!("https://evil.example"))),
+        ("issued an hour ago", with("iat", json!(now() - 3600))),
+        ("expired", with("exp", json!(now() - 300))),
+        ("issued in the future", with("iat", json!(now() + 3600))),
+        ("no logout event", with("events", json!({"other": {}}))),
+        ("a nonce", with("nonce", json!("n"))),
+        ("no jti", without("jti")),
+        ("neither sub nor sid", {
+            let mut c = good();
+            let o = c.as_object_mut().unwrap();
+            o.remove("sub");
+            o.remove("sid");
+            env.idp.sign_jwt(c)
+        }),
+        ("not a JWT", "garbage".to_string()),
+    ];
+    for (what, token) in cases {
+        let (status, body) = post_logout(&env, &token).await;
+        assert_eq!(status, 400, "{what}: {body}");
+        assert_eq!(body["error"], "invalid_request", "{what}");
+        assert_eq!(
+            status_with(&env, &cookie).await,
+            200,
+            "{what} ended the session"
+        );
+    }
+    let r = client()
+        .get(env.gw.url("/.pomerium/backchannel_logout"))
+        .header("host", format!("authenticate.localhost:{}", env.gw.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(status_with(&env, &cookie).await, 200);
+}
+
+#[tokio::test]
+async fn front_channel_logout_ends_the_idp_session_without_a_page() {
+    let env = Env::start("").await;
+    let cookie = signed_in(&env, "idp-sid-f").await;
+    let other = signed_in(&env, "idp-sid-g").await;
+    let get = |host: &'static str, query: String| {
+        let env = &env;
+        async move {
+            client()
+                .get(format!("{}?{query}", env.gw.url("/.pomerium/sign_out")))
+                .header("host", format!("{host}.localhost:{}", env.gw.port))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let iss = url::form_urlencoded::byte_serialize(env.idp.issuer().as_bytes()).collect::<String>();
+
+    // From another issuer: refused, nothing ends.
+    let r = get(
+        "authenticate",
+        "iss=https%3A%2F%2Fevil.example&sid=idp-sid-f".into(),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(status_with(&env, &cookie).await, 200);
+
+    // What the IdP's logout iframe loads: a 200 with nothing to follow or cache.
+    let r = get("authenticate", format!("iss={iss}&sid=idp-sid-f")).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("location").is_none());
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(status_with(&env, &cookie).await, 401, "signed out");
+    assert_eq!(
+        status_with(&env, &other).await,
+        200,
+        "another IdP session lives on"
+    );
+
+    // On an app host too (the URI /.well-known/pomerium advertises).
+    let r = get("app", format!("iss={iss}&sid=idp-sid-g")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(status_with(&env, &other).await, 401);
+
+    // Without iss and sid, a user's sign-out still asks for confirmation.
+    let r = get("app", String::new()).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("csrf"));
+
+    let known: Value = serde_json::from_str(
+        &client()
+            .get(env.gw.url("/.well-known/pomerium"))
+            .header("host", format!("app.localhost:{}", env.gw.port))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        known["backchannel_logout_uri"],
+        format!(
+            "http://authenticate.localhost:{}/.pomerium/backchannel_logout",
+            env.gw.port
+        )
+    );
+}
