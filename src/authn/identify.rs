@@ -19,10 +19,11 @@ pub async fn identify(
     let cookies = crate::session::cookie::header(headers);
     let from_cookie = session_for(auth, state, cookies.as_deref(), &auth.cookie.name, host).await?;
     if from_cookie.is_some() {
-        return Ok(from_cookie);
+        return unless_idle(state, from_cookie, route).await;
     }
     if let Some(token) = programmatic::bearer_token(headers) {
-        return Ok(programmatic::session_for_token(auth, state, token, host).await?);
+        let session = programmatic::session_for_token(auth, state, token, host).await?;
+        return unless_idle(state, session, route).await;
     }
     Ok(match idp_bearer::idp_token(headers) {
         Some(t) => {
@@ -31,4 +32,20 @@ pub async fn identify(
         }
         None => None,
     })
+}
+
+/// The session, unless the route's idle timeout ended it just now.
+async fn unless_idle(
+    state: &Arc<AuthState>,
+    session: Option<Arc<UserSession>>,
+    route: &Route,
+) -> Result<Option<Arc<UserSession>>, SessionError> {
+    match (&session, route.session_idle) {
+        (Some(s), Some(idle))
+            if !super::idle::alive(state, s, idle, crate::clock::unix_now()).await? =>
+        {
+            Ok(None)
+        }
+        _ => Ok(session),
+    }
 }

@@ -10,6 +10,7 @@
 mod device_page;
 mod handoff;
 mod identify;
+mod idle;
 pub mod idp_bearer;
 pub mod logout;
 pub mod programmatic;
@@ -56,6 +57,8 @@ pub struct AuthState {
     pub bearer_cache: idp_bearer::BearerCache,
     /// Sessions being refreshed, or whose refresh failed for now → earliest next attempt.
     refreshing: DashMap<String, u64>,
+    /// When this node last recorded each session's activity (`session_idle_timeout`).
+    activity: idle::Activity,
 }
 
 impl AuthState {
@@ -69,6 +72,7 @@ impl AuthState {
             bearer_cache: idp_bearer::BearerCache::default(),
             idp: ArcSwapOption::empty(),
             refreshing: DashMap::new(),
+            activity: idle::Activity::default(),
         }
     }
 

@@ -86,6 +86,8 @@ pub struct AuthSettings {
     pub programmatic_redirects: Vec<String>,
     pub bearer: BearerFormat,
     pub access_token_audiences: Vec<String>,
+    /// `session_idle_timeout`: routes without their own end a session unused this long.
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 /// What an `Authorization: Bearer <token>` header carries (`bearer_token_format`).
@@ -434,6 +436,8 @@ pub fn compile(
             .idp_access_token_allowed_audiences
             .clone()
             .unwrap_or_default(),
+        idle_timeout: idle_timeout(raw.session_idle_timeout, "session_idle_timeout", errs)
+            .flatten(),
         programmatic_redirects: raw
             .programmatic_redirect_domain_whitelist
             .clone()
@@ -521,4 +525,23 @@ fn compile_claim_headers(
         }
     }
     out
+}
+
+/// `session_idle_timeout` (global or per route): `None` when unset, `Some(None)` for `0s` (never),
+/// at least a minute otherwise (activity is recorded at a quarter of the timeout, at most once a
+/// minute, so a shorter one could not be told from noise).
+pub fn idle_timeout(
+    raw: Option<super::duration::GoDuration>,
+    key: &str,
+    errs: &mut Errors,
+) -> Option<Option<std::time::Duration>> {
+    let d = raw?.0;
+    if d.is_zero() {
+        return Some(None);
+    }
+    if d < std::time::Duration::from_secs(60) {
+        errs.push(key, "must be at least 1m (or 0s: never)");
+        return Some(None);
+    }
+    Some(Some(d))
 }

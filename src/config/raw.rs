@@ -107,6 +107,8 @@ pub struct RawSettings {
     pub jwt_issuer_format: Option<String>,
     pub bearer_token_format: Option<String>,
     pub idp_access_token_allowed_audiences: Option<Vec<String>>,
+    /// Vallum extension: a session unused this long ends (`0s`: never).
+    pub session_idle_timeout: Option<GoDuration>,
     pub programmatic_redirect_domain_whitelist: Option<Vec<String>>,
     pub databroker_storage_type: Option<String>,
     pub databroker_storage_connection_string: Option<Secret>,
@@ -200,6 +202,8 @@ pub struct RawRoute {
     pub jwt_issuer_format: Option<String>,
     pub bearer_token_format: Option<String>,
     pub idp_access_token_allowed_audiences: Option<Vec<String>>,
+    /// Vallum extension: a session unused this long ends (`0s`: never).
+    pub session_idle_timeout: Option<GoDuration>,
     // Access keys.
     pub policy: Option<serde_yaml_ng::Value>,
     pub allowed_users: Option<Vec<String>>,

@@ -54,13 +54,7 @@ pub fn compile(
         .unwrap_or_else(|| format!("route-{index}"))
         .into();
 
-    let bearer = crate::config::auth::bearer_format(
-        raw.bearer_token_format.as_deref(),
-        &p("bearer_token_format"),
-        &mut e,
-    )
-    .or_else(|| auth.map(|a| a.bearer))
-    .unwrap_or_default();
+    let (bearer, session_idle) = session_options(raw, &p, auth, &mut e);
 
     let ok = e.is_empty();
     errs.extend(e);
@@ -87,6 +81,7 @@ pub fn compile(
             .clone()
             .or_else(|| auth.map(|a| a.access_token_audiences.clone()))
             .unwrap_or_default(),
+        session_idle,
         remove_request_headers: headers.remove_request_headers,
         response_headers: headers.response_headers,
         rewrite_response_headers: headers.rewrite_response_headers,
@@ -397,4 +392,27 @@ fn compile_redirect(
         status,
         strip_query: r.strip_query.unwrap_or(false),
     })
+}
+
+/// The route's `bearer_token_format` and `session_idle_timeout`, else the global ones.
+fn session_options(
+    raw: &RawRoute,
+    p: &impl Fn(&str) -> String,
+    auth: Option<&crate::config::auth::AuthSettings>,
+    e: &mut Errors,
+) -> (
+    crate::config::auth::BearerFormat,
+    Option<std::time::Duration>,
+) {
+    let bearer = crate::config::auth::bearer_format(
+        raw.bearer_token_format.as_deref(),
+        &p("bearer_token_format"),
+        e,
+    )
+    .or_else(|| auth.map(|a| a.bearer))
+    .unwrap_or_default();
+    let idle =
+        crate::config::auth::idle_timeout(raw.session_idle_timeout, &p("session_idle_timeout"), e)
+            .unwrap_or_else(|| auth.and_then(|a| a.idle_timeout));
+    (bearer, idle)
 }

@@ -270,6 +270,9 @@ pub struct Route {
     pub bearer: crate::config::auth::BearerFormat,
     /// Audiences accepted in IdP access tokens (`idp_access_token_allowed_audiences`).
     pub access_token_audiences: Vec<String>,
+    /// A session unused this long ends when it comes here (`session_idle_timeout`, route else
+    /// global).
+    pub session_idle: Option<Duration>,
     pub remove_request_headers: Vec<HeaderName>,
     /// Global headers merged with the route's own.
     pub response_headers: Vec<(HeaderName, HeaderValue)>,

@@ -57,10 +57,35 @@ pub struct Metrics {
     pub upstream_unresolved: IntCounterVec,
 }
 
+/// How sessions end: revocations across the fleet, endings other than sign-out and expiry, and
+/// the logout tokens that cause them.
+fn lifecycle(
+    r: &Register,
+) -> Result<(IntCounterVec, IntCounterVec, IntCounterVec), prometheus::Error> {
+    Ok((
+        r.counter(
+            "vallum_session_revocations_total",
+            "Session revocations published and received on the fleet channel",
+            &["direction"],
+        )?,
+        r.counter(
+            "vallum_sessions_ended_total",
+            "Sessions ended by the identity provider (back- and front-channel logout) or for idleness",
+            &["how"],
+        )?,
+        r.counter(
+            "vallum_logout_tokens_total",
+            "Back-channel logout tokens, accepted or refused",
+            &["result"],
+        )?,
+    ))
+}
+
 impl Metrics {
     /// All metrics, registered on a fresh registry.
     pub fn new() -> Result<Arc<Self>, prometheus::Error> {
         let r = Register(Registry::new());
+        let (revocations, sessions_ended, logout_tokens) = lifecycle(&r)?;
         let m = Metrics {
             requests: r.counter(
                 "vallum_http_requests_total",
@@ -102,21 +127,9 @@ impl Metrics {
                 "Local session cache lookups: hit, miss, or stale (served during a store outage)",
                 &["result"],
             )?,
-            revocations: r.counter(
-                "vallum_session_revocations_total",
-                "Session revocations published and received on the fleet channel",
-                &["direction"],
-            )?,
-            sessions_ended: r.counter(
-                "vallum_sessions_ended_total",
-                "Sessions ended by the identity provider (back- and front-channel logout) or for idleness",
-                &["how"],
-            )?,
-            logout_tokens: r.counter(
-                "vallum_logout_tokens_total",
-                "Back-channel logout tokens, accepted or refused",
-                &["result"],
-            )?,
+            revocations,
+            sessions_ended,
+            logout_tokens,
             config_reloads: r.counter(
                 "vallum_config_reloads_total",
                 "Config reloads, by result",
@@ -171,8 +184,10 @@ impl Metrics {
     /// The name of every metric Vallum registers (for the README's drift test).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let all: [&dyn Collector; 18] = [
+        let all: [&dyn Collector; 20] = [
             &self.requests,
+            &self.sessions_ended,
+            &self.logout_tokens,
             &self.request_duration,
             &self.upstream_duration,
             &self.authorize,

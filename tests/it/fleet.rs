@@ -318,6 +318,63 @@ async fn outage_suite(server: &mut impl Crashable, keys: &str) {
     assert_eq!(fleet.get(1, &carol).await.0, 200, "new sign-ins work again");
 }
 
+/// `session_idle_timeout`: activity is recorded in the store, so a node that never saw the
+/// session finds it idle from the recorded time — driven here by writing that time, not by
+/// waiting — and ends it on every node.
+#[tokio::test]
+async fn an_idle_session_ends_on_every_node() {
+    let redis = RedisServer::start().await;
+    let fleet = Fleet::start(
+        &redis_keys(&redis.url()),
+        2,
+        "session_idle_timeout: 10m\ndatabroker_cache_ttl: 60s\n",
+    )
+    .await;
+    let cookie = fleet.sign_in(0, "alice-id").await;
+    assert_eq!(fleet.get(0, &cookie).await.0, 200);
+    let secret = Key::from_base64("Wm9vaF9zaGFyZWRfc2VjcmV0XzMyX2J5dGVzX19fXyE=").unwrap();
+    let store = RedisStore::new(
+        &redis_settings(RedisTarget::Single(redis.url()), "vallum:"),
+        &secret,
+        Metrics::new().unwrap(),
+    )
+    .unwrap();
+    // Signed in an hour ago, as far as the store knows.
+    let mut session = (*store.sessions_of("alice@example.com").await.unwrap()[0]).clone();
+    session.issued_at -= 3600;
+    store.put(&session).await.unwrap();
+    let id = session.id.clone();
+    let recorded = |ago: u64| {
+        let t = vallum::clock::unix_now() - ago;
+        t.to_string().into_bytes()
+    };
+    // Seen 9 minutes ago: node C, started now, serves it.
+    store
+        .put_record(&format!("seen:{id}"), &recorded(540), 600)
+        .await
+        .unwrap();
+    let mut fleet = fleet;
+    fleet.add_node().await;
+    assert_eq!(fleet.get(2, &cookie).await.0, 200, "used 9 minutes ago");
+    // Seen 11 minutes ago: node B, which has not seen it either, ends it, and node A (whose
+    // cache would trust the session for a minute) follows at once through the revocation.
+    store
+        .put_record(&format!("seen:{id}"), &recorded(660), 600)
+        .await
+        .unwrap();
+    assert_eq!(fleet.get(1, &cookie).await.0, 302, "idle for 11 minutes");
+    fleet.nodes[0]
+        .eventually("node A drops the idle session", || async {
+            fleet.get(0, &cookie).await.0 == 302
+        })
+        .await;
+    assert!(
+        store.get(&id).await.unwrap().is_none(),
+        "ended in the store"
+    );
+    assert!(fleet.nodes[1].log().contains("session ended: idle"));
+}
+
 // The cache and the revocation channel, without gateways in between.
 
 fn cached(redis_url: &str, ttl: Duration) -> Arc<CachedStore> {

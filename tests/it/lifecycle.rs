@@ -271,3 +271,22 @@ async fn front_channel_logout_ends_the_idp_session_without_a_page() {
         )
     );
 }
+
+#[test]
+fn idle_timeouts_shorter_than_a_minute_are_refused() {
+    let base = "authenticate_service_url: https://auth.example.com\nidp_provider: oidc\nidp_provider_url: https://idp.example.com\n\
+                idp_client_id: x\nidp_client_secret: y\ninsecure_server: true\n";
+    let check = |extra: &str| {
+        vallum::snapshot::Snapshot::from_str(&format!("{base}{extra}"), &|_| None, None)
+            .map(|s| s.routes.len())
+            .map_err(|e| e.to_string())
+    };
+    let e = check("session_idle_timeout: 30s\nroutes: []\n").unwrap_err();
+    assert!(
+        e.contains("session_idle_timeout") && e.contains("at least 1m"),
+        "{e}"
+    );
+    let e = check("routes:\n  - from: https://a.example.com\n    to: http://127.0.0.1:1\n    allow_any_authenticated_user: true\n    session_idle_timeout: 5s\n").unwrap_err();
+    assert!(e.contains("routes[0].session_idle_timeout"), "{e}");
+    check("session_idle_timeout: 30m\nroutes:\n  - from: https://a.example.com\n    to: http://127.0.0.1:1\n    allow_any_authenticated_user: true\n    session_idle_timeout: 0s\n").unwrap();
+}
