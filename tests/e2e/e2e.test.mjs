@@ -255,6 +255,64 @@ describe('two nodes, Redis store, behind a balancer', () => {
     await profile.close();
   }));
 
+  it('the IdP ends its session: back-channel logout signs the browser out of every app on both nodes', scenario(world, async (w) => {
+    const profile = await w.profile('alice-backchannel');
+    const { page } = profile;
+    w.useNode(0);
+    await page.goto(w.url('app1', '/bc'));
+    await idpLogin(page, 'alice', 'app1');
+    w.useNode(1);
+    await page.goto(w.url('app2', '/bc-on-b'));
+    assert.equal(page.url(), w.url('app2', '/bc-on-b'), 'node B serves app2');
+
+    // The user ends the session at the IdP itself (not through Vallum): the IdP tells Vallum.
+    const before = w.idp.counts.backchannel;
+    await page.goto(`${w.idp.issuer}/session/end`);
+    await Promise.all([
+      page.waitForURL((u) => u.pathname.includes('/session/end/success')),
+      page.click('button[autofocus], button[type="submit"]'),
+    ]);
+    for (let i = 0; i < 50 && w.idp.counts.backchannel === before; i++) await sleep(100);
+    assert.equal(w.idp.counts.backchannel, before + 1, 'the IdP delivered its logout token');
+
+    for (const node of [0, 1]) {
+      w.useNode(node);
+      for (const app of ['app1', 'app2']) {
+        await page.goto(w.url(app, '/after-idp-logout'));
+        assert.ok(onIdp(w, page.url()), `node ${node} sends ${app} to sign in again: ${page.url()}`);
+        await page.waitForSelector('input[name="login"]');
+      }
+    }
+    await profile.close();
+  }));
+
+  it('front-channel logout: the IdP\'s logout page loads Vallum in an iframe and the session ends', scenario(world, async (w) => {
+    const profile = await w.profile('alice-frontchannel');
+    const { page, visited } = profile;
+    w.useNode(0);
+    await page.goto(w.url('app1', '/fc'));
+    await idpLogin(page, 'alice', 'app1');
+    const sid = w.idp.sids.at(-1);
+    assert.ok(sid, 'the IdP reported its session id');
+
+    // A page on the IdP's origin, as its logout page is: a cross-site iframe, so no cookie.
+    await page.goto(`${w.idp.issuer}/.well-known/openid-configuration`);
+    const src = w.url('authenticate', `/.pomerium/sign_out?iss=${encodeURIComponent(w.idp.issuer)}&sid=${encodeURIComponent(sid)}`);
+    const loaded = page.waitForResponse((r) => r.url() === src);
+    await page.setContent(`<h1>Signing you out…</h1><iframe src="${src}"></iframe>`);
+    const res = await loaded;
+    assert.equal(res.status(), 200);
+    assert.equal(res.headers()['cache-control'], 'no-store');
+    assert.equal(res.headers().location, undefined, 'nothing for the iframe to follow');
+
+    // Vallum's session is gone on both nodes: the next visit goes through the IdP again.
+    w.useNode(1);
+    const before = visited.length;
+    await page.goto(w.url('app1', '/after-fc'));
+    assert.ok(visited.slice(before).some((u) => onIdp(w, u)), `a new sign-in at the IdP: ${visited.slice(before)}`);
+    await profile.close();
+  }));
+
   it('a device enrolled on node A is proven on node B; an operator approves it with `vallum devices`', scenario(world, async (w) => {
     const profile = await w.profile('alice-device-fleet');
     const { page, context } = profile;

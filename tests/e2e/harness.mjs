@@ -68,9 +68,34 @@ function makeCerts(dir) {
   return { ca: fs.readFileSync(path.join(dir, 'ca.crt')), cert: path.join(dir, 'tls.crt'), key: path.join(dir, 'tls.key') };
 }
 
-/// oidc-provider with the test users, refresh tokens, RP-initiated logout and its built-in
-/// login form (any password; the login is the user name).
-async function startIdp(lbPort, log) {
+/// The IdP's outgoing requests (back-channel logout tokens): `*.localhost` names go to the
+/// balancer over TLS, trusting the harness CA, as a real IdP reaches a gateway by its name.
+function idpFetch(lbPort, ca) {
+  return (url, options = {}) => {
+    const u = new URL(url);
+    if (!u.hostname.endsWith('.localhost')) return globalThis.fetch(url, options);
+    return new Promise((resolve, reject) => {
+      const headers = { ...Object.fromEntries(new Headers(options.headers || {})), host: u.host };
+      const body = options.body === undefined ? undefined : String(options.body);
+      if (body !== undefined) headers['content-length'] = Buffer.byteLength(body);
+      const req = https.request({
+        host: '127.0.0.1', port: Number(u.port || 443), path: u.pathname + u.search, method: options.method || 'GET',
+        servername: u.hostname, ca, headers,
+      }, (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => resolve(new Response(Buffer.concat(chunks), { status: res.statusCode, headers: res.headers })));
+      });
+      req.on('error', reject);
+      if (body !== undefined) req.write(body);
+      req.end();
+    });
+  };
+}
+
+/// oidc-provider with the test users, refresh tokens, RP-initiated logout, back-channel logout
+/// to the gateway, and its built-in login form (any password; the login is the user name).
+async function startIdp(lbPort, log, ca) {
   const port = await freePort();
   const issuer = `http://127.0.0.1:${port}`;
   const base = `https://authenticate.localhost:${lbPort}`;
@@ -80,6 +105,8 @@ async function startIdp(lbPort, log) {
       client_secret: CLIENT_SECRET,
       redirect_uris: [`${base}/oauth2/callback`],
       post_logout_redirect_uris: [`${base}/.pomerium/signed_out`],
+      backchannel_logout_uri: `${base}/.pomerium/backchannel_logout`,
+      backchannel_logout_session_required: true,
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
     }],
@@ -95,7 +122,10 @@ async function startIdp(lbPort, log) {
     },
     claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'], groups: ['groups'] },
     scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
-    features: { devInteractions: { enabled: true }, rpInitiatedLogout: { enabled: true } },
+    features: {
+      devInteractions: { enabled: true }, rpInitiatedLogout: { enabled: true }, backchannelLogout: { enabled: true },
+    },
+    fetch: idpFetch(lbPort, ca),
     pkce: { required: () => true },
     ttl: { AccessToken: ACCESS_TOKEN_TTL, IdToken: 3600, RefreshToken: 86400, Session: 3600, Grant: 3600, Interaction: 600 },
     issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
@@ -112,7 +142,14 @@ async function startIdp(lbPort, log) {
     cookies: { keys: [crypto.randomBytes(16).toString('hex')] },
     conformIdTokenClaims: false,
   });
-  const counts = { logins: 0, refreshes: 0, endSessions: 0 };
+  const counts = { logins: 0, refreshes: 0, endSessions: 0, backchannel: 0 };
+  /// The IdP session id (`sid`) of the latest sign-in, as the ID token carries it.
+  const sids = [];
+  provider.on('authorization.success', (ctx) => {
+    const sid = ctx.oidc.session?.sidFor?.(ctx.oidc.client?.clientId);
+    if (sid) sids.push(sid);
+  });
+  provider.on('backchannel.success', () => { counts.backchannel++; log('idp: backchannel.success'); });
   provider.on('grant.success', (ctx) => {
     const gt = ctx.oidc.params?.grant_type;
     log(`idp: grant.success ${gt}`);
@@ -126,7 +163,7 @@ async function startIdp(lbPort, log) {
   }
   const server = http.createServer(provider.callback());
   await new Promise((r) => server.listen(port, '127.0.0.1', r));
-  return { issuer, port, counts, close: () => server.close() };
+  return { issuer, port, counts, sids, close: () => server.close() };
 }
 
 /// Fetches the gateway's JWKS (over TLS, trusting the harness CA) for the host a request named.
@@ -268,7 +305,7 @@ export async function startWorld({ nodes = 1, redis = false } = {}) {
   const certs = makeCerts(dir);
   const lbPort = await freePort();
   const lb = await startBalancer(lbPort);
-  const idp = await startIdp(lbPort, log);
+  const idp = await startIdp(lbPort, log, certs.ca);
   const echo = await startEcho(lbPort, certs.ca);
   const store = redis ? await startRedis(dir) : null;
   const up = `http://127.0.0.1:${echo.port}`;
