@@ -217,6 +217,30 @@ pub async fn session_for(
     Ok(found)
 }
 
+/// How long ago the user authenticated at the IdP (the ID token's `auth_time`, else when the
+/// session began).
+pub fn auth_age(s: &UserSession, now: u64) -> u64 {
+    let at = s
+        .claims
+        .get("auth_time")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(s.issued_at);
+    now.saturating_sub(at)
+}
+
+/// A sign-in that asks the IdP to authenticate the user afresh (`max_age`, `prompt=login`).
+/// `max_age` is a hint the user could strip: the route checks the age again either way.
+pub fn reauthenticate_url(auth: &Auth<'_>, original: &str, max: std::time::Duration) -> Url {
+    signed::sign(
+        &auth.shared_secret,
+        &auth.authenticate_url,
+        "/.pomerium/sign_in",
+        original,
+        &[("max_age", &max.as_secs().to_string())],
+        unix_now(),
+    )
+}
+
 /// Where to send a browser that needs to sign in: the signed sign-in URL.
 pub fn sign_in_url(auth: &Auth<'_>, original: &str) -> Url {
     signed::sign(

@@ -16,6 +16,10 @@ struct Flow {
     t: String,
     /// issued at
     i: u64,
+    /// `max_age` asked of the IdP (a route's `max_auth_age`): the ID token must show an
+    /// authentication that recent.
+    #[serde(default)]
+    m: Option<u64>,
 }
 
 fn flow_cookie_name(a: &Auth<'_>, state: &str) -> String {
@@ -35,11 +39,15 @@ pub(super) async fn sign_in(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Reque
     let Some(target_url) = routed_target(req, &target) else {
         return bad_request(req, "the sign-in link points nowhere Vallum serves");
     };
-    // Already signed in at the authenticate host: hand off straight away (single sign-on).
+    let max_age = req.param("max_age").and_then(|v| v.parse::<u64>().ok());
+    // Already signed in at the authenticate host (recently enough, when a route asks): hand off
+    // straight away (single sign-on).
     let name = auth_cookie_name(auth);
     match session_for(auth, state, req.cookies, name, req.host).await {
-        Ok(Some(session)) => return handoff(auth, &target_url, &session),
-        Ok(None) => {}
+        Ok(Some(session)) if max_age.is_none_or(|m| auth_age(&session, now) <= m) => {
+            return handoff(auth, &target_url, &session)
+        }
+        Ok(_) => {}
         Err(e) => return req.answer.refuse(e.into()),
     }
     let Some(idp) = state.idp.load_full() else {
@@ -55,12 +63,18 @@ pub(super) async fn sign_in(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Reque
         v: random_token(48),
         t: target,
         i: now,
+        m: max_age,
     };
     let sealed = flow_key(auth).seal(
         &serde_json::to_vec(&flow).unwrap_or_default(),
         format!("flow|{}", req.host).as_bytes(),
     );
-    let url = idp.authorize_url(&flow.s, &flow.n, &flow.v);
+    let mut url = idp.authorize_url(&flow.s, &flow.n, &flow.v);
+    if let Some(m) = max_age {
+        url.query_pairs_mut()
+            .append_pair("max_age", &m.to_string())
+            .append_pair("prompt", "login");
+    }
     // Each attempt leaves a small cookie until its callback; a client that starts attempts
     // without finishing them would grow the Cookie header without bound. Past a few, the old
     // attempts are dropped (a tab still waiting on one restarts its sign-in).
@@ -209,6 +223,53 @@ fn new_session(identity: crate::identity::Identity, now: u64, expires_at: u64) -
     }
 }
 
+/// Stores the new session and where the IdP's logouts will find it: a session its IdP cannot
+/// end is not made.
+async fn store_session(state: &AuthState, session: &UserSession) -> Result<(), Refusal> {
+    let stored = match state.store.put(session.clone()).await {
+        Ok(()) => super::logout::remember(state, session).await,
+        Err(e) => Err(e),
+    };
+    stored.map_err(|e| {
+        failed(state, "store_unavailable");
+        tracing::error!(error = %e, "cannot store the new session");
+        Refusal::sign_in(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign-in unavailable",
+            "the session store is unavailable",
+        )
+    })
+}
+
+/// Asked to authenticate the user within `max_age`, the IdP must say when it did (`auth_time`,
+/// required by OpenID Connect when `max_age` is sent) and that must be recent; otherwise the
+/// route would send the browser straight back, round and round.
+fn too_old(
+    idp: &crate::identity::Provider,
+    identity: &crate::identity::Identity,
+    max_age: u64,
+    now: u64,
+) -> Option<Refusal> {
+    let at = identity
+        .claims
+        .get("auth_time")
+        .and_then(serde_json::Value::as_u64);
+    let fresh = match at {
+        Some(t) => now.saturating_sub(t) <= max_age + 60,
+        // Only OpenID Connect has the claim; GitHub's sign-in is now.
+        None => matches!(idp, crate::identity::Provider::Github(_)),
+    };
+    if fresh {
+        return None;
+    }
+    tracing::warn!(auth_time = ?at, max_age, "the identity provider did not authenticate the user again");
+    Some(Refusal::sign_in(
+        StatusCode::UNAUTHORIZED,
+        "Sign-in too old",
+        "This page needs a recent sign-in, and the identity provider did not ask you to sign in again.",
+    ))
+}
+
 /// A code exchange that failed: unreachable, down or rate-limited is worth a retry (503);
 /// anything else is a refusal (401). No session either way.
 fn exchange_failed(state: &AuthState, e: crate::identity::IdpError) -> Refusal {
@@ -287,29 +348,18 @@ pub(super) async fn oauth_callback(
                 .with_cookie(clear)
         }
     };
+    if let Some(refusal) = flow.m.and_then(|m| too_old(&idp, &identity, m, now)) {
+        failed(state, "reauthentication_refused");
+        return req.answer.refuse(refusal).with_cookie(clear);
+    }
     let Some(target) = routed_target(req, &flow.t) else {
         failed(state, "bad_destination");
         return bad_request(req, "invalid destination").with_cookie(clear);
     };
     let expires_at = now + auth.cookie.expire.as_secs();
     let session = new_session(identity, now, expires_at);
-    // The session, and where the IdP's logouts will find it: a session its IdP cannot end is
-    // not made.
-    let stored = match state.store.put(session.clone()).await {
-        Ok(()) => super::logout::remember(state, &session).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = stored {
-        failed(state, "store_unavailable");
-        tracing::error!(error = %e, "cannot store the new session");
-        return req
-            .answer
-            .refuse(Refusal::sign_in(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Sign-in unavailable",
-                "the session store is unavailable",
-            ))
-            .with_cookie(clear);
+    if let Err(refusal) = store_session(state, &session).await {
+        return req.answer.refuse(refusal).with_cookie(clear);
     }
     tracing::info!(user = %session.user_id, session_id = %session.id, "signed in");
     state

@@ -436,7 +436,7 @@ pub fn compile(
             .idp_access_token_allowed_audiences
             .clone()
             .unwrap_or_default(),
-        idle_timeout: idle_timeout(raw.session_idle_timeout, "session_idle_timeout", errs)
+        idle_timeout: minute_or_more(raw.session_idle_timeout, "session_idle_timeout", errs)
             .flatten(),
         programmatic_redirects: raw
             .programmatic_redirect_domain_whitelist
@@ -527,10 +527,10 @@ fn compile_claim_headers(
     out
 }
 
-/// `session_idle_timeout` (global or per route): `None` when unset, `Some(None)` for `0s` (never),
-/// at least a minute otherwise (activity is recorded at a quarter of the timeout, at most once a
-/// minute, so a shorter one could not be told from noise).
-pub fn idle_timeout(
+/// `session_idle_timeout` (global or per route) and `max_auth_age`: `None` when unset, `Some(None)`
+/// for `0s` (never), at least a minute otherwise (idle activity is recorded at a quarter of the
+/// timeout, and IdP clocks are trusted to a minute, so shorter values could not be told from noise).
+pub fn minute_or_more(
     raw: Option<super::duration::GoDuration>,
     key: &str,
     errs: &mut Errors,

@@ -201,6 +201,8 @@ pub struct RawRoute {
     pub pass_identity_headers: Option<bool>,
     pub jwt_issuer_format: Option<String>,
     pub bearer_token_format: Option<String>,
+    /// Vallum extension: the user must have signed in at the IdP within this long.
+    pub max_auth_age: Option<GoDuration>,
     pub idp_access_token_allowed_audiences: Option<Vec<String>>,
     /// Vallum extension: a session unused this long ends (`0s`: never).
     pub session_idle_timeout: Option<GoDuration>,

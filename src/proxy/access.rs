@@ -32,6 +32,17 @@ pub async fn decide(
         }
         _ => None,
     };
+    if let (Some(max), Some(s)) = (route.max_auth_age, identity.as_deref()) {
+        if authn::auth_age(s, crate::clock::unix_now()) > max.as_secs() {
+            return Err(reauthenticate(
+                gw,
+                snap,
+                at,
+                Format::of(&session.req_header().headers),
+                max,
+            ));
+        }
+    }
     let Access::Policy(policy) = &route.access else {
         return Ok(identity);
     };
@@ -166,6 +177,25 @@ fn need_login(gw: &Gateway, snap: &Snapshot, at: &Addressed, format: Format) -> 
         },
         Err(r) => r,
     }
+}
+
+/// Signed in too long ago for the route's `max_auth_age`: browsers sign in again, with the IdP
+/// told to authenticate the user afresh; API clients get 401.
+fn reauthenticate(
+    gw: &Gateway,
+    snap: &Snapshot,
+    at: &Addressed,
+    format: Format,
+    max: std::time::Duration,
+) -> Refusal {
+    let location = match (snap.auth(), format) {
+        (Some(auth), Format::Html) => match return_url(gw, at) {
+            Ok(original) => Some(authn::reauthenticate_url(&auth, &original, max).to_string()),
+            Err(r) => return r,
+        },
+        _ => None,
+    };
+    Refusal::ReauthenticationRequired { location }
 }
 
 /// The URL a detour (sign-in, the device page) comes back to: the request as the browser sent

@@ -47,6 +47,11 @@ pub enum Refusal {
     SignInRequired {
         location: Option<String>,
     },
+    /// Signed in, but longer ago at the IdP than the route's `max_auth_age`: browsers go to
+    /// `location` (a sign-in that asks the IdP to authenticate again), API clients get 401.
+    ReauthenticationRequired {
+        location: Option<String>,
+    },
     /// Signed in without a device the route needs: browsers go to `location` (the device page),
     /// API clients get Pomerium's 450.
     DeviceRequired {
@@ -113,8 +118,10 @@ impl Refusal {
             BodyTooLarge | FormTooLarge => 413,
             Misdirected => 421,
             ClientCertificate(_) => 495,
-            SignInRequired { location: Some(_) } | DeviceRequired { location: Some(_) } => 302,
-            SignInRequired { location: None } => 401,
+            SignInRequired { location: Some(_) }
+            | DeviceRequired { location: Some(_) }
+            | ReauthenticationRequired { location: Some(_) } => 302,
+            SignInRequired { location: None } | ReauthenticationRequired { location: None } => 401,
             DeviceRequired { location: None } => 450,
             UrlTooLong => 414,
             NoHealthyUpstream | StoreUnavailable => 503,
@@ -157,6 +164,9 @@ impl Refusal {
             ClientCertificate(_) => "The client certificate your browser presented is not trusted here (unknown issuer, expired or revoked).",
             Forbidden(_) => "You are not allowed to see this page.",
             SignInRequired { .. } => "sign in to see this page",
+            ReauthenticationRequired { .. } => {
+                "this page needs a recent sign-in at the identity provider; sign in again"
+            }
             DeviceRequired { .. } => "this page needs a device you have not proven in this session",
             SignInNotConfigured => "sign-in is not configured",
             UrlTooLong => "this URL is too long to leave and come back to",
@@ -210,6 +220,7 @@ impl Refusal {
             Refusal::Forbidden(_) => "forbidden".into(),
             Refusal::ClientCertificate(r) => r.as_str().into(),
             Refusal::SignInRequired { .. } => "user-unauthenticated".into(),
+            Refusal::ReauthenticationRequired { .. } => "reauthentication-required".into(),
             Refusal::DeviceRequired { .. } => "device-unauthenticated".into(),
             other => other.message(),
         }
@@ -277,6 +288,9 @@ impl Answer<'_> {
                 location: Some(url),
             }
             | Refusal::DeviceRequired {
+                location: Some(url),
+            }
+            | Refusal::ReauthenticationRequired {
                 location: Some(url),
             } => Reply::found(url),
             _ if self.format == Format::Json => self.json(&refusal, status),

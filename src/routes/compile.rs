@@ -55,6 +55,8 @@ pub fn compile(
         .into();
 
     let (bearer, session_idle) = session_options(raw, &p, auth, &mut e);
+    let max_auth_age =
+        crate::config::auth::minute_or_more(raw.max_auth_age, &p("max_auth_age"), &mut e).flatten();
 
     let ok = e.is_empty();
     errs.extend(e);
@@ -82,6 +84,7 @@ pub fn compile(
             .or_else(|| auth.map(|a| a.access_token_audiences.clone()))
             .unwrap_or_default(),
         session_idle,
+        max_auth_age,
         remove_request_headers: headers.remove_request_headers,
         response_headers: headers.response_headers,
         rewrite_response_headers: headers.rewrite_response_headers,
@@ -411,8 +414,11 @@ fn session_options(
     )
     .or_else(|| auth.map(|a| a.bearer))
     .unwrap_or_default();
-    let idle =
-        crate::config::auth::idle_timeout(raw.session_idle_timeout, &p("session_idle_timeout"), e)
-            .unwrap_or_else(|| auth.and_then(|a| a.idle_timeout));
+    let idle = crate::config::auth::minute_or_more(
+        raw.session_idle_timeout,
+        &p("session_idle_timeout"),
+        e,
+    )
+    .unwrap_or_else(|| auth.and_then(|a| a.idle_timeout));
     (bearer, idle)
 }

@@ -273,6 +273,8 @@ pub struct Route {
     /// A session unused this long ends when it comes here (`session_idle_timeout`, route else
     /// global).
     pub session_idle: Option<Duration>,
+    /// `max_auth_age`: how recently the user must have authenticated at the IdP.
+    pub max_auth_age: Option<Duration>,
     pub remove_request_headers: Vec<HeaderName>,
     /// Global headers merged with the route's own.
     pub response_headers: Vec<(HeaderName, HeaderValue)>,

@@ -290,3 +290,56 @@ fn idle_timeouts_shorter_than_a_minute_are_refused() {
     assert!(e.contains("routes[0].session_idle_timeout"), "{e}");
     check("session_idle_timeout: 30m\nroutes:\n  - from: https://a.example.com\n    to: http://127.0.0.1:1\n    allow_any_authenticated_user: true\n    session_idle_timeout: 0s\n").unwrap();
 }
+
+/// `max_auth_age`: a session whose IdP authentication (`auth_time`) is older than the route
+/// allows is sent back to the IdP with `max_age` and `prompt=login`; the new `auth_time` is
+/// checked; API clients get 401. Time is driven through the `auth_time` the IdP reports.
+#[tokio::test]
+async fn a_route_with_a_maximum_auth_age_sends_an_old_sign_in_back_to_the_idp() {
+    let env = Env::with_routes(
+        "",
+        "  - from: http://strict.localhost\n    to: {u}\n    allow_any_authenticated_user: true\n    max_auth_age: 5m\n",
+    )
+    .await;
+    // The user authenticated at the IdP an hour ago, and the IdP ignores `max_age`: the
+    // sign-in it answers with is refused rather than sent round again.
+    env.idp.set_extra_claims(json!({"auth_time": now() - 3600}));
+    let old = env.browser();
+    assert_eq!(old.browse(&env.url("app", "/")).await.0.status, 200);
+    let (r, hops) = old.browse(&env.url("strict", "/")).await;
+    assert_eq!(r.status, 401, "{hops:#?}");
+    assert!(hops.len() < 12, "no loop: {hops:#?}");
+    assert!(env.gw.log().contains("did not authenticate the user again"));
+
+    // An API client with that old session: 401 and the reason.
+    let cookie = old.cookie_for(&env.url("strict", "/")).unwrap();
+    let r = client()
+        .get(env.gw.url("/api"))
+        .header("host", format!("strict.localhost:{}", env.gw.port))
+        .header("cookie", &cookie)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"], "reauthentication-required", "{body}");
+
+    // A browser signed in long ago is sent to the IdP, told to authenticate again; it does.
+    let b = env.browser();
+    assert_eq!(b.browse(&env.url("app", "/")).await.0.status, 200);
+    env.idp.set_extra_claims(json!({"auth_time": now()}));
+    let asked = env.idp.state.lock().unwrap().authorize_queries.len();
+    let (r, hops) = b.browse(&env.url("strict", "/page")).await;
+    assert_eq!(r.status, 200, "{hops:#?}\n{}", env.gw.log());
+    let q = env.idp.state.lock().unwrap().authorize_queries[asked..].to_vec();
+    assert_eq!(q.len(), 1, "one trip to the IdP: {q:?}");
+    assert_eq!(q[0].get("max_age").map(String::as_str), Some("300"));
+    assert_eq!(q[0].get("prompt").map(String::as_str), Some("login"));
+    let (r, _) = b.browse(&env.url("strict", "/again")).await;
+    assert_eq!(r.status, 200, "recent enough now");
+    assert_eq!(
+        env.idp.state.lock().unwrap().authorize_queries.len(),
+        asked + 1
+    );
+}

@@ -86,6 +86,7 @@ pub const HOSTS: &[&str] = &[
     "cors",
     "ring",
     "device",
+    "strict",
 ];
 
 pub struct Browser {

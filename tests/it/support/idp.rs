@@ -108,6 +108,8 @@ pub struct State {
     pub logouts: Vec<HashMap<String, String>>,
     /// Claims added to (or replacing those in) both the ID token and userinfo.
     pub extra_claims: serde_json::Map<String, Value>,
+    /// The query of every authorization request, in order.
+    pub authorize_queries: Vec<HashMap<String, String>>,
 }
 
 pub struct Idp {
@@ -155,6 +157,7 @@ impl Idp {
         let state = Arc::new(Mutex::new(State {
             mode: Mode::Honest,
             extra_claims: serde_json::Map::new(),
+            authorize_queries: Vec::new(),
             users,
             current: "alice-id".into(),
             keys: vec![SigningKey::generate("key-1")],
@@ -387,6 +390,7 @@ impl Ctx {
                 }
                 let code = format!("code-{}", rand_id());
                 let mut s = self.state.lock().unwrap();
+                s.authorize_queries.push(query.clone());
                 let sub = s.current.clone();
                 s.codes.insert(
                     code.clone(),
