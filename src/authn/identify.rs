@@ -34,7 +34,7 @@ pub async fn identify(
     })
 }
 
-/// The session, unless the route's idle timeout ended it just now.
+/// The session, unless the route's idle timeout ended it just now (`SessionError::Idle`).
 async fn unless_idle(
     state: &Arc<AuthState>,
     session: Option<Arc<UserSession>>,
@@ -44,7 +44,7 @@ async fn unless_idle(
         (Some(s), Some(idle))
             if !super::idle::alive(state, s, idle, crate::clock::unix_now()).await? =>
         {
-            Ok(None)
+            Err(SessionError::Idle)
         }
         _ => Ok(session),
     }

@@ -152,6 +152,8 @@ fn bad_request(req: &Request<'_>, detail: &str) -> Reply {
 pub enum SessionError {
     Store(StoreError),
     Ambiguous,
+    /// The session went unused past the route's idle timeout and has just been ended.
+    Idle,
 }
 
 impl From<StoreError> for SessionError {
@@ -165,6 +167,7 @@ impl From<SessionError> for Refusal {
         match e {
             SessionError::Store(_) => Refusal::StoreUnavailable,
             SessionError::Ambiguous => Refusal::AmbiguousSession,
+            SessionError::Idle => Refusal::SignInRequired { location: None },
         }
     }
 }

@@ -100,6 +100,11 @@ async fn refresh(state: &Arc<AuthState>, session: &UserSession) {
         Err(e) => {
             tracing::info!(session_id = %session.id, reason = %e, "session ended: the identity provider refused the refresh");
             let _ = state.store.delete(&session.id).await;
+            state
+                .metrics
+                .sessions_ended
+                .with_label_values(&["refresh_refused"])
+                .inc();
             state.refreshing.remove(&session.id);
         }
     }

@@ -90,6 +90,11 @@ pub(super) async fn route_sign_out(
             ));
         }
         tracing::info!(user = %s.user_id, session_id = %s.id, "signed out");
+        state
+            .metrics
+            .sessions_ended
+            .with_label_values(&["sign_out"])
+            .inc();
         let l = Logout {
             id_token: s.id_token.clone(),
             exp: unix_now() + signed::VALIDITY_SECS,
@@ -155,7 +160,13 @@ pub(super) async fn authenticate_sign_out(
         }
     };
     if let Some(s) = &session {
-        let _ = state.store.delete(&s.id).await;
+        if state.store.delete(&s.id).await.is_ok() {
+            state
+                .metrics
+                .sessions_ended
+                .with_label_values(&["sign_out"])
+                .inc();
+        }
         id_token = id_token.or_else(|| Some(s.id_token.clone()));
     }
     let clear = cookie::set_cookie(&auth.cookie, name, "", 0, true);

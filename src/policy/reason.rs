@@ -31,6 +31,10 @@ pub enum Reason {
     DeviceUnauthenticated,
     /// A proven device that the route does not accept.
     DeviceUnauthorized,
+    /// The session went unused longer than `session_idle_timeout` and ended.
+    SessionIdle,
+    /// The user authenticated at the IdP longer ago than the route's `max_auth_age`.
+    ReauthenticationRequired,
 }
 
 impl Reason {
@@ -57,6 +61,8 @@ impl Reason {
             Reason::ClientCertificateUnauthorized => "client-certificate-unauthorized",
             Reason::DeviceUnauthenticated => "device-unauthenticated",
             Reason::DeviceUnauthorized => "device-unauthorized",
+            Reason::SessionIdle => "session-idle",
+            Reason::ReauthenticationRequired => "reauthentication-required",
         }
     }
 

@@ -23,24 +23,32 @@ pub async fn decide(
     route: &Route,
     at: &Addressed,
 ) -> Result<Option<Arc<UserSession>>, Refusal> {
+    let ended = |who: Option<&UserSession>, reason| {
+        let decision = Decision::Deny {
+            reasons: vec![reason],
+        };
+        log_decision(gw, session, ctx, snap, route, at, who, &decision);
+    };
+    // Browser or API client matters only for a refusal: read `Accept` then, not on every request.
+    let format = || Format::of(&session.req_header().headers);
     let identity = match snap.auth() {
         Some(auth) if wants_identity(route) => {
             let headers = &session.req_header().headers;
-            authn::identify(&auth, &gw.auth, headers, route, &at.host_full)
-                .await
-                .map_err(Refusal::from)?
+            match authn::identify(&auth, &gw.auth, headers, route, &at.host_full).await {
+                Ok(identity) => identity,
+                Err(authn::SessionError::Idle) => {
+                    ended(None, Reason::SessionIdle);
+                    return Err(need_login(gw, snap, at, format()));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         _ => None,
     };
     if let (Some(max), Some(s)) = (route.max_auth_age, identity.as_deref()) {
         if authn::auth_age(s, crate::clock::unix_now()) > max.as_secs() {
-            return Err(reauthenticate(
-                gw,
-                snap,
-                at,
-                Format::of(&session.req_header().headers),
-                max,
-            ));
+            ended(Some(s), Reason::ReauthenticationRequired);
+            return Err(reauthenticate(gw, snap, at, format(), max));
         }
     }
     let Access::Policy(policy) = &route.access else {
@@ -77,29 +85,51 @@ pub async fn decide(
         devices: &proven,
     };
     let decision = policy.evaluate(&input);
-    Authorize {
-        fields: snap.settings.ops.authorize_log,
-        request_id: &ctx.request_id,
-        method: input.method,
-        path: &at.target.path,
-        host: &at.host_full,
-        ip: input.client_ip,
-        route_id: &route.id,
-        who: identity.as_deref().map(|s| Who {
-            session_id: &s.id,
-            user_id: &s.user_id,
-            email: s.email.as_deref(),
-        }),
-        decision: &decision,
-    }
-    .record(&gw.metrics, &route.metrics);
-    // Browser or API client matters only for a refusal: read `Accept` then, not on every request.
-    let format = || Format::of(&session.req_header().headers);
+    log_decision(
+        gw,
+        session,
+        ctx,
+        snap,
+        route,
+        at,
+        identity.as_deref(),
+        &decision,
+    );
     match decision {
         Decision::Allow => Ok(identity),
         Decision::NeedLogin => Err(need_login(gw, snap, at, format())),
         Decision::Deny { reasons } => Err(refusal_for(gw, snap, route, at, format(), reasons)),
     }
+}
+
+/// The authorize log line and metric for one decision.
+#[allow(clippy::too_many_arguments)]
+fn log_decision(
+    gw: &Gateway,
+    session: &Session,
+    ctx: &RequestCtx,
+    snap: &Snapshot,
+    route: &Route,
+    at: &Addressed,
+    who: Option<&UserSession>,
+    decision: &Decision,
+) {
+    Authorize {
+        fields: snap.settings.ops.authorize_log,
+        request_id: &ctx.request_id,
+        method: session.req_header().method.as_str(),
+        path: &at.target.path,
+        host: &at.host_full,
+        ip: ctx.client_ip,
+        route_id: &route.id,
+        who: who.map(|s| Who {
+            session_id: &s.id,
+            user_id: &s.user_id,
+            email: s.email.as_deref(),
+        }),
+        decision,
+    }
+    .record(&gw.metrics, &route.metrics);
 }
 
 /// Whether anything on this route reads the user: the policy, identity headers, or a

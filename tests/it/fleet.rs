@@ -372,7 +372,12 @@ async fn an_idle_session_ends_on_every_node() {
         store.get(&id).await.unwrap().is_none(),
         "ended in the store"
     );
-    assert!(fleet.nodes[1].log().contains("session ended: idle"));
+    let log = fleet.nodes[1].log();
+    assert!(log.contains("session ended: idle"), "{log}");
+    assert!(
+        log.contains("reasons=\"session-idle\""),
+        "the authorize log says why: {log}"
+    );
 }
 
 // The cache and the revocation channel, without gateways in between.

@@ -324,6 +324,12 @@ async fn a_route_with_a_maximum_auth_age_sends_an_old_sign_in_back_to_the_idp() 
     assert_eq!(r.status(), 401);
     let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
     assert_eq!(body["error"], "reauthentication-required", "{body}");
+    assert!(
+        env.gw
+            .log()
+            .contains("reasons=\"reauthentication-required\""),
+        "the authorize log says why"
+    );
 
     // A browser signed in long ago is sent to the IdP, told to authenticate again; it does.
     let b = env.browser();
