@@ -380,6 +380,53 @@ async fn an_idle_session_ends_on_every_node() {
     );
 }
 
+/// The IdP's back-channel logout token, received by one node, ends the session on the other
+/// within the bound of any revocation (measured: printed).
+#[tokio::test]
+async fn a_backchannel_logout_on_one_node_holds_on_every_node() {
+    let redis = RedisServer::start().await;
+    let fleet = Fleet::start(&redis_keys(&redis.url()), 2, "databroker_cache_ttl: 60s\n").await;
+    fleet
+        .idp
+        .set_extra_claims(serde_json::json!({"sid": "idp-session-9"}));
+    let cookie = fleet.sign_in(0, "alice-id").await;
+    assert_eq!(fleet.get(1, &cookie).await.0, 200);
+    let now = vallum::clock::unix_now();
+    let token = fleet.idp.sign_jwt(serde_json::json!({
+        "iss": fleet.idp.issuer(), "aud": fleet.idp.client_id, "iat": now, "exp": now + 60,
+        "jti": "jti-fleet-1", "sid": "idp-session-9",
+        "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+    }));
+    let r = client()
+        .post(fleet.nodes[0].url("/.pomerium/backchannel_logout"))
+        .header("host", format!("authenticate.localhost:{}", fleet.pa))
+        .form(&[("logout_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let posted = Instant::now();
+    while fleet.get(1, &cookie).await.0 == 200 {
+        assert!(
+            posted.elapsed() < Duration::from_secs(5),
+            "node B still serves it"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let latency = posted.elapsed();
+    println!("back-channel logout on node A enforced on node B after {latency:?}");
+    assert!(latency < REVOCATION_BOUND, "{latency:?}");
+    // The same token at the other node is a replay, across the fleet.
+    let r = client()
+        .post(fleet.nodes[1].url("/.pomerium/backchannel_logout"))
+        .header("host", format!("authenticate.localhost:{}", fleet.pa))
+        .form(&[("logout_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "replayed on another node");
+}
+
 // The cache and the revocation channel, without gateways in between.
 
 fn cached(redis_url: &str, ttl: Duration) -> Arc<CachedStore> {

@@ -298,7 +298,7 @@ fn idle_timeouts_shorter_than_a_minute_are_refused() {
 async fn a_route_with_a_maximum_auth_age_sends_an_old_sign_in_back_to_the_idp() {
     let env = Env::with_routes(
         "",
-        "  - from: http://strict.localhost\n    to: {u}\n    allow_any_authenticated_user: true\n    max_auth_age: 5m\n",
+        "  - from: http://strict.localhost\n    to: {u}\n    allow_any_authenticated_user: true\n    max_auth_age: 1m\n",
     )
     .await;
     // The user authenticated at the IdP an hour ago, and the IdP ignores `max_age`: the
@@ -340,7 +340,7 @@ async fn a_route_with_a_maximum_auth_age_sends_an_old_sign_in_back_to_the_idp() 
     assert_eq!(r.status, 200, "{hops:#?}\n{}", env.gw.log());
     let q = env.idp.state.lock().unwrap().authorize_queries[asked..].to_vec();
     assert_eq!(q.len(), 1, "one trip to the IdP: {q:?}");
-    assert_eq!(q[0].get("max_age").map(String::as_str), Some("300"));
+    assert_eq!(q[0].get("max_age").map(String::as_str), Some("60"));
     assert_eq!(q[0].get("prompt").map(String::as_str), Some("login"));
     let (r, _) = b.browse(&env.url("strict", "/again")).await;
     assert_eq!(r.status, 200, "recent enough now");
