@@ -13,7 +13,7 @@ use vallum::snapshot::Snapshot;
 
 /// mimalloc instead of glibc's malloc: Pingora allocates and frees dozens of small objects per
 /// request (header maps, buffers, futures), and under callgrind glibc's allocator was about a
-/// fifth of every proxied request's instructions. See the README's Performance section.
+/// fifth of every proxied request's instructions. See docs/performance.md.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

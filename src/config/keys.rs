@@ -210,8 +210,8 @@ pub fn explain_unknown(key: &str, known: &[&'static str], pomerium_unsupported: 
         return why.to_string();
     }
     if pomerium_unsupported.contains(&key) || key.starts_with("tracing_") {
-        return "Pomerium key not supported by Vallum yet; remove it or see the README's \
-                migration notes"
+        return "Pomerium key not supported by Vallum yet; remove it or see \
+                docs/migrating-from-pomerium.md"
             .to_string();
     }
     match suggest(key, known) {

@@ -181,7 +181,7 @@ impl Metrics {
         Ok(Arc::new(m))
     }
 
-    /// The name of every metric Vallum registers (for the README's drift test).
+    /// The name of every metric Vallum registers (for the manual's drift test).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
         let all: [&dyn Collector; 20] = [

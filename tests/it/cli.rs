@@ -107,6 +107,20 @@ fn systemd_pingora_conf_loads() {
         unit.contains("run -d -u -c"),
         "reload is the graceful upgrade"
     );
+    // The packaged unit is the same but for where the binary lives.
+    let packaged = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/conf/debian/vallum.service"
+    ))
+    .unwrap();
+    let directives = |u: &str| -> Vec<String> {
+        u.lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with("Documentation="))
+            .map(|l| l.replace("/usr/local/bin/", "/usr/bin/"))
+            .filter(|l| !l.is_empty())
+            .collect()
+    };
+    assert_eq!(directives(&unit), directives(&packaged));
 }
 
 /// Every example in `conf/` is a valid config. TLS examples point at certificate files and
@@ -122,6 +136,11 @@ fn shipped_examples_are_valid() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        // The Debian package's default config too.
+        .chain([std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/conf/debian/config.yaml"
+        ))])
         .collect();
     assert!(!confs.is_empty(), "conf/ has examples");
     for f in confs {
