@@ -4,10 +4,11 @@
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use vallum::cli::args::{Cli, Command, DevicesAction, RunArgs, SessionsAction};
 use vallum::server::{self, ServerOptions};
 use vallum::snapshot::Snapshot;
 
@@ -16,174 +17,6 @@ use vallum::snapshot::Snapshot;
 /// fifth of every proxied request's instructions. See docs/performance.md.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "vallum",
-    version,
-    about = "Identity-aware gateway on Pingora, Pomerium-compatible",
-    args_conflicts_with_subcommands = true
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    run: RunArgs,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Run the gateway (the default when no command is given).
-    Run(RunArgs),
-    /// Try Vallum on loopback: the gateway, a development identity provider and a whoami app.
-    Demo {
-        /// Gateway port; the demo identity provider and the whoami app take the next two.
-        #[arg(long, default_value_t = 8000)]
-        port: u16,
-    },
-    /// Validate config files and print a summary of their routes; exits non-zero on any error.
-    CheckConfig {
-        /// Also report, key by key, how Vallum treats a Pomerium config.
-        #[arg(long)]
-        pomerium: bool,
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
-    /// Sign in to a route from a terminal and print a token for scripts
-    /// (`curl -H "Authorization: Pomerium $(vallum login --print-token URL)" URL`).
-    Login {
-        /// A URL on the route, e.g. https://app.example.com
-        url: String,
-        /// Reuse the cached token if the gateway still accepts it; sign in only if not.
-        #[arg(long)]
-        print_token: bool,
-        /// Print `{"host", "token"}` as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Print the sign-in URL only; do not try to open a browser.
-        #[arg(long)]
-        no_browser: bool,
-        /// Do not verify the gateway's TLS certificate (test setups only).
-        #[arg(long)]
-        insecure: bool,
-        /// How long to wait for the sign-in, in seconds.
-        #[arg(long, default_value_t = 300)]
-        timeout: u64,
-    },
-    /// Carry local TCP connections to a tunnel route (`from: tcp+https://HOST:PORT`).
-    Tcp {
-        /// The route's HOST:PORT, e.g. db.example.com:5432
-        target: String,
-        /// Local address to accept connections on.
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: std::net::SocketAddr,
-        /// The gateway's URL (default: https://HOST).
-        #[arg(long)]
-        gateway: Option<String>,
-        /// Token to use (default: $VALLUM_TOKEN, else the one `vallum login` cached for the gateway URL).
-        /// Tokens are base64url and may begin with `-`: taken as a value, never as a flag.
-        #[arg(long, allow_hyphen_values = true)]
-        token: Option<String>,
-        /// Do not verify the gateway's TLS certificate (test setups only).
-        #[arg(long)]
-        insecure: bool,
-    },
-    /// List or revoke sessions in the configured store (the local database, or Redis).
-    Sessions {
-        #[command(subcommand)]
-        action: SessionsAction,
-    },
-    /// List, approve or remove users' WebAuthn devices in the configured store (file or Redis).
-    Devices {
-        #[command(subcommand)]
-        action: DevicesAction,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum DevicesAction {
-    /// List a user's enrolled devices.
-    List {
-        /// The user's email or IdP subject.
-        #[arg(long)]
-        user: String,
-        #[arg(short = 'c', long = "config", value_name = "FILE")]
-        config: PathBuf,
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Mark a device approved (for `device: {approved: true}`).
-    Approve {
-        #[arg(long)]
-        user: String,
-        #[arg(long)]
-        device: String,
-        #[arg(short = 'c', long = "config", value_name = "FILE")]
-        config: PathBuf,
-    },
-    /// Withdraw a device's approval.
-    Unapprove {
-        #[arg(long)]
-        user: String,
-        #[arg(long)]
-        device: String,
-        #[arg(short = 'c', long = "config", value_name = "FILE")]
-        config: PathBuf,
-    },
-    /// Remove a device; sessions that proved it lose the proof at once.
-    Remove {
-        #[arg(long)]
-        user: String,
-        #[arg(long)]
-        device: String,
-        #[arg(short = 'c', long = "config", value_name = "FILE")]
-        config: PathBuf,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum SessionsAction {
-    /// List a user's live sessions.
-    List {
-        /// The user's email (or IdP subject for users without one).
-        #[arg(long)]
-        user: String,
-        #[arg(short = 'c', long = "config", value_name = "FILE")]
-        config: PathBuf,
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
-    },
-    /// End sessions at once on every node: one session, or all of a user's.
-    Revoke {
-        #[arg(long, conflicts_with = "session", required_unless_present = "session")]
-        user: Option<String>,
-        #[arg(long)]
-        session: Option<String>,
-        #[arg(short = 'c', long = "config", value_name = "FILE")]
-        config: PathBuf,
-    },
-}
-
-#[derive(Args, Debug, Clone)]
-struct RunArgs {
-    /// Vallum (Pomerium-compatible) config file.
-    #[arg(short = 'c', long = "config", value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Take over the listening sockets of a running Vallum (zero-downtime binary upgrade).
-    #[arg(short = 'u', long)]
-    upgrade: bool,
-    /// Run in the background.
-    #[arg(short = 'd', long)]
-    daemon: bool,
-    /// Check that the server can start with this config, then exit.
-    #[arg(short = 't', long)]
-    test: bool,
-    /// Pingora server conf (threads, pid_file, upgrade_sock, grace periods).
-    #[arg(long = "conf", value_name = "FILE")]
-    pingora_conf: Option<String>,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -2,6 +2,7 @@
 //! running gateway), `vallum sessions` and `vallum devices` (operators, against the shared
 //! store), and the Pomerium migration report `check-config` prints.
 
+pub mod args;
 pub mod login;
 pub mod migrate;
 pub mod sessions;

@@ -354,3 +354,31 @@ fn errors_carry_file_line_and_column() {
     let value = at(&format!("  - {f}:10:5: routes[1].timeout:"));
     assert!(level < typo && typo < value, "file order:\n{err}");
 }
+
+/// Every command's help stands on its own: what it does, and an example.
+#[test]
+fn every_command_has_help_with_an_example() {
+    for cmd in [
+        &[][..],
+        &["run"],
+        &["demo"],
+        &["check-config"],
+        &["login"],
+        &["tcp"],
+        &["sessions"],
+        &["devices"],
+    ] {
+        let out = Command::new(bin())
+            .args(cmd)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{cmd:?}");
+        assert!(
+            text.contains("Example"),
+            "vallum {cmd:?} --help has no example:\n{text}"
+        );
+        assert!(text.contains("vallum "), "{text}");
+    }
+}
