@@ -42,7 +42,7 @@ async fn unless_idle(
 ) -> Result<Option<Arc<UserSession>>, SessionError> {
     match (&session, route.session_idle) {
         (Some(s), Some(idle))
-            if !super::idle::alive(state, s, idle, crate::clock::unix_now()).await? =>
+            if !super::idle::alive(state, s, idle, crate::clock::unix_now()).await =>
         {
             Err(SessionError::Idle)
         }

@@ -35,23 +35,23 @@ impl Activity {
 }
 
 /// Whether `s` is still live under an idle timeout of `idle`; an idle session is ended (in the
-/// store, so on every node). `Err` when the store cannot say.
-pub(super) async fn alive(
-    state: &AuthState,
-    s: &UserSession,
-    idle: Duration,
-    now: u64,
-) -> Result<bool, StoreError> {
+/// store, so on every node). While the store cannot answer, the session is taken as live and
+/// checked again a recording interval later: the same bounded staleness as the session cache,
+/// rather than refusing every signed-in request during an outage.
+pub(super) async fn alive(state: &AuthState, s: &UserSession, idle: Duration, now: u64) -> bool {
     let every = granularity(idle);
     let mine = state.activity.seen.get(&s.id).map(|t| *t);
     if mine.is_some_and(|t| now.saturating_sub(t) < every) {
-        return Ok(true);
+        return true;
     }
-    let recorded = state
-        .store
-        .get_record(&key(&s.id))
-        .await?
-        .and_then(|b| std::str::from_utf8(&b).ok()?.parse::<u64>().ok());
+    let recorded = match state.store.get_record(&key(&s.id)).await {
+        Ok(r) => r.and_then(|b| std::str::from_utf8(&b).ok()?.parse::<u64>().ok()),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read session activity; checking again later");
+            state.activity.seen.insert(s.id.clone(), now);
+            return true;
+        }
+    };
     let last = [Some(s.issued_at), recorded, mine]
         .into_iter()
         .flatten()
@@ -59,21 +59,27 @@ pub(super) async fn alive(
         .unwrap_or(s.issued_at);
     if now.saturating_sub(last) > idle.as_secs() {
         state.activity.seen.remove(&s.id);
-        state.store.delete(&s.id).await?;
+        // Refused here even if the store cannot delete it now; other nodes find it idle too.
+        if let Err(e) = state.store.delete(&s.id).await {
+            tracing::warn!(error = %e, "cannot delete an idle session; refused here");
+        }
         state
             .metrics
             .sessions_ended
             .with_label_values(&["idle"])
             .inc();
         tracing::info!(user = %s.user_id, session_id = %s.id, idle_secs = now - last, "session ended: idle");
-        return Ok(false);
+        return false;
     }
     let ttl = s.ttl(now).as_secs().max(1);
-    state
+    if let Err(e) = state
         .store
         .put_record(&key(&s.id), now.to_string().into_bytes(), ttl)
-        .await?;
+        .await
+    {
+        tracing::debug!(error = %e, "cannot record session activity; trying again later");
+    }
     state.activity.seen.insert(s.id.clone(), now);
     state.activity.sweep(now);
-    Ok(true)
+    true
 }
