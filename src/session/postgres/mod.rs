@@ -34,6 +34,7 @@ const BACKEND: &str = "postgres";
 /// listener's maintenance tick.
 const SWEEP_BATCH: i64 = 500;
 const SWEEP_EVERY: u64 = 256;
+const SWEEP_TIMEOUT: &str = "SET LOCAL statement_timeout = '10s'";
 /// How long creating one connection (TCP, TLS, authentication) may take. It runs apart from the
 /// request that asked for it, so a slow handshake is not thrown away by a short call timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -343,17 +344,24 @@ impl PgStore {
     }
 }
 
-/// One bounded pass over each table; returns the rows deleted.
+/// One bounded pass over each table; returns the rows deleted. In a transaction of its own with
+/// a longer statement timeout than a request's: a large batch on a busy server must not be cut
+/// off every time and never finish.
 async fn sweep(pool: &Pool) -> Result<u64, String> {
-    let c = pool.get().await.map_err(|e| e.to_string())?;
+    let mut c = pool.get().await.map_err(|e| e.to_string())?;
     let now = unix_now() as i64;
+    let tx = c.transaction().await.map_err(|e| describe(&e))?;
+    tx.batch_execute(SWEEP_TIMEOUT)
+        .await
+        .map_err(|e| describe(&e))?;
     let mut deleted = 0;
     for sql in SWEEPS {
-        deleted += c
+        deleted += tx
             .execute(sql, &[&now, &SWEEP_BATCH])
             .await
             .map_err(|e| describe(&e))?;
     }
+    tx.commit().await.map_err(|e| describe(&e))?;
     Ok(deleted)
 }
 
