@@ -46,6 +46,8 @@ pub struct Settings {
     pub timeout_write: Option<Duration>,
     pub timeout_idle: Duration,
     pub default_upstream_timeout: Duration,
+    /// `circuit_breaker_thresholds` for routes without their own.
+    pub circuit_limits: Option<super::breaker::CircuitLimits>,
     pub log_level: String,
     /// The access log's and the proxy engine's (Pingora's) level when set: Pomerium's
     /// `proxy_log_level` sets Envoy's, whose access lines these are. Unset: `log_level` for the
@@ -275,6 +277,10 @@ pub fn compile(
             .default_upstream_timeout
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(30)),
+        circuit_limits: raw
+            .circuit_breaker_thresholds
+            .as_ref()
+            .and_then(|c| super::breaker::compile(c, "circuit_breaker_thresholds", errs)),
         log_level,
         proxy_log_level,
         escaped_slashes,

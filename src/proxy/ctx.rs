@@ -41,4 +41,6 @@ pub struct RequestCtx {
     /// The ID token the upstream gets as `Authorization: Bearer` (Google serverless routes).
     pub upstream_bearer: Option<Arc<str>>,
     pub open: Option<OpenRequest>,
+    /// The request's place under the route's circuit breaker, given back when it ends.
+    pub admitted: Option<crate::upstream::breaker::Admitted>,
 }

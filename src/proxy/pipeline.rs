@@ -62,7 +62,19 @@ pub async fn route_request(
                     .inc();
             }
         })?;
-    // 9. The upstream's own credential, where the route asks for one.
+    // 9. A place under the route's circuit breaker, or a 503 at once.
+    if let (Step::Forward, Some(breaker)) = (&step, &route.breaker) {
+        let admitted = breaker.admit().await.map_err(|limit| {
+            gw.metrics
+                .upstream_overflow
+                .with_label_values(&[&route.id, limit.as_str()])
+                .inc();
+            tracing::info!(request_id = %ctx.request_id, route_id = %route.id, limit = limit.as_str(), "request refused: upstream at its circuit breaker limit");
+            Refusal::UpstreamOverloaded
+        })?;
+        ctx.admitted = Some(admitted);
+    }
+    // 10. The upstream's own credential, where the route asks for one.
     if let (Step::Forward, Some(audience)) = (&step, &route.serverless_audience) {
         let token = gw.serverless.token(audience).await.map_err(|why| {
             tracing::warn!(request_id = %ctx.request_id, route_id = %route.id, error = %why, "request refused: no Google serverless identity token");

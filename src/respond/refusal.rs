@@ -60,6 +60,8 @@ pub enum Refusal {
     SignInNotConfigured,
     UrlTooLong,
     NoHealthyUpstream,
+    /// The route's `circuit_breaker_thresholds` are reached: turned away at once.
+    UpstreamOverloaded,
     /// None of the route's upstream host names resolves (the reason goes to the log).
     UpstreamUnresolved,
     /// The upstream needs an identity token Vallum could not get (the reason goes to the log).
@@ -124,7 +126,7 @@ impl Refusal {
             SignInRequired { location: None } | ReauthenticationRequired { location: None } => 401,
             DeviceRequired { location: None } => 450,
             UrlTooLong => 414,
-            NoHealthyUpstream | StoreUnavailable => 503,
+            NoHealthyUpstream | StoreUnavailable | UpstreamOverloaded => 503,
             BodyTimeout => 408,
             TunnelBackend | UpstreamUnresolved | UpstreamCredentials => 502,
             Upstream(f) => match f {
@@ -171,6 +173,7 @@ impl Refusal {
             SignInNotConfigured => "sign-in is not configured",
             UrlTooLong => "this URL is too long to leave and come back to",
             NoHealthyUpstream => "no healthy upstream",
+            UpstreamOverloaded => "the upstream is at its configured limit; try again in a moment",
             UpstreamUnresolved => "the upstream's host name does not resolve",
             UpstreamCredentials => "cannot get the identity token the upstream requires",
             BadRedirect => "cannot build redirect location",

@@ -55,6 +55,11 @@ pub fn compile(
         .into();
 
     let (bearer, session_idle) = session_options(raw, &p, auth, &mut e);
+    let breaker = match &raw.circuit_breaker_thresholds {
+        Some(c) => crate::config::breaker::compile(c, &p("circuit_breaker_thresholds"), &mut e),
+        None => ctx.settings.circuit_limits,
+    }
+    .map(crate::upstream::breaker::Breaker::new);
     let max_auth_age =
         crate::config::auth::minute_or_more(raw.max_auth_age, &p("max_auth_age"), &mut e).flatten();
 
@@ -85,6 +90,7 @@ pub fn compile(
             .unwrap_or_default(),
         session_idle,
         max_auth_age,
+        breaker,
         remove_request_headers: headers.remove_request_headers,
         response_headers: headers.response_headers,
         rewrite_response_headers: headers.rewrite_response_headers,

@@ -275,6 +275,8 @@ pub struct Route {
     pub session_idle: Option<Duration>,
     /// `max_auth_age`: how recently the user must have authenticated at the IdP.
     pub max_auth_age: Option<Duration>,
+    /// `circuit_breaker_thresholds` (route, else global): the upstream's limits.
+    pub breaker: Option<Arc<crate::upstream::breaker::Breaker>>,
     pub remove_request_headers: Vec<HeaderName>,
     /// Global headers merged with the route's own.
     pub response_headers: Vec<(HeaderName, HeaderValue)>,

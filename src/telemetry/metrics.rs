@@ -55,6 +55,24 @@ pub struct Metrics {
     pub client_certificates: IntCounterVec,
     /// `route`: requests refused because no upstream host name of the route resolves.
     pub upstream_unresolved: IntCounterVec,
+    /// `route`, `limit`: requests turned away by the route's circuit breaker.
+    pub upstream_overflow: IntCounterVec,
+}
+
+/// Requests refused before reaching the upstream: no address for it, or its circuit breaker.
+fn upstream_refusals(r: &Register) -> Result<(IntCounterVec, IntCounterVec), prometheus::Error> {
+    Ok((
+        r.counter(
+            "vallum_upstream_unresolved_total",
+            "Requests answered 502 because none of the route's upstream host names resolves, by route",
+            &["route"],
+        )?,
+        r.counter(
+            "vallum_upstream_overflow_total",
+            "Requests answered 503 at once because the route's circuit_breaker_thresholds were reached, by route and limit",
+            &["route", "limit"],
+        )?,
+    ))
 }
 
 /// How sessions end: revocations across the fleet, endings other than sign-out and expiry, and
@@ -86,6 +104,7 @@ impl Metrics {
     pub fn new() -> Result<Arc<Self>, prometheus::Error> {
         let r = Register(Registry::new());
         let (revocations, sessions_ended, logout_tokens) = lifecycle(&r)?;
+        let (upstream_unresolved, upstream_overflow) = upstream_refusals(&r)?;
         let m = Metrics {
             requests: r.counter(
                 "vallum_http_requests_total",
@@ -168,11 +187,8 @@ impl Metrics {
                 "Downstream TLS connections by client certificate verdict (trusted, untrusted, absent; rejected = handshake refused)",
                 &["result"],
             )?,
-            upstream_unresolved: r.counter(
-                "vallum_upstream_unresolved_total",
-                "Requests answered 502 because none of the route's upstream host names resolves, by route",
-                &["route"],
-            )?,
+            upstream_unresolved,
+            upstream_overflow,
             registry: r.0.clone(),
         };
         m.build_info
@@ -184,7 +200,7 @@ impl Metrics {
     /// The name of every metric Vallum registers (for the manual's drift test).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let all: [&dyn Collector; 20] = [
+        let all: [&dyn Collector; 21] = [
             &self.requests,
             &self.sessions_ended,
             &self.logout_tokens,
@@ -205,6 +221,7 @@ impl Metrics {
             &self.ready,
             &self.client_certificates,
             &self.upstream_unresolved,
+            &self.upstream_overflow,
         ];
         all.iter()
             .flat_map(|c| c.desc())

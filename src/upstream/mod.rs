@@ -1,6 +1,7 @@
 //! Upstream pools: the backends of a route's `to`, how one is picked, how they are health-checked,
 //! and how the connection to one is made (TLS, client certificate, timeouts).
 
+pub mod breaker;
 pub mod compile;
 pub mod dns;
 mod health;

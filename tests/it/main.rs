@@ -6,6 +6,7 @@ mod support;
 mod apple;
 mod authorize;
 mod balancing;
+mod breaker;
 mod cli;
 mod compat;
 mod demo;

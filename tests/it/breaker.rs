@@ -1,0 +1,111 @@
+//! `circuit_breaker_thresholds`: past a route's limits the gateway answers 503 at once instead of
+//! queueing behind a slow upstream, counts it, and serves again when places free up.
+
+use crate::support::{client, free_port, Gateway, Upstream};
+use std::time::{Duration, Instant};
+
+async fn scrape(port: u16) -> String {
+    client()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_slow_upstream_trips_the_breaker_and_recovers() {
+    let up = Upstream::echo("slow").await;
+    let mport = free_port();
+    // Global limits (one served, none waiting); the second route sets its own (one waiting).
+    let gw = Gateway::insecure(&format!(
+        "metrics_address: 127.0.0.1:{mport}\n\
+         circuit_breaker_thresholds: {{max_connections: 1, max_pending_requests: 0}}\n\
+         routes:\n  - from: http://app.test\n    to: {u}\n    allow_public_unauthenticated_access: true\n\
+         \x20 - from: http://queue.test\n    to: {u}\n    allow_public_unauthenticated_access: true\n\
+         \x20   circuit_breaker_thresholds: {{max_connections: 1, max_pending_requests: 1}}\n",
+        u = up.url()
+    ))
+    .await;
+    let gw = std::sync::Arc::new(gw);
+    let slow = |host: &'static str| {
+        let gw = std::sync::Arc::clone(&gw);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let status = gw.get(host, "/?sleep_ms=1500").await.status;
+            (status, started.elapsed())
+        })
+    };
+
+    // One request fills the upstream; the next is turned away at once, not queued.
+    let first = slow("app.test");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let r = gw.get("app.test", "/").await;
+    assert_eq!(r.status, 503, "over the limit");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "at once: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(first.await.unwrap().0, 200);
+    assert_eq!(
+        gw.get("app.test", "/").await.status,
+        200,
+        "a place is free again"
+    );
+
+    // With one place to wait in: the second waits its turn, the third is turned away.
+    let first = slow("queue.test");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = slow("queue.test");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gw.get("queue.test", "/").await.status, 503);
+    assert_eq!(first.await.unwrap().0, 200);
+    let (status, waited) = second.await.unwrap();
+    assert_eq!(status, 200, "the waiting request is served");
+    assert!(
+        waited > Duration::from_millis(1500),
+        "after the first: {waited:?}"
+    );
+
+    let metrics = scrape(mport).await;
+    assert!(
+        metrics.contains(
+            "vallum_upstream_overflow_total{limit=\"max_pending_requests\",route=\"route-0\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "vallum_upstream_overflow_total{limit=\"max_pending_requests\",route=\"route-1\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(gw
+        .log()
+        .contains("request refused: upstream at its circuit breaker limit"));
+}
+
+#[test]
+fn thresholds_are_checked() {
+    let check = |yaml: &str| {
+        vallum::snapshot::Snapshot::from_str(
+            &format!("insecure_server: true\n{yaml}routes:\n  - from: http://a.test\n    to: http://127.0.0.1:1\n    allow_public_unauthenticated_access: true\n"),
+            &|_| None,
+            None,
+        )
+        .map(|s| s.routes.len())
+        .map_err(|e| e.to_string())
+    };
+    let e = check("circuit_breaker_thresholds: {max_connections: 0}\n").unwrap_err();
+    assert!(
+        e.contains("circuit_breaker_thresholds.max_connections") && e.contains("at least 1"),
+        "{e}"
+    );
+    let e = check("circuit_breaker_thresholds: {max_conections: 5}\n").unwrap_err();
+    assert!(e.contains("max_conections"), "{e}");
+    check("circuit_breaker_thresholds: {max_requests: 100, max_retries: 3}\n").unwrap();
+}
