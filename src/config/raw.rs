@@ -196,6 +196,7 @@ pub struct RawRoute {
     pub load_balancing_policy: Option<String>,
     pub health_checks: Vec<RawHealthCheck>,
     pub circuit_breaker_thresholds: Option<super::breaker::RawCircuitBreaker>,
+    pub outlier_detection: Option<super::breaker::RawOutlierDetection>,
     pub name: Option<String>,
     pub id: Option<String>,
     pub description: Option<String>,

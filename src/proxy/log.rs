@@ -76,3 +76,23 @@ pub fn record(metrics: &Metrics, session: &Session, e: Option<&Error>, ctx: &Req
     }
     .log();
 }
+
+/// Passive health (`outlier_detection`): how the picked backend answered this request. A failure
+/// on the client's side (it went away) says nothing about the backend and is not counted.
+pub fn passive_health(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+    let (Some(route), Some(picked)) = (&ctx.route, &ctx.picked) else {
+        return;
+    };
+    let crate::routes::route::Action::Upstream(pool) = &route.action else {
+        return;
+    };
+    let status = session.response_written().map(|r| r.status.as_u16());
+    let upstream_failed = e.is_some_and(|e| *e.esource() == pingora_core::ErrorSource::Upstream);
+    if e.is_some() && !upstream_failed && status.is_none() {
+        return;
+    }
+    pool.record(
+        picked.addr,
+        crate::upstream::outlier::Outcome::of(status, upstream_failed),
+    );
+}

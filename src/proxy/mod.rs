@@ -256,6 +256,7 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         log::record(&self.metrics, session, e, ctx);
+        log::passive_health(session, e, ctx);
         if let (Some(tap), Some(snap)) = (tap(session), &ctx.snap) {
             tap.request_ended(snap.settings.timeout_read);
         }

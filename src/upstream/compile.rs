@@ -89,8 +89,9 @@ pub(crate) fn pool(
         .any(|t| t.literal.is_none())
         .then(|| ctx.resolver.settings());
     let key = format!(
-        "{to:?}|{policy:?}|{:?}|{:?}|{:?}|{dns:?}",
+        "{to:?}|{policy:?}|{:?}|{:?}|{:?}|{:?}|{dns:?}",
         raw.health_checks,
+        raw.outlier_detection,
         (
             raw.tls_skip_verify,
             &raw.tls_upstream_server_name,
@@ -110,6 +111,10 @@ pub(crate) fn pool(
         policy,
         health,
         resolver: Arc::clone(&ctx.resolver),
+        outlier: raw
+            .outlier_detection
+            .as_ref()
+            .map(crate::config::breaker::OutlierSpec::compile),
     }));
     ctx.pools.insert(key, Arc::clone(&pool));
     Some(pool)

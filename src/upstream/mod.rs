@@ -5,6 +5,7 @@ pub mod breaker;
 pub mod compile;
 pub mod dns;
 mod health;
+pub mod outlier;
 mod pool;
 pub mod serverless;
 

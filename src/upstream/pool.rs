@@ -77,6 +77,8 @@ pub struct PoolSpec {
     pub health: Vec<HealthSpec>,
     /// Looks up the targets that name hosts.
     pub resolver: Arc<Resolver>,
+    /// `outlier_detection`: backends that keep failing leave rotation for a while.
+    pub outlier: Option<crate::config::breaker::OutlierSpec>,
 }
 
 enum Balancer {
@@ -135,6 +137,7 @@ pub struct Pool {
     applied: Arc<AtomicU64>,
     /// One balancer rebuild at a time (Pingora's update must not overlap itself).
     rebuilding: tokio::sync::Mutex<()>,
+    outlier: Option<super::outlier::Outlier>,
 }
 
 /// Backends from the kept DNS answer: one per address, with its target's weight.
@@ -250,6 +253,7 @@ impl Pool {
             names,
             applied,
             rebuilding: tokio::sync::Mutex::new(()),
+            outlier: spec.outlier.map(super::outlier::Outlier::new),
             health_interval: spec.health.iter().map(|h| h.interval).min(),
             key: spec.key,
             targets: spec.targets,
@@ -303,6 +307,7 @@ impl Pool {
 
     /// Picks a healthy backend; `key` feeds the hash policies. `None`: none is healthy.
     pub fn pick(&self, key: &[u8]) -> Option<Picked> {
+        self.readmit();
         if let Some(addr) = self.sole {
             return Some(Picked {
                 target: 0,
@@ -342,6 +347,38 @@ impl Pool {
             addr,
             in_flight,
         })
+    }
+
+    /// Passive health: how an answer from `addr` went (`outlier_detection`); a backend that
+    /// trips the detector leaves rotation. A no-op for pools without it.
+    pub fn record(&self, addr: SocketAddr, outcome: super::outlier::Outcome) {
+        let Some(outlier) = &self.outlier else {
+            return;
+        };
+        let backends = self.backends().get_backend().len();
+        if let Some(time) = outlier.record(addr, outcome, backends) {
+            self.set_enabled(addr, false);
+            tracing::warn!(pool = %self.key, backend = %addr, ejected_for = ?time, "upstream backend ejected after consecutive failures");
+        }
+    }
+
+    /// Puts back the backends whose ejection has run out.
+    fn readmit(&self) {
+        if let Some(outlier) = &self.outlier {
+            for addr in outlier.returning() {
+                self.set_enabled(addr, true);
+                tracing::info!(pool = %self.key, backend = %addr, "upstream backend back in rotation");
+            }
+        }
+    }
+
+    fn set_enabled(&self, addr: SocketAddr, enabled: bool) {
+        let backends = self.backends();
+        for b in backends.get_backend().iter() {
+            if b.addr.as_inet() == Some(&addr) {
+                backends.set_enable(b, enabled);
+            }
+        }
     }
 
     /// Each backend's address and whether it is in rotation.
@@ -462,6 +499,7 @@ mod tests {
             policy,
             health,
             resolver: Arc::new(Resolver::new(Default::default())),
+            outlier: None,
         })
     }
 

@@ -109,3 +109,45 @@ fn thresholds_are_checked() {
     assert!(e.contains("max_conections"), "{e}");
     check("circuit_breaker_thresholds: {max_requests: 100, max_retries: 3}\n").unwrap();
 }
+
+/// `outlier_detection`: a backend answering 5xx in a row leaves rotation (the other takes every
+/// request), and comes back when its ejection time is over.
+#[tokio::test]
+async fn a_failing_backend_is_ejected_and_comes_back() {
+    let (a, b) = (Upstream::echo("a").await, Upstream::echo("b").await);
+    let gw = Gateway::insecure(&format!(
+        "routes:\n  - from: http://app.test\n    to: [{}, {}]\n    allow_public_unauthenticated_access: true\n\
+         \x20   outlier_detection: {{consecutive_5xx: 3, base_ejection_time: 1s, max_ejection_percent: 50, interval: 10s}}\n",
+        a.url(),
+        b.url()
+    ))
+    .await;
+    a.healthy.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut failures = 0;
+    let mut last = Vec::new();
+    for _ in 0..20 {
+        let r = gw.get("app.test", "/flaky").await;
+        if r.status == 500 {
+            failures += 1;
+        }
+        last.push(r.status);
+    }
+    assert_eq!(failures, 3, "ejected after three in a row: {last:?}");
+    assert!(last[10..].iter().all(|s| *s == 200), "{last:?}");
+    assert!(gw
+        .log()
+        .contains("upstream backend ejected after consecutive failures"));
+
+    // Healthy again, and the ejection over: back in rotation.
+    a.healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let before = a.hits.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..6 {
+        assert_eq!(gw.get("app.test", "/").await.status, 200);
+    }
+    assert!(
+        a.hits.load(std::sync::atomic::Ordering::SeqCst) > before,
+        "a serves again"
+    );
+    assert!(gw.log().contains("upstream backend back in rotation"));
+}

@@ -210,6 +210,13 @@ async fn handle(
             .unwrap();
     }
     state.hits.fetch_add(1, Ordering::SeqCst);
+    // `/flaky` fails (500) while the server is told to be unhealthy: a backend in trouble.
+    if req.uri().path() == "/flaky" && !state.healthy.load(Ordering::SeqCst) {
+        return Response::builder()
+            .status(500)
+            .body(Full::new(Bytes::from(format!("{} failed", state.name))))
+            .unwrap();
+    }
     if let Some(ms) = query.get("sleep_ms").and_then(|m| m.parse().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
