@@ -63,7 +63,6 @@ pub const POMERIUM_ROUTE_UNSUPPORTED: &[&str] = &[
     "idp_client_id",
     "idp_client_secret",
     "identity_providers",
-    "healthy_panic_threshold",
     "show_error_details",
     "depends_on",
     "mcp",

@@ -197,6 +197,7 @@ pub struct RawRoute {
     pub health_checks: Vec<RawHealthCheck>,
     pub circuit_breaker_thresholds: Option<super::breaker::RawCircuitBreaker>,
     pub outlier_detection: Option<super::breaker::RawOutlierDetection>,
+    pub healthy_panic_threshold: Option<u32>,
     pub name: Option<String>,
     pub id: Option<String>,
     pub description: Option<String>,

@@ -78,6 +78,10 @@ pub(crate) fn pool(
             health.push(h);
         }
     }
+    let panic_threshold = raw.healthy_panic_threshold.unwrap_or(0);
+    if panic_threshold > 100 {
+        e.push(p("healthy_panic_threshold"), "a percentage: 0 to 100");
+    }
     let tls = compile_upstream_tls(raw, base, &mut ctx.files, e);
     if targets.len() != to.len() {
         return None;
@@ -89,7 +93,7 @@ pub(crate) fn pool(
         .any(|t| t.literal.is_none())
         .then(|| ctx.resolver.settings());
     let key = format!(
-        "{to:?}|{policy:?}|{:?}|{:?}|{:?}|{:?}|{dns:?}",
+        "{to:?}|{policy:?}|{:?}|{:?}|{:?}|{:?}|{panic_threshold}|{dns:?}",
         raw.health_checks,
         raw.outlier_detection,
         (
@@ -115,6 +119,7 @@ pub(crate) fn pool(
             .outlier_detection
             .as_ref()
             .map(crate::config::breaker::OutlierSpec::compile),
+        panic_threshold,
     }));
     ctx.pools.insert(key, Arc::clone(&pool));
     Some(pool)

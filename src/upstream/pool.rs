@@ -79,6 +79,9 @@ pub struct PoolSpec {
     pub resolver: Arc<Resolver>,
     /// `outlier_detection`: backends that keep failing leave rotation for a while.
     pub outlier: Option<crate::config::breaker::OutlierSpec>,
+    /// `healthy_panic_threshold` (percent; 0: off): below this share of backends in rotation,
+    /// every backend is picked from, health aside.
+    pub panic_threshold: u32,
 }
 
 enum Balancer {
@@ -138,6 +141,7 @@ pub struct Pool {
     /// One balancer rebuild at a time (Pingora's update must not overlap itself).
     rebuilding: tokio::sync::Mutex<()>,
     outlier: Option<super::outlier::Outlier>,
+    panic_threshold: u32,
 }
 
 /// Backends from the kept DNS answer: one per address, with its target's weight.
@@ -254,6 +258,7 @@ impl Pool {
             applied,
             rebuilding: tokio::sync::Mutex::new(()),
             outlier: spec.outlier.map(super::outlier::Outlier::new),
+            panic_threshold: spec.panic_threshold,
             health_interval: spec.health.iter().map(|h| h.interval).min(),
             key: spec.key,
             targets: spec.targets,
@@ -316,15 +321,18 @@ impl Pool {
             });
         }
         const MAX_ITER: usize = 256;
+        // Panic mode (Envoy's): too few backends in rotation to carry the load, so all share it.
+        let panic = self.panic_threshold > 0 && self.in_panic();
+        let accept = |_: &Backend, ready: bool| ready || panic;
         let backend = match &self.balancer {
-            Balancer::RoundRobin(l) => l.select(key, MAX_ITER),
-            Balancer::Random(l) => l.select(key, MAX_ITER),
-            Balancer::Hash(l) => l.select(key, MAX_ITER),
+            Balancer::RoundRobin(l) => l.select_with(key, MAX_ITER, accept),
+            Balancer::Random(l) => l.select_with(key, MAX_ITER, accept),
+            Balancer::Hash(l) => l.select_with(key, MAX_ITER, accept),
             Balancer::LeastRequest(l) => {
                 // Weighted least-request: fewest in flight per unit of weight among the healthy.
                 let all = l.backends().get_backend();
                 all.iter()
-                    .filter(|b| l.backends().ready(b))
+                    .filter(|b| panic || l.backends().ready(b))
                     .min_by_key(|b| {
                         let n = b
                             .ext
@@ -347,6 +355,14 @@ impl Pool {
             addr,
             in_flight,
         })
+    }
+
+    /// Whether the share of backends in rotation is below `healthy_panic_threshold`.
+    fn in_panic(&self) -> bool {
+        let backends = self.backends();
+        let all = backends.get_backend();
+        let ready = all.iter().filter(|b| backends.ready(b)).count();
+        (ready as u64) * 100 < u64::from(self.panic_threshold) * all.len() as u64
     }
 
     /// Passive health: how an answer from `addr` went (`outlier_detection`); a backend that
@@ -500,6 +516,7 @@ mod tests {
             health,
             resolver: Arc::new(Resolver::new(Default::default())),
             outlier: None,
+            panic_threshold: 0,
         })
     }
 

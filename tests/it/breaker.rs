@@ -151,3 +151,46 @@ async fn a_failing_backend_is_ejected_and_comes_back() {
     );
     assert!(gw.log().contains("upstream backend back in rotation"));
 }
+
+/// `healthy_panic_threshold`: when too few backends pass their health checks, a route with a
+/// threshold spreads requests over all of them (Envoy's panic mode) instead of answering 503.
+#[tokio::test]
+async fn below_the_panic_threshold_every_backend_serves() {
+    let (a, b) = (Upstream::echo("a").await, Upstream::echo("b").await);
+    let checks = "    health_checks:\n      - interval: 100ms\n        timeout: 1s\n        healthy_threshold: 1\n        unhealthy_threshold: 1\n        http_health_check: {path: /health}\n";
+    let gw = Gateway::insecure(&format!(
+        "routes:\n  - from: http://panic.test\n    to: [{a}, {b}]\n    allow_public_unauthenticated_access: true\n    healthy_panic_threshold: 50\n{checks}\
+         \x20 - from: http://strict.test\n    to: [{a}, {b}]\n    allow_public_unauthenticated_access: true\n{checks}",
+        a = a.url(),
+        b = b.url()
+    ))
+    .await;
+    a.healthy.store(false, std::sync::atomic::Ordering::SeqCst);
+    b.healthy.store(false, std::sync::atomic::Ordering::SeqCst);
+    gw.eventually("no backend passes its checks", || async {
+        gw.get("strict.test", "/").await.status == 503
+    })
+    .await;
+    // Five more check intervals: the panic route's own checker has seen them fail too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..6 {
+        assert_eq!(
+            gw.get("panic.test", "/").await.status,
+            200,
+            "panic mode serves"
+        );
+    }
+    assert_eq!(
+        gw.get("strict.test", "/").await.status,
+        503,
+        "no threshold: none healthy, 503"
+    );
+    let e = vallum::snapshot::Snapshot::from_str(
+        "insecure_server: true\nroutes:\n  - from: http://a.test\n    to: http://127.0.0.1:1\n    allow_public_unauthenticated_access: true\n    healthy_panic_threshold: 150\n",
+        &|_| None,
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("healthy_panic_threshold"), "{e}");
+}
