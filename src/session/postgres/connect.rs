@@ -51,10 +51,16 @@ pub fn client_config(
 /// too, against `sslrootcert` or the system's roots.
 pub fn tls(s: &PostgresSettings) -> Result<MakeRustlsConnect, String> {
     let p = provider();
+    let lenient = |chain| -> Arc<dyn ServerCertVerifier> {
+        Arc::new(Lenient {
+            provider: Arc::clone(&p),
+            chain,
+        })
+    };
     let verifier: Arc<dyn ServerCertVerifier> = match s.ssl {
-        _ if s.skip_verify => Arc::new(AnyCert(Arc::clone(&p))),
-        SslMode::Disable | SslMode::Prefer | SslMode::Require => Arc::new(AnyCert(Arc::clone(&p))),
-        SslMode::VerifyCa => Arc::new(ChainOnly(webpki(s, &p)?)),
+        _ if s.skip_verify => lenient(None),
+        SslMode::Disable | SslMode::Prefer | SslMode::Require => lenient(None),
+        SslMode::VerifyCa => lenient(Some(webpki(s, &p)?)),
         SslMode::VerifyFull => webpki(s, &p)?,
     };
     let b = rustls::ClientConfig::builder_with_provider(p)
@@ -97,58 +103,18 @@ fn webpki(
         .map_err(|e| format!("cannot verify PostgreSQL's certificate: {e}"))
 }
 
-/// Accepts any certificate (the handshake signature is still checked): libpq's `prefer` and
-/// `require`, and `databroker_storage_tls_skip_verify`.
+/// The two checks libpq makes short of `verify-full`: none of the certificate (`prefer`,
+/// `require`, `databroker_storage_tls_skip_verify`), or its chain but not its name (`verify-ca`).
+/// The handshake signature is checked either way, with the provider's algorithms (which is what
+/// the webpki verifier does too).
 #[derive(Debug)]
-struct AnyCert(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+struct Lenient {
+    provider: Arc<CryptoProvider>,
+    /// `Some`: the chain must lead to a trusted root.
+    chain: Option<Arc<WebPkiServerVerifier>>,
 }
 
-/// `verify-ca`: the chain must lead to a trusted root; the name in it does not matter.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -157,10 +123,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, name, ocsp, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -173,7 +139,12 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -181,9 +152,16 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
