@@ -90,16 +90,6 @@ impl FileStore {
     fn sweep_due(&self) -> bool {
         self.writes.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1
     }
-
-    fn decode(&self, id: &str, raw: &[u8]) -> Option<Arc<UserSession>> {
-        match record::decode(&self.key, id, raw) {
-            Ok(s) => Some(Arc::new(s)),
-            Err(e) => {
-                tracing::warn!(session_id = %id, error = ?e, "stored session cannot be read; treated as absent");
-                None
-            }
-        }
-    }
 }
 
 fn sweep(c: &Connection, now: i64) -> rusqlite::Result<()> {
@@ -131,7 +121,7 @@ impl SessionStore for FileStore {
                 .optional()
             })
             .await?;
-        Ok(raw.and_then(|r| self.decode(id, &r)))
+        Ok(raw.and_then(|r| record::open_session(&self.key, id, &r)))
     }
 
     async fn put(&self, session: UserSession) -> Result<(), StoreError> {
@@ -207,7 +197,7 @@ impl SessionStore for FileStore {
             .await?;
         Ok(rows
             .into_iter()
-            .filter_map(|(id, raw)| self.decode(&id, &raw))
+            .filter_map(|(id, raw)| record::open_session(&self.key, &id, &raw))
             .collect())
     }
 

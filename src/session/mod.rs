@@ -105,3 +105,30 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn delete_record(&self, key: &str) -> Result<(), StoreError>;
     fn backend(&self) -> &'static str;
 }
+
+/// One call to a shared store (Redis, PostgreSQL), bounded by `timeout` and recorded: its latency
+/// and, when it fails or times out, an error, both by backend and operation.
+pub(crate) async fn bounded<T>(
+    metrics: &crate::telemetry::metrics::Metrics,
+    backend: &'static str,
+    op: &'static str,
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let start = std::time::Instant::now();
+    let result = tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "no answer within {timeout:?}"
+            )))
+        });
+    metrics
+        .store_duration
+        .with_label_values(&[backend, op])
+        .observe(start.elapsed().as_secs_f64());
+    if result.is_err() {
+        metrics.store_errors.with_label_values(&[backend, op]).inc();
+    }
+    result
+}

@@ -56,6 +56,36 @@ pub fn decode(key: &Key, id: &str, raw: &[u8]) -> Result<UserSession, DecodeErro
     Ok(session)
 }
 
+/// A stored session the way every store serves it: decoded, or absent (with a warning) when the
+/// record cannot be used — written with another `shared_secret`, by a newer version, or damaged.
+pub fn open_session(key: &Key, id: &str, raw: &[u8]) -> Option<std::sync::Arc<UserSession>> {
+    match decode(key, id, raw) {
+        Ok(s) => Some(std::sync::Arc::new(s)),
+        Err(e) => {
+            tracing::warn!(session_id = %id, problem = ?e, "a session record cannot be read (written with another shared_secret or by a newer version?); treating it as absent");
+            None
+        }
+    }
+}
+
+/// A small record (WebAuthn devices, ceremonies) sealed like sessions and bound to its name, so
+/// that write access to the store alone cannot plant one.
+pub fn seal_record(key: &Key, name: &str, value: &[u8]) -> Vec<u8> {
+    key.seal_raw(value, name.as_bytes())
+}
+
+/// The value of a sealed record, or absent (with a warning) when it does not open.
+pub fn open_record(key: &Key, name: &str, raw: &[u8]) -> Option<Vec<u8>> {
+    let open = key.open_raw(raw, name.as_bytes());
+    if open.is_none() {
+        tracing::warn!(
+            key = name,
+            "a record does not open with this shared_secret; treating it as absent"
+        );
+    }
+    open
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{ClientTlsConfig, FromRedisValue, Pipeline, TlsCertificates};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::OnceCell;
 
 #[derive(Clone)]
@@ -118,29 +118,11 @@ impl RedisStore {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let start = Instant::now();
-        let result = tokio::time::timeout(self.timeout, async {
+        super::bounded(&self.metrics, BACKEND, op, self.timeout, async {
             let conn = self.connect().await?;
             f(conn).await.map_err(unavailable)
         })
         .await
-        .unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(format!(
-                "no answer within {:?}",
-                self.timeout
-            )))
-        });
-        self.metrics
-            .store_duration
-            .with_label_values(&[BACKEND, op])
-            .observe(start.elapsed().as_secs_f64());
-        if result.is_err() {
-            self.metrics
-                .store_errors
-                .with_label_values(&[BACKEND, op])
-                .inc();
-        }
-        result
     }
 
     async fn cmd<T: FromRedisValue>(
@@ -204,18 +186,9 @@ impl RedisStore {
         let raw: Option<Vec<u8>> = self
             .cmd("get", redis::cmd("GET").arg(self.session_key(id)).clone())
             .await?;
-        let Some(raw) = raw else { return Ok(None) };
-        match record::decode(&self.key, id, &raw) {
-            Ok(s) if !s.is_expired(unix_now()) => Ok(Some(Arc::new(s))),
-            Ok(_) => Ok(None),
-            Err(e) => {
-                tracing::warn!(
-                    problem = ?e,
-                    "a session record cannot be read (written with another shared_secret or by a newer version?); treating it as absent"
-                );
-                Ok(None)
-            }
-        }
+        Ok(raw
+            .and_then(|raw| record::open_session(&self.key, id, &raw))
+            .filter(|s| !s.is_expired(unix_now())))
     }
 
     pub async fn put(&self, session: &UserSession) -> Result<(), StoreError> {
@@ -312,7 +285,7 @@ impl RedisStore {
     /// A record, sealed like sessions so that write access to Redis alone cannot plant one
     /// (a WebAuthn device, say).
     pub async fn put_record(&self, key: &str, value: &[u8], ttl: u64) -> Result<(), StoreError> {
-        let sealed = self.key.seal_raw(value, key.as_bytes());
+        let sealed = record::seal_record(&self.key, key, value);
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.record_key(key)).arg(sealed);
         if ttl > 0 {
@@ -328,16 +301,7 @@ impl RedisStore {
                 redis::cmd("GET").arg(self.record_key(key)).clone(),
             )
             .await?;
-        Ok(raw.and_then(|r| {
-            let open = self.key.open_raw(&r, key.as_bytes());
-            if open.is_none() {
-                tracing::warn!(
-                    key,
-                    "a record does not open with this shared_secret; treating it as absent"
-                );
-            }
-            open
-        }))
+        Ok(raw.and_then(|r| record::open_record(&self.key, key, &r)))
     }
 
     pub async fn delete_record(&self, key: &str) -> Result<(), StoreError> {

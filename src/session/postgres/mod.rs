@@ -25,8 +25,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::OnceCell;
+use tokio_postgres::types::ToSql;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 const BACKEND: &str = "postgres";
@@ -180,162 +181,52 @@ impl PgStore {
         F: FnOnce(Object) -> Fut,
         Fut: Future<Output = Result<T, tokio_postgres::Error>>,
     {
-        let start = Instant::now();
-        let result = tokio::time::timeout(self.timeout, async {
+        super::bounded(&self.metrics, BACKEND, op, self.timeout, async {
             self.ensure_schema().await?;
             let client = self.client().await?;
             f(client).await.map_err(|e| unavailable(describe(&e)))
         })
         .await
-        .unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(format!(
-                "no answer within {:?}",
-                self.timeout
-            )))
-        });
-        self.metrics
-            .store_duration
-            .with_label_values(&[BACKEND, op])
-            .observe(start.elapsed().as_secs_f64());
-        if result.is_err() {
-            self.metrics
-                .store_errors
-                .with_label_values(&[BACKEND, op])
-                .inc();
-        }
-        result
     }
 
-    fn decode(&self, id: &str, raw: &[u8]) -> Option<Arc<UserSession>> {
-        match record::decode(&self.key, id, raw) {
-            Ok(s) => Some(Arc::new(s)),
-            Err(e) => {
-                tracing::warn!(session_id = %id, problem = ?e, "a session record cannot be read (written with another shared_secret?); treating it as absent");
-                None
-            }
-        }
-    }
-
-    pub async fn get(&self, id: &str) -> Result<Option<Arc<UserSession>>, StoreError> {
-        let now = unix_now() as i64;
-        let row = self
-            .timed("get", |c| async move {
-                let st = c.prepare_cached(GET).await?;
-                c.query_opt(&st, &[&id, &now]).await
-            })
-            .await?;
-        Ok(row.and_then(|r| self.decode(id, r.get(0))))
-    }
-
-    pub async fn put(&self, session: &UserSession) -> Result<(), StoreError> {
-        let data = record::encode(&self.key, session).map_err(StoreError::Unavailable)?;
-        let user = super::redis::index_name(session);
-        let (issued, expires) = (session.issued_at as i64, session.expires_at as i64);
-        self.timed("put", |c| async move {
-            let st = c.prepare_cached(PUT).await?;
-            c.execute(&st, &[&session.id, &user, &issued, &expires, &data])
-                .await
+    /// A prepared (and per-connection cached) statement that changes rows; how many it changed.
+    async fn execute(
+        &self,
+        op: &'static str,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        self.timed(op, |c| async move {
+            let st = c.prepare_cached(sql).await?;
+            c.execute(&st, params).await
         })
-        .await?;
+        .await
+    }
+
+    /// A prepared (and per-connection cached) query's rows.
+    async fn query(
+        &self,
+        op: &'static str,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        self.timed(op, |c| async move {
+            let st = c.prepare_cached(sql).await?;
+            c.query(&st, params).await
+        })
+        .await
+    }
+
+    /// Every `SWEEP_EVERY` writes, a clean-up pass the write that triggers it does not wait for.
+    fn sweep_now_and_then(&self) {
         if self.writes.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             let pool = self.pool.clone();
-            // The write that triggers the clean-up does not wait for it.
             tokio::spawn(async move {
                 if let Err(e) = sweep(&pool).await {
                     tracing::warn!(error = %e, "cannot delete expired sessions; will retry");
                 }
             });
         }
-        Ok(())
-    }
-
-    /// Deletes the session and, in the same statement, tells every node to drop its copy.
-    pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
-        self.timed("delete", |c| async move {
-            let st = c.prepare_cached(DELETE).await?;
-            c.execute(&st, &[&id]).await
-        })
-        .await?;
-        self.metrics.revocations.with_label_values(&["sent"]).inc();
-        Ok(())
-    }
-
-    pub async fn claim_once(&self, key: &str, ttl: u64) -> Result<bool, StoreError> {
-        let now = unix_now() as i64;
-        let until = now + ttl.max(1) as i64;
-        let changed = self
-            .timed("claim", |c| async move {
-                let st = c.prepare_cached(CLAIM).await?;
-                c.execute(&st, &[&key, &until, &now]).await
-            })
-            .await?;
-        Ok(changed == 1)
-    }
-
-    pub async fn sessions_of(&self, user: &str) -> Result<Vec<Arc<UserSession>>, StoreError> {
-        let (name, now) = (user.to_ascii_lowercase(), unix_now() as i64);
-        let rows = self
-            .timed("list", |c| async move {
-                let st = c.prepare_cached(LIST).await?;
-                c.query(&st, &[&name, &now]).await
-            })
-            .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| self.decode(r.get(0), r.get(1)))
-            .collect())
-    }
-
-    /// Sealed like sessions, bound to its key: write access to the database alone cannot plant
-    /// a record (a WebAuthn device, say).
-    pub async fn put_record(&self, key: &str, value: &[u8], ttl: u64) -> Result<(), StoreError> {
-        let sealed = self.key.seal_raw(value, key.as_bytes());
-        let expires = if ttl == 0 {
-            0
-        } else {
-            unix_now() as i64 + ttl as i64
-        };
-        self.timed("put_record", |c| async move {
-            let st = c.prepare_cached(PUT_RECORD).await?;
-            c.execute(&st, &[&key, &expires, &sealed]).await
-        })
-        .await
-        .map(|_| ())
-    }
-
-    pub async fn get_record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let now = unix_now() as i64;
-        let row = self
-            .timed("get_record", |c| async move {
-                let st = c.prepare_cached(GET_RECORD).await?;
-                c.query_opt(&st, &[&key, &now]).await
-            })
-            .await?;
-        Ok(row.and_then(|r| {
-            let open = self.key.open_raw(r.get(0), key.as_bytes());
-            if open.is_none() {
-                tracing::warn!(
-                    key,
-                    "a record does not open with this shared_secret; treating it as absent"
-                );
-            }
-            open
-        }))
-    }
-
-    pub async fn delete_record(&self, key: &str) -> Result<(), StoreError> {
-        self.timed("delete_record", |c| async move {
-            let st = c.prepare_cached(DELETE_RECORD).await?;
-            c.execute(&st, &[&key]).await
-        })
-        .await
-        .map(|_| ())
-    }
-
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.timed("ping", |c| async move { c.simple_query("SELECT 1").await })
-            .await
-            .map(|_| ())
     }
 
     /// Deletes a batch of expired rows now (the listener's maintenance tick).
@@ -379,32 +270,78 @@ fn describe(e: &tokio_postgres::Error) -> String {
 #[async_trait::async_trait]
 impl super::cache::Backing for PgStore {
     async fn get(&self, id: &str) -> Result<Option<Arc<UserSession>>, StoreError> {
-        PgStore::get(self, id).await
+        let now = unix_now() as i64;
+        let rows = self.query("get", GET, &[&id, &now]).await?;
+        Ok(rows
+            .first()
+            .and_then(|r| record::open_session(&self.key, id, r.get(0))))
     }
-    async fn put(&self, s: &UserSession) -> Result<(), StoreError> {
-        PgStore::put(self, s).await
+
+    async fn put(&self, session: &UserSession) -> Result<(), StoreError> {
+        let data = record::encode(&self.key, session).map_err(StoreError::Unavailable)?;
+        let user = super::redis::index_name(session);
+        let (issued, expires) = (session.issued_at as i64, session.expires_at as i64);
+        self.execute("put", PUT, &[&session.id, &user, &issued, &expires, &data])
+            .await?;
+        self.sweep_now_and_then();
+        Ok(())
     }
+
+    /// Deletes the session and, in the same statement, tells every node to drop its copy.
     async fn delete(&self, id: &str) -> Result<(), StoreError> {
-        PgStore::delete(self, id).await
+        self.execute("delete", DELETE, &[&id]).await?;
+        self.metrics.revocations.with_label_values(&["sent"]).inc();
+        Ok(())
     }
+
     async fn claim_once(&self, key: &str, ttl: u64) -> Result<bool, StoreError> {
-        PgStore::claim_once(self, key, ttl).await
+        let now = unix_now() as i64;
+        let until = now + ttl.max(1) as i64;
+        let changed = self.execute("claim", CLAIM, &[&key, &until, &now]).await?;
+        Ok(changed == 1)
     }
+
     async fn sessions_of(&self, user: &str) -> Result<Vec<Arc<UserSession>>, StoreError> {
-        PgStore::sessions_of(self, user).await
+        let (name, now) = (user.to_ascii_lowercase(), unix_now() as i64);
+        let rows = self.query("list", LIST, &[&name, &now]).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| record::open_session(&self.key, r.get(0), r.get(1)))
+            .collect())
     }
+
     async fn ping(&self) -> Result<(), StoreError> {
-        PgStore::ping(self).await
+        self.timed("ping", |c| async move { c.simple_query("SELECT 1").await })
+            .await
+            .map(|_| ())
     }
+
     async fn put_record(&self, key: &str, value: &[u8], ttl: u64) -> Result<(), StoreError> {
-        PgStore::put_record(self, key, value, ttl).await
+        let sealed = record::seal_record(&self.key, key, value);
+        let expires = if ttl == 0 {
+            0
+        } else {
+            unix_now() as i64 + ttl as i64
+        };
+        self.execute("put_record", PUT_RECORD, &[&key, &expires, &sealed])
+            .await
+            .map(|_| ())
     }
+
     async fn get_record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        PgStore::get_record(self, key).await
+        let now = unix_now() as i64;
+        let rows = self.query("get_record", GET_RECORD, &[&key, &now]).await?;
+        Ok(rows
+            .first()
+            .and_then(|r| record::open_record(&self.key, key, r.get(0))))
     }
+
     async fn delete_record(&self, key: &str) -> Result<(), StoreError> {
-        PgStore::delete_record(self, key).await
+        self.execute("delete_record", DELETE_RECORD, &[&key])
+            .await
+            .map(|_| ())
     }
+
     fn name(&self) -> &'static str {
         BACKEND
     }
