@@ -1,19 +1,8 @@
 //! `circuit_breaker_thresholds`: past a route's limits the gateway answers 503 at once instead of
 //! queueing behind a slow upstream, counts it, and serves again when places free up.
 
-use crate::support::{client, free_port, Gateway, Upstream};
+use crate::support::{free_port, scrape, Gateway, Upstream};
 use std::time::{Duration, Instant};
-
-async fn scrape(port: u16) -> String {
-    client()
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
 
 #[tokio::test]
 async fn a_slow_upstream_trips_the_breaker_and_recovers() {
@@ -71,7 +60,7 @@ async fn a_slow_upstream_trips_the_breaker_and_recovers() {
         "after the first: {waited:?}"
     );
 
-    let metrics = scrape(mport).await;
+    let metrics = scrape(mport, None).await.1;
     assert!(
         metrics.contains(
             "vallum_upstream_overflow_total{limit=\"max_pending_requests\",route=\"route-0\"} 1"

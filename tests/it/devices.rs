@@ -26,12 +26,7 @@ async fn post(
         .send()
         .await
         .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-    )
+    crate::support::status_and_json(r).await
 }
 
 #[tokio::test]

@@ -42,12 +42,7 @@ async fn post_logout(env: &Env, token: &str) -> (u16, Value) {
         .send()
         .await
         .unwrap();
-    let status = r.status().as_u16();
-    let body = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or(Value::String(body)),
-    )
+    crate::support::status_and_json(r).await
 }
 
 /// Signs in a browser as the IdP's current user, with IdP session `sid`; returns its cookie.
@@ -70,17 +65,6 @@ async fn status_with(env: &Env, cookie: &str) -> u16 {
         .unwrap()
         .status()
         .as_u16()
-}
-
-async fn scrape(port: u16) -> String {
-    client()
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -125,7 +109,7 @@ async fn a_valid_logout_token_ends_the_idp_session_and_nothing_else() {
     assert_eq!(status_with(&env, &two).await, 401);
     assert_eq!(status_with(&env, &three).await, 401);
 
-    let metrics = scrape(mport).await;
+    let metrics = crate::support::scrape(mport, None).await.1;
     assert!(
         metrics.contains("vallum_sessions_ended_total{how=\"backchannel_logout\"} 3"),
         "{metrics}"

@@ -5,17 +5,8 @@
 use crate::signin::Env;
 use crate::support::idp::Mode;
 use crate::support::redis::RedisServer;
-use crate::support::{client, free_port, raw_request, Gateway, Upstream};
+use crate::support::{client, free_port, raw_request, scrape, Gateway, Upstream};
 use std::time::Duration;
-
-async fn scrape(port: u16, auth: Option<&str>) -> (u16, String) {
-    let mut rb = client().get(format!("http://127.0.0.1:{port}/metrics"));
-    if let Some(a) = auth {
-        rb = rb.header("authorization", a);
-    }
-    let r = rb.send().await.unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
-}
 
 /// The value of the sample whose name and labels (in Prometheus' sorted order) are `series`.
 fn sample(text: &str, series: &str) -> Option<f64> {

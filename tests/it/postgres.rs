@@ -379,13 +379,8 @@ async fn json_get(env: &crate::signin::Env, cookie: &str) -> (u16, serde_json::V
         .send()
         .await
         .unwrap();
-    let status = r.status().as_u16();
-    let body = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
-        started.elapsed(),
-    )
+    let (status, body) = crate::support::status_and_json(r).await;
+    (status, body, started.elapsed())
 }
 
 /// A table locked by someone else (slow statements) and a pool of one connection exhausted:

@@ -246,6 +246,27 @@ pub fn cookie_value(header: &str, name: &str) -> Option<String> {
     })
 }
 
+/// The status and body of an answer that should be JSON (a body that is not stays a string, so
+/// a failing assertion shows it).
+pub async fn status_and_json(r: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+    )
+}
+
+/// `GET /metrics` on a metrics listener, with an `Authorization` header if given.
+pub async fn scrape(port: u16, auth: Option<&str>) -> (u16, String) {
+    let mut rb = client().get(format!("http://127.0.0.1:{port}/metrics"));
+    if let Some(a) = auth {
+        rb = rb.header("authorization", a);
+    }
+    let r = rb.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
