@@ -86,6 +86,9 @@ pub fn passive_health(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     let crate::routes::route::Action::Upstream(pool) = &route.action else {
         return;
     };
+    if !pool.watches_outliers() {
+        return;
+    }
     let status = session.response_written().map(|r| r.status.as_u16());
     let upstream_failed = e.is_some_and(|e| *e.esource() == pingora_core::ErrorSource::Upstream);
     if e.is_some() && !upstream_failed && status.is_none() {

@@ -365,6 +365,11 @@ impl Pool {
         (ready as u64) * 100 < u64::from(self.panic_threshold) * all.len() as u64
     }
 
+    /// Whether `outlier_detection` is on (callers skip working out an outcome otherwise).
+    pub fn watches_outliers(&self) -> bool {
+        self.outlier.is_some()
+    }
+
     /// Passive health: how an answer from `addr` went (`outlier_detection`); a backend that
     /// trips the detector leaves rotation. A no-op for pools without it.
     pub fn record(&self, addr: SocketAddr, outcome: super::outlier::Outcome) {
