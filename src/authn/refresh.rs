@@ -84,10 +84,15 @@ async fn refresh(state: &Arc<AuthState>, session: &UserSession) {
             next.refresh_token = identity.refresh_token;
             next.access_expires_at = identity.access_expires_at;
             next.claims_refreshed_at = unix_now();
-            match state.store.put(next).await {
-                Ok(()) => {
+            match state.store.replace(next).await {
+                Ok(true) => {
                     state.refreshing.remove(&session.id);
                     tracing::info!(session_id = %session.id, "session refreshed");
+                }
+                // Signed out while the IdP answered: the new tokens are dropped with it.
+                Ok(false) => {
+                    state.refreshing.remove(&session.id);
+                    tracing::info!(session_id = %session.id, "session ended during its refresh; not stored again");
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot store the refreshed session; will retry")

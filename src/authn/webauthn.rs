@@ -87,7 +87,7 @@ pub async fn remove_device(
         if s.devices.iter().any(|d| d.id == device_id) {
             let mut s = (*s).clone();
             s.devices.retain(|d| d.id != device_id);
-            store.put(s).await?;
+            store.replace(s).await?;
         }
     }
     Ok(true)
@@ -191,7 +191,7 @@ async fn mark_proven(
         type_id: device.type_id.clone(),
         approved: device.approved,
     });
-    state.store.put(s).await
+    state.store.replace(s).await.map(|_| ())
 }
 
 /// `/.pomerium/webauthn` on the authenticate host: the device page (GET) and its ceremonies

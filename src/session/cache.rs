@@ -32,6 +32,7 @@ type Fetch = Arc<OnceCell<Result<Option<Arc<UserSession>>, StoreError>>>;
 pub trait Backing: Send + Sync + 'static {
     async fn get(&self, id: &str) -> Result<Option<Arc<UserSession>>, StoreError>;
     async fn put(&self, s: &UserSession) -> Result<(), StoreError>;
+    async fn replace(&self, s: &UserSession) -> Result<bool, StoreError>;
     async fn delete(&self, id: &str) -> Result<(), StoreError>;
     async fn claim_once(&self, key: &str, ttl: u64) -> Result<bool, StoreError>;
     async fn sessions_of(&self, user: &str) -> Result<Vec<Arc<UserSession>>, StoreError>;
@@ -49,6 +50,9 @@ impl Backing for RedisStore {
     }
     async fn put(&self, s: &UserSession) -> Result<(), StoreError> {
         RedisStore::put(self, s).await
+    }
+    async fn replace(&self, s: &UserSession) -> Result<bool, StoreError> {
+        RedisStore::replace(self, s).await
     }
     async fn delete(&self, id: &str) -> Result<(), StoreError> {
         RedisStore::delete(self, id).await
@@ -219,6 +223,22 @@ impl<S: Backing> SessionStore for CachedStore<S> {
             );
         }
         Ok(())
+    }
+
+    async fn replace(&self, session: UserSession) -> Result<bool, StoreError> {
+        let replaced = self.inner.replace(&session).await?;
+        if replaced && !self.ttl.is_zero() {
+            self.entries.insert(
+                session.id.clone(),
+                Entry {
+                    value: Some(Arc::new(session)),
+                    fetched: Instant::now(),
+                },
+            );
+        } else if !replaced {
+            self.evict(&session.id);
+        }
+        Ok(replaced)
     }
 
     async fn delete(&self, id: &str) -> Result<(), StoreError> {

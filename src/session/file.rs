@@ -156,6 +156,24 @@ impl SessionStore for FileStore {
         Ok(())
     }
 
+    async fn replace(&self, session: UserSession) -> Result<bool, StoreError> {
+        let data = record::encode(&self.key, &session).map_err(unavailable)?;
+        let user = super::redis::index_name(&session);
+        let (id, issued, expires) = (
+            session.id.clone(),
+            session.issued_at as i64,
+            session.expires_at as i64,
+        );
+        self.with(move |c| {
+            c.execute(
+                "UPDATE sessions SET user = ?2, issued = ?3, expires = ?4, data = ?5 WHERE id = ?1",
+                params![id, user, issued, expires, data],
+            )
+            .map(|n| n == 1)
+        })
+        .await
+    }
+
     async fn delete(&self, id: &str) -> Result<(), StoreError> {
         let id = id.to_string();
         self.with(move |c| {
@@ -257,6 +275,9 @@ impl super::cache::Backing for FileStore {
     }
     async fn put(&self, s: &UserSession) -> Result<(), StoreError> {
         SessionStore::put(self, s.clone()).await
+    }
+    async fn replace(&self, s: &UserSession) -> Result<bool, StoreError> {
+        SessionStore::replace(self, s.clone()).await
     }
     async fn delete(&self, id: &str) -> Result<(), StoreError> {
         SessionStore::delete(self, id).await

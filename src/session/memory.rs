@@ -62,6 +62,18 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    async fn replace(&self, session: UserSession) -> Result<bool, StoreError> {
+        // Under the entry's shard lock: a concurrent delete either ran first (nothing to
+        // replace) or runs after (and removes the new version).
+        Ok(match self.map.get_mut(&session.id) {
+            Some(mut e) => {
+                *e = Arc::new(session);
+                true
+            }
+            None => false,
+        })
+    }
+
     async fn delete(&self, id: &str) -> Result<(), StoreError> {
         self.map.remove(id);
         Ok(())

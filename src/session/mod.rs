@@ -89,6 +89,10 @@ pub enum StoreError {
 pub trait SessionStore: Send + Sync + 'static {
     async fn get(&self, id: &str) -> Result<Option<Arc<UserSession>>, StoreError>;
     async fn put(&self, session: UserSession) -> Result<(), StoreError>;
+    /// Writes a new version of a session only if it is still stored; false when it has ended
+    /// meanwhile. Every update of an existing session (refresh, a proven device) goes through
+    /// here, so a refresh that crossed a sign-out cannot bring the session back.
+    async fn replace(&self, session: UserSession) -> Result<bool, StoreError>;
     /// Ends a session everywhere (a shared store also tells every node's cache).
     async fn delete(&self, id: &str) -> Result<(), StoreError>;
     /// True the first time `key` is claimed within `ttl` seconds, fleet-wide for a shared store:

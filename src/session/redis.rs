@@ -204,8 +204,36 @@ impl RedisStore {
                 .clone(),
         )
         .await?;
-        // The user index lives until the user's last session ends: set the expiry on a new set
-        // (NX), and push it later for a longer-lived session (GT).
+        self.index(session).await
+    }
+
+    /// Writes a new version of a session only if its key still exists (`SET … XX`, atomic
+    /// against a concurrent `DEL`).
+    pub async fn replace(&self, session: &UserSession) -> Result<bool, StoreError> {
+        let ttl = session.ttl(unix_now()).as_secs().max(1);
+        let value = record::encode(&self.key, session).map_err(StoreError::Unavailable)?;
+        let set: Option<String> = self
+            .cmd(
+                "replace",
+                redis::cmd("SET")
+                    .arg(self.session_key(&session.id))
+                    .arg(value)
+                    .arg("EX")
+                    .arg(ttl)
+                    .arg("XX")
+                    .clone(),
+            )
+            .await?;
+        if set.is_none() {
+            return Ok(false);
+        }
+        self.index(session).await?;
+        Ok(true)
+    }
+
+    /// The user index lives until the user's last session ends: set the expiry on a new set
+    /// (NX), and push it later for a longer-lived session (GT).
+    async fn index(&self, session: &UserSession) -> Result<(), StoreError> {
         let idx = self.user_key(&index_name(session));
         let mut p = redis::pipe();
         p.cmd("SADD").arg(&idx).arg(&session.id).ignore();

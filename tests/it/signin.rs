@@ -596,6 +596,40 @@ async fn refresh_brings_group_changes_and_a_refused_refresh_ends_the_session() {
         .contains("the identity provider refused the refresh"));
 }
 
+/// A refresh that is still waiting on the IdP when the user signs out must not write the
+/// session back when the IdP answers (it did: the e2e suite's front-channel logout caught it).
+#[tokio::test]
+async fn a_refresh_that_crosses_a_sign_out_does_not_bring_the_session_back() {
+    let env = Env::start("idp_refresh_claims_interval: 1s\n").await;
+    let b = env.browser();
+    assert_eq!(b.browse(&env.url("app", "/")).await.0.status, 200);
+    env.idp.state.lock().unwrap().refresh_delay = Duration::from_millis(1500);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Starts the refresh in the background; the request itself is served.
+    assert_eq!(b.get(&env.url("app", "/")).await.0.status, 200);
+
+    let sign_out = env.url("app", "/.pomerium/sign_out");
+    let (page, _) = b.get(&sign_out).await;
+    let r = b
+        .client
+        .post(&sign_out)
+        .form(&[("csrf", csrf_field(&page.body))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    env.gw
+        .eventually("the refresh answered after the sign-out", || async {
+            env.gw.log().contains("session ended during its refresh")
+        })
+        .await;
+    assert_eq!(
+        b.get(&env.url("app", "/")).await.0.status,
+        302,
+        "still signed out after the refresh came back"
+    );
+}
+
 #[tokio::test]
 async fn ring_hash_keys_on_the_session() {
     let other = Upstream::echo("other").await;

@@ -55,9 +55,26 @@ pub async fn contract(store: &dyn SessionStore) {
         "overwrite"
     );
 
+    // A replace updates a stored session and never recreates an ended one.
+    updated.groups = vec!["admins".into()];
+    assert!(store.replace(updated.clone()).await.unwrap(), "replaced");
+    assert_eq!(
+        store.get("a").await.unwrap().unwrap().groups,
+        vec!["admins".to_string()],
+        "replace writes the new version"
+    );
+
     store.put(session("b", 3600)).await.unwrap();
     store.delete("a").await.unwrap();
     assert!(store.get("a").await.unwrap().is_none(), "deleted");
+    assert!(
+        !store.replace(updated.clone()).await.unwrap(),
+        "no replace after a delete"
+    );
+    assert!(
+        store.get("a").await.unwrap().is_none(),
+        "a replace that crossed a delete does not bring the session back"
+    );
     assert!(store.get("b").await.unwrap().is_some(), "others untouched");
     store.delete("never-existed").await.unwrap();
 
@@ -135,6 +152,9 @@ impl SessionStore for Uncached {
     }
     async fn put(&self, s: UserSession) -> Result<(), StoreError> {
         self.0.put(&s).await
+    }
+    async fn replace(&self, s: UserSession) -> Result<bool, StoreError> {
+        self.0.replace(&s).await
     }
     async fn delete(&self, id: &str) -> Result<(), StoreError> {
         self.0.delete(id).await

@@ -45,6 +45,9 @@ const PUT: &str = "INSERT INTO vallum.sessions (id, user_name, issued, expires, 
      VALUES ($1, $2, $3, $4, $5)
      ON CONFLICT (id) DO UPDATE SET user_name = EXCLUDED.user_name, issued = EXCLUDED.issued,
          expires = EXCLUDED.expires, data = EXCLUDED.data";
+const REPLACE: &str =
+    "UPDATE vallum.sessions SET user_name = $2, issued = $3, expires = $4, data = $5
+     WHERE id = $1";
 /// The delete and its announcement in one statement: the notification is sent at commit, so no
 /// node hears of a revocation that did not happen, nor misses one that did.
 const DELETE: &str = "WITH gone AS (DELETE FROM vallum.sessions WHERE id = $1)
@@ -285,6 +288,20 @@ impl super::cache::Backing for PgStore {
             .await?;
         self.sweep_now_and_then();
         Ok(())
+    }
+
+    async fn replace(&self, session: &UserSession) -> Result<bool, StoreError> {
+        let data = record::encode(&self.key, session).map_err(StoreError::Unavailable)?;
+        let user = super::redis::index_name(session);
+        let (issued, expires) = (session.issued_at as i64, session.expires_at as i64);
+        let changed = self
+            .execute(
+                "replace",
+                REPLACE,
+                &[&session.id, &user, &issued, &expires, &data],
+            )
+            .await?;
+        Ok(changed == 1)
     }
 
     /// Deletes the session and, in the same statement, tells every node to drop its copy.

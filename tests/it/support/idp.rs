@@ -110,6 +110,8 @@ pub struct State {
     pub extra_claims: serde_json::Map<String, Value>,
     /// The query of every authorization request, in order.
     pub authorize_queries: Vec<HashMap<String, String>>,
+    /// How long a refresh-token grant takes to answer (a slow IdP).
+    pub refresh_delay: std::time::Duration,
 }
 
 pub struct Idp {
@@ -158,6 +160,7 @@ impl Idp {
             mode: Mode::Honest,
             extra_claims: serde_json::Map::new(),
             authorize_queries: Vec::new(),
+            refresh_delay: std::time::Duration::ZERO,
             users,
             current: "alice-id".into(),
             keys: vec![SigningKey::generate("key-1")],
@@ -429,7 +432,13 @@ impl Ctx {
                 );
                 redirect(to.as_str())
             }
-            "/token" => self.token(&form, auth_header.as_deref()),
+            "/token" => {
+                let delay = self.state.lock().unwrap().refresh_delay;
+                if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
+                    tokio::time::sleep(delay).await;
+                }
+                self.token(&form, auth_header.as_deref())
+            }
             "/userinfo" => {
                 let token = auth_header
                     .as_deref()
