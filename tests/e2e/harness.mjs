@@ -307,6 +307,9 @@ export async function startWorld({ nodes = 1, redis = false } = {}) {
   const lb = await startBalancer(lbPort);
   const idp = await startIdp(lbPort, log, certs.ca);
   const echo = await startEcho(lbPort, certs.ca);
+  // Store calls get 1 s here rather than the 50 ms default: the suite tests flows, not store
+  // latency, and on a 2-core CI machine running Chromium, two gateways and the IdP, a Redis
+  // answer sometimes takes longer (a callback then answered 503).
   const store = redis ? await startRedis(dir) : null;
   const up = `http://127.0.0.1:${echo.port}`;
   const common = (port) => `address: 127.0.0.1:${port}
@@ -327,7 +330,7 @@ branding_logo_url: ${LOGO}
 branding_color: "#0f766e"
 pass_identity_headers: true
 jwt_claims_headers: [email, groups]
-${store ? `databroker_storage_type: redis\ndatabroker_storage_connection_string: ${store.url}\n` : ''}
+${store ? `databroker_storage_type: redis\ndatabroker_storage_connection_string: ${store.url}\ndatabroker_storage_timeout: 1s\n` : ''}
 routes:
   - from: https://app1.localhost
     to: ${up}
