@@ -65,7 +65,11 @@ const PAYLOAD_LOGGERS: &[&str] = &[
 /// `log_level` for Vallum; `proxy_log_level`, when set, for the access lines and the proxy
 /// engine (whose debug output stays capped at `info`, see [`PAYLOAD_LOGGERS`]). `VALLUM_LOG`,
 /// when set, replaces both.
-fn init_logging(level: &str, proxy_level: Option<&str>) {
+fn init_logging(
+    level: &str,
+    proxy_level: Option<&str>,
+    otel: Option<&vallum::config::otel::OtelSettings>,
+) -> anyhow::Result<()> {
     use std::io::IsTerminal;
     let from_env = std::env::var("VALLUM_LOG").is_ok_and(|v| !v.is_empty());
     let engine = match proxy_level {
@@ -89,16 +93,66 @@ fn init_logging(level: &str, proxy_level: Option<&str>) {
             filter = filter.add_directive(d);
         }
     }
+    // Spans meant for the trace exporter never show in the log; the exporter's own lines
+    // follow `otel_log_level`.
+    for d in [
+        format!("{}=off", vallum::telemetry::traces::TARGET),
+        format!(
+            "{}::export={}",
+            vallum::telemetry::traces::TARGET,
+            otel.map_or(tracing::Level::WARN, |o| o.log_level)
+        ),
+    ] {
+        if let Ok(d) = d.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let text = std::env::var("VALLUM_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    match otel {
+        None => {
+            let builder = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr);
+            if text {
+                builder.init();
+            } else {
+                builder.json().flatten_event(true).init();
+            }
+        }
+        Some(otel) => with_traces(filter, text, otel)?,
+    }
+    Ok(())
+}
+
+/// The log layer and the OpenTelemetry layer, each with its own filter (per-layer filtering
+/// costs a little, so it is used only when tracing is on).
+fn with_traces(
+    filter: tracing_subscriber::EnvFilter,
+    text: bool,
+    otel: &vallum::config::otel::OtelSettings,
+) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    type Boxed = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    if text {
-        builder.init();
+    let log: Boxed = if text {
+        Box::new(fmt.with_filter(filter))
     } else {
-        builder.json().flatten_event(true).init();
-    }
+        Box::new(fmt.json().flatten_event(true).with_filter(filter))
+    };
+    let spans = vallum::telemetry::traces::layer(otel)
+        .context("cannot start the trace exporter")?
+        .with_filter(
+            tracing_subscriber::filter::Targets::new()
+                .with_target(vallum::telemetry::traces::TARGET, tracing::Level::INFO),
+        );
+    tracing_subscriber::registry().with(log).with(spans).init();
+    Ok(())
 }
 
 fn run(args: RunArgs) -> ExitCode {
@@ -120,7 +174,8 @@ fn try_run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(
         &runtime.settings.log_level,
         runtime.settings.proxy_log_level.as_deref(),
-    );
+        runtime.settings.otel.as_ref(),
+    )?;
     for w in &runtime.warnings {
         tracing::warn!("{w}");
     }
@@ -161,7 +216,10 @@ fn demo(port: u16) -> ExitCode {
     if std::env::var("VALLUM_LOG_FORMAT").is_err() {
         std::env::set_var("VALLUM_LOG_FORMAT", "text");
     }
-    init_logging("warn,vallum=info", None);
+    if let Err(e) = init_logging("warn,vallum=info", None, None) {
+        eprintln!("vallum demo: {e:#}");
+        return ExitCode::FAILURE;
+    }
     match vallum::demo::build(port) {
         Ok((server, banner)) => {
             println!("{banner}");

@@ -39,15 +39,6 @@ pub const POMERIUM_GLOBAL_UNSUPPORTED: &[&str] = &[
     "envoy_bind_config_freebind",
     "google_cloud_serverless_authentication_service_account",
     "installation_id",
-    "otel_traces_exporter",
-    "otel_exporter_otlp_endpoint",
-    "otel_exporter_otlp_traces_endpoint",
-    "otel_exporter_otlp_protocol",
-    "otel_exporter_otlp_headers",
-    "otel_exporter_otlp_timeout",
-    "otel_traces_sampler_arg",
-    "otel_resource_attributes",
-    "otel_log_level",
 ];
 
 /// Route keys Pomerium has and Vallum does not implement yet.

@@ -16,6 +16,7 @@ pub mod load;
 pub mod locate;
 pub mod mtls;
 pub mod ops;
+pub mod otel;
 pub mod pem;
 pub mod postgres;
 pub mod raw;

@@ -50,6 +50,24 @@ pub struct RawSettings {
     pub health_check_addr: Option<String>,
     pub access_log_fields: Option<Vec<String>>,
     pub authorize_log_fields: Option<Vec<String>>,
+    // OpenTelemetry tracing (config::otel).
+    pub otel_traces_exporter: Option<String>,
+    pub otel_exporter_otlp_endpoint: Option<String>,
+    pub otel_exporter_otlp_traces_endpoint: Option<String>,
+    pub otel_exporter_otlp_protocol: Option<String>,
+    pub otel_exporter_otlp_traces_protocol: Option<String>,
+    pub otel_exporter_otlp_headers: Option<OneOrMany>,
+    pub otel_exporter_otlp_traces_headers: Option<OneOrMany>,
+    pub otel_exporter_otlp_timeout: Option<super::otel::Millis>,
+    pub otel_exporter_otlp_traces_timeout: Option<super::otel::Millis>,
+    pub otel_traces_sampler_arg: Option<f64>,
+    pub otel_resource_attributes: Option<OneOrMany>,
+    pub otel_log_level: Option<String>,
+    pub otel_attribute_value_length_limit: Option<i64>,
+    pub otel_bsp_schedule_delay: Option<super::otel::Millis>,
+    pub otel_bsp_max_export_batch_size: Option<i64>,
+    /// Vallum extension: whose `traceparent` starts a request's trace.
+    pub otel_trust_incoming_traceparent: Option<String>,
     /// Vallum extension: peers whose `X-Request-Id` is kept.
     pub trusted_proxies: Vec<String>,
     /// Vallum extension: request head limits.

@@ -64,6 +64,8 @@ pub struct Settings {
     /// Sign-in; `None` when no authenticate service is configured (only public routes then).
     pub auth: Option<super::auth::AuthSettings>,
     pub ops: super::ops::OpsSettings,
+    /// OpenTelemetry tracing; `None` when off.
+    pub otel: Option<super::otel::OtelSettings>,
     pub branding: Branding,
     /// `downstream_mtls`: `None` when client certificates are not asked for.
     pub client_ca: Option<crate::tls::client_ca::ClientCa>,
@@ -253,6 +255,7 @@ pub fn compile(
     Settings {
         auth,
         ops,
+        otel: super::otel::compile(raw, errs),
         branding,
         client_ca,
         device_types,

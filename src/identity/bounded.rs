@@ -51,16 +51,37 @@ pub async fn call(
     http: &reqwest::Client,
     request: openidconnect::HttpRequest,
 ) -> Result<openidconnect::HttpResponse, BoundedError> {
+    use tracing::Instrument;
     let (parts, body) = request.into_parts();
+    // The IdP endpoint without its query (never a token; those travel in bodies and headers).
+    let endpoint = format!(
+        "{}://{}{}",
+        parts.uri.scheme_str().unwrap_or("https"),
+        parts.uri.authority().map_or("", |a| a.as_str()),
+        parts.uri.path()
+    );
+    let span = if crate::telemetry::traces::in_request() {
+        crate::trace_span!(
+            "idp",
+            otel.kind = "client",
+            http.request.method = parts.method.as_str(),
+            url.full = endpoint,
+            http.response.status_code = tracing::field::Empty,
+        )
+    } else {
+        tracing::Span::none()
+    };
     let resp = http
         .request(parts.method, parts.uri.to_string())
         .headers(parts.headers)
         .body(body)
         .send()
+        .instrument(span.clone())
         .await?;
     let status = resp.status();
+    span.record("http.response.status_code", status.as_u16());
     let headers = resp.headers().clone();
-    let body = read_body(resp).await?;
+    let body = read_body(resp).instrument(span).await?;
     let mut out = http::Response::builder()
         .status(status)
         .body(body)

@@ -102,6 +102,26 @@ pub async fn decide(
     }
 }
 
+/// The decision on the `authorize` span: allow, deny (with the policy's reasons), sign_in, or
+/// the refusal's status. Never who the user is or any credential.
+pub fn trace_outcome(span: &tracing::Span, decided: &Result<Option<Arc<UserSession>>, Refusal>) {
+    if span.is_disabled() {
+        return;
+    }
+    match decided {
+        Ok(_) => span.record("vallum.outcome", "allow"),
+        Err(Refusal::Forbidden(reasons)) => {
+            let list: Vec<&str> = reasons.iter().map(|r| r.as_str()).collect();
+            span.record("vallum.outcome", "deny");
+            span.record("vallum.reasons", list.join(","))
+        }
+        Err(Refusal::SignInRequired { .. } | Refusal::ReauthenticationRequired { .. }) => {
+            span.record("vallum.outcome", "sign_in")
+        }
+        Err(other) => span.record("vallum.outcome", other.status().as_u16()),
+    };
+}
+
 /// The authorize log line and metric for one decision.
 #[allow(clippy::too_many_arguments)]
 fn log_decision(

@@ -43,4 +43,6 @@ pub struct RequestCtx {
     pub open: Option<OpenRequest>,
     /// The request's place under the route's circuit breaker, given back when it ends.
     pub admitted: Option<crate::upstream::breaker::Admitted>,
+    /// Its OpenTelemetry spans (empty when tracing is off).
+    pub trace: crate::telemetry::traces::RequestTrace,
 }

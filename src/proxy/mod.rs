@@ -28,11 +28,13 @@ pub mod wire;
 
 use crate::authn::AuthState;
 use crate::config::ops::OpsSettings;
+use crate::config::otel::TrustParent;
 use crate::respond::refusal::{Answer, Format};
 use crate::respond::reply;
 use crate::snapshot::SharedSnapshot;
 use crate::telemetry::logs::OpenRequest;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::traces::RequestTrace;
 use action::Step;
 use async_trait::async_trait;
 pub use ctx::RequestCtx;
@@ -42,6 +44,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::net::IpAddr;
 use std::sync::Arc;
+use tracing::Instrument;
 
 pub struct Gateway {
     snapshot: SharedSnapshot,
@@ -161,10 +164,18 @@ impl ProxyHttp for Gateway {
         // says how many proxies stand in front (`xff_num_trusted_hops`).
         ctx.trusted_peer = s.ops.trusts(peer) || s.ops.xff_num_trusted_hops > 0;
         ctx.client_ip = client_ip(session, &s.ops, peer);
+        ctx.trace = RequestTrace::start(
+            session.req_header(),
+            s.otel.as_ref().map_or(TrustParent::Never, |o| o.trust),
+            s.ops.trusts(peer),
+        );
         session.set_keepalive(Some(s.timeout_idle.as_secs()));
         session.set_read_timeout(Some(s.timeout_read));
         session.set_write_timeout(s.timeout_write);
-        let outcome = pipeline::route_request(self, session, ctx, &snap).await;
+        let span = ctx.trace.span();
+        let outcome = pipeline::route_request(self, session, ctx, &snap)
+            .instrument(span)
+            .await;
         ctx.snap = Some(Arc::clone(&snap));
         let reply = match outcome {
             Ok(Step::Forward) => return Ok(false),
@@ -189,7 +200,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn upstream_peer(&self, _: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        upstream::peer(ctx)
+        let peer = upstream::peer(ctx)?;
+        if crate::telemetry::traces::enabled() {
+            ctx.trace.upstream(&peer._address.to_string());
+        }
+        Ok(peer)
     }
 
     fn fail_to_connect(
@@ -210,6 +225,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream::request(req, ctx, peer_ip(session), self.scheme())?;
+        ctx.trace.inject(req)?;
         ctx.upstream_started = Some(std::time::Instant::now());
         Ok(())
     }
@@ -256,6 +272,8 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         log::record(&self.metrics, session, e, ctx);
+        ctx.trace
+            .finish(session.response_written().map_or(0, |r| r.status.as_u16()));
         log::passive_health(session, e, ctx);
         if let (Some(tap), Some(snap)) = (tap(session), &ctx.snap) {
             tap.request_ended(snap.settings.timeout_read);

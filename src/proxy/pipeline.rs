@@ -9,6 +9,7 @@ use crate::respond::refusal::Refusal;
 use crate::snapshot::Snapshot;
 use pingora_proxy::Session;
 use std::sync::Arc;
+use tracing::Instrument;
 
 pub async fn route_request(
     gw: &Gateway,
@@ -40,6 +41,12 @@ pub async fn route_request(
         .map(Arc::clone)
         .ok_or(Refusal::NoRoute)?;
     ctx.route = Some(Arc::clone(&route));
+    ctx.trace.routed(
+        session.req_header().method.as_str(),
+        &route.id,
+        &at.host,
+        &ctx.request_id,
+    );
     // 5. Upgrades the route allows, and a declared body within its limit.
     let headers = &session.req_header().headers;
     ctx.upgrade = upgrade::admit(headers, session.is_upgrade_req(), &route)?;
@@ -50,7 +57,18 @@ pub async fn route_request(
     let conn = client_cert::conn(session);
     ctx.client_cert = client_cert::check(conn, snap, &route, &at, &gw.metrics, &ctx.request_id)?;
     // 7. Identity and access: deny unless the policy allows.
-    ctx.identity = access::decide(gw, session, ctx, snap, &route, &at).await?;
+    let span = crate::trace_span!(
+        parent: &ctx.trace.span(),
+        "authorize",
+        vallum.route_id = %route.id,
+        vallum.outcome = tracing::field::Empty,
+        vallum.reasons = tracing::field::Empty,
+    );
+    let decided = access::decide(gw, session, ctx, snap, &route, &at)
+        .instrument(span.clone())
+        .await;
+    access::trace_outcome(&span, &decided);
+    ctx.identity = decided?;
     // 8. The action: respond, redirect, forward to a picked backend, or tunnel.
     let step = action::take(&route, &at, gw.scheme(), ctx)
         .await

@@ -66,6 +66,20 @@ pub fn reload_now(path: &Path, runtime: &SharedSnapshot, metrics: &Metrics) -> b
                      effect after a restart or a graceful upgrade (`vallum run -u`)"
                 );
             }
+            // The exporter starts with the process; only whose traceparent is believed follows
+            // a reload.
+            let exporter = |o: &Option<crate::config::otel::OtelSettings>| {
+                o.as_ref().map(|o| crate::config::otel::OtelSettings {
+                    trust: crate::config::otel::TrustParent::Never,
+                    ..o.clone()
+                })
+            };
+            if exporter(&next.settings.otel) != exporter(&current.settings.otel) {
+                tracing::warn!(
+                    "tracing settings (otel_*) changed; they take effect after a restart or a \
+                     graceful upgrade (`vallum run -u`)"
+                );
+            }
             for w in &next.warnings {
                 tracing::warn!("{w}");
             }

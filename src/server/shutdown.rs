@@ -30,6 +30,7 @@ impl Node {
         self.server.run(RunArgs {
             shutdown_signal: Box::new(signals),
         });
+        crate::telemetry::traces::flush_before_exit();
         std::process::exit(0)
     }
 }
@@ -61,6 +62,7 @@ fn exit_when_drained(metrics: Arc<Metrics>) {
             idle_looks = if in_flight <= 0 { idle_looks + 1 } else { 0 };
             if idle_looks >= 2 {
                 tracing::info!("graceful shutdown: no request in flight, exiting");
+                crate::telemetry::traces::flush_before_exit();
                 std::process::exit(0);
             }
             std::thread::sleep(Duration::from_millis(50));

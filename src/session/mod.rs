@@ -119,8 +119,20 @@ pub(crate) async fn bounded<T>(
     timeout: Duration,
     call: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
+    use tracing::Instrument;
     let start = std::time::Instant::now();
-    let result = tokio::time::timeout(timeout, call)
+    let span = if crate::telemetry::traces::in_request() {
+        crate::trace_span!(
+            "session_store",
+            otel.kind = "client",
+            db.system.name = backend,
+            db.operation.name = op,
+            otel.status_code = tracing::field::Empty,
+        )
+    } else {
+        tracing::Span::none()
+    };
+    let result = tokio::time::timeout(timeout, call.instrument(span.clone()))
         .await
         .unwrap_or_else(|_| {
             Err(StoreError::Unavailable(format!(
@@ -133,6 +145,7 @@ pub(crate) async fn bounded<T>(
         .observe(start.elapsed().as_secs_f64());
     if result.is_err() {
         metrics.store_errors.with_label_values(&[backend, op]).inc();
+        span.record("otel.status_code", "ERROR");
     }
     result
 }

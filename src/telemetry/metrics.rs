@@ -57,6 +57,8 @@ pub struct Metrics {
     pub upstream_unresolved: IntCounterVec,
     /// `route`, `limit`: requests turned away by the route's circuit breaker.
     pub upstream_overflow: IntCounterVec,
+    /// `result` (exported/failed/dropped): finished spans (`telemetry::traces::SPANS`).
+    pub trace_spans: IntCounterVec,
 }
 
 /// Requests refused before reaching the upstream: no address for it, or its circuit breaker.
@@ -189,6 +191,11 @@ impl Metrics {
             )?,
             upstream_unresolved,
             upstream_overflow,
+            trace_spans: {
+                let c = super::traces::SPANS.clone();
+                r.0.register(Box::new(c.clone()))?;
+                c
+            },
             registry: r.0.clone(),
         };
         m.build_info
@@ -200,7 +207,7 @@ impl Metrics {
     /// The name of every metric Vallum registers (for the manual's drift test).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let all: [&dyn Collector; 21] = [
+        let all: [&dyn Collector; 22] = [
             &self.requests,
             &self.sessions_ended,
             &self.logout_tokens,
@@ -222,6 +229,7 @@ impl Metrics {
             &self.client_certificates,
             &self.upstream_unresolved,
             &self.upstream_overflow,
+            &self.trace_spans,
         ];
         all.iter()
             .flat_map(|c| c.desc())

@@ -7,3 +7,4 @@ pub mod listener;
 pub mod logs;
 pub mod metrics;
 pub mod probes;
+pub mod traces;

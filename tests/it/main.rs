@@ -35,6 +35,7 @@ mod shutdown;
 pub mod signin;
 mod split;
 mod store;
+mod traces;
 mod tunnels;
 mod upgrade;
 mod upstream_tls;

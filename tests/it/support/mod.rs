@@ -7,6 +7,7 @@ pub mod certs;
 pub mod dns;
 pub mod github;
 pub mod idp;
+pub mod otlp;
 pub mod postgres;
 pub mod redis;
 pub mod upstream;
