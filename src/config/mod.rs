@@ -10,6 +10,7 @@ pub mod devices;
 pub mod dns;
 pub mod duration;
 pub mod error;
+pub mod forward_auth;
 pub mod idp;
 pub mod keys;
 pub mod load;

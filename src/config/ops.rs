@@ -272,21 +272,7 @@ pub fn compile(raw: &RawSettings, errs: &mut Errors, warnings: &mut Vec<String>)
         Some(a) if a.trim().is_empty() => None,
         Some(a) => errs.check("health_check_addr", parse_listen(a)),
     };
-    let trusted_proxies = raw
-        .trusted_proxies
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| {
-            let t = t.trim();
-            let net = t
-                .parse::<IpNet>()
-                .or_else(|_| t.parse::<IpAddr>().map(IpNet::from));
-            errs.check(
-                format!("trusted_proxies[{i}]"),
-                net.map_err(|_| format!("{t:?} is not an IP address or CIDR range")),
-            )
-        })
-        .collect();
+    let trusted_proxies = nets("trusted_proxies", &raw.trusted_proxies, errs);
     OpsSettings {
         metrics_address,
         metrics_authorization,
@@ -329,6 +315,23 @@ pub fn compile(raw: &RawSettings, errs: &mut Errors, warnings: &mut Vec<String>)
             other => other,
         },
     }
+}
+
+/// A list of addresses or CIDR ranges (`10.0.0.0/8`, `192.0.2.7`, `::1`), each checked.
+pub fn nets(key: &str, list: &[String], errs: &mut Errors) -> Vec<IpNet> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            let t = t.trim();
+            let net = t
+                .parse::<IpNet>()
+                .or_else(|_| t.parse::<IpAddr>().map(IpNet::from));
+            errs.check(
+                format!("{key}[{i}]"),
+                net.map_err(|_| format!("{t:?} is not an IP address or CIDR range")),
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]

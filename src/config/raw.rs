@@ -68,6 +68,10 @@ pub struct RawSettings {
     pub otel_bsp_max_export_batch_size: Option<i64>,
     /// Vallum extension: whose `traceparent` starts a request's trace.
     pub otel_trust_incoming_traceparent: Option<String>,
+    /// Forward auth (config::forward_auth).
+    pub forward_auth_url: Option<String>,
+    /// Vallum extension: ingresses whose sub-requests are believed.
+    pub forward_auth_ingresses: Option<Vec<String>>,
     /// Vallum extension: peers whose `X-Request-Id` is kept.
     pub trusted_proxies: Vec<String>,
     /// Vallum extension: request head limits.

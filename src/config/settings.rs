@@ -66,6 +66,8 @@ pub struct Settings {
     pub ops: super::ops::OpsSettings,
     /// OpenTelemetry tracing; `None` when off.
     pub otel: Option<super::otel::OtelSettings>,
+    /// The forward-auth endpoint; `None` without `forward_auth_url`.
+    pub forward_auth: Option<super::forward_auth::ForwardAuth>,
     pub branding: Branding,
     /// `downstream_mtls`: `None` when client certificates are not asked for.
     pub client_ca: Option<crate::tls::client_ca::ClientCa>,
@@ -256,6 +258,7 @@ pub fn compile(
         auth,
         ops,
         otel: super::otel::compile(raw, errs),
+        forward_auth: super::forward_auth::compile(raw, errs),
         branding,
         client_ca,
         device_types,

@@ -14,10 +14,30 @@ use pingora_proxy::Session;
 use std::borrow::Cow;
 use std::sync::Arc;
 
+/// What a decision reads from the request: the proxied request itself, or (forward auth) the
+/// original request an ingress describes.
+pub struct Asking<'a> {
+    pub method: &'a http::Method,
+    /// Cookies, bearer tokens, `Accept`, CORS preflight headers.
+    pub headers: &'a http::HeaderMap,
+    pub client_cert: crate::policy::CertInput<'a>,
+}
+
+impl<'a> Asking<'a> {
+    /// The request Pingora received, with its connection's client certificate.
+    pub fn of(session: &'a Session) -> Self {
+        Asking {
+            method: &session.req_header().method,
+            headers: &session.req_header().headers,
+            client_cert: super::client_cert::input(super::client_cert::conn(session)),
+        }
+    }
+}
+
 /// The signed-in user (if the route needs one and there is one), once the policy allowed.
 pub async fn decide(
     gw: &Gateway,
-    session: &Session,
+    session: &Asking<'_>,
     ctx: &RequestCtx,
     snap: &Snapshot,
     route: &Route,
@@ -30,15 +50,14 @@ pub async fn decide(
         log_decision(gw, session, ctx, snap, route, at, who, &decision);
     };
     // Browser or API client matters only for a refusal: read `Accept` then, not on every request.
-    let format = || Format::of(&session.req_header().headers);
+    let format = || Format::of(session.headers);
     let identity = match snap.auth() {
         Some(auth) if wants_identity(route) => {
-            let headers = &session.req_header().headers;
-            match authn::identify(&auth, &gw.auth, headers, route, &at.host_full).await {
+            match authn::identify(&auth, &gw.auth, session.headers, route, &at.host_full).await {
                 Ok(identity) => identity,
                 Err(authn::SessionError::Idle) => {
                     ended(None, Reason::SessionIdle);
-                    return Err(need_login(gw, snap, at, format()));
+                    return Err(need_login(snap, at, format()));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -48,7 +67,7 @@ pub async fn decide(
     if let (Some(max), Some(s)) = (route.max_auth_age, identity.as_deref()) {
         if authn::auth_age(s, crate::clock::unix_now()) > max.as_secs() {
             ended(Some(s), Reason::ReauthenticationRequired);
-            return Err(reauthenticate(gw, snap, at, format(), max));
+            return Err(reauthenticate(snap, at, format(), max));
         }
     }
     let Access::Policy(policy) = &route.access else {
@@ -64,7 +83,6 @@ pub async fn decide(
             approved: d.approved,
         })
         .collect();
-    let req = session.req_header();
     let input = Input {
         subject: identity.as_ref().map(|s| Subject {
             user_id: &s.user_id,
@@ -72,16 +90,16 @@ pub async fn decide(
             groups: &s.groups,
             claims: &s.claims,
         }),
-        method: req.method.as_str(),
+        method: session.method.as_str(),
         path: &at.target.path,
         client_ip: ctx.client_ip,
         now: chrono::Utc::now(),
-        cors_preflight: req.method == http::Method::OPTIONS
-            && req.headers.contains_key(http::header::ORIGIN)
-            && req
+        cors_preflight: session.method == http::Method::OPTIONS
+            && session.headers.contains_key(http::header::ORIGIN)
+            && session
                 .headers
                 .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD),
-        client_cert: super::client_cert::input(super::client_cert::conn(session)),
+        client_cert: session.client_cert,
         devices: &proven,
     };
     let decision = policy.evaluate(&input);
@@ -97,8 +115,8 @@ pub async fn decide(
     );
     match decision {
         Decision::Allow => Ok(identity),
-        Decision::NeedLogin => Err(need_login(gw, snap, at, format())),
-        Decision::Deny { reasons } => Err(refusal_for(gw, snap, route, at, format(), reasons)),
+        Decision::NeedLogin => Err(need_login(snap, at, format())),
+        Decision::Deny { reasons } => Err(refusal_for(snap, route, at, format(), reasons)),
     }
 }
 
@@ -126,7 +144,7 @@ pub fn trace_outcome(span: &tracing::Span, decided: &Result<Option<Arc<UserSessi
 #[allow(clippy::too_many_arguments)]
 fn log_decision(
     gw: &Gateway,
-    session: &Session,
+    session: &Asking<'_>,
     ctx: &RequestCtx,
     snap: &Snapshot,
     route: &Route,
@@ -137,7 +155,7 @@ fn log_decision(
     Authorize {
         fields: snap.settings.ops.authorize_log,
         request_id: &ctx.request_id,
-        method: session.req_header().method.as_str(),
+        method: session.method.as_str(),
         path: &at.target.path,
         host: &at.host_full,
         ip: ctx.client_ip,
@@ -180,7 +198,6 @@ fn verified_email(s: Option<&UserSession>, allow_unverified: bool) -> Option<Cow
 /// Certificate problems are 495 (signing in cannot fix them); a missing device sends browsers to
 /// the device page; anything else is 403 with the reasons.
 fn refusal_for(
-    gw: &Gateway,
     snap: &Snapshot,
     route: &Route,
     at: &Addressed,
@@ -199,7 +216,7 @@ fn refusal_for(
         Some(a) if format == Format::Html => a,
         _ => return Refusal::DeviceRequired { location: None },
     };
-    let original = match return_url(gw, at) {
+    let original = match return_url(at) {
         Ok(u) => u,
         Err(r) => return r,
     };
@@ -214,14 +231,14 @@ fn refusal_for(
 }
 
 /// Anonymous on a route that needs a user: browsers are sent to sign in, API clients get 401.
-fn need_login(gw: &Gateway, snap: &Snapshot, at: &Addressed, format: Format) -> Refusal {
+fn need_login(snap: &Snapshot, at: &Addressed, format: Format) -> Refusal {
     let Some(auth) = snap.auth() else {
         return Refusal::SignInNotConfigured;
     };
     if format != Format::Html {
         return Refusal::SignInRequired { location: None };
     }
-    match return_url(gw, at) {
+    match return_url(at) {
         Ok(original) => Refusal::SignInRequired {
             location: Some(authn::sign_in_url(&auth, &original).to_string()),
         },
@@ -232,14 +249,13 @@ fn need_login(gw: &Gateway, snap: &Snapshot, at: &Addressed, format: Format) -> 
 /// Signed in too long ago for the route's `max_auth_age`: browsers sign in again, with the IdP
 /// told to authenticate the user afresh; API clients get 401.
 fn reauthenticate(
-    gw: &Gateway,
     snap: &Snapshot,
     at: &Addressed,
     format: Format,
     max: std::time::Duration,
 ) -> Refusal {
     let location = match (snap.auth(), format) {
-        (Some(auth), Format::Html) => match return_url(gw, at) {
+        (Some(auth), Format::Html) => match return_url(at) {
             Ok(original) => Some(authn::reauthenticate_url(&auth, &original, max).to_string()),
             Err(r) => return r,
         },
@@ -250,8 +266,8 @@ fn reauthenticate(
 
 /// The URL a detour (sign-in, the device page) comes back to: the request as the browser sent
 /// it. Too long to carry through signed links → 414.
-fn return_url(gw: &Gateway, at: &Addressed) -> Result<String, Refusal> {
-    let mut original = format!("{}://{}{}", gw.scheme(), at.host_full, at.target.path);
+fn return_url(at: &Addressed) -> Result<String, Refusal> {
+    let mut original = format!("{}://{}{}", at.scheme, at.host_full, at.target.path);
     if let Some(q) = &at.target.query {
         original.push('?');
         original.push_str(q);

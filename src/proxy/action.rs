@@ -90,6 +90,7 @@ mod tests {
             host: host.into(),
             port: 80,
             host_full: host.into(),
+            scheme: "http",
         }
     }
 

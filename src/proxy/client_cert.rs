@@ -133,6 +133,7 @@ mod tests {
             host: host.into(),
             port: 443,
             host_full: host.into(),
+            scheme: "https",
         }
     }
 

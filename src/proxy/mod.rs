@@ -24,6 +24,7 @@ mod testing;
 mod tunnel;
 pub mod upgrade;
 mod upstream;
+pub mod verify;
 pub mod wire;
 
 use crate::authn::AuthState;

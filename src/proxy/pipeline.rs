@@ -3,7 +3,7 @@
 //! `request_filter` turns the outcome into one (`respond::refusal::Answer::refuse`).
 
 use super::action::{self, Step};
-use super::{access, client_cert, endpoints, hygiene, target, upgrade};
+use super::{access, client_cert, endpoints, hygiene, target, upgrade, verify};
 use super::{Gateway, RequestCtx};
 use crate::respond::refusal::Refusal;
 use crate::snapshot::Snapshot;
@@ -29,7 +29,11 @@ pub async fn route_request(
         return Ok(Step::Reply(ok));
     }
     let at = target::host(session.req_header(), target, gw.tls)?;
-    // 3. Vallum's own endpoints: the authenticate host, `/.pomerium/` on route hosts.
+    // 3a. Forward auth: an ingress asks about a request it holds.
+    if let Some(reply) = verify::serve(gw, session, ctx, snap, &at).await? {
+        return Ok(Step::Reply(reply));
+    }
+    // 3b. Vallum's own endpoints: the authenticate host, `/.pomerium/` on route hosts.
     if let Some(reply) = endpoints::serve(gw, session, ctx, snap, &at).await? {
         return Ok(Step::Reply(reply));
     }
@@ -57,14 +61,17 @@ pub async fn route_request(
     let conn = client_cert::conn(session);
     ctx.client_cert = client_cert::check(conn, snap, &route, &at, &gw.metrics, &ctx.request_id)?;
     // 7. Identity and access: deny unless the policy allows.
-    let span = crate::trace_span!(
-        parent: &ctx.trace.span(),
-        "authorize",
-        vallum.route_id = %route.id,
-        vallum.outcome = tracing::field::Empty,
-        vallum.reasons = tracing::field::Empty,
-    );
-    let decided = access::decide(gw, session, ctx, snap, &route, &at)
+    let span = match ctx.trace.recording() {
+        Some(request) => crate::trace_span!(
+            parent: request,
+            "authorize",
+            vallum.route_id = %route.id,
+            vallum.outcome = tracing::field::Empty,
+            vallum.reasons = tracing::field::Empty,
+        ),
+        None => tracing::Span::none(),
+    };
+    let decided = access::decide(gw, &access::Asking::of(session), ctx, snap, &route, &at)
         .instrument(span.clone())
         .await;
     access::trace_outcome(&span, &decided);

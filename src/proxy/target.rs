@@ -20,6 +20,8 @@ pub struct Addressed {
     /// `Host` as the browser sends it (with the port if one was given): what cookies and
     /// sign-in hand-offs are bound to.
     pub host_full: String,
+    /// `https` or `http`, as the browser sees it: the URL a sign-in comes back to.
+    pub scheme: &'static str,
 }
 
 /// The normalised target, or the reply that sends the client to its normal form.
@@ -63,6 +65,7 @@ pub fn host(req: &RequestHeader, target: Target, tls: bool) -> Result<Addressed,
         host,
         port,
         host_full,
+        scheme: if tls { "https" } else { "http" },
     })
 }
 
@@ -75,7 +78,7 @@ pub fn request_host(req: &RequestHeader) -> Option<(String, Option<u16>)> {
     }
 }
 
-fn split_authority(raw: &str) -> Option<(String, Option<u16>)> {
+pub fn split_authority(raw: &str) -> Option<(String, Option<u16>)> {
     if raw.is_empty() || raw.contains('@') {
         return None;
     }

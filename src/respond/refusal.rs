@@ -58,6 +58,13 @@ pub enum Refusal {
         location: Option<String>,
     },
     SignInNotConfigured,
+    /// A forward-auth sub-request from a peer not in `forward_auth_ingresses`.
+    NotAnIngress,
+    /// A forward-auth sub-request that does not say which request it is about.
+    VerifyRequest(&'static str),
+    /// A forward-auth sub-request about a URL no route covers: denied, as everything is by
+    /// default.
+    VerifyNoRoute,
     UrlTooLong,
     NoHealthyUpstream,
     /// The route's `circuit_breaker_thresholds` are reached: turned away at once.
@@ -112,11 +119,14 @@ impl Refusal {
         use Refusal::*;
         let code = match self {
             Malformed(_) | UnderscoreHeader | BadPath(_) | BadHost | HostMismatch | TunnelOnly
-            | UpgradeNotAllowed | BadRedirect | BodyUnreadable | AmbiguousSession => 400,
+            | UpgradeNotAllowed | BadRedirect | BodyUnreadable | AmbiguousSession
+            | VerifyRequest(_) => 400,
             TooManyHeaders | HeadersTooLarge => 431,
             SignInRateLimited => 429,
             AuthenticateOnly | NotFound | NoRoute => 404,
-            WebsocketOrigin | Forbidden(_) | SignInNotConfigured => 403,
+            WebsocketOrigin | Forbidden(_) | SignInNotConfigured | NotAnIngress | VerifyNoRoute => {
+                403
+            }
             BodyTooLarge | FormTooLarge => 413,
             Misdirected => 421,
             ClientCertificate(_) => 495,
@@ -171,6 +181,9 @@ impl Refusal {
             }
             DeviceRequired { .. } => "this page needs a device you have not proven in this session",
             SignInNotConfigured => "sign-in is not configured",
+            NotAnIngress => "this address is not an ingress allowed to ask (forward_auth_ingresses)",
+            VerifyRequest(why) => why,
+            VerifyNoRoute => "no route covers this URL",
             UrlTooLong => "this URL is too long to leave and come back to",
             NoHealthyUpstream => "no healthy upstream",
             UpstreamOverloaded => "the upstream is at its configured limit; try again in a moment",

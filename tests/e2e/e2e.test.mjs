@@ -360,3 +360,66 @@ describe('two nodes, Redis store, behind a balancer', () => {
     await profile.close();
   }));
 });
+
+describe('behind an ingress: nginx auth_request and Caddy forward_auth ask Vallum', () => {
+  let w;
+  let alice;
+  before(async () => { w = await startWorld({ ingress: true }); });
+  after(async () => { await w?.close(); });
+  const world = () => w;
+
+  it('nginx: a fresh user signs in through the ingress and lands on the original URL with a verified assertion', scenario(world, async (w) => {
+    alice = await w.profile('alice-ingress');
+    const { page, visited } = alice;
+    const start = w.via('nginx', 'fa1', '/reports?year=2026&q=a%20b');
+    await page.goto(start);
+    assert.ok(onIdp(w, page.url()), `at the IdP's login page: ${page.url()}`);
+    assert.ok(visited.some((u) => u.includes('fwdauth.localhost')), `nginx sent the browser to Vallum: ${visited}`);
+    await idpLogin(page, 'alice', 'fa1');
+    assert.equal(page.url(), start);
+    assert.ok(visited.some((u) => u.startsWith(w.via('nginx', 'fa1', '/.pomerium/callback'))),
+      'the session cookie was set on the app host, through nginx');
+    const data = await echoData(page);
+    assert.equal(data.url, '/reports?year=2026&q=a%20b');
+    assert.equal(data.jwt.verified, true, `the assertion nginx copied verifies: ${data.jwt.reason}`);
+    assert.equal(data.jwt.claims.email, 'alice@example.com');
+    assert.equal(data.headers['x-pomerium-claim-email'], 'alice@example.com');
+  }));
+
+  it('single sign-on to a second app behind nginx, and to an app behind Caddy, without the IdP', scenario(world, async (w) => {
+    const { page, visited } = alice;
+    const logins = w.idp.counts.logins;
+    for (const [ingress, host] of [['nginx', 'fa2'], ['caddy', 'fc1']]) {
+      const before = visited.length;
+      await page.goto(w.via(ingress, host, '/sso'));
+      assert.equal(page.url(), w.via(ingress, host, '/sso'), `${ingress}: back on the app`);
+      assert.ok(!visited.slice(before).some((u) => onIdp(w, u)), `${ingress}: no IdP page`);
+      const data = await echoData(page);
+      assert.equal(data.jwt.verified, true, `${ingress}: ${data.jwt.reason}`);
+      assert.equal(data.jwt.claims.email, 'alice@example.com');
+    }
+    assert.equal(w.idp.counts.logins, logins);
+  }));
+
+  it('a policy refusal through nginx is a 403 and the upstream is not reached', scenario(world, async (w) => {
+    const { page } = alice;
+    const r = await page.goto(w.via('nginx', 'fadeny', '/secret'));
+    assert.equal(r.status(), 403);
+    assert.ok(!(await page.content()).includes('id="data"'), 'no echo page');
+  }));
+
+  it('sign-out on the app host ends access behind both ingresses', scenario(world, async (w) => {
+    const { page } = alice;
+    await page.goto(w.via('nginx', 'fa1', '/.pomerium/sign_out'));
+    await Promise.all([page.waitForURL((u) => onIdp(w, u.href)), page.click('button[type="submit"]')]);
+    await Promise.all([
+      page.waitForURL((u) => u.pathname === '/.pomerium/signed_out'),
+      page.click('button[autofocus], button[type="submit"]'),
+    ]);
+    for (const [ingress, host] of [['nginx', 'fa1'], ['caddy', 'fc1']]) {
+      await page.goto(w.via(ingress, host, '/after'));
+      assert.ok(onIdp(w, page.url()), `${ingress}: signed out, sent to sign in: ${page.url()}`);
+    }
+    await alice.close();
+  }));
+});

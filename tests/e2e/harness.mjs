@@ -28,7 +28,7 @@ const COOKIE_SECRET = '8GIP1sU0aqXJZ8T8XkL1zB0cR2P0kTmYxw0a3DkBwsw=';
 const SHARED_SECRET = 'Wm9vaF9zaGFyZWRfc2VjcmV0XzMyX2J5dGVzX19fXyE=';
 /// Access tokens live this long, so a test can outlive one and see the session refreshed.
 export const ACCESS_TOKEN_TTL = 8;
-export const HOSTS = ['authenticate', 'app1', 'app2', 'admin', 'ws', 'device', 'vip'];
+export const HOSTS = ['authenticate', 'app1', 'app2', 'admin', 'ws', 'device', 'vip', 'fwdauth', 'fa1', 'fa2', 'fadeny', 'fc1'];
 // A small inline logo, so branded pages need no network.
 const LOGO = 'data:image/svg+xml;base64,' + Buffer.from(
   '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="7" fill="#0f766e"/>' +
@@ -65,7 +65,10 @@ function makeCerts(dir) {
     `subjectAltName=${sans.join(',')}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n`);
   run('x509', '-req', '-in', 'tls.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'tls.crt',
     '-days', '2', '-extfile', 'ext.cnf');
-  return { ca: fs.readFileSync(path.join(dir, 'ca.crt')), cert: path.join(dir, 'tls.crt'), key: path.join(dir, 'tls.key') };
+  return {
+    ca: fs.readFileSync(path.join(dir, 'ca.crt')), caFile: path.join(dir, 'ca.crt'),
+    cert: path.join(dir, 'tls.crt'), key: path.join(dir, 'tls.key'),
+  };
 }
 
 /// The IdP's outgoing requests (back-channel logout tokens): `*.localhost` names go to the
@@ -294,9 +297,131 @@ async function startNode(name, dir, config, log) {
   throw new Error(`${name} did not start:\n${fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8') : ''}`);
 }
 
+/// Waits until something accepts connections on `port`.
+async function listening(port, what) {
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise((r) => {
+      const c = net.connect(port, '127.0.0.1', () => { c.end(); r(true); });
+      c.on('error', () => r(false));
+    });
+    if (ok) return;
+    await sleep(50);
+  }
+  throw new Error(`${what} did not start on ${port}`);
+}
+
+/// The ingresses of the forward-auth scenarios, as docs/forward-auth.md configures them: nginx
+/// with `auth_request` (fa1, fa2, fadeny) and Caddy with `forward_auth` (fc1), each serving the
+/// echo upstream and asking Vallum (through the balancer) about every request.
+async function startIngresses(dir, certs, lbPort, echoPort, log) {
+  const nginxPort = await freePort();
+  const caddyPort = await freePort();
+  const root = process.getuid?.() === 0;
+  const temp = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']
+    .map((t) => `${t}_temp_path ${dir}/nginx-${t};`).join('\n  ');
+  fs.writeFileSync(path.join(dir, 'nginx.conf'), `${root ? 'user root;' : ''}
+worker_processes 1;
+error_log ${dir}/nginx-error.log info;
+pid ${dir}/nginx.pid;
+events { worker_connections 256; }
+http {
+  access_log ${dir}/nginx-access.log;
+  ${temp}
+  server {
+    listen 127.0.0.1:${nginxPort} ssl;
+    server_name fa1.localhost fa2.localhost fadeny.localhost;
+    ssl_certificate ${certs.cert};
+    ssl_certificate_key ${certs.key};
+    location = /_vallum {
+      internal;
+      proxy_pass https://127.0.0.1:${lbPort}/verify?uri=$scheme://$http_host$request_uri;
+      proxy_set_header Host fwdauth.localhost;
+      proxy_ssl_server_name on;
+      proxy_ssl_name fwdauth.localhost;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Original-Method $request_method;
+      proxy_set_header X-Real-IP $remote_addr;
+    }
+    location @sign_in {
+      return 302 https://fwdauth.localhost:${lbPort}/?uri=$scheme://$http_host$request_uri;
+    }
+    location /.pomerium/ {
+      proxy_pass https://127.0.0.1:${lbPort};
+      proxy_set_header Host $http_host;
+      proxy_ssl_server_name on;
+      proxy_ssl_name $host;
+    }
+    location / {
+      auth_request /_vallum;
+      error_page 401 = @sign_in;
+      auth_request_set $jwt $upstream_http_x_pomerium_jwt_assertion;
+      auth_request_set $email $upstream_http_x_pomerium_claim_email;
+      proxy_set_header X-Pomerium-Jwt-Assertion $jwt;
+      proxy_set_header X-Pomerium-Claim-Email $email;
+      proxy_set_header Host $http_host;
+      proxy_pass http://127.0.0.1:${echoPort};
+    }
+  }
+}
+`);
+  const nginx = spawn('nginx', ['-p', dir, '-c', path.join(dir, 'nginx.conf'), '-g', 'daemon off;'], { stdio: 'ignore' });
+  nginx.on('error', (e) => log(`cannot start nginx (${e.message}); apt-get install nginx`));
+  fs.writeFileSync(path.join(dir, 'Caddyfile'), `{
+  admin off
+  skip_install_trust
+  storage file_system ${dir}/caddy
+  http_port ${await freePort()}
+  https_port ${caddyPort}
+  auto_https disable_redirects
+}
+https://fc1.localhost:${caddyPort} {
+  tls ${certs.cert} ${certs.key}
+  handle /.pomerium/* {
+    reverse_proxy https://127.0.0.1:${lbPort} {
+      header_up Host {http.request.hostport}
+      transport http {
+        tls_trusted_ca_certs ${certs.caFile}
+        tls_server_name fc1.localhost
+      }
+    }
+  }
+  handle {
+    forward_auth https://127.0.0.1:${lbPort} {
+      uri /
+      header_up Host fwdauth.localhost
+      header_up X-Forwarded-Host {http.request.hostport}
+      copy_headers X-Pomerium-Jwt-Assertion X-Pomerium-Claim-Email
+      transport http {
+        tls_trusted_ca_certs ${certs.caFile}
+        tls_server_name fwdauth.localhost
+      }
+    }
+    reverse_proxy 127.0.0.1:${echoPort} {
+      header_up Host {http.request.hostport}
+    }
+  }
+}
+`);
+  const caddyLog = fs.openSync(path.join(dir, 'caddy.log'), 'w');
+  const caddy = spawn('caddy', ['run', '--config', path.join(dir, 'Caddyfile'), '--adapter', 'caddyfile'],
+    { stdio: ['ignore', caddyLog, caddyLog], env: { ...process.env, HOME: dir, XDG_DATA_HOME: dir, XDG_CONFIG_HOME: dir } });
+  caddy.on('error', (e) => log(`cannot start caddy (${e.message}); apt-get install caddy`));
+  await listening(nginxPort, 'nginx');
+  await listening(caddyPort, 'caddy');
+  log(`ingresses: nginx on ${nginxPort}, caddy on ${caddyPort}`);
+  const read = (f) => (fs.existsSync(path.join(dir, f)) ? fs.readFileSync(path.join(dir, f), 'utf8') : '');
+  return {
+    nginxPort, caddyPort,
+    logs: () => `--- nginx error log ---\n${read('nginx-error.log')}\n--- nginx access log ---\n${read('nginx-access.log')}\n--- caddy log ---\n${read('caddy.log')}`,
+    close: () => { nginx.kill('SIGKILL'); caddy.kill('SIGKILL'); },
+  };
+}
+
 /// Starts the whole world. `nodes`: how many gateway nodes; `redis`: share sessions through a
-/// private Redis (required for more than one node).
-export async function startWorld({ nodes = 1, redis = false } = {}) {
+/// private Redis (required for more than one node); `ingress`: nginx and Caddy in front of
+/// forward-auth routes, asking Vallum.
+export async function startWorld({ nodes = 1, redis = false, ingress = false } = {}) {
   if (!fs.existsSync(VALLUM)) throw new Error(`no Vallum binary at ${VALLUM}; run cargo build (or set VALLUM_BIN)`);
   if (!fs.existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM}; apt-get install chromium (or set CHROMIUM)`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vallum-e2e-'));
@@ -330,7 +455,7 @@ branding_logo_url: ${LOGO}
 branding_color: "#0f766e"
 pass_identity_headers: true
 jwt_claims_headers: [email, groups]
-${store ? `databroker_storage_type: redis\ndatabroker_storage_connection_string: ${store.url}\ndatabroker_storage_timeout: 1s\n` : ''}
+${ingress ? 'forward_auth_url: https://fwdauth.localhost\n' : ''}${store ? `databroker_storage_type: redis\ndatabroker_storage_connection_string: ${store.url}\ndatabroker_storage_timeout: 1s\n` : ''}
 routes:
   - from: https://app1.localhost
     to: ${up}
@@ -365,12 +490,28 @@ routes:
         and:
           - authenticated_user: true
           - device: {approved: true}
-`;
+${ingress ? `  - from: https://fa1.localhost
+    to: http://unused.invalid
+    allow_any_authenticated_user: true
+  - from: https://fa2.localhost
+    to: http://unused.invalid
+    allow_any_authenticated_user: true
+  - from: https://fadeny.localhost
+    to: http://unused.invalid
+    policy:
+      allow:
+        or:
+          - groups: {has: finance}
+  - from: https://fc1.localhost
+    to: http://unused.invalid
+    allow_any_authenticated_user: true
+` : ''}`;
   const gateways = [];
   for (let i = 0; i < nodes; i++) {
     gateways.push(await startNode(`node-${String.fromCharCode(97 + i)}`, dir, common(await freePort()), log));
   }
   lb.point(gateways[0].port);
+  const ingresses = ingress ? await startIngresses(dir, certs, lbPort, echo.port, log) : null;
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     // HEADFUL=1 (under xvfb-run on a server) shows the browser; SLOWMO=ms slows each action.
@@ -381,7 +522,10 @@ routes:
   });
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   const world = {
-    dir, idp, lbPort, gateways, browser, lines, log,
+    dir, idp, lbPort, gateways, browser, lines, log, ingresses,
+    /// A URL on an ingress: `nginx` or `caddy`.
+    via: (ingress, host, p = '/') =>
+      `https://${host}.localhost:${ingress === 'nginx' ? ingresses.nginxPort : ingresses.caddyPort}${p}`,
     url: (host, p = '/') => `https://${host}.localhost:${lbPort}${p}`,
     /// Sends new connections to gateway node `i` (and drops open ones), like a balancer would.
     useNode(i) { lb.point(gateways[i].port); log(`balancer → ${gateways[i].name}`); },
@@ -406,11 +550,13 @@ routes:
       return [
         '--- harness, browser console and IdP events ---', ...lines,
         ...gateways.map((g) => `--- gateway ${g.name} log ---\n${g.log()}`),
+        ingresses ? ingresses.logs() : '',
       ].join('\n');
     },
     async close() {
       await browser.close().catch(() => {});
       for (const g of gateways) g.child.kill('SIGKILL');
+      ingresses?.close();
       lb.close(); idp.close(); echo.close(); store?.close();
       fs.rmSync(dir, { recursive: true, force: true });
     },

@@ -15,6 +15,7 @@ mod dns;
 mod docs;
 mod downstream_tls;
 pub mod fleet;
+mod forward_auth;
 mod github;
 mod headers;
 mod idp_bearer;

@@ -16,7 +16,7 @@ use opentelemetry::KeyValue;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use prometheus::{IntCounterVec, Opts};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{LazyLock, OnceLock};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -48,6 +48,8 @@ pub static SPANS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 static ON: AtomicBool = AtomicBool::new(false);
+/// `otel_traces_sampler_arg`, as the bits of an f64.
+static RATIO: AtomicU64 = AtomicU64::new(0);
 static FLUSHER: OnceLock<export::Flusher> = OnceLock::new();
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
@@ -75,14 +77,15 @@ where
     let (processor, flusher) = export::start(settings, resource.clone())?;
     let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            settings.sampler_ratio,
-        ))))
+        // The ratio is applied per request in `RequestTrace::start`, before any span exists: an
+        // unsampled request then costs no span at all. What reaches the SDK is sampled.
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
         .with_resource(resource)
         .build();
     let tracer = provider.tracer("vallum");
     let _ = PROVIDER.set(provider);
     let _ = FLUSHER.set(flusher);
+    RATIO.store(settings.sampler_ratio.to_bits(), Ordering::Relaxed);
     ON.store(true, Ordering::Relaxed);
     // Only what the spans say: no source locations, threads, levels or idle time.
     Ok(tracing_opentelemetry::layer()
@@ -124,11 +127,13 @@ pub fn flush_before_exit() {
     }
 }
 
-/// One request's spans: the request itself, and the upstream call while it lasts.
+/// One request's spans: the request itself, and the upstream call while it lasts. An unsampled
+/// request has none, only the trace context its upstream receives.
 #[derive(Default)]
 pub struct RequestTrace {
     request: Option<Span>,
     upstream: Option<Span>,
+    unsampled: Option<propagate::Unsampled>,
 }
 
 impl RequestTrace {
@@ -141,6 +146,23 @@ impl RequestTrace {
     ) -> Self {
         if !enabled() {
             return Self::default();
+        }
+        let believed = match trust {
+            TrustParent::Always => true,
+            TrustParent::Proxies => trusted_peer,
+            TrustParent::Never => false,
+        };
+        let parent = believed.then(|| propagate::extract(&req.headers)).flatten();
+        // Parent-based, else the ratio: Pomerium's sampler, decided once per request.
+        let sampled = match &parent {
+            Some(cx) => propagate::sampled(cx),
+            None => rand::random::<f64>() < f64::from_bits(RATIO.load(Ordering::Relaxed)),
+        };
+        if !sampled {
+            return Self {
+                unsampled: Some(propagate::Unsampled::new(parent.as_ref())),
+                ..Self::default()
+            };
         }
         let method = req.method.as_str();
         let span = trace_span!(
@@ -156,19 +178,12 @@ impl RequestTrace {
             vallum.route_id = tracing::field::Empty,
             vallum.request_id = tracing::field::Empty,
         );
-        let believed = match trust {
-            TrustParent::Always => true,
-            TrustParent::Proxies => trusted_peer,
-            TrustParent::Never => false,
-        };
-        if believed {
-            if let Some(parent) = propagate::extract(&req.headers) {
-                let _ = span.set_parent(parent);
-            }
+        if let Some(parent) = parent {
+            let _ = span.set_parent(parent);
         }
         Self {
             request: Some(span),
-            upstream: None,
+            ..Self::default()
         }
     }
 
@@ -176,6 +191,12 @@ impl RequestTrace {
     /// to parent a child span.
     pub fn span(&self) -> Span {
         self.request.clone().unwrap_or_else(Span::none)
+    }
+
+    /// The request's span when this request is traced (sampled, tracing on): the parent its
+    /// children name explicitly.
+    pub fn recording(&self) -> Option<&Span> {
+        self.request.as_ref()
     }
 
     /// Names the request after its route once it is known: `GET route-3`.
@@ -204,6 +225,13 @@ impl RequestTrace {
     /// Writes `traceparent` (and drops any `tracestate` the client sent that was not believed)
     /// on the upstream request. Nothing changes when tracing is off.
     pub fn inject(&self, req: &mut pingora_http::RequestHeader) -> pingora_core::Result<()> {
+        if let Some(unsampled) = &self.unsampled {
+            req.remove_header("tracestate");
+            for (name, value) in unsampled.headers() {
+                req.insert_header(name, value)?;
+            }
+            return Ok(());
+        }
         let Some(span) = self.upstream.as_ref().or(self.request.as_ref()) else {
             return Ok(());
         };
