@@ -364,9 +364,17 @@ mod tests {
         );
         assert_eq!(o.at.target.path, "/x/y");
 
-        let unescaped = at("fwd.test", "/verify", Some("uri=https://app.test/p?a=1&b=2"));
+        let unescaped = at(
+            "fwd.test",
+            "/verify",
+            Some("uri=https://app.test/p?a=1&b=2"),
+        );
         let (_, o) = described(&HeaderMap::new(), &unescaped, s).ok().unwrap();
-        assert_eq!(o.at.target.query.as_deref(), Some("a=1&b=2"), "nginx's unescaped uri, whole");
+        assert_eq!(
+            o.at.target.query.as_deref(),
+            Some("a=1&b=2"),
+            "nginx's unescaped uri, whole"
+        );
         let dotted = at(
             "fwd.test",
             "/verify",

@@ -187,7 +187,11 @@ async fn the_sampler_ratio_decides_which_traces_are_exported() {
     }
     tokio::time::sleep(Duration::from_millis(600)).await;
     let spans = receiver.spans();
-    assert!(spans.is_empty(), "nothing exported at ratio 0: {:?}", spans.iter().map(|s| &s.span.name).collect::<Vec<_>>());
+    assert!(
+        spans.is_empty(),
+        "nothing exported at ratio 0: {:?}",
+        spans.iter().map(|s| &s.span.name).collect::<Vec<_>>()
+    );
 }
 
 /// Sign-in through the IdP with the sessions in Redis: the IdP calls and the store calls are

@@ -88,7 +88,9 @@ mod tests {
         // Not sampled by the caller: the same trace, a new span, still not sampled.
         h.insert(
             "traceparent",
-            http::HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+            http::HeaderValue::from_static(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+            ),
         );
         h.insert("tracestate", http::HeaderValue::from_static("v=1"));
         let cx = extract(&h).unwrap();
@@ -96,7 +98,10 @@ mod tests {
         let u = Unsampled::new(Some(&cx));
         let out: Vec<_> = u.headers().collect();
         let tp = out[0].1.to_str().unwrap();
-        assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && tp.ends_with("-00"), "{tp}");
+        assert!(
+            tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && tp.ends_with("-00"),
+            "{tp}"
+        );
         assert!(!tp.contains("00f067aa0ba902b7"), "a new span id");
         assert_eq!(out[1].1, "v=1");
         let fresh: Vec<_> = Unsampled::new(None).headers().collect();
