@@ -17,15 +17,20 @@ pub struct Reloader {
     config: PathBuf,
     runtime: SharedSnapshot,
     metrics: Arc<Metrics>,
+    /// The watched files as they were when the node was built: a change made before the
+    /// watcher's first look (while the services start) is still a change.
+    baseline: [u8; 32],
 }
 
 impl Reloader {
     pub fn new(config: PathBuf, runtime: SharedSnapshot, metrics: Arc<Metrics>) -> Self {
         record_loaded(&metrics, &runtime.load().checksum);
+        let baseline = fingerprint(&runtime.load().files);
         Self {
             config,
             runtime,
             metrics,
+            baseline,
         }
     }
 }
@@ -119,7 +124,7 @@ impl BackgroundService for Reloader {
             }
         };
         let mut watched = self.runtime.load().files.clone();
-        let mut last = fingerprint(&watched);
+        let mut last = self.baseline;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             let forced = tokio::select! {
