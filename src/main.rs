@@ -108,12 +108,14 @@ fn init_logging(
         }
     }
     let text = std::env::var("VALLUM_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text"));
+    // The per-request lines have their own writer (telemetry::lines), in the same format.
+    vallum::telemetry::lines::install(!text).context("cannot start the log writer")?;
     match otel {
         None => {
             let builder = tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_ansi(std::io::stderr().is_terminal())
-                .with_writer(std::io::stderr);
+                .with_writer(vallum::telemetry::lines::tracing_writer());
             if text {
                 builder.init();
             } else {
@@ -139,7 +141,7 @@ fn with_traces(
     type Boxed = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(vallum::telemetry::lines::tracing_writer());
     let log: Boxed = if text {
         Box::new(fmt.with_filter(filter))
     } else {
@@ -159,6 +161,8 @@ fn run(args: RunArgs) -> ExitCode {
     match try_run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // What was logged before the failure reaches the log first.
+            vallum::telemetry::lines::flush_before_exit();
             eprintln!("vallum: {e:#}");
             ExitCode::FAILURE
         }

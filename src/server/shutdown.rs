@@ -31,6 +31,7 @@ impl Node {
             shutdown_signal: Box::new(signals),
         });
         crate::telemetry::traces::flush_before_exit();
+        crate::telemetry::lines::flush_before_exit();
         std::process::exit(0)
     }
 }
@@ -63,6 +64,7 @@ fn exit_when_drained(metrics: Arc<Metrics>) {
             if idle_looks >= 2 {
                 tracing::info!("graceful shutdown: no request in flight, exiting");
                 crate::telemetry::traces::flush_before_exit();
+                crate::telemetry::lines::flush_before_exit();
                 std::process::exit(0);
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -7,6 +7,7 @@
 
 use crate::config::ops::{FieldSet, ACCESS_FIELDS, AUTHORIZE_FIELDS};
 use crate::policy::{Decision, Reason};
+use crate::telemetry::lines::Line;
 use crate::telemetry::metrics::Metrics;
 use std::sync::Arc;
 
@@ -65,30 +66,51 @@ pub struct Access<'a> {
 
 impl Access<'_> {
     pub fn log(&self) {
+        if !tracing::enabled!(target: "vallum::access", tracing::Level::INFO) {
+            return;
+        }
         let on = |name: &str| self.fields.has(ACCESS_FIELDS, name);
-        let referer = self
-            .referer
-            .map(|r| r.split(['?', '#']).next().unwrap_or(""));
-        tracing::info!(
-            target: "vallum::access",
-            {
-            "upstream-cluster" = on("upstream-cluster").then_some(self.route),
-            "method" = on("method").then_some(self.method),
-            "authority" = on("authority").then_some(self.authority),
-            "path" = on("path").then_some(self.path),
-            "query" = on("query").then_some(self.query.unwrap_or("")),
-            "user-agent" = on("user-agent").then_some(self.user_agent.unwrap_or("")),
-            "referer" = on("referer").then_some(referer.unwrap_or("")),
-            "forwarded-for" = on("forwarded-for").then_some(self.forwarded_for.unwrap_or("")),
-            "ip" = on("ip").then(|| self.ip.map(|i| i.to_string()).unwrap_or_default()),
-            "request-id" = on("request-id").then_some(self.request_id),
-            "duration" = on("duration").then_some(self.duration_ms),
-            "size" = on("size").then_some(self.size as u64),
-            "response-code" = on("response-code").then_some(self.status),
-            "response-code-details" = on("response-code-details").then_some(self.details),
-            },
-            "http-request"
-        );
+        let mut l = Line::info("vallum::access", "http-request");
+        for (name, value) in [
+            ("upstream-cluster", Some(self.route)),
+            ("method", Some(self.method)),
+            ("authority", Some(self.authority)),
+            ("path", Some(self.path)),
+            ("query", Some(self.query.unwrap_or(""))),
+            ("user-agent", Some(self.user_agent.unwrap_or(""))),
+            (
+                "referer",
+                Some(
+                    self.referer
+                        .and_then(|r| r.split(['?', '#']).next())
+                        .unwrap_or(""),
+                ),
+            ),
+            ("forwarded-for", Some(self.forwarded_for.unwrap_or(""))),
+            ("ip", None),
+            ("request-id", Some(self.request_id)),
+        ] {
+            if !on(name) {
+                continue;
+            }
+            match value {
+                Some(v) => l.str(name, v),
+                None => l.str(name, &self.ip.map(|i| i.to_string()).unwrap_or_default()),
+            }
+        }
+        if on("duration") {
+            l.float("duration", self.duration_ms);
+        }
+        if on("size") {
+            l.num("size", self.size);
+        }
+        if on("response-code") {
+            l.num("response-code", self.status);
+        }
+        if on("response-code-details") {
+            l.str("response-code-details", self.details);
+        }
+        l.emit();
     }
 }
 
@@ -141,23 +163,40 @@ impl Authorize<'_> {
         }
         let on = |name: &str| self.fields.has(AUTHORIZE_FIELDS, name);
         let who = self.who;
-        tracing::info!(
-            target: "vallum::authorize",
-            {
-            "request-id" = on("request-id").then_some(self.request_id),
-            "method" = on("method").then_some(self.method),
-            "path" = on("path").then_some(self.path),
-            "host" = on("host").then_some(self.host),
-            "ip" = on("ip").then(|| self.ip.map(|i| i.to_string()).unwrap_or_default()),
-            "session-id" = on("session-id").then_some(who.map(|s| s.session_id).unwrap_or("")),
-            "user" = on("user").then_some(who.map(|s| s.user_id).unwrap_or("")),
-            "email" = on("email").then_some(who.and_then(|s| s.email).unwrap_or("")),
-            "route-id" = on("route-id").then_some(self.route_id),
-            "allow" = on("allow").then_some(allow),
-            "deny" = on("deny").then_some(!allow),
-            "reasons" = on("reasons").then(|| reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")),
-            },
-            "authorize"
-        );
+        let mut l = Line::info("vallum::authorize", "authorize");
+        for (name, value) in [
+            ("request-id", self.request_id),
+            ("method", self.method),
+            ("path", self.path),
+            ("host", self.host),
+        ] {
+            if on(name) {
+                l.str(name, value);
+            }
+        }
+        if on("ip") {
+            l.str("ip", &self.ip.map(|i| i.to_string()).unwrap_or_default());
+        }
+        for (name, value) in [
+            ("session-id", who.map(|s| s.session_id)),
+            ("user", who.map(|s| s.user_id)),
+            ("email", who.and_then(|s| s.email)),
+            ("route-id", Some(self.route_id)),
+        ] {
+            if on(name) {
+                l.str(name, value.unwrap_or(""));
+            }
+        }
+        if on("allow") {
+            l.bool("allow", allow);
+        }
+        if on("deny") {
+            l.bool("deny", !allow);
+        }
+        if on("reasons") {
+            let list: Vec<&str> = reasons.iter().map(|r| r.as_str()).collect();
+            l.str("reasons", &list.join(","));
+        }
+        l.emit();
     }
 }

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub upstream_overflow: IntCounterVec,
     /// `result` (exported/failed/dropped): finished spans (`telemetry::traces::SPANS`).
     pub trace_spans: IntCounterVec,
+    /// Access and authorize lines dropped by a log destination that fell behind.
+    pub log_lines_dropped: IntCounter,
 }
 
 /// Requests refused before reaching the upstream: no address for it, or its circuit breaker.
@@ -196,6 +198,11 @@ impl Metrics {
                 r.0.register(Box::new(c.clone()))?;
                 c
             },
+            log_lines_dropped: {
+                let c = super::lines::DROPPED.clone();
+                r.0.register(Box::new(c.clone()))?;
+                c
+            },
             registry: r.0.clone(),
         };
         m.build_info
@@ -207,7 +214,7 @@ impl Metrics {
     /// The name of every metric Vallum registers (for the manual's drift test).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let all: [&dyn Collector; 22] = [
+        let all: [&dyn Collector; 23] = [
             &self.requests,
             &self.sessions_ended,
             &self.logout_tokens,
@@ -230,6 +237,7 @@ impl Metrics {
             &self.upstream_unresolved,
             &self.upstream_overflow,
             &self.trace_spans,
+            &self.log_lines_dropped,
         ];
         all.iter()
             .flat_map(|c| c.desc())

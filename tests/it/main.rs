@@ -20,6 +20,7 @@ mod github;
 mod headers;
 mod idp_bearer;
 mod lifecycle;
+mod logging;
 mod mtls;
 mod ops;
 mod paths;
