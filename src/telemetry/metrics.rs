@@ -103,12 +103,23 @@ fn lifecycle(
     ))
 }
 
+/// The counters of process-wide writers (the trace exporter, the log writer), which exist once
+/// whatever the registry: registered on this one too.
+fn process_wide(r: &Register) -> prometheus::Result<(IntCounterVec, IntCounter)> {
+    let spans = super::traces::SPANS.clone();
+    r.0.register(Box::new(spans.clone()))?;
+    let dropped = super::lines::DROPPED.clone();
+    r.0.register(Box::new(dropped.clone()))?;
+    Ok((spans, dropped))
+}
+
 impl Metrics {
     /// All metrics, registered on a fresh registry.
     pub fn new() -> Result<Arc<Self>, prometheus::Error> {
         let r = Register(Registry::new());
         let (revocations, sessions_ended, logout_tokens) = lifecycle(&r)?;
         let (upstream_unresolved, upstream_overflow) = upstream_refusals(&r)?;
+        let (trace_spans, log_lines_dropped) = process_wide(&r)?;
         let m = Metrics {
             requests: r.counter(
                 "vallum_http_requests_total",
@@ -193,16 +204,8 @@ impl Metrics {
             )?,
             upstream_unresolved,
             upstream_overflow,
-            trace_spans: {
-                let c = super::traces::SPANS.clone();
-                r.0.register(Box::new(c.clone()))?;
-                c
-            },
-            log_lines_dropped: {
-                let c = super::lines::DROPPED.clone();
-                r.0.register(Box::new(c.clone()))?;
-                c
-            },
+            trace_spans,
+            log_lines_dropped,
             registry: r.0.clone(),
         };
         m.build_info

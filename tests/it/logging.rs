@@ -114,6 +114,7 @@ async fn a_log_destination_that_stops_reading_never_holds_a_request_up() {
         .await
         .unwrap();
     let _ = child.kill();
+    let _ = child.wait();
     assert!(
         seen.contains("log lines dropped"),
         "the drop is reported in the log"
