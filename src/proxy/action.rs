@@ -78,21 +78,7 @@ fn unresolved(route: &Route, ctx: &RequestCtx, why: &Unresolved) -> Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::testing::{route, snapshot};
-    use crate::routes::path::Target;
-
-    fn at(host: &str, path: &str, query: Option<&str>) -> Addressed {
-        Addressed {
-            target: Target {
-                path: path.into(),
-                query: query.map(String::from),
-            },
-            host: host.into(),
-            port: 80,
-            host_full: host.into(),
-            scheme: "http",
-        }
-    }
+    use crate::proxy::testing::{at, route, snapshot};
 
     #[tokio::test]
     async fn each_action_becomes_its_step() {

@@ -1,5 +1,7 @@
 //! Compiled routes for the steps' unit tests, from the same YAML users write.
 
+use crate::proxy::target::Addressed;
+use crate::routes::path::Target;
 use crate::routes::route::Route;
 use crate::snapshot::Snapshot;
 use std::sync::Arc;
@@ -18,4 +20,18 @@ pub fn route(snap: &Snapshot, host: &str, path: &str) -> Arc<Route> {
 /// The route that serves `host`, `port` and `path` in `snap`.
 pub fn route_on(snap: &Snapshot, host: &str, port: u16, path: &str) -> Arc<Route> {
     Arc::clone(snap.routes.find(host, port, path).expect("a route matches"))
+}
+
+/// Where a plain-HTTP request for `host` (port 80), `path` and `query` is going.
+pub fn at(host: &str, path: &str, query: Option<&str>) -> Addressed {
+    Addressed {
+        target: Target {
+            path: path.into(),
+            query: query.map(String::from),
+        },
+        host: host.into(),
+        port: 80,
+        host_full: host.into(),
+        scheme: "http",
+    }
 }

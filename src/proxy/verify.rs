@@ -303,20 +303,7 @@ fn url_of(at: &Addressed) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::testing::snapshot;
-
-    fn at(host: &str, path: &str, query: Option<&str>) -> Addressed {
-        Addressed {
-            target: Target {
-                path: path.into(),
-                query: query.map(String::from),
-            },
-            host: host.into(),
-            port: 80,
-            host_full: host.into(),
-            scheme: "http",
-        }
-    }
+    use crate::proxy::testing::{at, snapshot};
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         pairs

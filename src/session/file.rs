@@ -71,6 +71,21 @@ impl FileStore {
     }
 
     /// Runs `f` on the connection off the async threads.
+    /// A session as its table row: id, user index name, issued, expires, sealed record.
+    fn row(
+        &self,
+        session: &UserSession,
+    ) -> Result<(String, String, i64, i64, Vec<u8>), StoreError> {
+        let data = record::encode(&self.key, session).map_err(unavailable)?;
+        Ok((
+            session.id.clone(),
+            super::redis::index_name(session),
+            session.issued_at as i64,
+            session.expires_at as i64,
+            data,
+        ))
+    }
+
     async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -125,14 +140,8 @@ impl SessionStore for FileStore {
     }
 
     async fn put(&self, session: UserSession) -> Result<(), StoreError> {
-        let data = record::encode(&self.key, &session).map_err(unavailable)?;
-        let user = super::redis::index_name(&session);
+        let (id, user, issued, expires, data) = self.row(&session)?;
         let sweep_now = self.sweep_due().then(|| unix_now() as i64);
-        let (id, issued, expires) = (
-            session.id.clone(),
-            session.issued_at as i64,
-            session.expires_at as i64,
-        );
         self.with(move |c| {
             c.execute(
                 "INSERT INTO sessions (id, user, issued, expires, data) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -157,13 +166,7 @@ impl SessionStore for FileStore {
     }
 
     async fn replace(&self, session: UserSession) -> Result<bool, StoreError> {
-        let data = record::encode(&self.key, &session).map_err(unavailable)?;
-        let user = super::redis::index_name(&session);
-        let (id, issued, expires) = (
-            session.id.clone(),
-            session.issued_at as i64,
-            session.expires_at as i64,
-        );
+        let (id, user, issued, expires, data) = self.row(&session)?;
         self.with(move |c| {
             c.execute(
                 "UPDATE sessions SET user = ?2, issued = ?3, expires = ?4, data = ?5 WHERE id = ?1",

@@ -158,6 +158,20 @@ impl Browser {
         panic!("redirect loop: {hops:#?}");
     }
 
+    /// Signs out at `sign_out` as a person would (the page, then its form with the CSRF field);
+    /// the form's answer.
+    pub async fn sign_out(&self, sign_out: &str) -> u16 {
+        let (page, _) = self.get(sign_out).await;
+        self.client
+            .post(sign_out)
+            .form(&[("csrf", csrf_field(&page.body))])
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     pub fn cookie_for(&self, url: &str) -> Option<String> {
         use reqwest::cookie::CookieStore;
         self.jar
@@ -608,16 +622,10 @@ async fn a_refresh_that_crosses_a_sign_out_does_not_bring_the_session_back() {
     // Starts the refresh in the background; the request itself is served.
     assert_eq!(b.get(&env.url("app", "/")).await.0.status, 200);
 
-    let sign_out = env.url("app", "/.pomerium/sign_out");
-    let (page, _) = b.get(&sign_out).await;
-    let r = b
-        .client
-        .post(&sign_out)
-        .form(&[("csrf", csrf_field(&page.body))])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 302);
+    assert_eq!(
+        b.sign_out(&env.url("app", "/.pomerium/sign_out")).await,
+        302
+    );
     env.gw
         .eventually("the refresh answered after the sign-out", || async {
             env.gw.log().contains("session ended during its refresh")

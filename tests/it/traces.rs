@@ -114,6 +114,23 @@ async fn a_request_becomes_a_trace_at_the_collector_over_grpc_and_http() {
     }
 }
 
+/// One request with `headers` to the public route: what the upstream saw, and its request span.
+async fn traced_request(
+    gw: &Gateway,
+    receiver: &Receiver,
+    headers: &[(&str, &str)],
+) -> (crate::support::upstream::Echo, Received) {
+    let host = format!("public.localhost:{}", gw.port);
+    let seen = gw
+        .request(reqwest::Method::GET, &host, "/", headers)
+        .await
+        .echo();
+    let spans = receiver
+        .until("the request span", |s| !named(s, "GET route-0").is_empty())
+        .await;
+    (seen, one(&spans, "GET route-0").clone())
+}
+
 #[tokio::test]
 async fn a_client_traceparent_is_believed_only_when_configured() {
     let receiver = Receiver::http().await;
@@ -125,15 +142,7 @@ async fn a_client_traceparent_is_believed_only_when_configured() {
 
     // By default only listed proxies are believed, and none is listed: a new trace.
     let (gw, _up, _) = gateway(&receiver.url(), "http/protobuf", "").await;
-    let host = format!("public.localhost:{}", gw.port);
-    let seen = gw
-        .request(reqwest::Method::GET, &host, "/", &headers)
-        .await
-        .echo();
-    let spans = receiver
-        .until("the request span", |s| !named(s, "GET route-0").is_empty())
-        .await;
-    let request = one(&spans, "GET route-0");
+    let (seen, request) = traced_request(&gw, &receiver, &headers).await;
     assert_ne!(
         request.trace_id(),
         CLIENT_TRACE,
@@ -160,15 +169,7 @@ async fn a_client_traceparent_is_believed_only_when_configured() {
         "otel_trust_incoming_traceparent: always\n",
     )
     .await;
-    let host = format!("public.localhost:{}", gw.port);
-    let seen = gw
-        .request(reqwest::Method::GET, &host, "/", &headers)
-        .await
-        .echo();
-    let spans = receiver
-        .until("the request span", |s| !named(s, "GET route-0").is_empty())
-        .await;
-    let request = one(&spans, "GET route-0");
+    let (seen, request) = traced_request(&gw, &receiver, &headers).await;
     assert_eq!(request.trace_id(), CLIENT_TRACE);
     assert_eq!(request.parent_id(), CLIENT_SPAN);
     assert!(seen.header("traceparent").unwrap().contains(CLIENT_TRACE));
