@@ -13,6 +13,7 @@ mod identify;
 mod idle;
 pub mod idp_bearer;
 pub mod logout;
+mod portal;
 pub mod programmatic;
 mod refresh;
 mod sign_in;
@@ -105,6 +106,8 @@ pub struct Request<'a> {
     pub routes: &'a RouteTable,
     /// Form fields of a POST body.
     pub form: Vec<(String, String)>,
+    /// The client's address (the routes portal asks policies about it).
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 impl Request<'_> {
@@ -303,10 +306,31 @@ pub async fn route_endpoint(
         webauthn::PATH => webauthn::route_page(auth, state, req).await,
         "/.pomerium/" => user::user_page(auth, state, req).await,
         "/.pomerium/jwt" if auth.jwt_endpoint => user::jwt_endpoint(auth, state, req).await,
+        "/.pomerium/routes" if auth.routes_portal => portal::routes(auth, state, req, false).await,
+        "/.pomerium/api/v1/routes" if auth.routes_portal => {
+            portal::routes(auth, state, req, true).await
+        }
         "/.well-known/pomerium/jwks.json" => user::jwks(auth),
         "/.well-known/pomerium" | "/.well-known/pomerium/" => user::well_known(auth, req),
         // Every other `/.pomerium/` path is Vallum's, never the app's.
         p if p.starts_with("/.pomerium/") => req.answer.refuse(Refusal::NotFound),
         _ => return None,
+    })
+}
+
+/// `email` and `domain` rules see only an address the IdP verified (`email_verified` exactly
+/// `true`), unless the route opts out: anyone can put any address in an unverified account at
+/// many IdPs. Compared lower-case.
+pub fn verified_email(
+    s: Option<&UserSession>,
+    allow_unverified: bool,
+) -> Option<std::borrow::Cow<'_, str>> {
+    let s = s.filter(|s| {
+        allow_unverified || s.claims.get("email_verified") == Some(&serde_json::Value::Bool(true))
+    })?;
+    let e = s.email.as_deref()?;
+    Some(match e.bytes().any(|b| b.is_ascii_uppercase()) {
+        true => std::borrow::Cow::Owned(e.to_ascii_lowercase()),
+        false => std::borrow::Cow::Borrowed(e),
     })
 }

@@ -78,6 +78,9 @@ pub struct AuthSettings {
     pub issuer_uri: bool,
     /// `runtime_flags.pomerium_jwt_endpoint`: serve `/.pomerium/jwt` (off by default, as in Pomerium).
     pub jwt_endpoint: bool,
+    /// `runtime_flags.routes_portal`: serve `/.pomerium/routes` and `/.pomerium/api/v1/routes` (on
+    /// by default, as in Pomerium).
+    pub routes_portal: bool,
     /// True when either secret was generated for this process (single node only).
     pub generated_secrets: bool,
     pub storage: Storage,
@@ -331,19 +334,21 @@ fn signing_key(
     signing_key.or_else(|| SigningKey::derived(shared_secret).ok())
 }
 
-/// `runtime_flags`: only `pomerium_jwt_endpoint` means anything to Vallum.
-fn runtime_flags(raw: &RawSettings, errs: &mut Errors) -> bool {
-    let mut jwt_endpoint = false;
+/// `runtime_flags` Vallum acts on: `pomerium_jwt_endpoint` (off by default) and `routes_portal`
+/// (on), with Pomerium's defaults; any other flag is refused by name.
+fn runtime_flags(raw: &RawSettings, errs: &mut Errors) -> (bool, bool) {
+    let (mut jwt_endpoint, mut routes_portal) = (false, true);
     for (flag, on) in &raw.runtime_flags {
         match flag.as_str() {
             "pomerium_jwt_endpoint" => jwt_endpoint = *on,
+            "routes_portal" => routes_portal = *on,
             other => errs.push(
                 format!("runtime_flags.{other}"),
-                "runtime flag not supported by Vallum (pomerium_jwt_endpoint is)",
+                "runtime flag not supported by Vallum (pomerium_jwt_endpoint and routes_portal are)",
             ),
         }
     }
-    jwt_endpoint
+    (jwt_endpoint, routes_portal)
 }
 
 fn signout_redirect_url(raw: &RawSettings, errs: &mut Errors) -> Option<Url> {
@@ -402,7 +407,7 @@ pub fn compile(
     let signing_key = signing_key(raw, &shared_secret, files, errs)?;
     let claim_headers = compile_claim_headers(raw.jwt_claims_headers.as_ref(), errs);
     let issuer_uri = issuer_format(raw.jwt_issuer_format.as_deref(), "jwt_issuer_format", errs);
-    let jwt_endpoint = runtime_flags(raw, errs);
+    let (jwt_endpoint, routes_portal) = runtime_flags(raw, errs);
     let signout_redirect_url = signout_redirect_url(raw, errs);
     let storage = compile_storage(raw, files, errs);
     if services != Services::All && storage == Storage::Memory {
@@ -451,6 +456,7 @@ pub fn compile(
         pass_identity_headers: raw.pass_identity_headers.unwrap_or(false),
         issuer_uri,
         jwt_endpoint,
+        routes_portal,
     })
 }
 

@@ -154,20 +154,10 @@ const SINGLE_PROCESS_WHY: &str =
     "Vallum is one process: authorization runs in-process and the session store is set by databroker_storage_*";
 
 /// Keys Vallum accepts but that change nothing, with why.
-const IGNORED: &[(&str, &str)] = &[
-    (
-        "description",
-        "shown by Pomerium's routes portal, which Vallum does not have yet",
-    ),
-    (
-        "logo_url",
-        "shown by Pomerium's routes portal, which Vallum does not have yet",
-    ),
-    (
-        "regex_priority_order",
-        "file routes keep config order in Pomerium too",
-    ),
-];
+const IGNORED: &[(&str, &str)] = &[(
+    "regex_priority_order",
+    "file routes keep config order in Pomerium too",
+)];
 
 pub fn classify(key: &str, known: &[&str], unsupported: &[&str]) -> Support {
     if let Some((_, why)) = IGNORED.iter().find(|(k, _)| *k == key) {

@@ -11,7 +11,6 @@ use crate::session::UserSession;
 use crate::snapshot::Snapshot;
 use crate::telemetry::logs::{Authorize, Who};
 use pingora_proxy::Session;
-use std::borrow::Cow;
 use std::sync::Arc;
 
 /// What a decision reads from the request: the proxied request itself, or (forward auth) the
@@ -73,7 +72,7 @@ pub async fn decide(
     let Access::Policy(policy) = &route.access else {
         return Ok(identity);
     };
-    let email = verified_email(identity.as_deref(), route.allow_unverified_email);
+    let email = authn::verified_email(identity.as_deref(), route.allow_unverified_email);
     let proven: Vec<ProvenDevice<'_>> = identity
         .iter()
         .flat_map(|s| s.devices.iter())
@@ -179,20 +178,6 @@ fn wants_identity(route: &Route) -> bool {
             .iter()
             .any(|(_, t)| t.needs_identity())
         || matches!(&route.access, Access::Policy(p) if p.needs_identity())
-}
-
-/// `email` and `domain` rules see only an address the IdP verified (`email_verified` exactly
-/// `true`), unless the route opts out: anyone can put any address in an unverified account at
-/// many IdPs. Compared lower-case.
-fn verified_email(s: Option<&UserSession>, allow_unverified: bool) -> Option<Cow<'_, str>> {
-    let s = s.filter(|s| {
-        allow_unverified || s.claims.get("email_verified") == Some(&serde_json::Value::Bool(true))
-    })?;
-    let e = s.email.as_deref()?;
-    Some(match e.bytes().any(|b| b.is_ascii_uppercase()) {
-        true => Cow::Owned(e.to_ascii_lowercase()),
-        false => Cow::Borrowed(e),
-    })
 }
 
 /// Certificate problems are 495 (signing in cannot fix them); a missing device sends browsers to
@@ -310,19 +295,19 @@ mod tests {
     fn only_verified_addresses_reach_email_rules() {
         let alice = user("Alice@Example.com", Some(true));
         assert_eq!(
-            verified_email(Some(&alice), false).as_deref(),
+            authn::verified_email(Some(&alice), false).as_deref(),
             Some("alice@example.com")
         );
         let claimed = user("ceo@example.com", None);
-        assert_eq!(verified_email(Some(&claimed), false), None);
+        assert_eq!(authn::verified_email(Some(&claimed), false), None);
         assert_eq!(
-            verified_email(Some(&claimed), true).as_deref(),
+            authn::verified_email(Some(&claimed), true).as_deref(),
             Some("ceo@example.com"),
             "allow_unverified_email opts out"
         );
         let unverified = user("ceo@example.com", Some(false));
-        assert_eq!(verified_email(Some(&unverified), false), None);
-        assert_eq!(verified_email(None, true), None);
+        assert_eq!(authn::verified_email(Some(&unverified), false), None);
+        assert_eq!(authn::verified_email(None, true), None);
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub async fn serve(
             branding: Some(&snap.settings.branding),
         };
         let input = read(session, &at.target, gw.scheme()).await?;
-        let req = input.as_request(&at.host_full, path, answer, &snap.routes);
+        let req = input.as_request(&at.host_full, path, answer, &snap.routes, ctx.client_ip);
         if on_auth_host {
             return Ok(Some(authn::authenticate_host(&auth, &gw.auth, &req).await));
         }
@@ -93,6 +93,7 @@ impl AuthnInput {
         path: &'a str,
         answer: Answer<'a>,
         routes: &'a crate::routes::RouteTable,
+        client_ip: Option<std::net::IpAddr>,
     ) -> authn::Request<'a> {
         authn::Request {
             method: &self.method,
@@ -105,6 +106,7 @@ impl AuthnInput {
             answer,
             routes,
             form: self.form.clone(),
+            client_ip,
         }
     }
 }

@@ -72,6 +72,7 @@ pub fn compile(
         client_ca,
         serverless_audience,
         id,
+        listing: listing(raw),
         host: host?,
         port,
         path,
@@ -427,4 +428,14 @@ fn session_options(
     )
     .unwrap_or_else(|| auth.and_then(|a| a.idle_timeout));
     (bearer, idle)
+}
+
+/// What the routes portal shows of the route.
+fn listing(raw: &RawRoute) -> super::route::Listing {
+    super::route::Listing {
+        from: raw.from.clone().unwrap_or_default(),
+        name: raw.name.clone(),
+        description: raw.description.clone(),
+        logo_url: raw.logo_url.clone(),
+    }
 }

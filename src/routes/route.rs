@@ -244,10 +244,21 @@ pub struct ResponseHeaderRewrite {
     pub value: String,
 }
 
+/// What the routes portal shows of a route (`name`, `description`, `logo_url`, and `from` as
+/// written).
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub from: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub logo_url: Option<String>,
+}
+
 #[derive(Debug)]
 pub struct Route {
     /// Stable id for logs and metrics: the route's `name`/`id`, else its position.
     pub id: Arc<str>,
+    pub listing: Listing,
     pub host: HostPattern,
     pub port: Option<u16>,
     pub path: PathMatch,

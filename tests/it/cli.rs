@@ -242,7 +242,11 @@ fn pomerium_migration_report() {
     assert!(line("metrics_address").ends_with("supported"));
     assert!(line("autocert").contains("NOT SUPPORTED"));
     assert!(line("allowed_groups").contains("REMOVED: removed in Pomerium 0.20"));
-    assert!(line("logo_url").contains("accepted, no effect"));
+    assert!(
+        line("logo_url").ends_with("supported"),
+        "the routes portal shows it"
+    );
+    assert!(line("regex_priority_order").contains("accepted, no effect"));
     assert!(text.contains("routes[0] (https://grafana.corp.example.com):"));
     let tcp_from = text
         .lines()

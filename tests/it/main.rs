@@ -25,6 +25,7 @@ mod mtls;
 mod ops;
 mod paths;
 mod pomerium_keys;
+mod portal;
 mod postgres;
 mod programmatic;
 mod reload;
