@@ -78,14 +78,78 @@ fn bench(c: &mut Criterion) {
     g.bench_function("cold_sign", |b| {
         b.iter(|| {
             i += 1;
-            black_box(signer.assertion(&format!("sid{i}"), "app.example.com", 1_000, claims))
+            black_box(signer.assertion(&format!("sid{i}"), "app.example.com", 0, 1_000, claims))
         })
     });
-    let _ = signer.assertion("warm", "app.example.com", 1_000, claims);
+    let _ = signer.assertion("warm", "app.example.com", 0, 1_000, claims);
     g.bench_function("warm_cache", |b| {
-        b.iter(|| black_box(signer.assertion("warm", "app.example.com", 1_010, claims)))
+        b.iter(|| black_box(signer.assertion("warm", "app.example.com", 0, 1_010, claims)))
     });
+    // A user in 1,000 groups, signed for a route that passes all of them and for one whose
+    // groups filter keeps the three its policy names (`jwt_groups_filter_infer_from_ppl`).
+    let member = many_groups(1_000);
+    let filter =
+        vallum::headers::GroupsFilter::new(["group-7", "group-300", "group-999"].map(String::from));
+    for (name, f) in [
+        ("1000_groups_unfiltered", None),
+        ("1000_groups_filtered_to_3", Some(&filter)),
+    ] {
+        let header = signer.assertion(
+            "size",
+            "app.example.com",
+            f.map_or(0, |f| f.id),
+            1_000,
+            || {
+                vallum::headers::assertion_claims(
+                    &member,
+                    "app.example.com",
+                    "app.example.com",
+                    &[],
+                    f,
+                )
+            },
+        );
+        eprintln!(
+            "identity_header/{name}: X-Pomerium-Jwt-Assertion is {} bytes",
+            header.len()
+        );
+        g.bench_function(format!("cold_sign_{name}"), |b| {
+            b.iter(|| {
+                i += 1;
+                black_box(
+                    signer.assertion(&format!("sid{i}"), "app.example.com", 0, 1_000, || {
+                        vallum::headers::assertion_claims(
+                            &member,
+                            "app.example.com",
+                            "app.example.com",
+                            &[],
+                            f,
+                        )
+                    }),
+                )
+            })
+        });
+    }
     g.finish();
+}
+
+fn many_groups(n: usize) -> vallum::session::UserSession {
+    vallum::session::UserSession {
+        id: "sid".into(),
+        user_id: "alice-id".into(),
+        email: Some("alice@example.com".into()),
+        name: Some("Alice".into()),
+        groups: (0..n).map(|i| format!("group-{i}")).collect(),
+        claims: serde_json::Map::new(),
+        id_token: String::new(),
+        access_token: String::new(),
+        refresh_token: None,
+        access_expires_at: None,
+        issued_at: 0,
+        expires_at: u64::MAX,
+        claims_refreshed_at: 0,
+        devices: Vec::new(),
+    }
 }
 
 criterion_group! {

@@ -111,7 +111,7 @@ pub(super) async fn jwt_endpoint(
         Err(unauthenticated) => return *unauthenticated,
     };
     let host = req.host.split(':').next().unwrap_or(req.host);
-    let jwt = crate::headers::assertion(&auth.keys.signer, auth, &s, host, auth.issuer_uri);
+    let jwt = crate::headers::assertion(&auth.keys.signer, auth, &s, host, auth.issuer_uri, None);
     let mut r = Reply::text(
         StatusCode::OK,
         bytes::Bytes::copy_from_slice(jwt.as_bytes()),

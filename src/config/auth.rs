@@ -72,6 +72,9 @@ pub struct AuthSettings {
     pub signing_key: SigningKey,
     /// `X-Pomerium-Claim-*` headers: (header, claim).
     pub claim_headers: Vec<(http::HeaderName, String)>,
+    /// `jwt_groups_filter`: the groups every route's assertion and claim headers may carry
+    /// (empty: no filter of its own).
+    pub jwt_groups_filter: Vec<String>,
     /// Pomerium's `pass_identity_headers` (routes may override).
     pub pass_identity_headers: bool,
     /// `jwt_issuer_format: uri` → `iss` is `https://host/`, else the bare host.
@@ -399,9 +402,7 @@ pub fn compile(
         true => None,
         false => idp_when_complete(raw, files, errs),
     };
-
     let cookie = cookie(raw, insecure, errs);
-
     let (cookie_secret, shared_secret, generated_secrets) =
         secrets(raw, services, generated, files, errs);
     let signing_key = signing_key(raw, &shared_secret, files, errs)?;
@@ -453,6 +454,11 @@ pub fn compile(
             .collect(),
         signing_key,
         claim_headers,
+        jwt_groups_filter: raw
+            .jwt_groups_filter
+            .clone()
+            .map(|l| l.0)
+            .unwrap_or_default(),
         pass_identity_headers: raw.pass_identity_headers.unwrap_or(false),
         issuer_uri,
         jwt_endpoint,

@@ -7,7 +7,6 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 /// Global keys Pomerium has and Vallum does not implement yet.
 pub const POMERIUM_GLOBAL_UNSUPPORTED: &[&str] = &[
     "identity_providers",
-    "jwt_groups_filter",
     "certificate_authority",
     "certificate_authority_file",
     "override_certificate_name",
@@ -45,8 +44,6 @@ pub const POMERIUM_GLOBAL_UNSUPPORTED: &[&str] = &[
 pub const POMERIUM_ROUTE_UNSUPPORTED: &[&str] = &[
     "host_path_regex_rewrite_pattern",
     "host_path_regex_rewrite_substitution",
-    "jwt_groups_filter",
-    "jwt_groups_filter_infer_from_ppl",
     "kubernetes_service_account_token",
     "kubernetes_service_account_token_file",
     "tls_upstream_allow_renegotiation",

@@ -50,6 +50,8 @@ pub struct RawSettings {
     pub health_check_addr: Option<String>,
     pub access_log_fields: Option<Vec<String>>,
     pub authorize_log_fields: Option<Vec<String>>,
+    /// The groups assertions and claim headers may carry, for every route (Pomerium's).
+    pub jwt_groups_filter: Option<StringList>,
     // OpenTelemetry tracing (config::otel).
     pub otel_traces_exporter: Option<String>,
     pub otel_exporter_otlp_endpoint: Option<String>,
@@ -223,6 +225,10 @@ pub struct RawRoute {
     pub name: Option<String>,
     pub id: Option<String>,
     pub description: Option<String>,
+    /// This route's groups filter, added to the global one.
+    pub jwt_groups_filter: Option<StringList>,
+    /// Add the groups the route's policy names to its groups filter.
+    pub jwt_groups_filter_infer_from_ppl: Option<bool>,
     pub logo_url: Option<String>,
     pub pass_identity_headers: Option<bool>,
     pub jwt_issuer_format: Option<String>,

@@ -27,6 +27,7 @@ pub struct Signer {
 
 struct Cached {
     audience: Box<str>,
+    variant: u64,
     jwt: HeaderValue,
     exp: u64,
 }
@@ -57,15 +58,21 @@ impl Signer {
     }
 
     /// The assertion for this session and audience, from the cache while it has life left.
+    /// `variant` tells apart assertions for one audience with different claims (a route's
+    /// groups filter; 0: none).
     pub fn assertion(
         &self,
         session_id: &str,
         audience: &str,
+        variant: u64,
         now: u64,
         claims: impl FnOnce() -> Map<String, Value>,
     ) -> HeaderValue {
         if let Some(hit) = self.cache.get(session_id) {
-            if let Some(c) = hit.iter().find(|c| &*c.audience == audience) {
+            if let Some(c) = hit
+                .iter()
+                .find(|c| &*c.audience == audience && c.variant == variant)
+            {
                 if c.exp > now + RESIGN_BEFORE_SECS {
                     return c.jwt.clone();
                 }
@@ -84,11 +91,17 @@ impl Signer {
                 v.retain(|c| c.exp > now);
                 !v.is_empty()
             });
+            // Still full of live entries: start over rather than scan it again on the next
+            // signature (the cache only saves signing; a miss re-signs).
+            if self.cache.len() > 100_000 {
+                self.cache.clear();
+            }
         }
         let mut entry = self.cache.entry(session_id.into()).or_default();
-        entry.retain(|c| &*c.audience != audience && c.exp > now);
+        entry.retain(|c| (&*c.audience != audience || c.variant != variant) && c.exp > now);
         entry.push(Cached {
             audience: audience.into(),
+            variant,
             jwt: jwt.clone(),
             exp,
         });
@@ -121,7 +134,7 @@ mod tests {
         assert_eq!(a.jwks(), b.jwks(), "every node derives the same key");
         assert_ne!(a.jwks(), Signer::derived(&Key::random()).unwrap().jwks());
 
-        let jwt = a.assertion("sid", "app.example.com", 1_000, || {
+        let jwt = a.assertion("sid", "app.example.com", 0, 1_000, || {
             let mut m = Map::new();
             m.insert("aud".into(), json!("app.example.com"));
             m.insert("sub".into(), json!("alice"));
@@ -143,19 +156,26 @@ mod tests {
     fn cache_reuses_then_resigns_before_expiry() {
         let s = Signer::derived(&Key::random()).unwrap();
         let mk = || Map::new();
-        let first = s.assertion("sid", "aud", 1_000, mk);
-        assert_eq!(s.assertion("sid", "aud", 1_100, mk), first, "cached");
-        let other = s.assertion("sid", "other", 1_100, mk);
+        let first = s.assertion("sid", "aud", 0, 1_000, mk);
+        assert_eq!(s.assertion("sid", "aud", 0, 1_100, mk), first, "cached");
+        let other = s.assertion("sid", "other", 0, 1_100, mk);
         assert_ne!(other, first, "per audience");
         assert_eq!(
-            s.assertion("sid", "aud", 1_100, mk),
+            s.assertion("sid", "aud", 0, 1_100, mk),
             first,
             "a second audience does not evict the first"
         );
-        assert_eq!(s.assertion("sid", "other", 1_100, mk), other);
-        assert_ne!(s.assertion("sid2", "aud", 1_100, mk), first, "per session");
+        assert_eq!(s.assertion("sid", "other", 0, 1_100, mk), other);
         assert_ne!(
-            s.assertion("sid", "aud", 1_000 + TTL_SECS - 30, mk),
+            s.assertion("sid2", "aud", 0, 1_100, mk),
+            first,
+            "per session"
+        );
+        let filtered = s.assertion("sid", "aud", 7, 1_100, mk);
+        assert_ne!(filtered, first, "per groups filter");
+        assert_eq!(s.assertion("sid", "aud", 0, 1_100, mk), first, "both kept");
+        assert_ne!(
+            s.assertion("sid", "aud", 0, 1_000 + TTL_SECS - 30, mk),
             first,
             "re-signed ahead of expiry"
         );
@@ -196,7 +216,7 @@ mod tests {
                 .expect("openssl is installed");
             let pem = String::from_utf8(out.stdout).unwrap();
             let s = Signer::from_pem(&pem).unwrap_or_else(|e| panic!("{args:?}: {e}"));
-            let jwt = s.assertion("sid", "aud", 1_000, Map::new);
+            let jwt = s.assertion("sid", "aud", 0, 1_000, Map::new);
             let jwk: jsonwebtoken::jwk::Jwk =
                 serde_json::from_value(s.jwks()["keys"][0].clone()).unwrap();
             let mut v = jsonwebtoken::Validation::new(Algorithm::RS256);

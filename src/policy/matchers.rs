@@ -62,6 +62,17 @@ pub enum ListMatcher {
 }
 
 impl ListMatcher {
+    /// The values the matcher names.
+    pub fn values(&self, out: &mut std::collections::BTreeSet<String>) {
+        match self {
+            ListMatcher::Has(v) | ListMatcher::Exclude(v) => {
+                out.insert(v.clone());
+            }
+            ListMatcher::Is(vs) => out.extend(vs.iter().cloned()),
+            ListMatcher::All(ms) => ms.iter().for_each(|m| m.values(out)),
+        }
+    }
+
     pub fn matches<S: AsRef<str>>(&self, list: &[S]) -> bool {
         let has = |v: &str| list.iter().any(|x| x.as_ref() == v);
         match self {

@@ -7,6 +7,7 @@
 //! to sign in only when signing in could change the decision.
 
 pub mod matchers;
+mod names;
 pub mod parse;
 pub mod reason;
 

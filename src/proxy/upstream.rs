@@ -121,6 +121,7 @@ fn identity<'a>(ctx: &'a RequestCtx, route: &Route) -> Option<UpstreamIdentity<'
             session,
             &ctx.host,
             route.issuer_uri,
+            route.groups_filter.as_deref(),
         )
     });
     let headers = if route.pass_identity_headers {
@@ -129,7 +130,11 @@ fn identity<'a>(ctx: &'a RequestCtx, route: &Route) -> Option<UpstreamIdentity<'
             .map(|(h, claim)| {
                 (
                     h.clone(),
-                    crate::headers::claim_header_value(session, claim),
+                    crate::headers::claim_header_value(
+                        session,
+                        claim,
+                        route.groups_filter.as_deref(),
+                    ),
                 )
             })
             .collect()

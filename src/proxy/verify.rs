@@ -133,10 +133,11 @@ fn allowed(
         user,
         &original.at.host,
         route.issuer_uri,
+        route.groups_filter.as_deref(),
     );
     reply = reply.with_header(HeaderName::from_static("x-pomerium-jwt-assertion"), jwt);
     for (name, claim) in &auth.claim_headers {
-        let value = crate::headers::claim_header_value(user, claim);
+        let value = crate::headers::claim_header_value(user, claim, route.groups_filter.as_deref());
         if let Ok(v) = HeaderValue::from_str(&value) {
             reply = reply.with_header(name.clone(), v);
         }

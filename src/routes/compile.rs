@@ -47,12 +47,7 @@ pub fn compile(
         .timeout
         .map(|d| d.0)
         .unwrap_or(ctx.settings.default_upstream_timeout);
-    let id: Arc<str> = raw
-        .name
-        .clone()
-        .or_else(|| raw.id.clone())
-        .unwrap_or_else(|| format!("route-{index}"))
-        .into();
+    let id = route_id(raw, index);
 
     let (bearer, session_idle) = session_options(raw, &p, auth, &mut e);
     let breaker = match &raw.circuit_breaker_thresholds {
@@ -73,6 +68,7 @@ pub fn compile(
         serverless_audience,
         id,
         listing: listing(raw),
+        groups_filter: groups_filter(raw, &access, auth),
         host: host?,
         port,
         path,
@@ -438,4 +434,37 @@ fn listing(raw: &RawRoute) -> super::route::Listing {
         description: raw.description.clone(),
         logo_url: raw.logo_url.clone(),
     }
+}
+
+/// The route's groups filter: the global list, the route's, and (when asked) the groups its
+/// policy names; `None` when none of these applies.
+fn groups_filter(
+    raw: &RawRoute,
+    access: &Access,
+    auth: Option<&crate::config::auth::AuthSettings>,
+) -> Option<Arc<crate::headers::GroupsFilter>> {
+    let global = auth.map(|a| a.jwt_groups_filter.as_slice()).unwrap_or(&[]);
+    let own = raw
+        .jwt_groups_filter
+        .as_ref()
+        .map(|l| l.0.as_slice())
+        .unwrap_or(&[]);
+    let infer = raw.jwt_groups_filter_infer_from_ppl.unwrap_or(false);
+    if global.is_empty() && own.is_empty() && !infer {
+        return None;
+    }
+    let mut names: Vec<String> = global.iter().chain(own).cloned().collect();
+    if let (true, Access::Policy(p)) = (infer, access) {
+        names.extend(p.group_names());
+    }
+    Some(Arc::new(crate::headers::GroupsFilter::new(names)))
+}
+
+/// The route's `name`, else its `id`, else its position: how logs and metrics name it.
+fn route_id(raw: &RawRoute, index: usize) -> Arc<str> {
+    raw.name
+        .clone()
+        .or_else(|| raw.id.clone())
+        .unwrap_or_else(|| format!("route-{index}"))
+        .into()
 }

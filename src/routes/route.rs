@@ -275,6 +275,9 @@ pub struct Route {
     pub set_request_headers: Vec<(HeaderName, HeaderTemplate)>,
     /// Send `X-Pomerium-Jwt-Assertion` and the claim headers (route, else global).
     pub pass_identity_headers: bool,
+    /// The groups those may carry (`jwt_groups_filter`, global and route, and the policy's own
+    /// groups with `jwt_groups_filter_infer_from_ppl`); `None`: all of the user's.
+    pub groups_filter: Option<Arc<crate::headers::GroupsFilter>>,
     /// `jwt_issuer_format: uri`.
     pub issuer_uri: bool,
     /// What an `Authorization: Bearer` token is on this route (`bearer_token_format`).

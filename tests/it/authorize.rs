@@ -409,3 +409,64 @@ async fn time_rules_and_cors_preflight() {
         "the preflight rule authenticates nothing else"
     );
 }
+
+/// The groups an assertion and the claim headers carry: all of them by default; the global and
+/// the route's `jwt_groups_filter`; and with `jwt_groups_filter_infer_from_ppl`, the groups the
+/// route's policy names.
+#[tokio::test]
+async fn groups_filters_limit_the_groups_an_upstream_is_told() {
+    let routes = "  - from: http://email.localhost\n    to: {u}\n    pass_identity_headers: true\n    allow_any_authenticated_user: true\n\
+\x20 - from: http://group.localhost\n    to: {u}\n    pass_identity_headers: true\n    jwt_groups_filter: [admins]\n    allow_any_authenticated_user: true\n\
+\x20 - from: http://claim.localhost\n    to: {u}\n    pass_identity_headers: true\n    jwt_groups_filter_infer_from_ppl: true\n    policy:\n      allow:\n        or:\n          - groups: {has: engineering}\n";
+    let env = Env::with_routes(
+        "jwt_claims_headers: [groups]\njwt_groups_filter: [auditors]\n",
+        routes,
+    )
+    .await;
+    let b = env.browser();
+    let told = |host: &'static str| {
+        let (b, env) = (&b, &env);
+        async move {
+            let (r, _) = b.browse(&env.url(host, "/")).await;
+            assert_eq!(r.status, 200, "{host}");
+            let echo = r.echo();
+            let jwt = echo.header("x-pomerium-jwt-assertion").unwrap().to_string();
+            let payload: serde_json::Value = serde_json::from_slice(
+                &base64::Engine::decode(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    jwt.split('.').nth(1).unwrap(),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            (
+                payload["groups"].clone(),
+                echo.header("x-pomerium-claim-groups")
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        }
+    };
+    // alice is in admins and engineering; the global filter names a group she is not in.
+    let (jwt, header) = told("email").await;
+    assert_eq!(
+        jwt,
+        serde_json::json!([]),
+        "the global filter applies to every route"
+    );
+    assert_eq!(header, "");
+    let (jwt, header) = told("group").await;
+    assert_eq!(
+        jwt,
+        serde_json::json!(["admins"]),
+        "the route's filter adds its groups"
+    );
+    assert_eq!(header, "admins");
+    let (jwt, header) = told("claim").await;
+    assert_eq!(
+        jwt,
+        serde_json::json!(["engineering"]),
+        "inferred from the policy"
+    );
+    assert_eq!(header, "engineering");
+}

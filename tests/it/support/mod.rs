@@ -144,7 +144,11 @@ impl Gateway {
         SocketAddr::new(self.ip, self.port)
     }
 
+    /// The log as written so far. Log lines are written by the gateway's writer threads, which
+    /// drain their queues every 10 ms: this waits 50 ms first, so a line for a request that has
+    /// been answered is in the file.
     pub fn log(&self) -> String {
+        std::thread::sleep(Duration::from_millis(50));
         let mut s = String::new();
         if let Ok(mut f) = std::fs::File::open(self.dir.path().join("vallum.log")) {
             let _ = f.read_to_string(&mut s);
