@@ -136,6 +136,36 @@ async fn nginx_verify_answers_200_with_identity_401_or_403() {
     assert_eq!(r.status, 400, "which request?");
 }
 
+/// Scripts and services: a programmatic-login token in `Authorization` answers like a cookie.
+#[tokio::test]
+async fn a_bearer_token_is_a_session_too() {
+    let env = env("").await;
+    let b = env.browser();
+    let token = crate::programmatic::login_token(&env, &b, "app").await;
+    let bearer = format!("Pomerium {token}");
+    let verify = format!("/verify?uri={}", uri(&env, "app", "/api"));
+    let r = ask(
+        &env,
+        "fwd.localhost",
+        &verify,
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.header("x-pomerium-claim-email"),
+        Some("alice@example.com")
+    );
+    let r = ask(
+        &env,
+        "fwd.localhost",
+        &verify,
+        &[("authorization", "Pomerium forged")],
+    )
+    .await;
+    assert_eq!(r.status, 401);
+}
+
 #[tokio::test]
 async fn the_sign_in_start_sends_the_browser_to_sign_in_and_back() {
     let env = env("").await;

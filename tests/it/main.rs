@@ -27,7 +27,7 @@ mod paths;
 mod pomerium_keys;
 mod portal;
 mod postgres;
-mod programmatic;
+pub mod programmatic;
 mod reload;
 mod rewrites;
 mod route_client_ca;

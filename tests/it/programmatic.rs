@@ -14,24 +14,18 @@ fn token_from(url: &str) -> String {
         .unwrap_or_else(|| panic!("no pomerium_jwt in {url}"))
 }
 
-#[tokio::test]
-async fn programmatic_login_and_bearer_forms() {
-    let env = Env::start("").await;
-    let b = env.browser();
+/// A programmatic-login token for `host`, the way a script gets one: the login API gives a
+/// sign-in URL, the user signs in in a browser, and the token arrives at a local listener.
+pub async fn login_token(env: &Env, b: &crate::signin::Browser, host: &str) -> String {
     let back = "http://127.0.0.1:45678/cb?state=1";
-    let api = |uri: &str| {
-        let mut u = url::Url::parse(&env.url("app", "/.pomerium/api/v1/login")).unwrap();
-        u.query_pairs_mut()
-            .append_pair("pomerium_redirect_uri", uri);
-        u.to_string()
-    };
-    let (r, _) = b.get(&api(back)).await;
+    let mut api = url::Url::parse(&env.url(host, "/.pomerium/api/v1/login")).unwrap();
+    api.query_pairs_mut()
+        .append_pair("pomerium_redirect_uri", back);
+    let (r, _) = b.get(api.as_str()).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
     let sign_in = r.body.trim().to_string();
     assert!(sign_in.contains("/.pomerium/sign_in?"), "{sign_in}");
-
-    // The user signs in in a browser; it lands on the local listener with the token.
     let (_, hops) = b
         .browse_until(&sign_in, |u| u.starts_with("http://127.0.0.1:45678/"))
         .await;
@@ -40,7 +34,14 @@ async fn programmatic_login_and_bearer_forms() {
         landed.starts_with("http://127.0.0.1:45678/cb?state=1&pomerium_jwt="),
         "{landed}"
     );
-    let token = token_from(landed);
+    token_from(landed)
+}
+
+#[tokio::test]
+async fn programmatic_login_and_bearer_forms() {
+    let env = Env::start("").await;
+    let b = env.browser();
+    let token = login_token(&env, &b, "app").await;
 
     let app = env.url("app", "/api/data");
     let host = format!("app.localhost:{}", env.gw.port);
