@@ -43,6 +43,12 @@ async fn ask(env: &Env, host: &str, path: &str, headers: &[(&str, &str)]) -> Res
         .await
 }
 
+/// nginx's question: may the request for `host` and `path` pass?
+async fn verify(env: &Env, host: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+    let q = format!("/verify?uri={}", uri(env, host, path));
+    ask(env, "fwd.localhost", &q, headers).await
+}
+
 fn uri(env: &Env, host: &str, path: &str) -> String {
     let u = format!("http://{host}.localhost:{}{path}", env.gw.port);
     url::form_urlencoded::byte_serialize(u.as_bytes()).collect()
@@ -54,13 +60,7 @@ async fn nginx_verify_answers_200_with_identity_401_or_403() {
     let cookie = signed_in_cookie(&env).await;
     let html = ("accept", "text/html");
 
-    let r = ask(
-        &env,
-        "fwd.localhost",
-        &format!("/verify?uri={}", uri(&env, "app", "/x?y=1")),
-        &[("cookie", &cookie), html],
-    )
-    .await;
+    let r = verify(&env, "app", "/x?y=1", &[("cookie", &cookie), html]).await;
     assert_eq!(r.status, 200, "{r:?}");
     let jwt = r
         .header("x-pomerium-jwt-assertion")
@@ -72,65 +72,23 @@ async fn nginx_verify_answers_200_with_identity_401_or_403() {
     );
 
     // Not signed in: 401 (nginx's error_page sends the browser to sign in), never a 302.
-    let r = ask(
-        &env,
-        "fwd.localhost",
-        &format!("/verify?uri={}", uri(&env, "app", "/x")),
-        &[html],
-    )
-    .await;
+    let r = verify(&env, "app", "/x", &[html]).await;
     assert_eq!(r.status, 401);
     // Signed in but not allowed: 403. A cookie of another host is no session here.
-    let r = ask(
-        &env,
-        "fwd.localhost",
-        &format!("/verify?uri={}", uri(&env, "deny", "/")),
-        &[("cookie", &cookie)],
-    )
-    .await;
+    let r = verify(&env, "deny", "/", &[("cookie", &cookie)]).await;
     assert_eq!(r.status, 401, "app's cookie does not sign in on deny");
     let deny_cookie = cookie_for(&env, "deny", 403).await;
-    let r = ask(
-        &env,
-        "fwd.localhost",
-        &format!("/verify?uri={}", uri(&env, "deny", "/")),
-        &[("cookie", &deny_cookie)],
-    )
-    .await;
+    let r = verify(&env, "deny", "/", &[("cookie", &deny_cookie)]).await;
     assert_eq!(r.status, 403);
     // The original method, not the sub-request's, meets the policy.
-    let r = ask(
-        &env,
-        "fwd.localhost",
-        &format!("/verify?uri={}", uri(&env, "getonly", "/")),
-        &[("x-original-method", "POST")],
-    )
-    .await;
+    let r = verify(&env, "getonly", "/", &[("x-original-method", "POST")]).await;
     assert_eq!(r.status, 403, "POST refused by http_method: GET");
-    let r = ask(
-        &env,
-        "fwd.localhost",
-        &format!("/verify?uri={}", uri(&env, "getonly", "/")),
-        &[("x-original-method", "GET")],
-    )
-    .await;
+    let r = verify(&env, "getonly", "/", &[("x-original-method", "GET")]).await;
     assert_eq!(r.status, 200);
     // A URL no route covers is denied; a path not in normal form is refused, not judged.
-    let r = ask(
-        &env,
-        "fwd.localhost",
-        &format!("/verify?uri={}", uri(&env, "elsewhere", "/")),
-        &[],
-    )
-    .await;
+    let r = verify(&env, "elsewhere", "/", &[]).await;
     assert_eq!(r.status, 403);
-    let r = ask(
-        &env,
-        "fwd.localhost",
-        &format!("/verify?uri={}", uri(&env, "getonly", "/a/../b")),
-        &[],
-    )
-    .await;
+    let r = verify(&env, "getonly", "/a/../b", &[]).await;
     assert_eq!(r.status, 400);
     let r = ask(&env, "fwd.localhost", "/verify", &[]).await;
     assert_eq!(r.status, 400, "which request?");
@@ -276,13 +234,7 @@ async fn envoy_ext_authz_path_prefix() {
 async fn only_configured_ingresses_are_answered() {
     let env = env("forward_auth_ingresses: [10.0.0.0/8]\n").await;
     let cookie = signed_in_cookie(&env).await;
-    let r = ask(
-        &env,
-        "fwd.localhost",
-        &format!("/verify?uri={}", uri(&env, "app", "/")),
-        &[("cookie", &cookie)],
-    )
-    .await;
+    let r = verify(&env, "app", "/", &[("cookie", &cookie)]).await;
     assert_eq!(r.status, 403, "loopback is not a configured ingress here");
     let r = ask(
         &env,
