@@ -258,15 +258,7 @@ async fn identity_headers_verify_against_the_published_jwks() {
         .header("x-pomerium-jwt-assertion")
         .unwrap()
         .to_string();
-    let payload: serde_json::Value = serde_json::from_slice(
-        &base64::Engine::decode(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            jwt.split('.').nth(1).unwrap(),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(payload["groups"], serde_json::json!([]));
+    assert_eq!(jwt_payload(&jwt)["groups"], serde_json::json!([]));
 
     // Routes without pass_identity_headers send no assertion, and strip a client's.
     let r = Resp::from(
@@ -431,16 +423,8 @@ async fn groups_filters_limit_the_groups_an_upstream_is_told() {
             assert_eq!(r.status, 200, "{host}");
             let echo = r.echo();
             let jwt = echo.header("x-pomerium-jwt-assertion").unwrap().to_string();
-            let payload: serde_json::Value = serde_json::from_slice(
-                &base64::Engine::decode(
-                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-                    jwt.split('.').nth(1).unwrap(),
-                )
-                .unwrap(),
-            )
-            .unwrap();
             (
-                payload["groups"].clone(),
+                jwt_payload(&jwt)["groups"].clone(),
                 echo.header("x-pomerium-claim-groups")
                     .unwrap_or("")
                     .to_string(),
@@ -461,4 +445,16 @@ async fn groups_filters_limit_the_groups_an_upstream_is_told() {
         assert_eq!(jwt, serde_json::json!(groups), "{why}");
         assert_eq!(header, groups.join(","), "{why}");
     }
+}
+
+/// The claims of a JWT (its signature is another test's business).
+fn jwt_payload(jwt: &str) -> serde_json::Value {
+    serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            jwt.split('.').nth(1).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap()
 }
