@@ -9,7 +9,7 @@
 //! allowed.
 
 use super::*;
-use crate::policy::{CertInput, Decision, Input, ProvenDevice, Subject};
+use crate::policy::{CertInput, Decision, Input};
 use crate::routes::route::{Access, PathMatch, Route};
 use serde_json::json;
 
@@ -64,26 +64,13 @@ fn opens_for(route: &Route, s: &UserSession, client_ip: Option<std::net::IpAddr>
         return true;
     };
     let email = verified_email(Some(s), route.allow_unverified_email);
-    let devices: Vec<ProvenDevice<'_>> = s
-        .devices
-        .iter()
-        .map(|d| ProvenDevice {
-            id: &d.id,
-            type_id: &d.type_id,
-            approved: d.approved,
-        })
-        .collect();
+    let devices = s.proven_devices();
     let path = match &route.path {
         PathMatch::Prefix(p) | PathMatch::Exact(p) => p.as_str(),
         PathMatch::Any | PathMatch::Regex(_) => "/",
     };
     let input = Input {
-        subject: Some(Subject {
-            user_id: &s.user_id,
-            email: email.as_deref(),
-            groups: &s.groups,
-            claims: &s.claims,
-        }),
+        subject: Some(s.subject(email.as_deref())),
         method: "GET",
         path,
         client_ip,

@@ -101,6 +101,7 @@ pub fn claim_header_value(s: &UserSession, claim: &str, filter: Option<&GroupsFi
     let v = match claim {
         "email" => return s.email.clone().unwrap_or_default(),
         "sub" | "user" => return s.user_id.clone(),
+        "groups" if filter.is_none() => return s.groups.join(","),
         "groups" => return groups(s, filter).join(","),
         "name" => return s.name.clone().unwrap_or_default(),
         other => s.claims.get(other),

@@ -4,7 +4,7 @@
 use super::target::Addressed;
 use super::{Gateway, RequestCtx};
 use crate::authn;
-use crate::policy::{Decision, Input, ProvenDevice, Reason, Subject};
+use crate::policy::{Decision, Input, Reason};
 use crate::respond::refusal::{Format, Refusal};
 use crate::routes::route::{Access, Route};
 use crate::session::UserSession;
@@ -73,22 +73,12 @@ pub async fn decide(
         return Ok(identity);
     };
     let email = authn::verified_email(identity.as_deref(), route.allow_unverified_email);
-    let proven: Vec<ProvenDevice<'_>> = identity
-        .iter()
-        .flat_map(|s| s.devices.iter())
-        .map(|d| ProvenDevice {
-            id: &d.id,
-            type_id: &d.type_id,
-            approved: d.approved,
-        })
-        .collect();
+    let proven = identity
+        .as_deref()
+        .map(UserSession::proven_devices)
+        .unwrap_or_default();
     let input = Input {
-        subject: identity.as_ref().map(|s| Subject {
-            user_id: &s.user_id,
-            email: email.as_deref(),
-            groups: &s.groups,
-            claims: &s.claims,
-        }),
+        subject: identity.as_deref().map(|s| s.subject(email.as_deref())),
         method: session.method.as_str(),
         path: &at.target.path,
         client_ip: ctx.client_ip,
@@ -252,11 +242,7 @@ fn reauthenticate(
 /// The URL a detour (sign-in, the device page) comes back to: the request as the browser sent
 /// it. Too long to carry through signed links → 414.
 fn return_url(at: &Addressed) -> Result<String, Refusal> {
-    let mut original = format!("{}://{}{}", at.scheme, at.host_full, at.target.path);
-    if let Some(q) = &at.target.query {
-        original.push('?');
-        original.push_str(q);
-    }
+    let original = at.url();
     if original.len() > authn::MAX_REDIRECT_LEN {
         return Err(Refusal::UrlTooLong);
     }

@@ -125,16 +125,11 @@ mod tests {
     use crate::routes::path::Target;
 
     fn at(host: &str) -> Addressed {
-        Addressed {
-            target: Target {
-                path: "/".into(),
-                query: None,
-            },
-            host: host.into(),
-            port: 443,
-            host_full: host.into(),
-            scheme: "https",
-        }
+        let target = Target {
+            path: "/".into(),
+            query: None,
+        };
+        Addressed::new(target, host.into(), None, "https")
     }
 
     /// A TLS snapshot with `downstream_mtls` (the CA and the server certificate made here).

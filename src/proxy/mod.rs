@@ -160,15 +160,16 @@ impl ProxyHttp for Gateway {
         let snap = self.snapshot.load_full();
         let s = &snap.settings;
         let peer = peer_ip(session);
-        ctx.request_id = request_id(session, &s.ops, s.ops.trusts(peer));
+        let listed = s.ops.trusts(peer);
+        ctx.request_id = request_id(session, &s.ops, listed);
         // Forwarding headers are believed from a listed proxy, or from any peer when the config
         // says how many proxies stand in front (`xff_num_trusted_hops`).
-        ctx.trusted_peer = s.ops.trusts(peer) || s.ops.xff_num_trusted_hops > 0;
+        ctx.trusted_peer = listed || s.ops.xff_num_trusted_hops > 0;
         ctx.client_ip = client_ip(session, &s.ops, peer);
         ctx.trace = RequestTrace::start(
             session.req_header(),
             s.otel.as_ref().map_or(TrustParent::Never, |o| o.trust),
-            s.ops.trusts(peer),
+            listed,
         );
         session.set_keepalive(Some(s.timeout_idle.as_secs()));
         session.set_read_timeout(Some(s.timeout_read));
@@ -202,7 +203,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(&self, _: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         let peer = upstream::peer(ctx)?;
-        if crate::telemetry::traces::enabled() {
+        if ctx.trace.recording().is_some() {
             ctx.trace.upstream(&peer._address.to_string());
         }
         Ok(peer)

@@ -24,6 +24,39 @@ pub struct Addressed {
     pub scheme: &'static str,
 }
 
+impl Addressed {
+    /// `host` (lower-case, no port) with the port the request named, if any, under `scheme`.
+    pub fn new(
+        target: Target,
+        host: String,
+        explicit_port: Option<u16>,
+        scheme: &'static str,
+    ) -> Self {
+        let port = explicit_port.unwrap_or(if scheme == "https" { 443 } else { 80 });
+        let host_full = match explicit_port {
+            Some(p) => format!("{host}:{p}"),
+            None => host.clone(),
+        };
+        Addressed {
+            target,
+            host,
+            port,
+            host_full,
+            scheme,
+        }
+    }
+
+    /// The URL as the browser sees it: scheme, `Host` as sent, path and query.
+    pub fn url(&self) -> String {
+        let mut u = format!("{}://{}{}", self.scheme, self.host_full, self.target.path);
+        if let Some(q) = &self.target.query {
+            u.push('?');
+            u.push_str(q);
+        }
+        u
+    }
+}
+
 /// The normalised target, or the reply that sends the client to its normal form.
 pub fn path(session: &Session, settings: &Settings) -> Result<Result<Target, Reply>, Refusal> {
     let rules = PathRules {
@@ -55,18 +88,12 @@ pub fn host(req: &RequestHeader, target: Target, tls: bool) -> Result<Addressed,
             return Err(Refusal::HostMismatch);
         }
     }
-    let port = explicit_port.unwrap_or(if tls { 443 } else { 80 });
-    let host_full = match explicit_port {
-        Some(p) => format!("{host}:{p}"),
-        None => host.clone(),
-    };
-    Ok(Addressed {
+    Ok(Addressed::new(
         target,
         host,
-        port,
-        host_full,
-        scheme: if tls { "https" } else { "http" },
-    })
+        explicit_port,
+        if tls { "https" } else { "http" },
+    ))
 }
 
 /// Host and port of the request, from `:authority` (HTTP/2, absolute form) or `Host`, lower-cased

@@ -24,14 +24,9 @@ pub fn route_on(snap: &Snapshot, host: &str, port: u16, path: &str) -> Arc<Route
 
 /// Where a plain-HTTP request for `host` (port 80), `path` and `query` is going.
 pub fn at(host: &str, path: &str, query: Option<&str>) -> Addressed {
-    Addressed {
-        target: Target {
-            path: path.into(),
-            query: query.map(String::from),
-        },
-        host: host.into(),
-        port: 80,
-        host_full: host.into(),
-        scheme: "http",
-    }
+    let target = Target {
+        path: path.into(),
+        query: query.map(String::from),
+    };
+    Addressed::new(target, host.into(), None, "http")
 }

@@ -104,7 +104,7 @@ pub async fn serve(
         client_cert: CertInput::Absent,
     };
     match access::decide(gw, &asking, ctx, snap, &route, &original.at).await {
-        Ok(_) if form == Form::Browser => Ok(Some(Reply::found(&url_of(&original.at)))),
+        Ok(_) if form == Form::Browser => Ok(Some(Reply::found(&original.at.url()))),
         Ok(identity) => Ok(Some(allowed(snap, identity.as_deref(), &original, &route))),
         Err(Refusal::SignInRequired { .. } | Refusal::ReauthenticationRequired { .. })
             if form == Form::Verify =>
@@ -228,20 +228,9 @@ fn original(
         Ok(_) => return Err(not_normal),
         Err(e) => return Err(Refusal::BadPath(e.to_string())),
     };
-    let port = explicit.unwrap_or(if scheme == "https" { 443 } else { 80 });
-    let host_full = match explicit {
-        Some(p) => format!("{host}:{p}"),
-        None => host.clone(),
-    };
     Ok(Original {
         method,
-        at: Addressed {
-            target,
-            host,
-            port,
-            host_full,
-            scheme,
-        },
+        at: Addressed::new(target, host, explicit, scheme),
     })
 }
 
@@ -290,15 +279,6 @@ fn client_ip(headers: &HeaderMap) -> Option<IpAddr> {
                 .parse()
                 .ok()
         })
-}
-
-fn url_of(at: &Addressed) -> String {
-    let mut u = format!("{}://{}{}", at.scheme, at.host_full, at.target.path);
-    if let Some(q) = &at.target.query {
-        u.push('?');
-        u.push_str(q);
-    }
-    u
 }
 
 #[cfg(test)]

@@ -67,6 +67,29 @@ impl std::fmt::Debug for UserSession {
 }
 
 impl UserSession {
+    /// Who this session is to a policy; `email` is the address its rules may see (verified, or
+    /// allowed unverified by the route).
+    pub fn subject<'a>(&'a self, email: Option<&'a str>) -> crate::policy::Subject<'a> {
+        crate::policy::Subject {
+            user_id: &self.user_id,
+            email,
+            groups: &self.groups,
+            claims: &self.claims,
+        }
+    }
+
+    /// The devices proven in this session, as a policy reads them.
+    pub fn proven_devices(&self) -> Vec<crate::policy::ProvenDevice<'_>> {
+        self.devices
+            .iter()
+            .map(|d| crate::policy::ProvenDevice {
+                id: &d.id,
+                type_id: &d.type_id,
+                approved: d.approved,
+            })
+            .collect()
+    }
+
     pub fn is_expired(&self, now: u64) -> bool {
         now >= self.expires_at
     }

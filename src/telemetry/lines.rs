@@ -144,8 +144,7 @@ fn write_out(lines: Receiver<Msg>, json: bool) {
         }
         let _ = out.flush();
         let dropped = DROPPED.get();
-        if dropped > reported && last_report.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
-        {
+        if dropped > reported && super::once_a_minute(&mut last_report) {
             let mut l = Line::start(
                 "WARN",
                 "vallum::telemetry::lines",
@@ -156,7 +155,6 @@ fn write_out(lines: Receiver<Msg>, json: bool) {
             let _ = out.write_all(l.finish().as_bytes());
             let _ = out.flush();
             reported = dropped;
-            last_report = Some(Instant::now());
         }
         if closed {
             return;

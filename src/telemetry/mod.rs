@@ -9,3 +9,13 @@ pub mod logs;
 pub mod metrics;
 pub mod probes;
 pub mod traces;
+
+/// Whether a report of trouble may be written now, at most one a minute per `last`, noting it
+/// when it may (the log writer's and the trace exporter's drop and failure lines).
+pub(crate) fn once_a_minute(last: &mut Option<std::time::Instant>) -> bool {
+    let due = last.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(60));
+    if due {
+        *last = Some(std::time::Instant::now());
+    }
+    due
+}

@@ -210,11 +210,16 @@ async fn idp_and_session_store_calls_are_spans_of_their_request() {
     .await;
     let b = env.browser();
     assert_eq!(b.browse(&env.url("app", "/")).await.0.status, 200);
+    // A child ends before its request does, so it can reach the collector a batch earlier:
+    // wait for the requests too.
     let spans = receiver
-        .until("a token call and a store call", |s| {
-            s.iter().any(|r| {
+        .until("a token call and a store call, with their requests", |s| {
+            let received = |id: String| s.iter().any(|r| r.span_id() == id);
+            let token = s.iter().find(|r| {
                 r.span.name == "idp" && r.attr("url.full").is_some_and(|u| u.ends_with("/token"))
-            }) && s.iter().any(|r| r.span.name == "session_store")
+            });
+            let store = s.iter().find(|r| r.span.name == "session_store");
+            matches!((token, store), (Some(t), Some(st)) if received(t.parent_id()) && received(st.parent_id()))
         })
         .await;
     let ids: std::collections::HashMap<String, &Received> =

@@ -266,27 +266,19 @@ impl Batcher {
             Err(_) => format!("no answer within {:?}", self.settings.timeout),
         };
         SPANS.with_label_values(&["failed"]).inc_by(n);
-        if due(&mut self.failure_reported) {
+        if crate::telemetry::once_a_minute(&mut self.failure_reported) {
             tracing::warn!(target: "vallum::traces::export", spans = n, endpoint = %self.settings.endpoint, error = %failure, "cannot export spans; they are dropped");
         }
     }
 
     fn report_drops(&mut self) {
         let dropped = SPANS.with_label_values(&["dropped"]).get();
-        if dropped > self.dropped_seen && due(&mut self.drops_reported) {
+        if dropped > self.dropped_seen && crate::telemetry::once_a_minute(&mut self.drops_reported)
+        {
             tracing::warn!(target: "vallum::traces::export", dropped = dropped - self.dropped_seen, queue = self.settings.max_queue, "spans dropped: the export queue was full");
             self.dropped_seen = dropped;
         }
     }
-}
-
-/// Whether a report may be written now (one a minute), noting it if so.
-fn due(last: &mut Option<Instant>) -> bool {
-    let due = last.is_none_or(|at| at.elapsed() >= Duration::from_secs(60));
-    if due {
-        *last = Some(Instant::now());
-    }
-    due
 }
 
 /// `otel_attribute_value_length_limit`: string values cut to `limit` characters.
