@@ -129,8 +129,14 @@ pub fn flush_before_exit() {
 
 /// One request's spans: the request itself, and the upstream call while it lasts. An unsampled
 /// request has none, only the trace context its upstream receives.
+///
+/// Boxed, and absent when tracing is off: every request's context carries it, and Pingora
+/// moves that context with the request's futures.
 #[derive(Default)]
-pub struct RequestTrace {
+pub struct RequestTrace(Option<Box<Traced>>);
+
+#[derive(Default)]
+struct Traced {
     request: Option<Span>,
     upstream: Option<Span>,
     unsampled: Option<propagate::Unsampled>,
@@ -159,10 +165,10 @@ impl RequestTrace {
             None => rand::random::<f64>() < f64::from_bits(RATIO.load(Ordering::Relaxed)),
         };
         if !sampled {
-            return Self {
+            return Self(Some(Box::new(Traced {
                 unsampled: Some(propagate::Unsampled::new(parent.as_ref())),
-                ..Self::default()
-            };
+                ..Traced::default()
+            })));
         }
         let method = req.method.as_str();
         let span = trace_span!(
@@ -181,27 +187,27 @@ impl RequestTrace {
         if let Some(parent) = parent {
             let _ = span.set_parent(parent);
         }
-        Self {
+        Self(Some(Box::new(Traced {
             request: Some(span),
-            ..Self::default()
-        }
+            ..Traced::default()
+        })))
     }
 
     /// The request's span (a disabled one when tracing is off), to instrument a phase with or
     /// to parent a child span.
     pub fn span(&self) -> Span {
-        self.request.clone().unwrap_or_else(Span::none)
+        self.recording().cloned().unwrap_or_else(Span::none)
     }
 
     /// The request's span when this request is traced (sampled, tracing on): the parent its
     /// children name explicitly.
     pub fn recording(&self) -> Option<&Span> {
-        self.request.as_ref()
+        self.0.as_ref()?.request.as_ref()
     }
 
     /// Names the request after its route once it is known: `GET route-3`.
     pub fn routed(&self, method: &str, route_id: &str, host: &str, request_id: &str) {
-        if let Some(s) = &self.request {
+        if let Some(s) = self.recording() {
             s.record("otel.name", format!("{method} {route_id}"));
             s.record("vallum.route_id", route_id);
             s.record("server.address", host);
@@ -211,8 +217,11 @@ impl RequestTrace {
 
     /// The upstream call begins: its span, whose context the upstream receives.
     pub fn upstream(&mut self, peer: &str) {
-        if let Some(parent) = &self.request {
-            self.upstream = Some(trace_span!(
+        let Some(t) = self.0.as_deref_mut() else {
+            return;
+        };
+        if let Some(parent) = &t.request {
+            t.upstream = Some(trace_span!(
                 parent: parent,
                 "upstream",
                 otel.kind = "client",
@@ -225,14 +234,17 @@ impl RequestTrace {
     /// Writes `traceparent` (and drops any `tracestate` the client sent that was not believed)
     /// on the upstream request. Nothing changes when tracing is off.
     pub fn inject(&self, req: &mut pingora_http::RequestHeader) -> pingora_core::Result<()> {
-        if let Some(unsampled) = &self.unsampled {
+        let Some(t) = self.0.as_deref() else {
+            return Ok(());
+        };
+        if let Some(unsampled) = &t.unsampled {
             req.remove_header("tracestate");
             for (name, value) in unsampled.headers() {
                 req.insert_header(name, value)?;
             }
             return Ok(());
         }
-        let Some(span) = self.upstream.as_ref().or(self.request.as_ref()) else {
+        let Some(span) = t.upstream.as_ref().or(t.request.as_ref()) else {
             return Ok(());
         };
         req.remove_header("tracestate");
@@ -244,12 +256,15 @@ impl RequestTrace {
 
     /// The request ended with `status` (0: no response was written).
     pub fn finish(&mut self, status: u16) {
-        if let Some(up) = self.upstream.take() {
+        let Some(t) = self.0.as_deref_mut() else {
+            return;
+        };
+        if let Some(up) = t.upstream.take() {
             if status > 0 {
                 up.record("http.response.status_code", status);
             }
         }
-        if let Some(s) = self.request.take() {
+        if let Some(s) = t.request.take() {
             if status > 0 {
                 s.record("http.response.status_code", status);
             }
