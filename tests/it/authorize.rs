@@ -140,7 +140,7 @@ async fn policies_on_email_groups_domain_claims_method_and_deny() {
     .await;
     let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(body["reasons"], serde_json::json!(["email-unauthorized"]));
-    assert!(env.gw.log().contains("authorize"), "authorize log line");
+    assert!(env.gw.log_has("authorize"), "authorize log line");
 
     // Anonymous: browsers are sent to sign in, API clients get 401, never 403.
     let anon = env.browser();

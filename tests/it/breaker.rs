@@ -138,7 +138,7 @@ async fn a_failing_backend_is_ejected_and_comes_back() {
         a.hits.load(std::sync::atomic::Ordering::SeqCst) > before,
         "a serves again"
     );
-    assert!(gw.log().contains("upstream backend back in rotation"));
+    assert!(gw.log_has("upstream backend back in rotation"));
 }
 
 /// `healthy_panic_threshold`: when too few backends pass their health checks, a route with a

@@ -244,7 +244,7 @@ async fn only_configured_ingresses_are_answered() {
     )
     .await;
     assert_eq!(r.status, 403);
-    assert!(env.gw.log().contains("not in forward_auth_ingresses"));
+    assert!(env.gw.log_has("not in forward_auth_ingresses"));
     // The proxy itself is unaffected.
     assert_eq!(ask(&env, "public.localhost", "/", &[]).await.status, 200);
 }

@@ -104,7 +104,7 @@ async fn a_rate_limited_github_fails_the_sign_in_with_a_retry_and_no_session() {
     let (r, _) = b.browse(&env.url("platform")).await;
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.body.contains("try again"), "{}", r.body);
-    assert!(env.gw.log().contains("rate-limited"), "{}", env.gw.log());
+    assert!(env.gw.log_has("rate-limited"), "{}", env.gw.log());
     env.gh.set_mode(Mode::Honest);
     let (r, _) = b.browse(&env.url("platform")).await;
     assert_eq!(r.status, 200, "signs in once GitHub answers again");
@@ -132,7 +132,7 @@ async fn a_refused_code_is_a_failed_sign_in() {
         .browse(&format!("http://platform.localhost:{port}/"))
         .await;
     assert_eq!(r.status, 401, "{}", r.body);
-    assert!(gw.log().contains("bad_verification_code"), "{}", gw.log());
+    assert!(gw.log_has("bad_verification_code"), "{}", gw.log());
     drop(env);
 }
 

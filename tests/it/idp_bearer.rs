@@ -115,5 +115,5 @@ async fn idp_tokens_as_bearer() {
         403,
         "policy still decides"
     );
-    assert!(env.gw.log().contains("IdP bearer token refused"));
+    assert!(env.gw.log_has("IdP bearer token refused"));
 }

@@ -293,7 +293,7 @@ async fn a_route_with_a_maximum_auth_age_sends_an_old_sign_in_back_to_the_idp() 
     let (r, hops) = old.browse(&env.url("strict", "/")).await;
     assert_eq!(r.status, 401, "{hops:#?}");
     assert!(hops.len() < 12, "no loop: {hops:#?}");
-    assert!(env.gw.log().contains("did not authenticate the user again"));
+    assert!(env.gw.log_has("did not authenticate the user again"));
 
     // An API client with that old session: 401 and the reason.
     let cookie = old.cookie_for(&env.url("strict", "/")).unwrap();

@@ -17,7 +17,7 @@ async fn an_idle_gateway_stops_at_once_on_sigterm() {
         "took {took:?}\n{}",
         gw.log()
     );
-    assert!(gw.log().contains("no request in flight"), "{}", gw.log());
+    assert!(gw.log_has("no request in flight"), "{}", gw.log());
 }
 
 #[tokio::test]

@@ -605,7 +605,7 @@ async fn file_store_sessions_survive_a_killed_gateway() {
         "the same cookie works on the new process:\n{}",
         again.log()
     );
-    assert!(again.log().contains("sessions kept in a local database"));
+    assert!(again.log_has("sessions kept in a local database"));
     // The database came through the kill whole.
     let db = rusqlite::Connection::open(dir.path().join("databroker").join("sessions.db")).unwrap();
     let check: String = db

@@ -202,7 +202,7 @@ async fn redis_and_postgres_through_tunnels_authorised_per_connection() {
         "PONG",
         "no session, no tunnel"
     );
-    assert!(env.gw.log().contains("tunnel open"));
+    assert!(env.gw.log_has("tunnel open"));
 }
 
 /// Sends one CONNECT as `pomerium-cli tcp` writes it (Go's `http.Request.Write`) and returns the

@@ -156,6 +156,20 @@ impl Gateway {
         s
     }
 
+    /// Whether the log says `needle`, waiting up to 3 s for the gateway's log writers to
+    /// write it out (they drain every 10 ms, later on a loaded machine).
+    pub fn log_has(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
