@@ -2,8 +2,13 @@
 //! Chromium + oidc-provider) against the `vallum` binary this build produced. Its own test
 //! binary, so cargo runs it apart from the integration tests rather than alongside them.
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Far above the suite's usual two to three minutes; each scenario has its own two-minute limit.
+const DEADLINE: Duration = Duration::from_secs(15 * 60);
 
 #[test]
 fn browser_end_to_end() {
@@ -18,18 +23,43 @@ fn browser_end_to_end() {
         Path::new(&chromium).exists(),
         "no Chromium at {chromium}: `apt-get install chromium` (or set CHROMIUM)"
     );
-    let status = Command::new("node")
+    // Its own process group, so a run that overstays its deadline is killed with every
+    // browser and server it started, and the test fails instead of holding CI to its limit.
+    let mut child = Command::new("node")
         .args([
             "--test",
             "--test-concurrency=1",
+            "--test-force-exit",
             "--test-reporter=spec",
             "e2e.test.mjs",
         ])
         .current_dir(&dir)
         .env("VALLUM_BIN", env!("CARGO_BIN_EXE_vallum"))
         .env("CHROMIUM", &chromium)
-        .status()
+        .process_group(0)
+        .spawn()
         .unwrap_or_else(|e| panic!("cannot run node ({e}); install Node.js 20.19+"));
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() < DEADLINE => {
+                std::thread::sleep(Duration::from_millis(200))
+            }
+            Ok(None) => {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &format!("-{}", child.id())])
+                    .status();
+                let _ = child.wait();
+                panic!(
+                    "the browser scenarios did not finish within {} s and were killed \
+                     (the scenario running last is named above)",
+                    DEADLINE.as_secs()
+                );
+            }
+            Err(e) => panic!("cannot wait for node: {e}"),
+        }
+    };
     assert!(
         status.success(),
         "browser scenarios failed (diagnostics above; screenshots in target/e2e-artifacts/)"

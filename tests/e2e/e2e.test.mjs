@@ -2,7 +2,7 @@
 // the memory store, then with two nodes sharing Redis behind a balancer. A failing scenario
 // prints the browser console, the IdP's events and every gateway's log.
 
-import { describe, it, before, after } from 'node:test';
+import { describe, it as nodeIt, before as nodeBefore, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import https from 'node:https';
@@ -11,12 +11,27 @@ import { execFileSync } from 'node:child_process';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// No step may hang the suite: a scenario that has not finished in two minutes fails (the
+// longest takes about 20 s), and a world that has not started in one fails its describe.
+const it = (name, fn) => nodeIt(name, { timeout: 120_000 }, fn);
+const before = (fn) => nodeBefore(fn, { timeout: 60_000 });
+
+/// Runs `fn` in the page and fails after `ms` rather than waiting for an event that never
+/// comes (a websocket that neither answers nor errors).
+function evaluateWithin(page, ms, fn, arg) {
+  return Promise.race([
+    page.evaluate(fn, arg),
+    sleep(ms).then(() => { throw new Error(`no answer in the page within ${ms} ms`); }),
+  ]);
+}
+
 /// Runs a scenario; on failure, attaches everything needed to understand it.
 function scenario(world, fn) {
   return async () => {
     try {
       await fn(world());
     } catch (e) {
+      await sleep(300); // the gateways write their log lines a few milliseconds after the fact
       console.error(`\n===== scenario failed: ${e.message}\n${world()?.diagnostics?.() ?? ''}`);
       throw e;
     }
@@ -120,18 +135,20 @@ describe('one node, memory store', () => {
   it('a websocket passes through a route that allows it, and not through one that does not', scenario(world, async (w) => {
     const { page } = alice;
     await page.goto(w.url('ws', '/'));
-    const echoed = await page.evaluate((url) => new Promise((resolve, reject) => {
+    const echoed = await evaluateWithin(page, 10_000, (url) => new Promise((resolve, reject) => {
       const ws = new WebSocket(url);
       ws.onopen = () => ws.send('hello through vallum');
       ws.onmessage = (m) => { resolve(m.data); ws.close(); };
       ws.onerror = () => reject(new Error('websocket error'));
+      ws.onclose = (e) => reject(new Error(`websocket closed before the echo (code ${e.code})`));
     }), w.url('ws', '/socket').replace('https:', 'wss:'));
     assert.equal(echoed, 'hello through vallum');
     await page.goto(w.url('app2', '/'));
-    const refused = await page.evaluate((url) => new Promise((resolve) => {
+    const refused = await evaluateWithin(page, 10_000, (url) => new Promise((resolve) => {
       const ws = new WebSocket(url);
       ws.onopen = () => resolve('open');
       ws.onerror = () => resolve('refused');
+      ws.onclose = () => resolve('refused');
     }), w.url('app2', '/socket').replace('https:', 'wss:'));
     assert.equal(refused, 'refused');
   }));

@@ -212,13 +212,14 @@ async function startEcho(lbPort, ca) {
       `assertion ${jwt.verified ? 'verified' : 'NOT verified'}</p><table>${rows}</table>` +
       `<pre id="data" hidden>${esc(JSON.stringify(data))}</pre></body></html>`);
   });
-  server.on('upgrade', (req, socket) => {
+  server.on('upgrade', (req, socket, head) => {
     const key = req.headers['sec-websocket-key'];
     const accept = crypto.createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
     socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
       `Sec-WebSocket-Accept: ${accept}\r\n\r\n`);
+    // `head` holds whatever arrived with the request head (frames a client sent early).
     let buf = Buffer.alloc(0);
-    socket.on('data', (chunk) => {
+    const onData = (chunk) => {
       buf = Buffer.concat([buf, chunk]);
       while (buf.length >= 6) {
         const opcode = buf[0] & 0x0f;
@@ -230,7 +231,9 @@ async function startEcho(lbPort, ca) {
         if (opcode === 0x8) { socket.end(Buffer.from([0x88, 0])); return; }
         if (opcode === 0x1) socket.write(Buffer.concat([Buffer.from([0x81, payload.length]), payload]));
       }
-    });
+    };
+    socket.on('data', onData);
+    if (head?.length) onData(head);
     socket.on('error', () => {});
   });
   await new Promise((r) => server.listen(port, '127.0.0.1', r));
@@ -281,7 +284,7 @@ async function startNode(name, dir, config, log) {
   fs.writeFileSync(file, config);
   const out = fs.openSync(path.join(dir, `${name}.log`), 'w');
   const child = spawn(VALLUM, ['run', '-c', file], {
-    stdio: ['ignore', out, out], env: { ...process.env, VALLUM_LOG_FORMAT: 'text', VALLUM_LOG: 'info' },
+    stdio: ['ignore', out, out], env: { ...process.env, VALLUM_LOG_FORMAT: 'text', VALLUM_LOG: process.env.E2E_VALLUM_LOG || 'info' },
   });
   const logFile = path.join(dir, `${name}.log`);
   const port = Number(config.match(/^address: 127\.0\.0\.1:(\d+)/m)[1]);

@@ -34,6 +34,19 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_vallum")
 }
 
+/// Ends the test run if it is still going after 20 minutes (it takes about five): a stuck
+/// test then fails the run with a message instead of holding CI until its time limit.
+fn watchdog() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_secs(20 * 60));
+            eprintln!("the integration tests are still running after 20 minutes: one is stuck");
+            std::process::exit(1);
+        });
+    });
+}
+
 /// A running gateway process.
 pub struct Gateway {
     pub port: u16,
@@ -82,6 +95,7 @@ impl Gateway {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Gateway {
+        watchdog();
         let config = dir.path().join("vallum.yaml");
         std::fs::write(&config, text).unwrap();
         let log = std::fs::File::create(dir.path().join("vallum.log")).unwrap();
