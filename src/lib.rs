@@ -2,12 +2,14 @@
 //!
 //! Layers, each importing only the ones listed before it (tests/architecture.rs enforces it):
 //! `clock`, `crypto`, `tls` (plain data) → `policy` → `config` → `telemetry` → `session` →
-//! `identity`, `headers`, `upstream` → `routes` → `snapshot` → `respond` → `authn` → `proxy` →
-//! `server` → `demo`, `cli`. The control plane (`config`, `snapshot`, `server`) builds immutable
-//! snapshots; the data plane (`proxy`, `routes`, `upstream`, `policy`) only reads them.
+//! `identity`, `headers`, `upstream` → `routes` → `snapshot` → `acme` → `respond` → `authn` →
+//! `proxy` → `server` → `demo`, `cli`. The control plane (`config`, `snapshot`, `acme`, `server`)
+//! builds immutable snapshots and certificates; the data plane (`proxy`, `routes`, `upstream`,
+//! `policy`) only reads them.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod acme;
 pub mod authn;
 pub mod cli;
 pub mod clock;

@@ -5,6 +5,7 @@
 //! (validation, every error collected) → `runtime::Snapshot`, which the proxy reads.
 
 pub mod auth;
+pub mod autocert;
 pub mod breaker;
 pub mod devices;
 pub mod dns;

@@ -40,6 +40,8 @@ pub struct Settings {
     /// TLS is on and no certificate is configured: the snapshot makes a self-signed one for
     /// the route hosts (`tls::fallback`).
     pub fallback_certificate: bool,
+    /// `autocert`: certificates ordered from an ACME CA for the hosts `certs` does not cover.
+    pub autocert: Option<super::autocert::Autocert>,
     /// Headers added to every response (Pomerium's defaults unless `set_response_headers` is set).
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     pub timeout_read: Duration,
@@ -233,6 +235,7 @@ pub fn compile(
     let certs = compile_certs(raw, &mut files, errs);
     // TLS on and no certificate: the snapshot serves a self-signed one (as Pomerium does).
     let fallback_certificate = !insecure && certs.is_empty();
+    let autocert = super::autocert::compile(raw, insecure, &mut files, errs);
 
     let response_headers =
         compile_response_headers(raw.set_response_headers.as_ref(), !insecure, errs);
@@ -269,6 +272,7 @@ pub fn compile(
         http_redirect_addr,
         certs,
         fallback_certificate,
+        autocert,
         response_headers,
         timeout_read: raw
             .timeout_read

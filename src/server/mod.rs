@@ -2,6 +2,7 @@
 //! plain HTTP), the optional HTTPS-redirect listener, and the background services (config
 //! reload, upstream health checks).
 
+pub mod acme_alpn;
 pub mod discovery;
 pub mod health;
 pub mod https_redirect;
@@ -10,10 +11,12 @@ pub mod reload;
 pub mod shutdown;
 pub mod tls_hooks;
 
+use crate::acme::Acme;
 use crate::authn::AuthState;
 use crate::config::storage::Storage;
 use crate::proxy::wire::TappedApp;
 use crate::proxy::Gateway;
+use crate::server::acme_alpn::AlpnChallenge;
 use crate::server::discovery::IdpWatcher;
 use crate::server::https_redirect::HttpsRedirect;
 use crate::server::readiness::ReadinessProbe;
@@ -134,9 +137,17 @@ pub fn build(runtime: SharedSnapshot, opts: &ServerOptions) -> Result<Node, Serv
     // Sessions live for the process, across config reloads; a storage change needs a restart.
     let metrics = Metrics::new().map_err(|e| ServerError::Metrics(e.to_string()))?;
     let (store, revocations) = session_store(&runtime.load().settings, &metrics)?;
+    let acme = Arc::new(Acme::new(Arc::clone(&store), Arc::clone(&metrics)));
     let auth = Arc::new(AuthState::new(store, Arc::clone(&metrics)));
     let mut server = pingora_server(opts, runtime.load().settings.ops.threads)?;
-    add_listeners(&mut server, &runtime, &auth, &metrics)?;
+    add_listeners(&mut server, &runtime, &auth, &acme, &metrics)?;
+    server.add_service(background_service(
+        "autocert",
+        crate::acme::worker::Worker {
+            acme: Arc::clone(&acme),
+            runtime: Arc::clone(&runtime),
+        },
+    ));
     server.add_service(background_service(
         "config reload",
         Reloader::new(
@@ -158,6 +169,7 @@ pub fn build(runtime: SharedSnapshot, opts: &ServerOptions) -> Result<Node, Serv
         ReadinessProbe {
             runtime: Arc::clone(&runtime),
             auth: Arc::clone(&auth),
+            acme,
             readiness: Arc::clone(&readiness),
             metrics: Arc::clone(&metrics),
         },
@@ -216,6 +228,7 @@ fn add_listeners(
     server: &mut Server,
     runtime: &SharedSnapshot,
     auth: &Arc<AuthState>,
+    acme: &Arc<Acme>,
     metrics: &Arc<Metrics>,
 ) -> Result<(), ServerError> {
     let snap = runtime.load_full();
@@ -238,7 +251,10 @@ fn add_listeners(
         let recorder = HandshakeRecorder::new(Arc::clone(runtime), Arc::clone(metrics));
         let mut tls_settings = TlsSettings::with_callbacks(Box::new(recorder))
             .map_err(|e| ServerError::Tls(e.to_string()))?;
-        tls_settings.set_cert_resolver(Arc::new(SniResolver::new(Arc::clone(runtime))));
+        tls_settings.set_cert_resolver(Arc::new(SniResolver::new(
+            Arc::clone(runtime),
+            Arc::clone(acme),
+        )));
         // Always installed: whether a certificate is asked for is read per handshake, so a reload
         // can turn downstream mTLS on or off.
         tls_settings.set_client_cert_verifier(Arc::new(ClientCertGate::new(
@@ -246,6 +262,13 @@ fn add_listeners(
             Arc::clone(metrics),
         )));
         tls_settings.enable_h2();
+        // Always installed: autocert can be turned on by a reload.
+        proxy
+            .endpoints()
+            .set_pre_tls_callback(Arc::new(AlpnChallenge {
+                runtime: Arc::clone(runtime),
+                acme: Arc::clone(acme),
+            }));
         proxy.add_tls_with_settings(&addr, None, tls_settings);
     } else {
         proxy.add_tcp(&addr);
@@ -256,6 +279,7 @@ fn add_listeners(
             "vallum https redirect".to_string(),
             HttpsRedirect {
                 https_port: settings.address.port(),
+                acme: Arc::clone(acme),
             },
         );
         svc.add_tcp(&redirect_addr.to_string());

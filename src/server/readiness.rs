@@ -17,6 +17,7 @@ use std::time::Duration;
 pub struct ReadinessProbe {
     pub runtime: SharedSnapshot,
     pub auth: Arc<AuthState>,
+    pub acme: Arc<crate::acme::Acme>,
     pub readiness: Arc<Readiness>,
     pub metrics: Arc<Metrics>,
 }
@@ -33,12 +34,14 @@ impl ReadinessProbe {
                 snap.checksum.get(..12).unwrap_or(&snap.checksum)
             ),
         });
+        let certificates = self.certificates(&snap);
         let Some(auth) = &snap.settings.auth else {
             return Report {
                 checked: true,
                 config,
                 idp: None,
                 store: None,
+                certificates,
             };
         };
         let store = match self.auth.store.ping().await {
@@ -76,7 +79,32 @@ impl ReadinessProbe {
             config,
             idp,
             store: Some(store),
+            certificates,
         }
+    }
+
+    /// With autocert on: which hosts still lack a certificate, and why.
+    fn certificates(&self, snap: &crate::snapshot::Snapshot) -> Option<Component> {
+        snap.settings.autocert.as_ref()?;
+        let wanted = crate::acme::worker::wanted(snap);
+        let missing = self.acme.missing(&wanted);
+        let detail = if missing.is_empty() {
+            format!(
+                "{} of {} hosts have certificates",
+                wanted.len(),
+                wanted.len()
+            )
+        } else {
+            let list: Vec<String> = missing
+                .iter()
+                .map(|(h, why)| format!("{h} ({why})"))
+                .collect();
+            format!("no certificate yet for {}", list.join(", "))
+        };
+        Some(Component {
+            ready: missing.is_empty(),
+            detail,
+        })
     }
 }
 
@@ -91,6 +119,7 @@ impl BackgroundService for ReadinessProbe {
                 ("config", &last.config, &next.config),
                 ("identity_provider", &last.idp, &next.idp),
                 ("session_store", &last.store, &next.store),
+                ("certificates", &last.certificates, &next.certificates),
             ] {
                 let ready = after.as_ref().is_none_or(|c| c.ready);
                 self.metrics

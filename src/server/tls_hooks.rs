@@ -7,6 +7,7 @@
 //! to the proxy, where it becomes the `invalid_client_certificate` and `client_certificate`
 //! criteria.
 
+use crate::acme::Acme;
 use crate::snapshot::SharedSnapshot;
 use crate::telemetry::metrics::Metrics;
 use crate::tls::client_ca::{provider, Enforcement};
@@ -22,25 +23,33 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use std::any::Any;
 use std::sync::Arc;
 
-/// rustls hook that looks up the certificate in the current snapshot.
-#[derive(Debug)]
+/// rustls hook that picks the certificate: a configured one that covers the name, else the one
+/// autocert issued for it, else the default (the first configured, or the self-signed fallback).
 pub struct SniResolver {
     runtime: SharedSnapshot,
+    acme: Arc<Acme>,
+}
+
+impl std::fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SniResolver").finish_non_exhaustive()
+    }
 }
 
 impl SniResolver {
-    pub fn new(runtime: SharedSnapshot) -> Self {
-        Self { runtime }
+    pub fn new(runtime: SharedSnapshot, acme: Arc<Acme>) -> Self {
+        Self { runtime, acme }
     }
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.runtime
-            .load()
-            .settings
-            .certs
-            .lookup(hello.server_name())
+        let snap = self.runtime.load();
+        let certs = &snap.settings.certs;
+        hello
+            .server_name()
+            .and_then(|name| certs.covering(name).or_else(|| self.acme.lookup(name)))
+            .or_else(|| certs.default_cert())
     }
 }
 

@@ -233,6 +233,10 @@ fn fallback_certificate(
         None => &generated.shared_secret,
     };
     match crate::tls::fallback::self_signed(secret, &hosts) {
+        // With autocert it is only what a handshake gets before its host's certificate arrives.
+        Ok(ck) if settings.autocert.is_some() => {
+            settings.certs = crate::tls::CertStore::new(vec![(ck, Vec::new())]);
+        }
         Ok(ck) => {
             warnings.push(format!(
                 "TLS is on and no certificate is configured: serving a self-signed certificate for {} \

@@ -61,6 +61,10 @@ pub struct Metrics {
     pub trace_spans: IntCounterVec,
     /// Access and authorize lines dropped by a log destination that fell behind.
     pub log_lines_dropped: IntCounter,
+    /// `host`: when its ACME certificate expires (unix seconds).
+    pub autocert_expiry: IntGaugeVec,
+    /// ACME orders by `outcome` (issued, failed).
+    pub autocert_orders: IntCounterVec,
 }
 
 /// Requests refused before reaching the upstream: no address for it, or its circuit breaker.
@@ -206,6 +210,16 @@ impl Metrics {
             upstream_overflow,
             trace_spans,
             log_lines_dropped,
+            autocert_expiry: r.gauges(
+                "vallum_autocert_certificate_expiry_timestamp_seconds",
+                "When each host's ACME certificate expires (unix seconds)",
+                &["host"],
+            )?,
+            autocert_orders: r.counter(
+                "vallum_autocert_orders_total",
+                "ACME certificate orders, by outcome (issued, failed)",
+                &["outcome"],
+            )?,
             registry: r.0.clone(),
         };
         m.build_info
@@ -217,7 +231,7 @@ impl Metrics {
     /// The name of every metric Vallum registers (for the manual's drift test).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let all: [&dyn Collector; 23] = [
+        let all: [&dyn Collector; 25] = [
             &self.requests,
             &self.sessions_ended,
             &self.logout_tokens,
@@ -241,6 +255,8 @@ impl Metrics {
             &self.upstream_overflow,
             &self.trace_spans,
             &self.log_lines_dropped,
+            &self.autocert_expiry,
+            &self.autocert_orders,
         ];
         all.iter()
             .flat_map(|c| c.desc())

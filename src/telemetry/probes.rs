@@ -18,6 +18,9 @@ pub struct Report {
     pub config: Option<Component>,
     pub idp: Option<Component>,
     pub store: Option<Component>,
+    /// Hosts that autocert has no certificate for yet. Reported, but it does not make the node
+    /// unready: the CA's HTTP-01 request may reach this node through the load balancer.
+    pub certificates: Option<Component>,
 }
 
 impl Report {
@@ -43,6 +46,7 @@ impl Report {
                 "config": c(&self.config),
                 "identity_provider": c(&self.idp),
                 "session_store": c(&self.store),
+                "certificates": c(&self.certificates),
             }
         })
     }

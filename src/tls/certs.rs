@@ -44,18 +44,27 @@ impl CertStore {
     }
 
     pub fn lookup(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        if let Some(name) = sni {
-            let name = name.trim_end_matches('.').to_ascii_lowercase();
-            if let Some(c) = self.exact.get(&name) {
-                return Some(c.clone());
-            }
-            // A wildcard covers exactly one label (RFC 6125 §6.4.3).
-            if let Some((_, suffix)) = name.split_once('.') {
-                if let Some(c) = self.wildcard.get(suffix) {
-                    return Some(c.clone());
-                }
-            }
+        sni.and_then(|n| self.covering(n))
+            .or_else(|| self.default.clone())
+    }
+
+    /// The certificate whose names cover `name` (exact, then one-label wildcard), without falling
+    /// back to the default: ACME certificates come between the two.
+    pub fn covering(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(c) = self.exact.get(&name) {
+            return Some(c.clone());
         }
+        // A wildcard covers exactly one label (RFC 6125 §6.4.3).
+        let (_, suffix) = name.split_once('.')?;
+        self.wildcard.get(suffix).cloned()
+    }
+
+    pub fn covers(&self, name: &str) -> bool {
+        self.covering(name).is_some()
+    }
+
+    pub fn default_cert(&self) -> Option<Arc<CertifiedKey>> {
         self.default.clone()
     }
 }

@@ -5,6 +5,7 @@ mod support;
 
 mod apple;
 mod authorize;
+mod autocert;
 mod balancing;
 mod breaker;
 mod cli;

@@ -9,7 +9,7 @@ use crate::support::{client, free_port, raw_request, scrape, Gateway, Upstream};
 use std::time::Duration;
 
 /// The value of the sample whose name and labels (in Prometheus' sorted order) are `series`.
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .map(|v| v.trim().parse().unwrap())

@@ -8,6 +8,7 @@ pub mod dns;
 pub mod github;
 pub mod idp;
 pub mod otlp;
+pub mod pebble;
 pub mod postgres;
 pub mod redis;
 pub mod upstream;
