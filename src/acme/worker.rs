@@ -72,7 +72,12 @@ impl BackgroundService for Worker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut hosts: HashMap<String, HostState> = HashMap::new();
         let mut account: Option<(String, Account)> = None;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // The first look waits a second: background services start before Pingora binds the
+        // listeners that answer the CA's challenges.
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,

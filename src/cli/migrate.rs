@@ -101,14 +101,14 @@ mod tests {
     #[test]
     fn classifies_each_key() {
         let (lines, clean) = report(
-            "address: ':443'\nautocert: true\nclient_ca: x\nwhat_is_this: 1\nroutes:\n  - from: https://a.example.com\n    to: http://a\n    regex_priority_order: 1\n    allowed_groups: [a]\n    policy: {allow: {or: [{emial: x}]}}\n",
+            "address: ':443'\ntls_derive: x\nclient_ca: x\nwhat_is_this: 1\nroutes:\n  - from: https://a.example.com\n    to: http://a\n    regex_priority_order: 1\n    allowed_groups: [a]\n    policy: {allow: {or: [{emial: x}]}}\n",
         );
         assert!(!clean);
         let text = lines.join("\n");
         for want in [
             "address",
             "supported",
-            "autocert",
+            "tls_derive",
             "NOT SUPPORTED by Vallum yet",
             "REMOVED: removed in Pomerium; use downstream_mtls.ca",
             "what_is_this",

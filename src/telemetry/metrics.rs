@@ -117,6 +117,42 @@ fn process_wide(r: &Register) -> prometheus::Result<(IntCounterVec, IntCounter)>
     Ok((spans, dropped))
 }
 
+/// Config reloads: their outcomes, the last success, and the loaded checksum.
+fn config(r: &Register) -> prometheus::Result<(IntCounterVec, IntGauge, IntGaugeVec)> {
+    Ok((
+        r.counter(
+            "vallum_config_reloads_total",
+            "Config reloads, by result",
+            &["result"],
+        )?,
+        r.gauge(
+            "vallum_config_last_reload_success_timestamp_seconds",
+            "When a config was last loaded successfully (unix seconds)",
+        )?,
+        r.gauges(
+            "vallum_config_info",
+            "The loaded config's checksum (value is always 1)",
+            &["checksum"],
+        )?,
+    ))
+}
+
+/// Automatic certificates: each host's expiry, and orders by outcome.
+fn autocert(r: &Register) -> prometheus::Result<(IntGaugeVec, IntCounterVec)> {
+    Ok((
+        r.gauges(
+            "vallum_autocert_certificate_expiry_timestamp_seconds",
+            "When each host's ACME certificate expires (unix seconds)",
+            &["host"],
+        )?,
+        r.counter(
+            "vallum_autocert_orders_total",
+            "ACME certificate orders, by outcome (issued, failed)",
+            &["outcome"],
+        )?,
+    ))
+}
+
 impl Metrics {
     /// All metrics, registered on a fresh registry.
     pub fn new() -> Result<Arc<Self>, prometheus::Error> {
@@ -124,6 +160,8 @@ impl Metrics {
         let (revocations, sessions_ended, logout_tokens) = lifecycle(&r)?;
         let (upstream_unresolved, upstream_overflow) = upstream_refusals(&r)?;
         let (trace_spans, log_lines_dropped) = process_wide(&r)?;
+        let (autocert_expiry, autocert_orders) = autocert(&r)?;
+        let (config_reloads, config_last_reload_success, config_info) = config(&r)?;
         let m = Metrics {
             requests: r.counter(
                 "vallum_http_requests_total",
@@ -168,20 +206,9 @@ impl Metrics {
             revocations,
             sessions_ended,
             logout_tokens,
-            config_reloads: r.counter(
-                "vallum_config_reloads_total",
-                "Config reloads, by result",
-                &["result"],
-            )?,
-            config_last_reload_success: r.gauge(
-                "vallum_config_last_reload_success_timestamp_seconds",
-                "When a config was last loaded successfully (unix seconds)",
-            )?,
-            config_info: r.gauges(
-                "vallum_config_info",
-                "The loaded config's checksum (value is always 1)",
-                &["checksum"],
-            )?,
+            config_reloads,
+            config_last_reload_success,
+            config_info,
             upstream_healthy: r.gauges(
                 "vallum_upstream_healthy",
                 "Upstream health by route and backend (1 healthy)",
@@ -210,16 +237,8 @@ impl Metrics {
             upstream_overflow,
             trace_spans,
             log_lines_dropped,
-            autocert_expiry: r.gauges(
-                "vallum_autocert_certificate_expiry_timestamp_seconds",
-                "When each host's ACME certificate expires (unix seconds)",
-                &["host"],
-            )?,
-            autocert_orders: r.counter(
-                "vallum_autocert_orders_total",
-                "ACME certificate orders, by outcome (issued, failed)",
-                &["outcome"],
-            )?,
+            autocert_expiry,
+            autocert_orders,
             registry: r.0.clone(),
         };
         m.build_info

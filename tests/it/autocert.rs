@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 const HOST: &str = "app.acme.test";
 
-/// A client that trusts only `root_pem` and reaches `HOST` at the gateway's port.
-fn trusting(root_pem: &str, port: u16) -> reqwest::Client {
+/// A client that trusts only `root_pem` and reaches `host` at the gateway's port.
+fn trusting(root_pem: &str, host: &str, port: u16) -> reqwest::Client {
     reqwest::Client::builder()
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(root_pem.as_bytes()).unwrap())
-        .resolve(HOST, SocketAddr::from(([127, 0, 0, 1], port)))
+        .resolve(host, SocketAddr::from(([127, 0, 0, 1], port)))
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap()
@@ -44,14 +44,18 @@ async fn served(port: u16) -> Vec<u8> {
 
 /// Waits (up to 60 s) until a client trusting pebble's root gets through to the upstream.
 async fn until_trusted(gw: &Gateway, pebble: &Pebble, port: u16) {
-    let client = trusting(&pebble.issuing_root().await, port);
+    until_host_trusted(gw, pebble, HOST, port).await
+}
+
+async fn until_host_trusted(gw: &Gateway, pebble: &Pebble, host: &str, port: u16) {
+    let client = trusting(&pebble.issuing_root().await, host, port);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match client.get(format!("https://{HOST}:{port}/")).send().await {
+        match client.get(format!("https://{host}:{port}/")).send().await {
             Ok(r) if r.status() == 200 => return,
             other => assert!(
                 Instant::now() < deadline,
-                "no trusted certificate for {HOST}: {other:?}\nlog:\n{}",
+                "no trusted certificate for {host}: {other:?}\nlog:\n{}",
                 gw.log()
             ),
         }
@@ -174,17 +178,13 @@ async fn a_certificate_is_ordered_over_http01_served_and_kept_for_the_next_start
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn without_an_http_listener_the_tls_alpn_challenge_is_answered_on_the_tls_port() {
+async fn without_an_http_listener_the_tls_alpn_challenge_is_answered_and_reloads_add_hosts() {
     let (tls, metrics) = (free_port(), free_port());
     let pebble = Pebble::start(free_port(), tls).await;
     let up = Upstream::echo("app").await;
     let keep = tempfile::tempdir().unwrap();
-    let gw = Gateway::start_with(
-        tls,
-        &config(&pebble, keep.path(), tls, None, metrics, &up),
-        &[],
-    )
-    .await;
+    let text = config(&pebble, keep.path(), tls, None, metrics, &up);
+    let gw = Gateway::start_with(tls, &text, &[]).await;
     until_trusted(&gw, &pebble, tls).await;
     assert!(gw.log_has("TlsAlpn01"), "{}", gw.log());
     assert_eq!(orders(metrics, "issued").await, 1.0);
@@ -201,6 +201,14 @@ async fn without_an_http_listener_the_tls_alpn_challenge_is_answered_on_the_tls_
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // A host added by a reload gets its certificate without a restart.
+    let added = "added.acme.test";
+    gw.rewrite_config(&format!(
+        "{text}  - from: https://{added}\n    to: {u}\n    allow_public_unauthenticated_access: true\n",
+        u = up.url()
+    ));
+    until_host_trusted(&gw, &pebble, added, tls).await;
+    assert_eq!(orders(metrics, "issued").await, 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -318,5 +326,46 @@ async fn two_nodes_sharing_redis_order_each_host_once_and_serve_the_same_certifi
         served(a).await,
         served(b).await,
         "both nodes serve the one certificate"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configured_certificate_wins_over_autocert_for_the_hosts_it_covers() {
+    let (tls, http, metrics) = (free_port(), free_port(), free_port());
+    let pebble = Pebble::start(http, tls).await;
+    let up = Upstream::echo("app").await;
+    let keep = tempfile::tempdir().unwrap();
+    let own_ca = crate::support::certs::TestCa::new("own CA");
+    let (cert, key) = own_ca.server(&[HOST]).write(keep.path(), "own");
+    let other = "other.acme.test";
+    let text = format!(
+        "address: 127.0.0.1:{tls}\nhttp_redirect_addr: 127.0.0.1:{http}\nmetrics_address: 127.0.0.1:{metrics}\n\
+         {acme}certificate_file: {cert}\ncertificate_key_file: {key}\nroutes:\n\
+         - from: https://{HOST}\n  to: {u}\n  allow_public_unauthenticated_access: true\n\
+         - from: https://{other}\n  to: {u}\n  allow_public_unauthenticated_access: true\n",
+        acme = pebble.autocert_keys(keep.path()),
+        cert = cert.display(),
+        key = key.display(),
+        u = up.url()
+    );
+    let gw = Gateway::start_with(tls, &text, &[]).await;
+    until_host_trusted(&gw, &pebble, other, tls).await;
+    until_host_trusted_by(&gw, &own_ca.pem, HOST, tls).await;
+    assert_eq!(
+        orders(metrics, "issued").await,
+        1.0,
+        "only the uncovered host is ordered"
+    );
+}
+
+async fn until_host_trusted_by(gw: &Gateway, root_pem: &str, host: &str, port: u16) {
+    let r = trusting(root_pem, host, port)
+        .get(format!("https://{host}:{port}/"))
+        .send()
+        .await;
+    assert!(
+        r.as_ref().is_ok_and(|r| r.status() == 200),
+        "{host} is not served the configured certificate: {r:?}\n{}",
+        gw.log()
     );
 }

@@ -5,9 +5,9 @@
 //! change that breaks one, shows here: update the table with it, and the migration guide.
 //!
 //! Each file runs with what its operator passes beside it (`operator_env`: the certificate the
-//! deployment mounts, the IdP client settings kept in the environment). 21 of the 40 start. The
+//! deployment mounts, the IdP client settings kept in the environment). 24 of the 40 start. The
 //! refusals left:
-//! - features of other open issues: `autocert` (02, 06, 11, 12, 25, 30), MCP (09, 22),
+//! - features of other open issues: MCP (09, 22),
 //!   `h2c://` upstreams and gRPC health checks (15); SSH routes and `upstream_tunnel` (15, 25); Enterprise criteria and Rego (21, 25, 33);
 //! - keys Pomerium itself refuses: `allowed_groups` (04), `client_ca` (28), `idp_service_account`
 //!   (38); Pomerium's hosted authenticate service, which Vallum does not have (30, 35);
@@ -26,20 +26,14 @@ use std::path::PathBuf;
 /// needs them), so the table holds whatever the machine's DNS knows.
 const EXPECTED: &[(&str, &[&str])] = &[
     ("01-pomerium-config-example.yaml", &[]),
-    (
-        "02-pomerium-config-minimal.yaml",
-        &["autocert", "autocert_use_staging"],
-    ),
+    ("02-pomerium-config-minimal.yaml", &[]),
     ("03-pomerium-config-docker.yaml", &[]),
     (
         "04-pomerium-policy-example.yaml",
         &["policy.allowed_groups"],
     ),
     ("05-pomerium-mutual-tls.yaml", &[]),
-    (
-        "06-pomerium-tiddlywiki.yaml",
-        &["autocert", "autocert_use_staging", "cookie_secret"],
-    ),
+    ("06-pomerium-tiddlywiki.yaml", &["cookie_secret"]),
     ("07-pomerium-cloudrun-policy.yaml", &["policy.to"]),
     (
         "08-pomerium-acceptance.yaml",
@@ -58,8 +52,8 @@ const EXPECTED: &[(&str, &[&str])] = &[
         "10-pomerium-ospkg-default.yaml",
         &["certificates", "cookie_secret", "shared_secret"],
     ),
-    ("11-docs-guide-forgejo.yaml", &["autocert"]),
-    ("12-docs-guide-jellyfin.yaml", &["autocert"]),
+    ("11-docs-guide-forgejo.yaml", &[]),
+    ("12-docs-guide-jellyfin.yaml", &[]),
     ("13-docs-harness-selftest.yaml", &[]),
     ("14-docs-ssh-tcp-passthrough.yaml", &[]),
     (
@@ -83,9 +77,6 @@ const EXPECTED: &[(&str, &[&str])] = &[
         "25-podhaus-homelab.yaml",
         &[
             "address",
-            "autocert",
-            "autocert_dir",
-            "autocert_email",
             "http_redirect_addr",
             "routes.from",
             "routes.policy.allow.and",
@@ -102,7 +93,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("27-stephen304-portainer.yaml", &[]),
     ("28-devusb-nix-homelab.yaml", &["client_ca"]),
     ("29-ruial-monitoring.yaml", &[]),
-    ("30-yegle-your-dns.yaml", &["autocert", "policy"]),
+    ("30-yegle-your-dns.yaml", &["policy"]),
     ("31-thiagosol-auth-client.yaml", &[]),
     ("32-lintek-hosted-auth.yaml", &[]),
     (

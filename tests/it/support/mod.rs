@@ -22,13 +22,28 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use upstream::Upstream;
 
-/// A free loopback port (bound then released; the gateway binds it right after).
+/// A free loopback port, released for the caller to bind (a gateway, pebble, PostgreSQL), often
+/// seconds later. It comes from below Linux's ephemeral range (32768–60999), so no outgoing
+/// connection's local port can take it in the meantime, and from a counter, so no two tests of
+/// this run are handed the same one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 12_000;
+    const SPAN: u32 = 20_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        // 28080: the default `health_check_addr`, which gateways in other tests bind.
+        if port != 28_080 && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub fn bin() -> &'static str {

@@ -61,7 +61,7 @@ impl Pebble {
                 "-tlsalpn01",
                 "",
                 "-management",
-                &format!("127.0.0.1:{}", free_port()),
+                &format!("127.0.0.1:{dns_mgmt}"),
             ]),
             "pebble-challtestsrv",
         );
