@@ -251,3 +251,54 @@ impl Step<'_> {
         Ok(acct)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(extra: &str) -> Snapshot {
+        let yaml = format!(
+            "address: 127.0.0.1:0\nautocert: true\nautocert_dir: /nonexistent\n{extra}routes:\n\
+             - from: https://App.example.com\n  to: http://127.0.0.1:1\n  allow_public_unauthenticated_access: true\n\
+             - from: https://*.wild.example.com\n  to: http://127.0.0.1:1\n  allow_public_unauthenticated_access: true\n\
+             - from: https://127.0.0.9\n  to: http://127.0.0.1:1\n  allow_public_unauthenticated_access: true\n\
+             - from: https://app.example.com\n  prefix: /other\n  to: http://127.0.0.1:1\n  allow_public_unauthenticated_access: true\n"
+        );
+        Snapshot::from_str(&yaml, &|_| None, None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn wanted_hosts_are_exact_names_once_without_wildcards_or_addresses() {
+        assert_eq!(wanted(&snapshot("")), vec!["app.example.com".to_string()]);
+    }
+
+    #[test]
+    fn nothing_is_wanted_without_autocert() {
+        let snap = Snapshot::from_str(
+            "address: 127.0.0.1:0\nroutes:\n- from: https://a.example.com\n  to: http://127.0.0.1:1\n  allow_public_unauthenticated_access: true\n",
+            &|_| None,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(wanted(&snap).is_empty());
+    }
+
+    #[test]
+    fn hsts_only_with_certificates_browsers_trust() {
+        let hsts = |snap: &Snapshot| {
+            snap.settings
+                .response_headers
+                .iter()
+                .any(|(k, _)| k == "strict-transport-security")
+        };
+        assert!(hsts(&snapshot("")), "autocert from a real CA");
+        assert!(!hsts(&snapshot("autocert_use_staging: true\n")), "staging");
+        let fallback = Snapshot::from_str(
+            "address: 127.0.0.1:0\nroutes:\n- from: https://a.example.com\n  to: http://127.0.0.1:1\n  allow_public_unauthenticated_access: true\n",
+            &|_| None,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!hsts(&fallback), "the self-signed fallback");
+    }
+}

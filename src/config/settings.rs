@@ -236,9 +236,8 @@ pub fn compile(
     // TLS on and no certificate: the snapshot serves a self-signed one (as Pomerium does).
     let fallback_certificate = !insecure && certs.is_empty();
     let autocert = super::autocert::compile(raw, insecure, &mut files, errs);
-
-    let response_headers =
-        compile_response_headers(raw.set_response_headers.as_ref(), !insecure, errs);
+    let hsts = !insecure && trusted_certificates(&certs, autocert.as_ref());
+    let response_headers = compile_response_headers(raw.set_response_headers.as_ref(), hsts, errs);
 
     let escaped_slashes = escaped_slashes(raw, errs);
     let underscores = underscores(raw, errs);
@@ -452,6 +451,12 @@ fn load_certified_key(
 
 /// Pomerium's rule: defaults unless the key is set; a `disable` entry clears them all; HSTS only
 /// when this listener serves TLS.
+/// Whether browsers will trust what the listener serves, which is when HSTS is sent (Pomerium's
+/// rule): not with the self-signed fallback, not with Let's Encrypt's staging certificates.
+fn trusted_certificates(certs: &CertStore, autocert: Option<&super::autocert::Autocert>) -> bool {
+    !certs.is_empty() || autocert.is_some_and(|a| !a.staging)
+}
+
 fn compile_response_headers(
     set: Option<&BTreeMap<String, Text>>,
     tls: bool,

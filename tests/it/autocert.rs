@@ -242,22 +242,24 @@ fn base64_of(der: &[u8]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_failed_order_keeps_the_old_certificate_serving() {
-    let (tls, metrics) = (free_port(), free_port());
+async fn a_failed_order_keeps_the_old_certificate_serving_and_readiness_names_the_host_without_one()
+{
+    let (tls, metrics, probes) = (free_port(), free_port(), free_port());
     // The validator is sent to ports nobody listens on: every challenge fails.
     let pebble = Pebble::start(free_port(), free_port()).await;
     let up = Upstream::echo("app").await;
     let keep = tempfile::tempdir().unwrap();
     let seeded = seed_due_certificate(keep.path());
-    let gw = Gateway::start_with(
-        tls,
-        &config(&pebble, keep.path(), tls, None, metrics, &up),
-        &[],
-    )
-    .await;
+    let fresh = "fresh.acme.test";
+    let text = format!(
+        "health_check_addr: 127.0.0.1:{probes}\n{}  - from: https://{fresh}\n    to: {u}\n    allow_public_unauthenticated_access: true\n",
+        config(&pebble, keep.path(), tls, None, metrics, &up),
+        u = up.url()
+    );
+    let gw = Gateway::start_with(tls, &text, &[]).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while orders(metrics, "failed").await < 1.0 {
-        assert!(Instant::now() < deadline, "no failed order\n{}", gw.log());
+    while orders(metrics, "failed").await < 2.0 {
+        assert!(Instant::now() < deadline, "no failed orders\n{}", gw.log());
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(
@@ -272,6 +274,29 @@ async fn a_failed_order_keeps_the_old_certificate_serving() {
         gw.log()
     );
     assert_eq!(orders(metrics, "issued").await, 0.0);
+    // The host without any certificate is named, with the reason, and the node stays ready.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        let r = reqwest::get(format!("http://127.0.0.1:{probes}/status"))
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        let c = body["components"]["certificates"].clone();
+        if c["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("Failed to connect"))
+        {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let detail = status["components"]["certificates"]["detail"]
+        .as_str()
+        .unwrap();
+    assert!(detail.contains(fresh) && !detail.contains(HOST), "{detail}");
+    assert_eq!(status["components"]["certificates"]["status"], "not ready");
+    assert_eq!(status["ready"], true, "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
