@@ -82,6 +82,50 @@ fn config(
     )
 }
 
+/// One gateway's surroundings: its ports, a CA validating against them (or, `reachable` false,
+/// against ports nobody listens on), the upstream, and the directory certificates are kept in.
+struct Site {
+    tls: u16,
+    http: u16,
+    metrics: u16,
+    pebble: Pebble,
+    up: Upstream,
+    keep: tempfile::TempDir,
+}
+
+impl Site {
+    async fn new(reachable: bool) -> Site {
+        let (tls, http, metrics) = (free_port(), free_port(), free_port());
+        let pebble = match reachable {
+            true => Pebble::start(http, tls).await,
+            false => Pebble::start(free_port(), free_port()).await,
+        };
+        let up = Upstream::echo("app").await;
+        let keep = tempfile::tempdir().unwrap();
+        Site {
+            tls,
+            http,
+            metrics,
+            pebble,
+            up,
+            keep,
+        }
+    }
+
+    /// `http_listener`: with `http_redirect_addr` (HTTP-01 first), else TLS-ALPN-01 only.
+    fn config(&self, http_listener: bool) -> String {
+        let http = http_listener.then_some(self.http);
+        config(
+            &self.pebble,
+            self.keep.path(),
+            self.tls,
+            http,
+            self.metrics,
+            &self.up,
+        )
+    }
+}
+
 async fn orders(metrics: u16, outcome: &str) -> f64 {
     let (_, text) = scrape(metrics, None).await;
     sample(
@@ -112,13 +156,11 @@ fn seed_due_certificate(keep: &Path) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_certificate_is_ordered_over_http01_served_and_kept_for_the_next_start() {
-    let (tls, http, metrics) = (free_port(), free_port(), free_port());
-    let pebble = Pebble::start(http, tls).await;
-    let up = Upstream::echo("app").await;
-    let keep = tempfile::tempdir().unwrap();
-    let text = config(&pebble, keep.path(), tls, Some(http), metrics, &up);
+    let site = Site::new(true).await;
+    let (tls, http, metrics, pebble) = (site.tls, site.http, site.metrics, &site.pebble);
+    let text = site.config(true);
     let gw = Gateway::start_with(tls, &text, &[]).await;
-    until_trusted(&gw, &pebble, tls).await;
+    until_trusted(&gw, pebble, tls).await;
     assert!(gw.log_has("autocert: certificate issued"), "{}", gw.log());
     assert!(
         gw.log_has("Http01"),
@@ -139,7 +181,11 @@ async fn a_certificate_is_ordered_over_http01_served_and_kept_for_the_next_start
                 .as_secs()
                 + 86_400) as f64
     );
-    let file = keep.path().join("certificates").join(format!("{HOST}.pem"));
+    let file = site
+        .keep
+        .path()
+        .join("certificates")
+        .join(format!("{HOST}.pem"));
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
@@ -171,7 +217,7 @@ async fn a_certificate_is_ordered_over_http01_served_and_kept_for_the_next_start
     // A restart serves the kept certificate without ordering again.
     drop(gw);
     let gw = Gateway::start_with(tls, &text, &[]).await;
-    until_trusted(&gw, &pebble, tls).await;
+    until_trusted(&gw, pebble, tls).await;
     assert_eq!(served(tls).await, issued);
     assert!(gw.log_has("autocert: certificate loaded"), "{}", gw.log());
     assert_eq!(orders(metrics, "issued").await, 0.0, "{}", gw.log());
@@ -179,13 +225,11 @@ async fn a_certificate_is_ordered_over_http01_served_and_kept_for_the_next_start
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_an_http_listener_the_tls_alpn_challenge_is_answered_and_reloads_add_hosts() {
-    let (tls, metrics) = (free_port(), free_port());
-    let pebble = Pebble::start(free_port(), tls).await;
-    let up = Upstream::echo("app").await;
-    let keep = tempfile::tempdir().unwrap();
-    let text = config(&pebble, keep.path(), tls, None, metrics, &up);
+    let site = Site::new(true).await;
+    let (tls, metrics, pebble, up) = (site.tls, site.metrics, &site.pebble, &site.up);
+    let text = site.config(false);
     let gw = Gateway::start_with(tls, &text, &[]).await;
-    until_trusted(&gw, &pebble, tls).await;
+    until_trusted(&gw, pebble, tls).await;
     assert!(gw.log_has("TlsAlpn01"), "{}", gw.log());
     assert_eq!(orders(metrics, "issued").await, 1.0);
     // Readiness re-checks once a second: the host goes from "ordering" to served.
@@ -207,24 +251,17 @@ async fn without_an_http_listener_the_tls_alpn_challenge_is_answered_and_reloads
         "{text}  - from: https://{added}\n    to: {u}\n    allow_public_unauthenticated_access: true\n",
         u = up.url()
     ));
-    until_host_trusted(&gw, &pebble, added, tls).await;
+    until_host_trusted(&gw, pebble, added, tls).await;
     assert_eq!(orders(metrics, "issued").await, 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_due_certificate_is_renewed_and_swapped_in_without_a_restart() {
-    let (tls, http, metrics) = (free_port(), free_port(), free_port());
-    let pebble = Pebble::start(http, tls).await;
-    let up = Upstream::echo("app").await;
-    let keep = tempfile::tempdir().unwrap();
+    let site = Site::new(true).await;
+    let (tls, pebble, keep) = (site.tls, &site.pebble, &site.keep);
     let seeded = seed_due_certificate(keep.path());
-    let gw = Gateway::start_with(
-        tls,
-        &config(&pebble, keep.path(), tls, Some(http), metrics, &up),
-        &[],
-    )
-    .await;
-    until_trusted(&gw, &pebble, tls).await;
+    let gw = Gateway::start_with(tls, &site.config(true), &[]).await;
+    until_trusted(&gw, pebble, tls).await;
     assert_ne!(served(tls).await, seeded);
     assert!(gw.log_has("renewal=true"), "{}", gw.log());
     let on_disk =
@@ -244,17 +281,15 @@ fn base64_of(der: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_order_keeps_the_old_certificate_serving_and_readiness_names_the_host_without_one()
 {
-    let (tls, metrics, probes) = (free_port(), free_port(), free_port());
     // The validator is sent to ports nobody listens on: every challenge fails.
-    let pebble = Pebble::start(free_port(), free_port()).await;
-    let up = Upstream::echo("app").await;
-    let keep = tempfile::tempdir().unwrap();
-    let seeded = seed_due_certificate(keep.path());
+    let site = Site::new(false).await;
+    let (tls, metrics, probes) = (site.tls, site.metrics, free_port());
+    let seeded = seed_due_certificate(site.keep.path());
     let fresh = "fresh.acme.test";
     let text = format!(
         "health_check_addr: 127.0.0.1:{probes}\n{}  - from: https://{fresh}\n    to: {u}\n    allow_public_unauthenticated_access: true\n",
-        config(&pebble, keep.path(), tls, None, metrics, &up),
-        u = up.url()
+        site.config(false),
+        u = site.up.url()
     );
     let gw = Gateway::start_with(tls, &text, &[]).await;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -356,10 +391,10 @@ async fn two_nodes_sharing_redis_order_each_host_once_and_serve_the_same_certifi
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_configured_certificate_wins_over_autocert_for_the_hosts_it_covers() {
-    let (tls, http, metrics) = (free_port(), free_port(), free_port());
-    let pebble = Pebble::start(http, tls).await;
-    let up = Upstream::echo("app").await;
-    let keep = tempfile::tempdir().unwrap();
+    let site = Site::new(true).await;
+    let (tls, http, metrics, pebble, up) =
+        (site.tls, site.http, site.metrics, &site.pebble, &site.up);
+    let keep = &site.keep;
     let own_ca = crate::support::certs::TestCa::new("own CA");
     let (cert, key) = own_ca.server(&[HOST]).write(keep.path(), "own");
     let other = "other.acme.test";
@@ -374,7 +409,7 @@ async fn a_configured_certificate_wins_over_autocert_for_the_hosts_it_covers() {
         u = up.url()
     );
     let gw = Gateway::start_with(tls, &text, &[]).await;
-    until_host_trusted(&gw, &pebble, other, tls).await;
+    until_host_trusted(&gw, pebble, other, tls).await;
     until_host_trusted_by(&gw, &own_ca.pem, HOST, tls).await;
     assert_eq!(
         orders(metrics, "issued").await,
