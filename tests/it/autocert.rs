@@ -429,3 +429,75 @@ async fn until_host_trusted_by(gw: &Gateway, root_pem: &str, host: &str, port: u
         gw.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn short_lived_certificates_are_renewed_before_they_expire() {
+    let (tls, http, metrics) = (free_port(), free_port(), free_port());
+    // 30-second certificates: renewal is due after 20 s (less up to 1.5 s of jitter).
+    let pebble = Pebble::start_with(
+        http,
+        tls,
+        serde_json::json!({ "certificateValidityPeriod": 30 }),
+    )
+    .await;
+    let up = Upstream::echo("app").await;
+    let keep = tempfile::tempdir().unwrap();
+    let text = config(&pebble, keep.path(), tls, Some(http), metrics, &up);
+    let gw = Gateway::start_with(tls, &text, &[]).await;
+    until_trusted(&gw, &pebble, tls).await;
+    let first = served(tls).await;
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while orders(metrics, "issued").await < 2.0 {
+        assert!(Instant::now() < deadline, "no renewal\n{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    until_trusted(&gw, &pebble, tls).await;
+    assert_ne!(
+        served(tls).await,
+        first,
+        "the renewed certificate is served"
+    );
+    assert!(gw.log_has("renewal=true"), "{}", gw.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ca_that_requires_external_account_binding_gets_it() {
+    let (tls, http, metrics) = (free_port(), free_port(), free_port());
+    let mac = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let pebble = Pebble::start_with(
+        http,
+        tls,
+        serde_json::json!({
+            "externalAccountBindingRequired": true,
+            "externalAccountMACKeys": { "kid-1": mac },
+        }),
+    )
+    .await;
+    let up = Upstream::echo("app").await;
+    // A wrong MAC key: the CA refuses the account, and the log says why.
+    let keep = tempfile::tempdir().unwrap();
+    let eab = |key: &str| format!("autocert_eab_key_id: kid-1\nautocert_eab_mac_key: {key}\n");
+    let wrong = format!(
+        "{}{}",
+        eab("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        config(&pebble, keep.path(), tls, Some(http), metrics, &up)
+    );
+    let gw = Gateway::start_with(tls, &wrong, &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while orders(metrics, "failed").await < 1.0 {
+        assert!(Instant::now() < deadline, "no failure\n{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(gw.log_has("cannot register with"), "{}", gw.log());
+    drop(gw);
+    // The right one: registered with the binding, and the certificate issued.
+    let keep = tempfile::tempdir().unwrap();
+    let right = format!(
+        "{}{}",
+        eab(mac),
+        config(&pebble, keep.path(), tls, Some(http), metrics, &up)
+    );
+    let gw = Gateway::start_with(tls, &right, &[]).await;
+    until_trusted(&gw, &pebble, tls).await;
+    assert!(gw.log_has("ACME account registered"), "{}", gw.log());
+}

@@ -30,6 +30,12 @@ fn spawn(cmd: &mut Command, what: &str) -> Child {
 impl Pebble {
     /// `http_port`/`tls_port`: where pebble's validator connects for HTTP-01 and TLS-ALPN-01.
     pub async fn start(http_port: u16, tls_port: u16) -> Pebble {
+        Pebble::start_with(http_port, tls_port, serde_json::json!({})).await
+    }
+
+    /// `extra`: more keys of pebble's config (`certificateValidityPeriod` in seconds,
+    /// `externalAccountBindingRequired` with `externalAccountMACKeys`).
+    pub async fn start_with(http_port: u16, tls_port: u16, extra: serde_json::Value) -> Pebble {
         let dir = tempfile::tempdir().unwrap();
         let ca = TestCa::new("pebble API test CA");
         let api_ca = ca.write(dir.path(), "api-ca");
@@ -37,13 +43,16 @@ impl Pebble {
             .server(&["localhost", "127.0.0.1"])
             .write(dir.path(), "api");
         let (port, mgmt, dns, dns_mgmt) = (free_port(), free_port(), free_port(), free_port());
-        let config = serde_json::json!({ "pebble": {
+        let mut config = serde_json::json!({ "pebble": {
             "listenAddress": format!("127.0.0.1:{port}"),
             "managementListenAddress": format!("127.0.0.1:{mgmt}"),
             "certificate": cert, "privateKey": key,
             "httpPort": http_port, "tlsPort": tls_port,
             "ocspResponderURL": "", "externalAccountBindingRequired": false,
         }});
+        if let (Some(c), Some(extra)) = (config["pebble"].as_object_mut(), extra.as_object()) {
+            c.extend(extra.clone());
+        }
         let config_path = dir.path().join("pebble.json");
         std::fs::write(&config_path, config.to_string()).unwrap();
         let challtest = spawn(
