@@ -251,12 +251,17 @@ pub enum Format {
     /// An API client (XHR, JSON, `*/*`, anything that does not ask for HTML): JSON bodies, and
     /// 401/450 instead of redirects.
     Json,
+    /// A gRPC client: `grpc-status` and `grpc-message`, never a redirect (`respond::grpc`).
+    Grpc,
 }
 
 impl Format {
     /// Browsers send `Accept: text/html…` for navigation (or no `Accept` at all); scripts that
     /// say `X-Requested-With: XMLHttpRequest` are API clients whatever they accept.
     pub fn of(headers: &HeaderMap) -> Format {
+        if super::grpc::is_grpc(headers) {
+            return Format::Grpc;
+        }
         let xhr = headers
             .get("x-requested-with")
             .and_then(|v| v.to_str().ok())
@@ -284,7 +289,7 @@ pub struct Answer<'a> {
 
 impl Answer<'_> {
     pub fn wants_json(&self) -> bool {
-        self.format == Format::Json
+        self.format != Format::Html
     }
 
     /// A page with the operator's branding.
@@ -309,6 +314,9 @@ impl Answer<'_> {
             | Refusal::ReauthenticationRequired {
                 location: Some(url),
             } => Reply::found(url),
+            _ if self.format == Format::Grpc => {
+                return super::grpc::reply(&refusal, status, self.request_id)
+            }
             _ if self.format == Format::Json => self.json(&refusal, status),
             _ => self.html(&refusal, status),
         };

@@ -23,7 +23,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn new(status: StatusCode, content_type: &'static str, body: Bytes) -> Reply {
+    pub(super) fn new(status: StatusCode, content_type: &'static str, body: Bytes) -> Reply {
         Reply {
             status,
             content_type,

@@ -18,6 +18,7 @@ mod downstream_tls;
 pub mod fleet;
 mod forward_auth;
 mod github;
+mod grpc;
 mod headers;
 mod idp_bearer;
 mod lifecycle;
