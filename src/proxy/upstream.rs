@@ -35,6 +35,10 @@ pub fn peer(ctx: &RequestCtx) -> Result<Box<HttpPeer>> {
     peer.options.read_timeout = timeout;
     peer.options.write_timeout = timeout;
     peer.options.idle_timeout = route.idle_timeout;
+    // An upgrade (websocket) is an HTTP/1.1 mechanism, whatever the upstream otherwise speaks.
+    if ctx.upgrade {
+        peer.options.alpn = pingora_core::protocols::ALPN::H1;
+    }
     Ok(Box::new(peer))
 }
 

@@ -166,12 +166,13 @@ fn parse_to(spec: &str) -> Result<UpstreamTarget, String> {
         return Err("weight must be at least 1".into());
     }
     let url = Url::parse(url_s).map_err(|err| format!("{url_s:?} is not a URL: {err}"))?;
-    let tls = match url.scheme() {
-        "http" => false,
-        "https" => true,
+    let (tls, h2c) = match url.scheme() {
+        "http" => (false, false),
+        "https" => (true, false),
+        "h2c" => (false, true),
         s => {
             return Err(format!(
-                "scheme {s}:// is not supported by this build (use http:// or https://)"
+                "scheme {s}:// is not supported by this build (use http://, https:// or h2c://)"
             ))
         }
     };
@@ -181,7 +182,11 @@ fn parse_to(spec: &str) -> Result<UpstreamTarget, String> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let port = url.port_or_known_default().ok_or("URL has no port")?;
+    let port = match (url.port(), h2c) {
+        (Some(p), _) => p,
+        (None, true) => 80,
+        (None, false) => url.port_or_known_default().ok_or("URL has no port")?,
+    };
     // A name is looked up when a request needs it (`upstream::dns`), never at load.
     let literal = host
         .parse::<IpAddr>()
@@ -195,6 +200,7 @@ fn parse_to(spec: &str) -> Result<UpstreamTarget, String> {
         literal,
         port,
         tls,
+        h2c,
         host_value: http::HeaderValue::from_str(&authority).ok(),
         authority,
         host,

@@ -10,6 +10,7 @@ use super::dns::{Names, Resolver, Unresolved};
 use super::health::{build_check, HealthSpec};
 use async_trait::async_trait;
 use futures_util::FutureExt;
+use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::utils::tls::{CertKey, WrappedX509};
 use pingora_load_balancing::discovery::{ServiceDiscovery, Static};
@@ -38,6 +39,8 @@ pub struct UpstreamTarget {
     pub literal: Option<SocketAddr>,
     pub port: u16,
     pub tls: bool,
+    /// `h2c://`: HTTP/2 with prior knowledge over plain TCP (gRPC services without TLS).
+    pub h2c: bool,
     /// `host[:port]` as the `to` URL spells it, for the auto host rewrite.
     pub authority: String,
     /// `authority` as a ready `Host` value (validated once, not per request).
@@ -429,6 +432,9 @@ impl Pool {
             String::new()
         };
         let mut peer = HttpPeer::new(picked.addr, t.tls, sni);
+        if t.h2c {
+            peer.options.alpn = ALPN::H2;
+        }
         // Connections are pooled per peer hash, which ignores the CA: keep each pool's
         // connections to itself so a route never reuses one verified under another's trust.
         peer.group_key = self.group_key;
@@ -451,6 +457,7 @@ mod tests {
             literal: Some(SocketAddr::from(([127, 0, 0, 1], port))),
             port,
             tls: false,
+            h2c: false,
             authority: format!("127.0.0.1:{port}"),
             host_value: None,
             host: "127.0.0.1".into(),

@@ -93,3 +93,102 @@ async fn a_refused_grpc_call_gets_a_grpc_status_with_the_reason_and_request_id()
         .unwrap();
     assert_eq!(r.status(), 200, "GET is allowed");
 }
+
+/// A TLS gateway whose certificate (from its own test CA) covers `grpc.test`, with a public
+/// route to an `h2c://` upstream. Returns the gateway and the CA's PEM.
+async fn h2c_gateway() -> (Gateway, String) {
+    let upstream = crate::support::h2::h2c_upstream().await;
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::support::certs::TestCa::new("grpc test CA");
+    let (cert, key) = ca.server(&["grpc.test"]).write(dir.path(), "gw");
+    let text = format!(
+        "address: 127.0.0.1:{port}\ncertificate_file: {}\ncertificate_key_file: {}\n\
+         routes:\n- from: https://grpc.test\n  to: h2c://{upstream}\n  allow_public_unauthenticated_access: true\n  timeout: 0s\n",
+        cert.display(),
+        key.display()
+    );
+    (
+        Gateway::start_in(dir, port, &text, &[]).await,
+        ca.pem.clone(),
+    )
+}
+
+async fn trailers_of(body: &mut hyper::body::Incoming) -> (Vec<bytes::Bytes>, http::HeaderMap) {
+    use http_body_util::BodyExt;
+    let mut data = Vec::new();
+    loop {
+        match body.frame().await {
+            Some(Ok(f)) if f.is_data() => data.push(f.into_data().unwrap()),
+            Some(Ok(f)) => return (data, f.into_trailers().unwrap()),
+            other => panic!("the stream ended without trailers: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_calls_reach_an_h2c_upstream_with_their_trailers_unary_and_streaming() {
+    use crate::support::h2::{call, client, message};
+    use hyper::body::Frame;
+    let (gw, ca) = h2c_gateway().await;
+    let port = gw.port;
+    let mut sender = client(port, "grpc.test", &ca).await;
+
+    // Unary, with a large message (1 MiB): the body and the trailers arrive.
+    let (req, tx) = call("grpc.test", port, "/test.Echo/Unary");
+    let big = message(&vec![7u8; 1 << 20]);
+    tx.send(Ok(Frame::data(big.clone()))).await.unwrap();
+    drop(tx);
+    let resp = sender
+        .send_request(req)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", gw.log()));
+    assert_eq!(resp.status(), 200, "{}", gw.log());
+    assert_eq!(
+        resp.headers()["x-saw-te"],
+        "trailers",
+        "te: trailers reaches the upstream"
+    );
+    let mut body = resp.into_body();
+    let (data, trailers) = trailers_of(&mut body).await;
+    assert_eq!(data.concat(), big.to_vec());
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["grpc-message"], "done");
+
+    // Server streaming: 50 messages, then trailers.
+    let (req, tx) = call("grpc.test", port, "/test.Echo/Stream");
+    tx.send(Ok(Frame::data(message(b"tick")))).await.unwrap();
+    drop(tx);
+    let mut body = sender.send_request(req).await.unwrap().into_body();
+    let (data, trailers) = trailers_of(&mut body).await;
+    assert_eq!(data.concat(), message(b"tick").repeat(50));
+    assert_eq!(trailers["grpc-status"], "0");
+
+    // Bidirectional: each message comes back before the next is sent, so neither direction is
+    // buffered by the gateway.
+    use http_body_util::BodyExt;
+    let (req, tx) = call("grpc.test", port, "/test.Echo/Bidi");
+    tx.send(Ok(Frame::data(message(b"ping 0")))).await.unwrap();
+    let mut body = sender.send_request(req).await.unwrap().into_body();
+    for i in 0..20 {
+        let echoed = loop {
+            let f = body.frame().await.unwrap().unwrap();
+            if let Ok(d) = f.into_data() {
+                if !d.is_empty() {
+                    break d;
+                }
+            }
+        };
+        assert_eq!(echoed, message(format!("ping {i}").as_bytes()));
+        if i < 19 {
+            tx.send(Ok(Frame::data(message(
+                format!("ping {}", i + 1).as_bytes(),
+            ))))
+            .await
+            .unwrap();
+        }
+    }
+    drop(tx);
+    let (_, trailers) = trailers_of(&mut body).await;
+    assert_eq!(trailers["grpc-status"], "0");
+}

@@ -6,6 +6,7 @@
 pub mod certs;
 pub mod dns;
 pub mod github;
+pub mod h2;
 pub mod idp;
 pub mod otlp;
 pub mod pebble;

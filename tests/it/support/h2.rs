@@ -1,0 +1,169 @@
+//! HTTP/2 peers for the gRPC tests: an upstream that speaks only HTTP/2 with prior knowledge
+//! (`h2c://`), answering like a gRPC server (frames echoed, `grpc-status` in trailers), and an
+//! HTTP/2 client over TLS that reads trailers (which `reqwest` does not expose).
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+type Frames =
+    StreamBody<futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>>>;
+
+fn trailers(status: &str) -> Frame<Bytes> {
+    let mut t = http::HeaderMap::new();
+    t.insert("grpc-status", status.parse().unwrap());
+    t.insert("grpc-message", "done".parse().unwrap());
+    Frame::trailers(t)
+}
+
+/// `/test.Echo/Bidi`: each request data frame is sent back as soon as it arrives; then trailers.
+/// `/test.Echo/Stream`: the whole request, then the same 50 times over, then trailers.
+/// Anything else: the request body back, then trailers. Response headers say what the upstream
+/// saw (`x-saw-authority`, `x-saw-te`).
+async fn serve(req: Request<Incoming>) -> Result<Response<Frames>, Infallible> {
+    let path = req.uri().path().to_string();
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let te = req
+        .headers()
+        .get("te")
+        .map(|v| v.to_str().unwrap_or("").to_string())
+        .unwrap_or_default();
+    let body = req.into_body();
+    let frames: futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>> =
+        if path == "/test.Echo/Bidi" {
+            futures_util::stream::unfold(Some(body), |state| async move {
+                let mut body = state?;
+                match body.frame().await {
+                    Some(Ok(f)) if f.is_data() => Some((
+                        Ok(Frame::data(f.into_data().unwrap_or_default())),
+                        Some(body),
+                    )),
+                    Some(Ok(_)) => Some((Ok(Frame::data(Bytes::new())), Some(body))),
+                    _ => Some((Ok(trailers("0")), None)),
+                }
+            })
+            .boxed()
+        } else {
+            let all = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let times = if path == "/test.Echo/Stream" { 50 } else { 1 };
+            futures_util::stream::iter(
+                (0..times)
+                    .map(move |_| Ok(Frame::data(all.clone())))
+                    .chain(std::iter::once(Ok(trailers("0")))),
+            )
+            .boxed()
+        };
+    let mut resp = Response::new(StreamBody::new(frames));
+    resp.headers_mut()
+        .insert("content-type", "application/grpc".parse().unwrap());
+    resp.headers_mut()
+        .insert("x-saw-authority", authority.parse().unwrap());
+    resp.headers_mut().insert("x-saw-te", te.parse().unwrap());
+    Ok(resp)
+}
+
+/// Starts the upstream; it serves until the test's runtime ends.
+pub async fn h2c_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(serve))
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+pub type Sender =
+    hyper::client::conn::http2::SendRequest<http_body_util::StreamBody<tokio_stream_shim::Rx>>;
+
+/// A channel-fed request body, so a test can send frames one at a time.
+pub mod tokio_stream_shim {
+    use super::*;
+    pub struct Rx(pub tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, Infallible>>);
+    impl futures_util::Stream for Rx {
+        type Item = Result<Frame<Bytes>, Infallible>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            self.0.poll_recv(cx)
+        }
+    }
+}
+
+/// An HTTP/2 connection over TLS to the gateway at `port`, for `host`, trusting `ca_pem`.
+pub async fn client(port: u16, host: &str, ca_pem: &str) -> Sender {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// A gRPC message: the 5-byte prefix (uncompressed, length) and the payload.
+pub fn message(payload: &[u8]) -> Bytes {
+    let mut m = Vec::with_capacity(5 + payload.len());
+    m.push(0);
+    m.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    m.extend_from_slice(payload);
+    Bytes::from(m)
+}
+
+/// A gRPC call: the request (headers set) and the sender of its body frames.
+pub fn call(
+    host: &str,
+    port: u16,
+    path: &str,
+) -> (
+    Request<StreamBody<tokio_stream_shim::Rx>>,
+    tokio::sync::mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let req = Request::post(format!("https://{host}:{port}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(StreamBody::new(tokio_stream_shim::Rx(rx)))
+        .unwrap();
+    (req, tx)
+}
