@@ -92,21 +92,21 @@ pub async fn h2c_upstream() -> SocketAddr {
     addr
 }
 
-pub type Sender =
-    hyper::client::conn::http2::SendRequest<http_body_util::StreamBody<tokio_stream_shim::Rx>>;
+/// The sending half of a call's body: the test sends frames one at a time.
+pub type FrameTx = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
+/// A call's body, fed by a `FrameTx`.
+pub type CallBody = StreamBody<Rx>;
+pub type Sender = hyper::client::conn::http2::SendRequest<CallBody>;
 
-/// A channel-fed request body, so a test can send frames one at a time.
-pub mod tokio_stream_shim {
-    use super::*;
-    pub struct Rx(pub tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, Infallible>>);
-    impl futures_util::Stream for Rx {
-        type Item = Result<Frame<Bytes>, Infallible>;
-        fn poll_next(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Self::Item>> {
-            self.0.poll_recv(cx)
-        }
+pub struct Rx(tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, Infallible>>);
+
+impl futures_util::Stream for Rx {
+    type Item = Result<Frame<Bytes>, Infallible>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
     }
 }
 
@@ -151,19 +151,12 @@ pub fn message(payload: &[u8]) -> Bytes {
 }
 
 /// A gRPC call: the request (headers set) and the sender of its body frames.
-pub fn call(
-    host: &str,
-    port: u16,
-    path: &str,
-) -> (
-    Request<StreamBody<tokio_stream_shim::Rx>>,
-    tokio::sync::mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
-) {
+pub fn call(host: &str, port: u16, path: &str) -> (Request<CallBody>, FrameTx) {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let req = Request::post(format!("https://{host}:{port}{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
-        .body(StreamBody::new(tokio_stream_shim::Rx(rx)))
+        .body(StreamBody::new(Rx(rx)))
         .unwrap();
     (req, tx)
 }
