@@ -296,9 +296,17 @@ pub struct RawHealthCheck {
     pub unhealthy_threshold: Option<u32>,
     pub http_health_check: Option<RawHttpHealthCheck>,
     pub tcp_health_check: Option<RawTcpHealthCheck>,
-    pub grpc_health_check: Option<serde_yaml_ng::Value>,
+    pub grpc_health_check: Option<RawGrpcHealthCheck>,
     pub always_log_health_check_success: bool,
     pub always_log_health_check_failures: bool,
+}
+
+/// Envoy's gRPC health check (`grpc.health.v1.Health/Check`).
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(default)]
+pub struct RawGrpcHealthCheck {
+    pub service_name: Option<String>,
+    pub authority: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone)]

@@ -211,75 +211,28 @@ fn parse_to(spec: &str) -> Result<UpstreamTarget, String> {
 
 fn compile_health(hc: &RawHealthCheck, base: &str, e: &mut Errors) -> Option<HealthSpec> {
     let p = |k: &str| format!("{base}.{k}");
-    if hc.grpc_health_check.is_some() {
-        e.push(p("grpc_health_check"), "gRPC health checks are not supported by this build yet; use http_health_check or tcp_health_check");
-        return None;
-    }
-    let kind = match (&hc.http_health_check, &hc.tcp_health_check) {
-        (Some(h), None) => {
-            let mut expected = Vec::new();
-            for (i, r) in h.expected_statuses.iter().enumerate() {
-                if r.start < 100 || r.end > 600 || r.start >= r.end {
-                    e.push(
-                        format!("{}[{i}]", p("http_health_check.expected_statuses")),
-                        "needs 100 <= start < end <= 600 (end is exclusive)",
-                    );
-                }
-                expected.push((r.start, r.end));
-            }
-            if expected.is_empty() {
-                expected.push((200, 201));
-            }
-            if let Some(c) = &h.codec_client_type {
-                if !c.eq_ignore_ascii_case("http1") {
-                    e.push(
-                        p("http_health_check.codec_client_type"),
-                        "only HTTP1 is supported by this build",
-                    );
-                }
-            }
-            let path = h.path.clone().unwrap_or_else(|| "/".into());
-            if !path.starts_with('/') || path.parse::<http::Uri>().is_err() {
-                e.push(
-                    p("http_health_check.path"),
-                    "must be a path starting with /",
-                );
-            }
-            HealthKind::Http {
-                host: h.host.clone(),
-                path,
-                expected,
-            }
-        }
-        (None, Some(t)) => {
-            let send = match &t.send {
-                Some(pl) => e
-                    .check(p("tcp_health_check.send"), payload(pl))
-                    .unwrap_or_default(),
-                None => Vec::new(),
-            };
-            let mut receive = Vec::new();
-            for (i, pl) in t.receive.iter().enumerate() {
-                if let Some(b) = e.check(
-                    format!("{}[{i}]", p("tcp_health_check.receive")),
-                    payload(pl),
-                ) {
-                    receive.push(b);
-                }
-            }
-            HealthKind::Tcp { send, receive }
-        }
-        (None, None) => {
+    let kind = match (
+        &hc.http_health_check,
+        &hc.tcp_health_check,
+        &hc.grpc_health_check,
+    ) {
+        (Some(h), None, None) => http_kind(h, &p, e),
+        (None, Some(t), None) => tcp_kind(t, &p, e),
+        (None, None, Some(g)) => HealthKind::Grpc {
+            service: g.service_name.clone().unwrap_or_default(),
+            authority: g.authority.clone().filter(|a| !a.is_empty()),
+        },
+        (None, None, None) => {
             e.push(
                 base.to_string(),
-                "needs http_health_check or tcp_health_check",
+                "needs http_health_check, tcp_health_check or grpc_health_check",
             );
             return None;
         }
-        (Some(_), Some(_)) => {
+        _ => {
             e.push(
                 base.to_string(),
-                "only one of http_health_check and tcp_health_check per entry",
+                "only one of http_health_check, tcp_health_check and grpc_health_check per entry",
             );
             return None;
         }
@@ -297,6 +250,69 @@ fn compile_health(hc: &RawHealthCheck, base: &str, e: &mut Errors) -> Option<Hea
         log_success: hc.always_log_health_check_success,
         log_failures: hc.always_log_health_check_failures,
     })
+}
+
+fn http_kind(
+    h: &crate::config::raw::RawHttpHealthCheck,
+    p: &dyn Fn(&str) -> String,
+    e: &mut Errors,
+) -> HealthKind {
+    let mut expected = Vec::new();
+    for (i, r) in h.expected_statuses.iter().enumerate() {
+        if r.start < 100 || r.end > 600 || r.start >= r.end {
+            e.push(
+                format!("{}[{i}]", p("http_health_check.expected_statuses")),
+                "needs 100 <= start < end <= 600 (end is exclusive)",
+            );
+        }
+        expected.push((r.start, r.end));
+    }
+    if expected.is_empty() {
+        expected.push((200, 201));
+    }
+    if let Some(c) = &h.codec_client_type {
+        if !c.eq_ignore_ascii_case("http1") {
+            e.push(
+                p("http_health_check.codec_client_type"),
+                "only HTTP1 is supported by this build",
+            );
+        }
+    }
+    let path = h.path.clone().unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') || path.parse::<http::Uri>().is_err() {
+        e.push(
+            p("http_health_check.path"),
+            "must be a path starting with /",
+        );
+    }
+    HealthKind::Http {
+        host: h.host.clone(),
+        path,
+        expected,
+    }
+}
+
+fn tcp_kind(
+    t: &crate::config::raw::RawTcpHealthCheck,
+    p: &dyn Fn(&str) -> String,
+    e: &mut Errors,
+) -> HealthKind {
+    let send = match &t.send {
+        Some(pl) => e
+            .check(p("tcp_health_check.send"), payload(pl))
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let mut receive = Vec::new();
+    for (i, pl) in t.receive.iter().enumerate() {
+        if let Some(b) = e.check(
+            format!("{}[{i}]", p("tcp_health_check.receive")),
+            payload(pl),
+        ) {
+            receive.push(b);
+        }
+    }
+    HealthKind::Tcp { send, receive }
 }
 
 fn payload(p: &crate::config::raw::RawPayload) -> Result<Vec<u8>, String> {

@@ -22,6 +22,11 @@ pub enum HealthKind {
         send: Vec<u8>,
         receive: Vec<Vec<u8>>,
     },
+    /// `grpc.health.v1.Health/Check` over HTTP/2; `service` empty asks about the whole server.
+    Grpc {
+        service: String,
+        authority: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +44,7 @@ pub struct HealthSpec {
 
 enum Probe {
     Http(Box<HttpHealthCheck>),
+    Grpc(Box<super::grpc_health::GrpcCheck>),
     Tcp {
         send: Vec<u8>,
         receive: Vec<Vec<u8>>,
@@ -105,6 +111,9 @@ pub(super) fn build_check(spec: &PoolSpec) -> Option<Box<dyn HealthCheck + Send 
                 }));
                 Probe::Http(Box::new(hc))
             }
+            HealthKind::Grpc { service, authority } => Probe::Grpc(Box::new(
+                super::grpc_health::GrpcCheck::new(spec, service, authority.as_deref(), h.timeout),
+            )),
             HealthKind::Tcp { send, receive } => Probe::Tcp {
                 send: send.clone(),
                 receive: receive.clone(),
@@ -122,7 +131,7 @@ pub(super) fn build_check(spec: &PoolSpec) -> Option<Box<dyn HealthCheck + Send 
     }))
 }
 
-fn hc_error(msg: String) -> Box<pingora_core::Error> {
+pub(super) fn hc_error(msg: String) -> Box<pingora_core::Error> {
     pingora_core::Error::explain(pingora_core::ErrorType::Custom("health check failed"), msg)
 }
 
@@ -180,6 +189,7 @@ impl PoolCheck {
         for p in &self.probes {
             match p {
                 Probe::Http(hc) => hc.check(target).await?,
+                Probe::Grpc(g) => g.check(target).await?,
                 Probe::Tcp {
                     send,
                     receive,

@@ -4,6 +4,7 @@
 pub mod breaker;
 pub mod compile;
 pub mod dns;
+mod grpc_health;
 mod health;
 pub mod outlier;
 mod pool;

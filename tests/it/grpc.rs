@@ -192,3 +192,47 @@ async fn grpc_calls_reach_an_h2c_upstream_with_their_trailers_unary_and_streamin
     let (_, trailers) = trailers_of(&mut body).await;
     assert_eq!(trailers["grpc-status"], "0");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grpc_health_check_takes_a_not_serving_backend_out_and_back() {
+    let (upstream, serving) = crate::support::h2::h2c_upstream_with_health().await;
+    let port = free_port();
+    let text = format!(
+        "address: 127.0.0.1:{port}\n\
+         routes:\n- from: https://grpc.test\n  to: h2c://{upstream}\n  allow_public_unauthenticated_access: true\n\
+         \x20 health_checks:\n  - grpc_health_check: {{service_name: test.Echo}}\n    interval: 0.2s\n    timeout: 1s\n"
+    );
+    let gw = Gateway::start_with(port, &text, &[]).await;
+    let client = h2_client(port, &["grpc.test"]);
+    let url = format!("https://grpc.test:{port}/test.Echo/Unary");
+    let until = |want: &'static str| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let r = call(&client, &url).await;
+                // A served call carries its status in trailers, so no grpc-status header.
+                let got = grpc(&r).1;
+                let got = if got.is_empty() { "0".to_string() } else { got };
+                if got == want {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "still {got}, want {want}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    until("0").await;
+    serving.store(false, std::sync::atomic::Ordering::SeqCst);
+    until("14").await; // UNAVAILABLE: no healthy backend
+    serving.store(true, std::sync::atomic::Ordering::SeqCst);
+    until("0").await;
+    assert!(
+        gw.log_has("unhealthy") || gw.log_has("health"),
+        "{}",
+        gw.log()
+    );
+}

@@ -10,6 +10,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 type Frames =
@@ -26,8 +27,14 @@ fn trailers(status: &str) -> Frame<Bytes> {
 /// `/test.Echo/Stream`: the whole request, then the same 50 times over, then trailers.
 /// Anything else: the request body back, then trailers. Response headers say what the upstream
 /// saw (`x-saw-authority`, `x-saw-te`).
-async fn serve(req: Request<Incoming>) -> Result<Response<Frames>, Infallible> {
+async fn serve(
+    req: Request<Incoming>,
+    serving: Arc<AtomicBool>,
+) -> Result<Response<Frames>, Infallible> {
     let path = req.uri().path().to_string();
+    if path == "/grpc.health.v1.Health/Check" {
+        return Ok(health(req, serving.load(Ordering::SeqCst)).await);
+    }
     let authority = req
         .uri()
         .authority()
@@ -76,20 +83,53 @@ async fn serve(req: Request<Incoming>) -> Result<Response<Frames>, Infallible> {
     Ok(resp)
 }
 
+/// `grpc.health.v1.Health/Check`: SERVING (1) or NOT_SERVING (2) for service `test.Echo`;
+/// another service name is NOT_FOUND (grpc-status 5, Trailers-Only).
+async fn health(req: Request<Incoming>, serving: bool) -> Response<Frames> {
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let service = body.get(7..).unwrap_or_default();
+    let mut resp = if service.is_empty() || service == b"test.Echo" {
+        let status = if serving { 1u8 } else { 2 };
+        let frames = vec![Ok(Frame::data(message(&[0x08, status]))), Ok(trailers("0"))];
+        Response::new(StreamBody::new(futures_util::stream::iter(frames).boxed()))
+    } else {
+        let mut r = Response::new(StreamBody::new(futures_util::stream::empty().boxed()));
+        r.headers_mut().insert("grpc-status", "5".parse().unwrap());
+        r
+    };
+    resp.headers_mut()
+        .insert("content-type", "application/grpc".parse().unwrap());
+    resp
+}
+
 /// Starts the upstream; it serves until the test's runtime ends.
 pub async fn h2c_upstream() -> SocketAddr {
+    h2c_upstream_with_health().await.0
+}
+
+/// The upstream and the switch its health service reports (true: SERVING).
+pub async fn h2c_upstream_with_health() -> (SocketAddr, Arc<AtomicBool>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let serving = Arc::new(AtomicBool::new(true));
+    let flag = Arc::clone(&serving);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            let flag = Arc::clone(&flag);
             tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| serve(req, Arc::clone(&flag)));
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(serve))
+                    .serve_connection(TokioIo::new(stream), svc)
                     .await;
             });
         }
     });
-    addr
+    (addr, serving)
 }
 
 /// The sending half of a call's body: the test sends frames one at a time.
