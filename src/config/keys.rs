@@ -11,7 +11,6 @@ pub const POMERIUM_GLOBAL_UNSUPPORTED: &[&str] = &[
     "certificate_authority_file",
     "override_certificate_name",
     "tls_derive",
-    "codec_type",
     "use_proxy_protocol",
     "metrics_certificate",
     "metrics_certificate_key",

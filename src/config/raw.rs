@@ -17,6 +17,8 @@ pub struct RawSettings {
     pub address: Option<String>,
     pub insecure_server: bool,
     pub http_redirect_addr: Option<String>,
+    /// The downstream protocols: `auto`, `http1`, `http2` (Envoy's codec, as Pomerium passes it).
+    pub codec_type: Option<String>,
     pub certificates: Vec<RawCertificate>,
     pub certificate: Option<String>,
     pub certificate_key: Option<Secret>,

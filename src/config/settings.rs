@@ -31,9 +31,45 @@ pub enum Underscores {
     DropHeader,
 }
 
+/// `codec_type`: which HTTP versions the main listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// HTTP/1.1 and HTTP/2: by ALPN over TLS, by the h2c preface on a plaintext listener.
+    Auto,
+    Http1,
+    /// HTTP/2 only over TLS (ALPN `h2`); on a plaintext listener, h2c (HTTP/1.1 is still read).
+    Http2,
+}
+
+fn codec(raw: &RawSettings, errs: &mut Errors) -> Codec {
+    match raw
+        .codec_type
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("") | Some("auto") => Codec::Auto,
+        Some("http1") => Codec::Http1,
+        Some("http2") => Codec::Http2,
+        Some("http3") => {
+            errs.push("codec_type", "http3 (QUIC) is not supported by this build");
+            Codec::Auto
+        }
+        Some(other) => {
+            errs.push(
+                "codec_type",
+                format!("{other:?}: expected auto, http1 or http2"),
+            );
+            Codec::Auto
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Settings {
     pub address: SocketAddr,
+    /// `codec_type`; read when the listener starts.
+    pub codec: Codec,
     pub insecure_server: bool,
     pub http_redirect_addr: Option<SocketAddr>,
     pub certs: CertStore,
@@ -257,6 +293,7 @@ pub fn compile(
     }
 
     Settings {
+        codec: codec(raw, errs),
         auth,
         ops,
         otel: super::otel::compile(raw, errs),

@@ -16,6 +16,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 const CONNECT: &[u8] = b"CONNECT ";
+/// The client connection preface of HTTP/2 with prior knowledge (RFC 9113 §3.4).
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Longest CONNECT head read before giving up on it (Pingora then answers what it sees).
 const MAX_HEAD: usize = 16 * 1024;
 const OPENED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
@@ -34,9 +36,19 @@ pub async fn first_read<S: AsyncRead + Unpin>(s: &mut S, limit: Duration) -> Fir
     let read = async {
         let mut buf = Vec::with_capacity(4096);
         loop {
-            let prefix = buf.len().min(CONNECT.len());
-            if buf.get(..prefix) != CONNECT.get(..prefix) {
-                return Ok::<_, std::io::Error>(First::Bytes(buf, false));
+            let starts = |pat: &[u8]| {
+                let n = buf.len().min(pat.len());
+                buf.get(..n) == pat.get(..n)
+            };
+            if !starts(CONNECT) {
+                // An h2c preface is read whole, so Pingora can recognise it by peeking.
+                if !(starts(H2_PREFACE) && buf.len() < H2_PREFACE.len()) {
+                    return Ok::<_, std::io::Error>(First::Bytes(buf, false));
+                }
+                if s.read_buf(&mut buf).await? == 0 {
+                    return Ok(First::Bytes(buf, false));
+                }
+                continue;
             }
             if buf.len() >= CONNECT.len() {
                 if let Some(end) = head_end(&buf) {
@@ -192,6 +204,22 @@ impl Shim {
         Poll::Ready(Ok(report))
     }
 
+    /// Pingora peeks at a new connection only to look for the h2c preface. `first_read` read a
+    /// whole preface whenever the client sent one, so the read-ahead answers at once: copied into
+    /// `buf` (zero-filled past its end, which then cannot match). Peeking the socket instead
+    /// would wait for `buf.len()` bytes, unbounded by the head deadline. False: nothing read ahead.
+    pub fn peek(&self, buf: &mut [u8]) -> bool {
+        let ahead = self.replay.get(self.at..).unwrap_or(&[]);
+        if ahead.is_empty() {
+            return false;
+        }
+        let n = ahead.len().min(buf.len());
+        let (head, rest) = buf.split_at_mut(n);
+        head.copy_from_slice(ahead.get(..n).unwrap_or(&[]));
+        rest.fill(0);
+        true
+    }
+
     /// Whether writes must go through [`Shim::poll_write`] (not vectored).
     pub fn rewriting(&self) -> bool {
         self.answer != Answer::AsIs
@@ -212,6 +240,56 @@ mod tests {
             First::Bytes(b, c) => (b, c),
             First::Nothing => (Vec::new(), false),
         }
+    }
+
+    /// A reader that hands out one byte per read, like a client trickling its first bytes.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl tokio::io::AsyncRead for Trickle<'_> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            if let Some((b, rest)) = self.0.split_first() {
+                buf.put_slice(&[*b]);
+                self.0 = rest;
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn an_h2c_preface_is_read_whole_and_answers_the_peek_at_once() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut wire = H2_PREFACE.to_vec();
+        wire.extend_from_slice(b"\x00\x00\x00\x04");
+        let First::Bytes(b, false) =
+            rt.block_on(first_read(&mut Trickle(&wire), Duration::from_secs(1)))
+        else {
+            panic!("not read as plain bytes")
+        };
+        assert!(b.starts_with(H2_PREFACE), "{b:?}");
+        let mut peeked = [0u8; 24];
+        assert!(Shim::new(b, false).peek(&mut peeked));
+        assert_eq!(&peeked[..], H2_PREFACE);
+
+        // HTTP/1.1: one byte decides, and the peek answers with what there is.
+        let First::Bytes(b, false) = rt.block_on(first_read(
+            &mut Trickle(b"GET / HTTP/1.1\r\n"),
+            Duration::from_secs(1),
+        )) else {
+            panic!("not read as plain bytes")
+        };
+        assert_eq!(b, b"G");
+        let mut peeked = [7u8; 24];
+        assert!(Shim::new(b, false).peek(&mut peeked));
+        assert_eq!(peeked[0], b'G');
+        assert!(peeked[1..].iter().all(|&x| x == 0));
+        assert!(!Shim::default().peek(&mut peeked), "nothing read ahead");
     }
 
     #[test]

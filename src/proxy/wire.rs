@@ -319,6 +319,9 @@ impl GetSocketDigest for WireTap {
 #[async_trait]
 impl Peek for WireTap {
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        if self.shim.peek(buf) {
+            return Ok(true);
+        }
         self.inner.try_peek(buf).await
     }
 }
@@ -364,6 +367,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TappedApp<A> {
         match first {
             super::connect::First::Nothing => None,
             super::connect::First::Bytes(bytes, connect) => {
+                // HTTP/2 with prior knowledge (h2c): frames, not a head, as for ALPN h2 above.
+                if bytes.starts_with(super::connect::H2_PREFACE) {
+                    tap.head.off();
+                }
                 tap.shim = super::connect::Shim::new(bytes, connect);
                 self.app.process_new(tap, shutdown).await
             }

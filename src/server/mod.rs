@@ -13,6 +13,7 @@ pub mod tls_hooks;
 
 use crate::acme::Acme;
 use crate::authn::AuthState;
+use crate::config::settings::Codec;
 use crate::config::storage::Storage;
 use crate::proxy::wire::TappedApp;
 use crate::proxy::Gateway;
@@ -34,7 +35,9 @@ use crate::telemetry::listener::{Endpoints, OpsListener};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::probes::Readiness;
 use health::HealthSupervisor;
+use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::protocols::ALPN;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
@@ -236,10 +239,17 @@ fn add_listeners(
     let tls = settings.tls();
     // Every connection is read through a `WireTap`, so the hygiene step can refuse a request
     // line Pingora repaired rather than serve the repair.
-    let app = pingora_proxy::http_proxy(
+    let mut app = pingora_proxy::http_proxy(
         &server.configuration,
         Gateway::new(Arc::clone(runtime), tls, Arc::clone(auth)),
     );
+    if !tls && settings.codec != Codec::Http1 {
+        // h2c with prior knowledge (gRPC clients without TLS); HTTP/1.1 is told apart by its
+        // first bytes.
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        app.server_options = Some(options);
+    }
     let tapped = TappedApp {
         app: Arc::new(app),
         snapshot: Arc::clone(runtime),
@@ -261,7 +271,11 @@ fn add_listeners(
             Arc::clone(runtime),
             Arc::clone(metrics),
         )));
-        tls_settings.enable_h2();
+        match settings.codec {
+            Codec::Auto => tls_settings.enable_h2(),
+            Codec::Http1 => tls_settings.set_alpn(ALPN::H1),
+            Codec::Http2 => tls_settings.set_alpn(ALPN::H2),
+        }
         // Always installed: autocert can be turned on by a reload.
         proxy
             .endpoints()

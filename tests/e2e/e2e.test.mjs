@@ -168,7 +168,7 @@ describe('one node, memory store', () => {
     assert.match(page.url(), /pomerium_device_type=enclave_only/);
     await page.fill('#name', 'alice laptop');
     await shot(page, 'device-page.png');
-    await Promise.all([page.waitForURL(target, { timeout: 15000 }), page.click('#enrol')])
+    await Promise.all([page.waitForURL(target, { timeout: 30000 }), page.click('#enrol')])
       .catch(async (e) => { throw new Error(`${e.message}; page status: ${await page.textContent('#status').catch(() => '?')}`); });
     assert.equal((await echoData(page)).url, '/needs/device?x=1', 'the route serves once the device is proven');
     const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
@@ -348,7 +348,7 @@ describe('two nodes, Redis store, behind a balancer', () => {
       page.click('button[type="submit"]'),
     ]);
     await page.fill('#name', 'fleet laptop');
-    await Promise.all([page.waitForURL(w.url('device', '/on-a'), { timeout: 15000 }), page.click('#enrol')]);
+    await Promise.all([page.waitForURL(w.url('device', '/on-a'), { timeout: 30000 }), page.click('#enrol')]);
 
     w.useNode(1);
     await page.goto(w.url('device', '/on-b'));

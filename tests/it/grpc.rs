@@ -236,3 +236,67 @@ async fn a_grpc_health_check_takes_a_not_serving_backend_out_and_back() {
         gw.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plaintext_listener_takes_h2c_from_grpc_clients_unless_codec_type_is_http1() {
+    use crate::support::h2::{call_over, client_h2c, message};
+    use hyper::body::Frame;
+    let upstream = crate::support::h2::h2c_upstream().await;
+    let route = format!(
+        "routes:\n- from: http://grpc.test\n  to: h2c://{upstream}\n  allow_public_unauthenticated_access: true\n"
+    );
+    let gw = Gateway::insecure(&route).await;
+    let mut sender = client_h2c(gw.port).await.unwrap();
+    let (req, tx) = call_over("http", "grpc.test", gw.port, "/test.Echo/Unary");
+    tx.send(Ok(Frame::data(message(b"over h2c"))))
+        .await
+        .unwrap();
+    drop(tx);
+    let resp = sender
+        .send_request(req)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", gw.log()));
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let (data, trailers) = trailers_of(&mut body).await;
+    assert_eq!(data.concat(), message(b"over h2c").to_vec());
+    assert_eq!(trailers["grpc-status"], "0");
+    // HTTP/1.1 on the same listener still works.
+    assert_eq!(gw.get("grpc.test", "/").await.status, 200);
+
+    // codec_type: http1 turns h2c off.
+    let gw = Gateway::insecure(&format!("codec_type: http1\n{route}")).await;
+    let refused = match client_h2c(gw.port).await {
+        Err(_) => true,
+        Ok(mut sender) => {
+            let (req, tx) = call_over("http", "grpc.test", gw.port, "/test.Echo/Unary");
+            drop(tx);
+            sender.send_request(req).await.is_err()
+        }
+    };
+    assert!(refused, "h2c must not be spoken with codec_type: http1");
+    assert_eq!(gw.get("grpc.test", "/").await.status, 200);
+}
+
+#[tokio::test]
+async fn codec_type_chooses_what_the_tls_listener_offers() {
+    let up = Upstream::echo("app").await;
+    for (codec, want) in [
+        ("auto", reqwest::Version::HTTP_2),
+        ("http1", reqwest::Version::HTTP_11),
+        ("http2", reqwest::Version::HTTP_2),
+    ] {
+        let port = free_port();
+        let text = format!(
+            "address: 127.0.0.1:{port}\ncodec_type: {codec}\nroutes:\n- from: https://app.test\n  to: {u}\n  allow_public_unauthenticated_access: true\n",
+            u = up.url()
+        );
+        let _gw = Gateway::start_with(port, &text, &[]).await;
+        let r = h2_client(port, &["app.test"])
+            .get(format!("https://app.test:{port}/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!((codec, r.version()), (codec, want));
+    }
+}

@@ -181,6 +181,17 @@ pub async fn client(port: u16, host: &str, ca_pem: &str) -> Sender {
     sender
 }
 
+/// An HTTP/2 connection with prior knowledge (h2c) to a plaintext gateway at `port`.
+pub async fn client_h2c(port: u16) -> Result<Sender, hyper::Error> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
 /// A gRPC message: the 5-byte prefix (uncompressed, length) and the payload.
 pub fn message(payload: &[u8]) -> Bytes {
     let mut m = Vec::with_capacity(5 + payload.len());
@@ -192,8 +203,12 @@ pub fn message(payload: &[u8]) -> Bytes {
 
 /// A gRPC call: the request (headers set) and the sender of its body frames.
 pub fn call(host: &str, port: u16, path: &str) -> (Request<CallBody>, FrameTx) {
+    call_over("https", host, port, path)
+}
+
+pub fn call_over(scheme: &str, host: &str, port: u16, path: &str) -> (Request<CallBody>, FrameTx) {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let req = Request::post(format!("https://{host}:{port}{path}"))
+    let req = Request::post(format!("{scheme}://{host}:{port}{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(StreamBody::new(Rx(rx)))
