@@ -21,6 +21,8 @@ pub struct RequestCtx {
     /// The request's host, lower-case, without port.
     pub host: String,
     pub upgrade: bool,
+    /// A gRPC call's `grpc-timeout`: the upstream is waited for no longer.
+    pub deadline: Option<std::time::Duration>,
     pub picked: Option<Picked>,
     pub identity: Option<Arc<UserSession>>,
     /// Correlates the access log, the authorize log, error pages and the upstream's logs.

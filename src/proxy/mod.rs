@@ -10,6 +10,7 @@ pub mod action;
 pub mod client_cert;
 mod connect;
 pub mod ctx;
+mod deadline;
 pub mod endpoints;
 pub mod failure;
 pub mod forward;

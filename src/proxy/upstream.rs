@@ -30,6 +30,10 @@ pub fn peer(ctx: &RequestCtx) -> Result<Box<HttpPeer>> {
     } else {
         route.timeout
     };
+    let timeout = match (timeout, ctx.deadline) {
+        (Some(t), Some(d)) => Some(t.min(d)),
+        (t, d) => t.or(d),
+    };
     peer.options.connection_timeout = timeout.map(|t| t.min(std::time::Duration::from_secs(10)));
     peer.options.total_connection_timeout = timeout;
     peer.options.read_timeout = timeout;

@@ -300,3 +300,39 @@ async fn codec_type_chooses_what_the_tls_listener_offers() {
         assert_eq!((codec, r.version()), (codec, want));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_past_its_grpc_timeout_ends_as_deadline_exceeded() {
+    let upstream = crate::support::h2::h2c_upstream().await;
+    let gw = Gateway::insecure(&format!(
+        "routes:\n- from: http://grpc.test\n  to: h2c://{upstream}\n  allow_public_unauthenticated_access: true\n  timeout: 30s\n"
+    ))
+    .await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve("grpc.test", gw.addr())
+        .build()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let r = client
+        .post(format!("http://grpc.test:{}/test.Echo/Slow", gw.port))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", "300m")
+        .body(vec![0u8, 0, 0, 0, 0])
+        .send()
+        .await
+        .unwrap();
+    let took = start.elapsed();
+    let (status, code, message) = grpc(&r);
+    assert_eq!(
+        (status, code.as_str()),
+        (200, "4"),
+        "DEADLINE_EXCEEDED: {message}\n{}",
+        gw.log()
+    );
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "answered at the deadline, not the upstream's 3 s: {took:?}"
+    );
+}

@@ -25,6 +25,7 @@ fn trailers(status: &str) -> Frame<Bytes> {
 
 /// `/test.Echo/Bidi`: each request data frame is sent back as soon as it arrives; then trailers.
 /// `/test.Echo/Stream`: the whole request, then the same 50 times over, then trailers.
+/// `/test.Echo/Slow`: as anything else, after 3 s.
 /// Anything else: the request body back, then trailers. Response headers say what the upstream
 /// saw (`x-saw-authority`, `x-saw-te`).
 async fn serve(
@@ -34,6 +35,9 @@ async fn serve(
     let path = req.uri().path().to_string();
     if path == "/grpc.health.v1.Health/Check" {
         return Ok(health(req, serving.load(Ordering::SeqCst)).await);
+    }
+    if path == "/test.Echo/Slow" {
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     }
     let authority = req
         .uri()
