@@ -202,7 +202,12 @@ impl ProxyHttp for Gateway {
         Ok(true)
     }
 
-    async fn upstream_peer(&self, _: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        ctx.deadline = deadline::grpc_timeout(&session.req_header().headers);
         let peer = upstream::peer(ctx)?;
         if ctx.trace.recording().is_some() {
             ctx.trace.upstream(&peer._address.to_string());

@@ -54,7 +54,6 @@ pub async fn route_request(
     // 5. Upgrades the route allows, and a declared body within its limit.
     let headers = &session.req_header().headers;
     ctx.upgrade = upgrade::admit(headers, session.is_upgrade_req(), &route)?;
-    ctx.deadline = super::deadline::grpc_timeout(headers);
     upgrade::declared_body(headers, route.max_request_bytes).inspect_err(|_| {
         tracing::info!(request_id = %ctx.request_id, route_id = %route.id, "request refused: body too large");
     })?;

@@ -420,6 +420,9 @@ impl Pool {
         self.backends().run_health_check(true).await;
     }
 
+    /// Concurrent streams on one HTTP/2 connection to an upstream before another is opened.
+    const H2_STREAMS: usize = 100;
+
     /// The peer to connect to for a picked backend.
     pub fn peer(&self, picked: &Picked) -> Option<HttpPeer> {
         let t = self.targets.get(picked.target)?;
@@ -432,9 +435,14 @@ impl Pool {
             String::new()
         };
         let mut peer = HttpPeer::new(picked.addr, t.tls, sni);
+        // HTTP/2 where the upstream speaks it: always on h2c://, by ALPN on https:// (Pomerium's
+        // `auto`); multiplexed, up to 100 streams a connection.
         if t.h2c {
             peer.options.alpn = ALPN::H2;
+        } else if t.tls {
+            peer.options.alpn = ALPN::H2H1;
         }
+        peer.options.max_h2_streams = Self::H2_STREAMS;
         // Connections are pooled per peer hash, which ignores the CA: keep each pool's
         // connections to itself so a route never reuses one verified under another's trust.
         peer.group_key = self.group_key;

@@ -336,3 +336,36 @@ async fn a_call_past_its_grpc_timeout_ends_as_deadline_exceeded() {
         "answered at the deadline, not the upstream's 3 s: {took:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_upstream_that_offers_h2_gets_http2_by_alpn() {
+    use crate::support::h2::{call_over, client_h2c, message};
+    use hyper::body::Frame;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::support::certs::TestCa::new("upstream CA");
+    let ca_file = ca.write(dir.path(), "upstream-ca");
+    let upstream = crate::support::h2::h2_tls_upstream(&ca).await;
+    let gw = Gateway::insecure(&format!(
+        "routes:\n- from: http://grpc.test\n  to: https://{upstream}\n  tls_custom_ca_file: {}\n  allow_public_unauthenticated_access: true\n",
+        ca_file.display()
+    ))
+    .await;
+    let mut sender = client_h2c(gw.port).await.unwrap();
+    let (req, tx) = call_over("http", "grpc.test", gw.port, "/test.Echo/Unary");
+    tx.send(Ok(Frame::data(message(b"over TLS h2"))))
+        .await
+        .unwrap();
+    drop(tx);
+    let resp = sender
+        .send_request(req)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", gw.log()));
+    assert_eq!(resp.status(), 200, "{}", gw.log());
+    let mut body = resp.into_body();
+    let (data, trailers) = trailers_of(&mut body).await;
+    assert_eq!(data.concat(), message(b"over TLS h2").to_vec());
+    assert_eq!(
+        trailers["grpc-status"], "0",
+        "trailers cross an HTTP/2 upstream"
+    );
+}

@@ -116,6 +116,45 @@ pub async fn h2c_upstream() -> SocketAddr {
     h2c_upstream_with_health().await.0
 }
 
+/// The same upstream over TLS, offering `h2` by ALPN, with a certificate for `127.0.0.1` from
+/// `ca` (for the route's `tls_custom_ca`).
+pub async fn h2_tls_upstream(ca: &super::certs::TestCa) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    let leaf = ca.server(&["127.0.0.1"]);
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+        .map(|c| c.unwrap())
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let svc =
+                    hyper::service::service_fn(|req| serve(req, Arc::new(AtomicBool::new(true))));
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 /// The upstream and the switch its health service reports (true: SERVING).
 pub async fn h2c_upstream_with_health() -> (SocketAddr, Arc<AtomicBool>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
