@@ -237,18 +237,12 @@ async fn a_grpc_health_check_takes_a_not_serving_backend_out_and_back() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_plaintext_listener_takes_h2c_from_grpc_clients_unless_codec_type_is_http1() {
+/// One unary call to `grpc.test` over h2c with one message: the messages and trailers back.
+async fn unary_h2c(gw: &Gateway, payload: &[u8]) -> (Vec<u8>, http::HeaderMap) {
     use crate::support::h2::{call_over, client_h2c, message};
-    use hyper::body::Frame;
-    let upstream = crate::support::h2::h2c_upstream().await;
-    let route = format!(
-        "routes:\n- from: http://grpc.test\n  to: h2c://{upstream}\n  allow_public_unauthenticated_access: true\n"
-    );
-    let gw = Gateway::insecure(&route).await;
     let mut sender = client_h2c(gw.port).await.unwrap();
     let (req, tx) = call_over("http", "grpc.test", gw.port, "/test.Echo/Unary");
-    tx.send(Ok(Frame::data(message(b"over h2c"))))
+    tx.send(Ok(hyper::body::Frame::data(message(payload))))
         .await
         .unwrap();
     drop(tx);
@@ -256,10 +250,21 @@ async fn a_plaintext_listener_takes_h2c_from_grpc_clients_unless_codec_type_is_h
         .send_request(req)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", gw.log()));
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
-    let (data, trailers) = trailers_of(&mut body).await;
-    assert_eq!(data.concat(), message(b"over h2c").to_vec());
+    assert_eq!(resp.status(), 200, "{}", gw.log());
+    let (data, trailers) = trailers_of(&mut resp.into_body()).await;
+    (data.concat(), trailers)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plaintext_listener_takes_h2c_from_grpc_clients_unless_codec_type_is_http1() {
+    use crate::support::h2::{call_over, client_h2c, message};
+    let upstream = crate::support::h2::h2c_upstream().await;
+    let route = format!(
+        "routes:\n- from: http://grpc.test\n  to: h2c://{upstream}\n  allow_public_unauthenticated_access: true\n"
+    );
+    let gw = Gateway::insecure(&route).await;
+    let (data, trailers) = unary_h2c(&gw, b"over h2c").await;
+    assert_eq!(data, message(b"over h2c").to_vec());
     assert_eq!(trailers["grpc-status"], "0");
     // HTTP/1.1 on the same listener still works.
     assert_eq!(gw.get("grpc.test", "/").await.status, 200);
@@ -339,8 +344,6 @@ async fn a_call_past_its_grpc_timeout_ends_as_deadline_exceeded() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_https_upstream_that_offers_h2_gets_http2_by_alpn() {
-    use crate::support::h2::{call_over, client_h2c, message};
-    use hyper::body::Frame;
     let dir = tempfile::tempdir().unwrap();
     let ca = crate::support::certs::TestCa::new("upstream CA");
     let ca_file = ca.write(dir.path(), "upstream-ca");
@@ -350,20 +353,8 @@ async fn an_https_upstream_that_offers_h2_gets_http2_by_alpn() {
         ca_file.display()
     ))
     .await;
-    let mut sender = client_h2c(gw.port).await.unwrap();
-    let (req, tx) = call_over("http", "grpc.test", gw.port, "/test.Echo/Unary");
-    tx.send(Ok(Frame::data(message(b"over TLS h2"))))
-        .await
-        .unwrap();
-    drop(tx);
-    let resp = sender
-        .send_request(req)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", gw.log()));
-    assert_eq!(resp.status(), 200, "{}", gw.log());
-    let mut body = resp.into_body();
-    let (data, trailers) = trailers_of(&mut body).await;
-    assert_eq!(data.concat(), message(b"over TLS h2").to_vec());
+    let (data, trailers) = unary_h2c(&gw, b"over TLS h2").await;
+    assert_eq!(data, crate::support::h2::message(b"over TLS h2").to_vec());
     assert_eq!(
         trailers["grpc-status"], "0",
         "trailers cross an HTTP/2 upstream"
