@@ -360,3 +360,63 @@ async fn an_https_upstream_that_offers_h2_gets_http2_by_alpn() {
         "trailers cross an HTTP/2 upstream"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bearer_token_in_grpc_metadata_signs_the_call_in_and_the_upstream_gets_the_assertion() {
+    let upstream = crate::support::h2::h2c_upstream().await;
+    let env = crate::signin::Env::with_routes(
+        "",
+        &format!("  - from: http://grpc.localhost\n    to: h2c://{upstream}\n    allow_any_authenticated_user: true\n    pass_identity_headers: true\n"),
+    )
+    .await;
+    // A token for the gRPC host, the way a script gets one (the browser also resolves it).
+    let addr = env.gw.addr();
+    let names: Vec<String> = crate::signin::HOSTS
+        .iter()
+        .chain(&["grpc"])
+        .map(|h| format!("{h}.localhost"))
+        .collect();
+    let browser = crate::signin::Browser::resolving(
+        &names.iter().map(|n| (n.as_str(), addr)).collect::<Vec<_>>(),
+    );
+    let token = crate::programmatic::login_token(&env, &browser, "grpc").await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve("grpc.localhost", env.gw.addr())
+        .build()
+        .unwrap();
+    let url = env.url("grpc", "/test.Echo/Unary");
+    let send = |auth: Option<String>| {
+        let mut rb = client
+            .post(&url)
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(vec![0u8, 0, 0, 0, 0]);
+        if let Some(a) = auth {
+            rb = rb.header("authorization", a);
+        }
+        rb.send()
+    };
+    let r = send(None).await.unwrap();
+    assert_eq!(grpc(&r).1, "16", "no token: UNAUTHENTICATED");
+    let r = send(Some(format!("Bearer Pomerium-{token}")))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        grpc(&r).1,
+        "",
+        "served: the status comes in trailers, {}",
+        env.gw.log()
+    );
+    assert_eq!(
+        r.headers()["x-saw-assertion"],
+        "yes",
+        "identity reaches the upstream as metadata"
+    );
+    assert_eq!(
+        r.headers()["x-saw-authorization"],
+        "no",
+        "Vallum's token does not"
+    );
+}

@@ -27,7 +27,7 @@ fn trailers(status: &str) -> Frame<Bytes> {
 /// `/test.Echo/Stream`: the whole request, then the same 50 times over, then trailers.
 /// `/test.Echo/Slow`: as anything else, after 3 s.
 /// Anything else: the request body back, then trailers. Response headers say what the upstream
-/// saw (`x-saw-authority`, `x-saw-te`).
+/// saw (`x-saw-authority`, `x-saw-te`, and whether an assertion and an `authorization` came).
 async fn serve(
     req: Request<Incoming>,
     serving: Arc<AtomicBool>,
@@ -44,6 +44,14 @@ async fn serve(
         .authority()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    let has = |name: &str| {
+        if req.headers().contains_key(name) {
+            "yes"
+        } else {
+            "no"
+        }
+    };
+    let (assertion, authorization) = (has("x-pomerium-jwt-assertion"), has("authorization"));
     let te = req
         .headers()
         .get("te")
@@ -84,6 +92,10 @@ async fn serve(
     resp.headers_mut()
         .insert("x-saw-authority", authority.parse().unwrap());
     resp.headers_mut().insert("x-saw-te", te.parse().unwrap());
+    resp.headers_mut()
+        .insert("x-saw-assertion", assertion.parse().unwrap());
+    resp.headers_mut()
+        .insert("x-saw-authorization", authorization.parse().unwrap());
     Ok(resp)
 }
 
