@@ -95,7 +95,7 @@ pub fn passive_health(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         return;
     }
     pool.record(
-        picked.addr,
+        &picked.addr,
         crate::upstream::outlier::Outcome::of(status, upstream_failed),
     );
 }

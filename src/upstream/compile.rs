@@ -1,6 +1,7 @@
 //! `to`, `load_balancing_policy`, `health_checks` and the upstream TLS keys of a route → a pool,
 //! reused from the previous snapshot when its definition did not change.
 
+use super::pool::BackendAddr;
 use crate::config::error::Errors;
 use crate::config::pem::{self, PemSource};
 use crate::config::raw::{RawHealthCheck, RawRoute};
@@ -166,13 +167,16 @@ fn parse_to(spec: &str) -> Result<UpstreamTarget, String> {
         return Err("weight must be at least 1".into());
     }
     let url = Url::parse(url_s).map_err(|err| format!("{url_s:?} is not a URL: {err}"))?;
+    if url.scheme() == "unix" {
+        return unix_target(&url, weight);
+    }
     let (tls, h2c) = match url.scheme() {
         "http" => (false, false),
         "https" => (true, false),
         "h2c" => (false, true),
         s => {
             return Err(format!(
-                "scheme {s}:// is not supported by this build (use http://, https:// or h2c://)"
+                "scheme {s}:// is not supported by this build (use http://, https://, h2c:// or unix://)"
             ))
         }
     };
@@ -191,7 +195,7 @@ fn parse_to(spec: &str) -> Result<UpstreamTarget, String> {
     let literal = host
         .parse::<IpAddr>()
         .ok()
-        .map(|ip| SocketAddr::new(ip, port));
+        .map(|ip| BackendAddr::Inet(SocketAddr::new(ip, port)));
     let authority = match url.port() {
         Some(p) => format!("{}:{p}", url.host_str().unwrap_or(&host)),
         None => url.host_str().unwrap_or(&host).to_string(),
@@ -205,6 +209,28 @@ fn parse_to(spec: &str) -> Result<UpstreamTarget, String> {
         authority,
         host,
         path_prefix: url.path().trim_end_matches('/').to_string(),
+        weight,
+    })
+}
+
+/// `unix:///run/app.sock`: HTTP/1.1 over a Unix socket (Pomerium v0.33). The upstream is told
+/// `Host: localhost` unless the route says otherwise, as for any upstream without a name.
+fn unix_target(url: &Url, weight: usize) -> Result<UpstreamTarget, String> {
+    let path = url.path();
+    if url.host_str().is_some_and(|h| !h.is_empty()) || !path.starts_with('/') || path.len() < 2 {
+        return Err("unix:// names an absolute socket path, e.g. unix:///run/app.sock".into());
+    }
+    let addr =
+        std::os::unix::net::SocketAddr::from_pathname(path).map_err(|e| format!("{path}: {e}"))?;
+    Ok(UpstreamTarget {
+        literal: Some(BackendAddr::Unix(addr)),
+        port: 0,
+        tls: false,
+        h2c: false,
+        authority: "localhost".into(),
+        host_value: Some(http::HeaderValue::from_static("localhost")),
+        host: "localhost".into(),
+        path_prefix: String::new(),
         weight,
     })
 }

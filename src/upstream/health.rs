@@ -136,14 +136,31 @@ pub(super) fn hc_error(msg: String) -> Box<pingora_core::Error> {
 }
 
 async fn tcp_probe(target: &Backend, send: &[u8], receive: &[Vec<u8>]) -> pingora_core::Result<()> {
-    let addr = target
-        .addr
-        .as_inet()
-        .copied()
-        .ok_or_else(|| hc_error("not an inet address".into()))?;
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| hc_error(format!("connect: {e}")))?;
+    use pingora_core::protocols::l4::socket::SocketAddr as Addr;
+    let connect = |e: std::io::Error| hc_error(format!("connect: {e}"));
+    match &target.addr {
+        Addr::Inet(a) => {
+            let s = tokio::net::TcpStream::connect(a).await.map_err(connect)?;
+            exchange(s, send, receive).await
+        }
+        Addr::Unix(u) => {
+            let path = u
+                .as_pathname()
+                .ok_or_else(|| hc_error("an unnamed socket".into()))?;
+            let s = tokio::net::UnixStream::connect(path)
+                .await
+                .map_err(connect)?;
+            exchange(s, send, receive).await
+        }
+    }
+}
+
+/// Sends the probe's payload and waits for its expected blocks.
+async fn exchange<S: AsyncReadExt + AsyncWriteExt + Unpin>(
+    mut s: S,
+    send: &[u8],
+    receive: &[Vec<u8>],
+) -> pingora_core::Result<()> {
     if !send.is_empty() {
         s.write_all(send)
             .await

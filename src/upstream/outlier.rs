@@ -4,9 +4,9 @@
 //! comes back by itself. Beside the active health checks, which it does not replace: a backend
 //! must be both healthy and not ejected to be picked.
 
+use super::pool::BackendAddr as SocketAddr;
 use crate::config::breaker::OutlierSpec;
 use dashmap::DashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -64,8 +64,8 @@ impl Outlier {
 
     /// Records an answer; returns the ejection time when this one ejects the backend. `backends`
     /// is the pool's size, for `max_ejection_percent` (at least one may always be out).
-    pub fn record(&self, addr: SocketAddr, outcome: Outcome, backends: usize) -> Option<Duration> {
-        let host = self.hosts.entry(addr).or_default();
+    pub fn record(&self, addr: &SocketAddr, outcome: Outcome, backends: usize) -> Option<Duration> {
+        let host = self.hosts.entry(addr.clone()).or_default();
         let (fives, gateway) = match outcome {
             Outcome::Success => {
                 host.fives.store(0, Ordering::Relaxed);
@@ -94,7 +94,7 @@ impl Outlier {
         if out >= allowed || backends < 2 {
             return None;
         }
-        let host = self.hosts.get(&addr)?;
+        let host = self.hosts.get(addr)?;
         let times = host.ejections.fetch_add(1, Ordering::AcqRel) + 1;
         let time = (self.spec.base_ejection * times)
             .min(self.spec.max_ejection.max(self.spec.base_ejection));
@@ -125,7 +125,7 @@ impl Outlier {
                     .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
-                    back.push(*h.key());
+                    back.push(h.key().clone());
                 }
             } else {
                 next = next.min(until);
@@ -154,25 +154,25 @@ mod tests {
     #[test]
     fn consecutive_failures_eject_and_successes_reset() {
         let o = Outlier::new(spec());
-        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
-        assert_eq!(o.record(a, Outcome::ServerError, 4), None);
-        assert_eq!(o.record(a, Outcome::ServerError, 4), None);
-        assert_eq!(o.record(a, Outcome::Success, 4), None, "reset");
-        assert_eq!(o.record(a, Outcome::ServerError, 4), None);
-        assert_eq!(o.record(a, Outcome::ServerError, 4), None);
+        let a = SocketAddr::Inet("127.0.0.1:1".parse().unwrap());
+        let b = SocketAddr::Inet("127.0.0.1:2".parse().unwrap());
+        assert_eq!(o.record(&a, Outcome::ServerError, 4), None);
+        assert_eq!(o.record(&a, Outcome::ServerError, 4), None);
+        assert_eq!(o.record(&a, Outcome::Success, 4), None, "reset");
+        assert_eq!(o.record(&a, Outcome::ServerError, 4), None);
+        assert_eq!(o.record(&a, Outcome::ServerError, 4), None);
         assert_eq!(
-            o.record(a, Outcome::GatewayFailure, 4),
+            o.record(&a, Outcome::GatewayFailure, 4),
             Some(Duration::from_millis(50))
         );
         // 50% of 4: a second may go; a lone backend never does.
         for _ in 0..3 {
-            o.record(b, Outcome::ServerError, 4);
+            o.record(&b, Outcome::ServerError, 4);
         }
         assert!(o.hosts.get(&b).unwrap().until.load(Ordering::Acquire) > 0);
         let lone = Outlier::new(spec());
         for _ in 0..5 {
-            assert_eq!(lone.record(a, Outcome::ServerError, 1), None);
+            assert_eq!(lone.record(&a, Outcome::ServerError, 1), None);
         }
         assert!(o.returning().is_empty(), "not yet");
         std::thread::sleep(Duration::from_millis(60));

@@ -17,7 +17,9 @@ use pingora_load_balancing::discovery::{ServiceDiscovery, Static};
 use pingora_load_balancing::selection::{Consistent, Random, RoundRobin};
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
+
+/// A backend's address: IP and port, or a Unix socket path (`unix://`).
+pub type BackendAddr = pingora_core::protocols::l4::socket::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,8 +37,9 @@ pub enum LbPolicy {
 /// One `to` URL.
 #[derive(Debug, Clone)]
 pub struct UpstreamTarget {
-    /// The address when the URL gives an IP; `None`: `host` is a name, resolved lazily.
-    pub literal: Option<SocketAddr>,
+    /// The address when the URL gives an IP or a socket path; `None`: `host` is a name,
+    /// resolved lazily.
+    pub literal: Option<BackendAddr>,
     pub port: u16,
     pub tls: bool,
     /// `h2c://`: HTTP/2 with prior knowledge over plain TCP (gRPC services without TLS).
@@ -113,7 +116,7 @@ impl Drop for Picked {
 /// A chosen backend; holding it counts as one request in flight until [`Picked::done`] or drop.
 pub struct Picked {
     pub target: usize,
-    pub addr: SocketAddr,
+    pub addr: BackendAddr,
     in_flight: Option<InFlight>,
 }
 
@@ -136,7 +139,7 @@ pub struct Pool {
     balancer: Balancer,
     /// The only backend, when there is one and nothing checks its health: every pick is this
     /// one, so the balancer (its health map, its iterator) is skipped on the hot path.
-    sole: Option<SocketAddr>,
+    sole: Option<BackendAddr>,
     /// The targets' host names, when any target names one.
     names: Option<Arc<Names>>,
     /// Generation of the DNS answer the balancer's backends were built from.
@@ -162,16 +165,20 @@ impl ServiceDiscovery for FromNames {
         let mut set = BTreeSet::new();
         for (i, addrs) in answer.addrs.iter().enumerate() {
             for a in addrs {
-                set.insert(backend(*a, self.weights.get(i).copied().unwrap_or(1), i));
+                set.insert(backend(
+                    BackendAddr::Inet(*a),
+                    self.weights.get(i).copied().unwrap_or(1),
+                    i,
+                ));
             }
         }
         Ok((set, HashMap::new()))
     }
 }
 
-fn backend(addr: SocketAddr, weight: usize, target: usize) -> Backend {
+fn backend(addr: BackendAddr, weight: usize, target: usize) -> Backend {
     let mut b = Backend {
-        addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(addr),
+        addr,
         weight,
         ext: Default::default(),
     };
@@ -209,7 +216,8 @@ where
 impl Pool {
     pub fn new(spec: PoolSpec) -> Pool {
         let applied = Arc::new(AtomicU64::new(0));
-        let literals: Option<Vec<SocketAddr>> = spec.targets.iter().map(|t| t.literal).collect();
+        let literals: Option<Vec<BackendAddr>> =
+            spec.targets.iter().map(|t| t.literal.clone()).collect();
         let names = match &literals {
             Some(_) => None,
             None => Some(Arc::new(Names::new(
@@ -227,7 +235,7 @@ impl Pool {
                         .iter()
                         .zip(&spec.targets)
                         .enumerate()
-                        .map(|(i, (a, t))| backend(*a, t.weight, i))
+                        .map(|(i, (a, t))| backend(a.clone(), t.weight, i))
                         .collect(),
                 ),
                 (None, Some(n)) => Box::new(FromNames {
@@ -251,7 +259,7 @@ impl Pool {
             h.finish()
         };
         let sole = match literals.as_deref() {
-            Some([only]) if spec.health.is_empty() => Some(*only),
+            Some([only]) if spec.health.is_empty() => Some(only.clone()),
             _ => None,
         };
         Pool {
@@ -316,10 +324,10 @@ impl Pool {
     /// Picks a healthy backend; `key` feeds the hash policies. `None`: none is healthy.
     pub fn pick(&self, key: &[u8]) -> Option<Picked> {
         self.readmit();
-        if let Some(addr) = self.sole {
+        if let Some(addr) = &self.sole {
             return Some(Picked {
                 target: 0,
-                addr,
+                addr: addr.clone(),
                 in_flight: None,
             });
         }
@@ -348,7 +356,7 @@ impl Pool {
             }
         }?;
         let target = backend.ext.get::<TargetIdx>().map(|t| t.0)?;
-        let addr = *backend.addr.as_inet()?;
+        let addr = backend.addr.clone();
         let in_flight = backend.ext.get::<InFlight>().cloned();
         if let Some(f) = &in_flight {
             f.0.fetch_add(1, Ordering::Relaxed);
@@ -375,7 +383,7 @@ impl Pool {
 
     /// Passive health: how an answer from `addr` went (`outlier_detection`); a backend that
     /// trips the detector leaves rotation. A no-op for pools without it.
-    pub fn record(&self, addr: SocketAddr, outcome: super::outlier::Outcome) {
+    pub fn record(&self, addr: &BackendAddr, outcome: super::outlier::Outcome) {
         let Some(outlier) = &self.outlier else {
             return;
         };
@@ -390,27 +398,27 @@ impl Pool {
     fn readmit(&self) {
         if let Some(outlier) = &self.outlier {
             for addr in outlier.returning() {
-                self.set_enabled(addr, true);
+                self.set_enabled(&addr, true);
                 tracing::info!(pool = %self.key, backend = %addr, "upstream backend back in rotation");
             }
         }
     }
 
-    fn set_enabled(&self, addr: SocketAddr, enabled: bool) {
+    fn set_enabled(&self, addr: &BackendAddr, enabled: bool) {
         let backends = self.backends();
         for b in backends.get_backend().iter() {
-            if b.addr.as_inet() == Some(&addr) {
+            if &b.addr == addr {
                 backends.set_enable(b, enabled);
             }
         }
     }
 
     /// Each backend's address and whether it is in rotation.
-    pub fn health(&self) -> Vec<(SocketAddr, bool)> {
+    pub fn health(&self) -> Vec<(BackendAddr, bool)> {
         let b = self.backends();
         b.get_backend()
             .iter()
-            .filter_map(|x| Some((*x.addr.as_inet()?, b.ready(x))))
+            .map(|x| (x.addr.clone(), b.ready(x)))
             .collect()
     }
 
@@ -434,7 +442,14 @@ impl Pool {
         } else {
             String::new()
         };
-        let mut peer = HttpPeer::new(picked.addr, t.tls, sni);
+        let mut peer = match &picked.addr {
+            BackendAddr::Inet(a) => HttpPeer::new(*a, t.tls, sni),
+            BackendAddr::Unix(_) => {
+                let mut p = HttpPeer::new(("0.0.0.0", 0), t.tls, sni);
+                p._address = picked.addr.clone();
+                p
+            }
+        };
         // HTTP/2 where the upstream speaks it: always on h2c://, by ALPN on https:// (Pomerium's
         // `auto`); multiplexed, up to 100 streams a connection.
         if t.h2c {

@@ -4,7 +4,7 @@ use super::*;
 
 fn target(port: u16) -> UpstreamTarget {
     UpstreamTarget {
-        literal: Some(SocketAddr::from(([127, 0, 0, 1], port))),
+        literal: Some(BackendAddr::Inet(([127, 0, 0, 1], port).into())),
         port,
         tls: false,
         h2c: false,
@@ -93,7 +93,10 @@ fn one_unchecked_backend_is_picked_without_a_key() {
         !pool.uses_key(),
         "one backend: the hash key changes nothing"
     );
-    assert_eq!(Some(pool.pick(b"").unwrap().addr), target(1).literal);
+    assert_eq!(
+        Some(pool.pick(b"").unwrap().addr.clone()),
+        target(1).literal
+    );
     let two = pool_of(&[1001, 1002], LbPolicy::Hash);
     assert!(two.uses_key());
 }

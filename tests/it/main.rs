@@ -42,6 +42,7 @@ mod split;
 mod store;
 mod traces;
 mod tunnels;
+mod unix_sockets;
 mod upgrade;
 mod upstream_tls;
 mod websockets;
