@@ -420,3 +420,42 @@ async fn a_bearer_token_in_grpc_metadata_signs_the_call_in_and_the_upstream_gets
         "Vallum's token does not"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_that_resets_mid_stream_is_not_reported_as_success() {
+    use crate::support::h2::{call_over, client_h2c, message};
+    use http_body_util::BodyExt;
+    let upstream = crate::support::h2::h2c_upstream().await;
+    let gw = Gateway::insecure(&format!(
+        "routes:\n- from: http://grpc.test\n  to: h2c://{upstream}\n  allow_public_unauthenticated_access: true\n"
+    ))
+    .await;
+    let mut sender = client_h2c(gw.port).await.unwrap();
+    let (req, tx) = call_over("http", "grpc.test", gw.port, "/test.Echo/Reset");
+    drop(tx);
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut data = Vec::new();
+    let ended = loop {
+        match body.frame().await {
+            Some(Ok(f)) if f.is_data() => data.extend_from_slice(&f.into_data().unwrap()),
+            Some(Ok(f)) => break format!("trailers {:?}", f.into_trailers().ok()),
+            Some(Err(e)) => break format!("error {e}"),
+            None => break "end without trailers".to_string(),
+        }
+    };
+    // What came before the reset may or may not have been relayed by then; the end must show it.
+    assert!(
+        data.is_empty() || data.starts_with(&message(b"partial")),
+        "{data:?}"
+    );
+    assert!(
+        !ended.contains("grpc-status\": \"0"),
+        "a reset is never a successful call: {ended}"
+    );
+    assert!(
+        ended.starts_with("error") || ended == "end without trailers",
+        "{ended}"
+    );
+}

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 type Frames =
-    StreamBody<futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>>>;
+    StreamBody<futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, std::io::Error>>>;
 
 fn trailers(status: &str) -> Frame<Bytes> {
     let mut t = http::HeaderMap::new();
@@ -25,6 +25,7 @@ fn trailers(status: &str) -> Frame<Bytes> {
 
 /// `/test.Echo/Bidi`: each request data frame is sent back as soon as it arrives; then trailers.
 /// `/test.Echo/Stream`: the whole request, then the same 50 times over, then trailers.
+/// `/test.Echo/Reset`: three messages, then the stream is reset.
 /// `/test.Echo/Slow`: as anything else, after 3 s.
 /// Anything else: the request body back, then trailers. Response headers say what the upstream
 /// saw (`x-saw-authority`, `x-saw-te`, and whether an assertion and an `authorization` came).
@@ -58,8 +59,14 @@ async fn serve(
         .map(|v| v.to_str().unwrap_or("").to_string())
         .unwrap_or_default();
     let body = req.into_body();
-    let frames: futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>> =
-        if path == "/test.Echo/Bidi" {
+    let frames: futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, std::io::Error>> =
+        if path == "/test.Echo/Reset" {
+            // Three messages, then the stream fails: hyper resets it (RST_STREAM).
+            futures_util::stream::iter((0..3).map(|_| Ok(Frame::data(message(b"partial")))).chain(
+                std::iter::once(Err(std::io::Error::other("upstream gave up"))),
+            ))
+            .boxed()
+        } else if path == "/test.Echo/Bidi" {
             futures_util::stream::unfold(Some(body), |state| async move {
                 let mut body = state?;
                 match body.frame().await {
