@@ -27,6 +27,9 @@ start_upstream() {
   local port=$1; shift
   local body
   body=$(printf 'x%.0s' $(seq 100))
+  # UPSTREAM_H2C_PORT: the same answer over HTTP/2 with prior knowledge, for h2c:// upstreams.
+  local h2c=""
+  [ -z "${UPSTREAM_H2C_PORT:-}" ] || h2c="server { listen 127.0.0.1:$UPSTREAM_H2C_PORT http2; location / { return 200 \"$body\"; } }"
   mkdir -p "$WORK/nginx"
   cat >"$WORK/upstream.conf" <<NGINX
 worker_processes ${UPSTREAM_WORKERS:-1};
@@ -38,6 +41,7 @@ http {
   client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx;
   uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
   server { listen 127.0.0.1:$port; location / { return 200 "$body"; } }
+  $h2c
 }
 NGINX
   "$@" nginx -c "$WORK/upstream.conf" -g 'daemon off;' & PIDS+=($!)
