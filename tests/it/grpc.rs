@@ -459,3 +459,93 @@ async fn an_upstream_that_resets_mid_stream_is_not_reported_as_success() {
         "{ended}"
     );
 }
+
+/// A real gRPC server: tonic's standard health service, on an h2c listener. Returns its address
+/// and the reporter that flips a service's status.
+async fn tonic_health_server() -> (std::net::SocketAddr, tonic_health::server::HealthReporter) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("test.Echo", tonic_health::ServingStatus::Serving)
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let svc = hyper_util::service::TowerToHyperService::new(service.clone());
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, reporter)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tonic_client_and_server_talk_through_the_gateway_unary_and_streaming() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let (upstream, reporter) = tonic_health_server().await;
+    let gw = Gateway::insecure(&format!(
+        "routes:\n- from: http://grpc.test\n  to: h2c://{upstream}\n  allow_public_unauthenticated_access: true\n  timeout: 0s\n  \
+         health_checks:\n  - grpc_health_check: {{service_name: test.Echo}}\n    interval: 0.5s\n"
+    ))
+    .await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", gw.port))
+        .unwrap()
+        .origin(format!("http://grpc.test:{}", gw.port).parse().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let ask = |service: &str| {
+        tonic::Request::new(HealthCheckRequest {
+            service: service.into(),
+        })
+    };
+    // Unary.
+    let status = client
+        .check(ask("test.Echo"))
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    // The server's own error status crosses the gateway as the client's error.
+    let err = client.check(ask("no.Such")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+    // Server streaming: Watch sends the current status, then each change as it happens.
+    let mut watch = client.watch(ask("test.Echo")).await.unwrap().into_inner();
+    let first = watch.message().await.unwrap().unwrap().status;
+    assert_eq!(
+        first,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    reporter
+        .set_service_status("test.Echo", tonic_health::ServingStatus::NotServing)
+        .await;
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), watch.message())
+        .await
+        .expect("the change is streamed at once")
+        .unwrap()
+        .unwrap()
+        .status;
+    assert_eq!(
+        next,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    );
+    // The gateway's own gRPC health check now takes the backend out: the call is refused by Vallum.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match client.check(ask("test.Echo")).await {
+            Err(e) if e.code() == tonic::Code::Unavailable => break,
+            other => assert!(std::time::Instant::now() < deadline, "still {other:?}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
