@@ -218,6 +218,8 @@ pub struct RawRoute {
     pub allow_spdy: bool,
     pub allow_upgrades: Vec<String>,
     pub tls_skip_verify: bool,
+    /// Vallum: the HTTP version the route's upstreams get (`auto`, `http1`, `http2`).
+    pub codec_type: Option<String>,
     pub tls_upstream_server_name: Option<String>,
     pub tls_server_name: Option<String>,
     pub tls_custom_ca: Option<String>,

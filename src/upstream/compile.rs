@@ -1,7 +1,7 @@
 //! `to`, `load_balancing_policy`, `health_checks` and the upstream TLS keys of a route → a pool,
 //! reused from the previous snapshot when its definition did not change.
 
-use super::pool::BackendAddr;
+use super::pool::{BackendAddr, UpstreamCodec};
 use crate::config::error::Errors;
 use crate::config::pem::{self, PemSource};
 use crate::config::raw::{RawHealthCheck, RawRoute};
@@ -58,6 +58,7 @@ pub(crate) fn pool(
             Err(m) => e.push(path, m),
         }
     }
+    route_codec(raw, &mut targets, &p, e);
     let policy = match raw
         .load_balancing_policy
         .as_deref()
@@ -94,7 +95,8 @@ pub(crate) fn pool(
         .any(|t| t.literal.is_none())
         .then(|| ctx.resolver.settings());
     let key = format!(
-        "{to:?}|{policy:?}|{:?}|{:?}|{:?}|{:?}|{panic_threshold}|{dns:?}",
+        "{to:?}|{:?}|{policy:?}|{:?}|{:?}|{:?}|{:?}|{panic_threshold}|{dns:?}",
+        raw.codec_type,
         raw.health_checks,
         raw.outlier_detection,
         (
@@ -204,13 +206,56 @@ fn parse_to(spec: &str) -> Result<UpstreamTarget, String> {
         literal,
         port,
         tls,
-        h2c,
+        codec: if h2c {
+            UpstreamCodec::Http2
+        } else {
+            UpstreamCodec::Auto
+        },
         host_value: http::HeaderValue::from_str(&authority).ok(),
         authority,
         host,
         path_prefix: url.path().trim_end_matches('/').to_string(),
         weight,
     })
+}
+
+/// The route's `codec_type` (Vallum): which HTTP version its upstreams get, overriding what the
+/// `to` scheme implies (`auto`: HTTP/2 by ALPN over TLS, HTTP/1.1 in clear; `h2c://` is HTTP/2).
+fn route_codec(
+    raw: &RawRoute,
+    targets: &mut [UpstreamTarget],
+    p: &dyn Fn(&str) -> String,
+    e: &mut Errors,
+) {
+    let codec = match raw
+        .codec_type
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("") => return,
+        Some("auto") => UpstreamCodec::Auto,
+        Some("http1") => UpstreamCodec::Http1,
+        Some("http2") => UpstreamCodec::Http2,
+        Some(other) => {
+            e.push(
+                p("codec_type"),
+                format!("{other:?}: expected auto, http1 or http2"),
+            );
+            return;
+        }
+    };
+    for t in targets.iter_mut() {
+        if t.codec == UpstreamCodec::Http2 && !t.tls && codec != UpstreamCodec::Http2 {
+            e.push(p("codec_type"), "an h2c:// upstream speaks only HTTP/2");
+            return;
+        }
+        if matches!(t.literal, Some(BackendAddr::Unix(_))) && codec == UpstreamCodec::Http2 {
+            e.push(p("codec_type"), "unix:// upstreams speak HTTP/1.1");
+            return;
+        }
+        t.codec = codec;
+    }
 }
 
 /// `unix:///run/app.sock`: HTTP/1.1 over a Unix socket (Pomerium v0.33). The upstream is told
@@ -226,7 +271,7 @@ fn unix_target(url: &Url, weight: usize) -> Result<UpstreamTarget, String> {
         literal: Some(BackendAddr::Unix(addr)),
         port: 0,
         tls: false,
-        h2c: false,
+        codec: UpstreamCodec::Http1,
         authority: "localhost".into(),
         host_value: Some(http::HeaderValue::from_static("localhost")),
         host: "localhost".into(),

@@ -90,7 +90,7 @@ pub(super) fn build_check(spec: &PoolSpec) -> Option<Box<dyn HealthCheck + Send 
                     hc.peer_template.options.ca = spec.tls.ca.clone();
                     hc.peer_template.client_cert_key = spec.tls.client_cert.clone();
                 }
-                if tls_target.is_some_and(|t| t.h2c) {
+                if tls_target.is_some_and(|t| t.codec == super::pool::UpstreamCodec::Http2) {
                     hc.peer_template.options.alpn = pingora_core::protocols::ALPN::H2;
                 }
                 hc.peer_template.options.connection_timeout = Some(h.timeout);

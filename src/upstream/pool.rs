@@ -18,6 +18,17 @@ use pingora_load_balancing::selection::{Consistent, Random, RoundRobin};
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::collections::{BTreeSet, HashMap};
 
+/// The HTTP version spoken to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamCodec {
+    /// HTTP/1.1 in clear; over TLS, HTTP/2 when the upstream offers it by ALPN.
+    #[default]
+    Auto,
+    Http1,
+    /// HTTP/2 only: by ALPN over TLS, with prior knowledge (h2c) in clear.
+    Http2,
+}
+
 /// A backend's address: IP and port, or a Unix socket path (`unix://`).
 pub type BackendAddr = pingora_core::protocols::l4::socket::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -42,8 +53,8 @@ pub struct UpstreamTarget {
     pub literal: Option<BackendAddr>,
     pub port: u16,
     pub tls: bool,
-    /// `h2c://`: HTTP/2 with prior knowledge over plain TCP (gRPC services without TLS).
-    pub h2c: bool,
+    /// Which HTTP version the upstream gets (`h2c://`, the route's `codec_type`).
+    pub codec: UpstreamCodec,
     /// `host[:port]` as the `to` URL spells it, for the auto host rewrite.
     pub authority: String,
     /// `authority` as a ready `Host` value (validated once, not per request).
@@ -450,13 +461,13 @@ impl Pool {
                 p
             }
         };
-        // HTTP/2 where the upstream speaks it: always on h2c://, by ALPN on https:// (Pomerium's
-        // `auto`); multiplexed, up to 100 streams a connection.
-        if t.h2c {
-            peer.options.alpn = ALPN::H2;
-        } else if t.tls {
-            peer.options.alpn = ALPN::H2H1;
-        }
+        // HTTP/2 where the upstream speaks it: always on h2c:// (and `codec_type: http2`), by
+        // ALPN on https:// (Pomerium's `auto`); multiplexed, up to 100 streams a connection.
+        peer.options.alpn = match (t.codec, t.tls) {
+            (UpstreamCodec::Http2, _) => ALPN::H2,
+            (UpstreamCodec::Auto, true) => ALPN::H2H1,
+            _ => ALPN::H1,
+        };
         peer.options.max_h2_streams = Self::H2_STREAMS;
         // Connections are pooled per peer hash, which ignores the CA: keep each pool's
         // connections to itself so a route never reuses one verified under another's trust.

@@ -7,7 +7,7 @@ fn target(port: u16) -> UpstreamTarget {
         literal: Some(BackendAddr::Inet(([127, 0, 0, 1], port).into())),
         port,
         tls: false,
-        h2c: false,
+        codec: UpstreamCodec::Auto,
         authority: format!("127.0.0.1:{port}"),
         host_value: None,
         host: "127.0.0.1".into(),

@@ -549,3 +549,50 @@ async fn a_tonic_client_and_server_talk_through_the_gateway_unary_and_streaming(
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_route_codec_type_chooses_the_upstream_http_version() {
+    // `http://` with `codec_type: http2`: HTTP/2 with prior knowledge, like `h2c://`.
+    let upstream = crate::support::h2::h2c_upstream().await;
+    let gw = Gateway::insecure(&format!(
+        "routes:\n- from: http://grpc.test\n  to: http://{upstream}\n  codec_type: http2\n  allow_public_unauthenticated_access: true\n"
+    ))
+    .await;
+    let (data, trailers) = unary_h2c(&gw, b"codec").await;
+    assert_eq!(data, crate::support::h2::message(b"codec").to_vec());
+    assert_eq!(trailers["grpc-status"], "0");
+
+    // `https://` with `codec_type: http1` to an upstream that speaks only h2: refused by ALPN.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::support::certs::TestCa::new("upstream CA");
+    let ca_file = ca.write(dir.path(), "upstream-ca");
+    let tls_upstream = crate::support::h2::h2_tls_upstream(&ca).await;
+    let gw = Gateway::insecure(&format!(
+        "routes:\n- from: http://grpc.test\n  to: https://{tls_upstream}\n  codec_type: http1\n  tls_custom_ca_file: {}\n  allow_public_unauthenticated_access: true\n",
+        ca_file.display()
+    ))
+    .await;
+    assert_eq!(
+        gw.get("grpc.test", "/").await.status,
+        502,
+        "HTTP/1.1 only: no common protocol"
+    );
+
+    // A contradiction is a config error.
+    let f = dir.path().join("bad.yaml");
+    std::fs::write(
+        &f,
+        format!("insecure_server: true\nroutes:\n- from: http://a.test\n  to: h2c://{upstream}\n  codec_type: http1\n  allow_public_unauthenticated_access: true\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(crate::support::bin())
+        .arg("check-config")
+        .arg(&f)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("routes[0].codec_type"),
+        "{err}"
+    );
+}
