@@ -342,17 +342,24 @@ async fn a_call_past_its_grpc_timeout_ends_as_deadline_exceeded() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_https_upstream_that_offers_h2_gets_http2_by_alpn() {
+/// A plaintext gateway whose `grpc.test` route goes to an h2-only TLS upstream (trusted through
+/// `tls_custom_ca_file`), with `extra` route keys.
+async fn gateway_to_h2_tls_upstream(extra: &str) -> (Gateway, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let ca = crate::support::certs::TestCa::new("upstream CA");
     let ca_file = ca.write(dir.path(), "upstream-ca");
     let upstream = crate::support::h2::h2_tls_upstream(&ca).await;
     let gw = Gateway::insecure(&format!(
-        "routes:\n- from: http://grpc.test\n  to: https://{upstream}\n  tls_custom_ca_file: {}\n  allow_public_unauthenticated_access: true\n",
+        "routes:\n- from: http://grpc.test\n  to: https://{upstream}\n  tls_custom_ca_file: {}\n  allow_public_unauthenticated_access: true\n{extra}",
         ca_file.display()
     ))
     .await;
+    (gw, dir)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_upstream_that_offers_h2_gets_http2_by_alpn() {
+    let (gw, _dir) = gateway_to_h2_tls_upstream("").await;
     let (data, trailers) = unary_h2c(&gw, b"over TLS h2").await;
     assert_eq!(data, crate::support::h2::message(b"over TLS h2").to_vec());
     assert_eq!(
@@ -563,15 +570,7 @@ async fn a_route_codec_type_chooses_the_upstream_http_version() {
     assert_eq!(trailers["grpc-status"], "0");
 
     // `https://` with `codec_type: http1` to an upstream that speaks only h2: refused by ALPN.
-    let dir = tempfile::tempdir().unwrap();
-    let ca = crate::support::certs::TestCa::new("upstream CA");
-    let ca_file = ca.write(dir.path(), "upstream-ca");
-    let tls_upstream = crate::support::h2::h2_tls_upstream(&ca).await;
-    let gw = Gateway::insecure(&format!(
-        "routes:\n- from: http://grpc.test\n  to: https://{tls_upstream}\n  codec_type: http1\n  tls_custom_ca_file: {}\n  allow_public_unauthenticated_access: true\n",
-        ca_file.display()
-    ))
-    .await;
+    let (gw, _dir) = gateway_to_h2_tls_upstream("  codec_type: http1\n").await;
     assert_eq!(
         gw.get("grpc.test", "/").await.status,
         502,
@@ -579,20 +578,8 @@ async fn a_route_codec_type_chooses_the_upstream_http_version() {
     );
 
     // A contradiction is a config error.
-    let f = dir.path().join("bad.yaml");
-    std::fs::write(
-        &f,
-        format!("insecure_server: true\nroutes:\n- from: http://a.test\n  to: h2c://{upstream}\n  codec_type: http1\n  allow_public_unauthenticated_access: true\n"),
-    )
-    .unwrap();
-    let out = std::process::Command::new(crate::support::bin())
-        .arg("check-config")
-        .arg(&f)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("routes[0].codec_type"),
-        "{err}"
-    );
+    let (ok, err) = crate::support::check_config(&format!(
+        "insecure_server: true\nroutes:\n- from: http://a.test\n  to: h2c://{upstream}\n  codec_type: http1\n  allow_public_unauthenticated_access: true\n"
+    ));
+    assert!(!ok && err.contains("routes[0].codec_type"), "{err}");
 }

@@ -51,6 +51,22 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_vallum")
 }
 
+/// `vallum check-config` on `text`: whether it passed, and what it printed on stderr.
+pub fn check_config(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("config.yaml");
+    std::fs::write(&f, text).unwrap();
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(&f)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Ends the test run if it is still going after 20 minutes (it takes about five): a stuck
 /// test then fails the run with a message instead of holding CI until its time limit.
 fn watchdog() {
