@@ -309,10 +309,7 @@ async fn codec_type_chooses_what_the_tls_listener_offers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_past_its_grpc_timeout_ends_as_deadline_exceeded() {
     let upstream = crate::support::h2::h2c_upstream().await;
-    let gw = Gateway::insecure(&format!(
-        "routes:\n- from: http://grpc.test\n  to: h2c://{upstream}\n  allow_public_unauthenticated_access: true\n  timeout: 30s\n"
-    ))
-    .await;
+    let gw = plaintext_gateway(&format!("h2c://{upstream}"), "  timeout: 30s\n").await;
     let client = reqwest::Client::builder()
         .http2_prior_knowledge()
         .resolve("grpc.test", gw.addr())
@@ -340,6 +337,14 @@ async fn a_call_past_its_grpc_timeout_ends_as_deadline_exceeded() {
         took < std::time::Duration::from_secs(2),
         "answered at the deadline, not the upstream's 3 s: {took:?}"
     );
+}
+
+/// A plaintext gateway whose public `grpc.test` route goes to `to`, with `extra` route keys.
+async fn plaintext_gateway(to: &str, extra: &str) -> Gateway {
+    Gateway::insecure(&format!(
+        "routes:\n- from: http://grpc.test\n  to: {to}\n  allow_public_unauthenticated_access: true\n{extra}"
+    ))
+    .await
 }
 
 /// A plaintext gateway whose `grpc.test` route goes to an h2-only TLS upstream (trusted through
@@ -433,10 +438,7 @@ async fn an_upstream_that_resets_mid_stream_is_not_reported_as_success() {
     use crate::support::h2::{call_over, client_h2c, message};
     use http_body_util::BodyExt;
     let upstream = crate::support::h2::h2c_upstream().await;
-    let gw = Gateway::insecure(&format!(
-        "routes:\n- from: http://grpc.test\n  to: h2c://{upstream}\n  allow_public_unauthenticated_access: true\n"
-    ))
-    .await;
+    let gw = plaintext_gateway(&format!("h2c://{upstream}"), "").await;
     let mut sender = client_h2c(gw.port).await.unwrap();
     let (req, tx) = call_over("http", "grpc.test", gw.port, "/test.Echo/Reset");
     drop(tx);
@@ -561,10 +563,7 @@ async fn a_tonic_client_and_server_talk_through_the_gateway_unary_and_streaming(
 async fn a_route_codec_type_chooses_the_upstream_http_version() {
     // `http://` with `codec_type: http2`: HTTP/2 with prior knowledge, like `h2c://`.
     let upstream = crate::support::h2::h2c_upstream().await;
-    let gw = Gateway::insecure(&format!(
-        "routes:\n- from: http://grpc.test\n  to: http://{upstream}\n  codec_type: http2\n  allow_public_unauthenticated_access: true\n"
-    ))
-    .await;
+    let gw = plaintext_gateway(&format!("http://{upstream}"), "  codec_type: http2\n").await;
     let (data, trailers) = unary_h2c(&gw, b"codec").await;
     assert_eq!(data, crate::support::h2::message(b"codec").to_vec());
     assert_eq!(trailers["grpc-status"], "0");
