@@ -127,7 +127,7 @@ async fn trailers_of(body: &mut hyper::body::Incoming) -> (Vec<bytes::Bytes>, ht
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn grpc_calls_reach_an_h2c_upstream_with_their_trailers_unary_and_streaming() {
+async fn grpc_calls_of_every_kind_reach_an_h2c_upstream_with_their_trailers() {
     use crate::support::h2::{call, client, message};
     use hyper::body::Frame;
     let (gw, ca) = h2c_gateway().await;
@@ -154,6 +154,20 @@ async fn grpc_calls_reach_an_h2c_upstream_with_their_trailers_unary_and_streamin
     assert_eq!(data.concat(), big.to_vec());
     assert_eq!(trailers["grpc-status"], "0");
     assert_eq!(trailers["grpc-message"], "done");
+
+    // Client streaming: 20 messages in, one answer (all of them) out.
+    let (req, tx) = call("grpc.test", port, "/test.Echo/Unary");
+    let sent: Vec<bytes::Bytes> = (0..20)
+        .map(|i| message(format!("part {i}").as_bytes()))
+        .collect();
+    for m in &sent {
+        tx.send(Ok(Frame::data(m.clone()))).await.unwrap();
+    }
+    drop(tx);
+    let mut body = sender.send_request(req).await.unwrap().into_body();
+    let (data, trailers) = trailers_of(&mut body).await;
+    assert_eq!(data.concat(), sent.concat());
+    assert_eq!(trailers["grpc-status"], "0");
 
     // Server streaming: 50 messages, then trailers.
     let (req, tx) = call("grpc.test", port, "/test.Echo/Stream");
