@@ -124,7 +124,8 @@ pub enum DevicesAction {
     Approve {
         #[arg(long)]
         user: String,
-        #[arg(long)]
+        /// The id `vallum devices list` shows: base64url, so it may start with `-`.
+        #[arg(long, allow_hyphen_values = true)]
         device: String,
         #[arg(short = 'c', long = "config", value_name = "FILE")]
         config: PathBuf,
@@ -133,7 +134,8 @@ pub enum DevicesAction {
     Unapprove {
         #[arg(long)]
         user: String,
-        #[arg(long)]
+        /// The id `vallum devices list` shows: base64url, so it may start with `-`.
+        #[arg(long, allow_hyphen_values = true)]
         device: String,
         #[arg(short = 'c', long = "config", value_name = "FILE")]
         config: PathBuf,
@@ -142,7 +144,8 @@ pub enum DevicesAction {
     Remove {
         #[arg(long)]
         user: String,
-        #[arg(long)]
+        /// The id `vallum devices list` shows: base64url, so it may start with `-`.
+        #[arg(long, allow_hyphen_values = true)]
         device: String,
         #[arg(short = 'c', long = "config", value_name = "FILE")]
         config: PathBuf,
@@ -166,7 +169,8 @@ pub enum SessionsAction {
     Revoke {
         #[arg(long, conflicts_with = "session", required_unless_present = "session")]
         user: Option<String>,
-        #[arg(long)]
+        /// A session id (base64url, so it may start with `-`).
+        #[arg(long, allow_hyphen_values = true)]
         session: Option<String>,
         #[arg(short = 'c', long = "config", value_name = "FILE")]
         config: PathBuf,
@@ -190,4 +194,44 @@ pub struct RunArgs {
     /// Pingora server conf (threads, pid_file, upgrade_sock, grace periods).
     #[arg(long = "conf", value_name = "FILE")]
     pub pingora_conf: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn ids_may_start_with_a_hyphen() {
+        let cli = Cli::try_parse_from([
+            "vallum",
+            "devices",
+            "approve",
+            "--user",
+            "a@example.com",
+            "--device",
+            "-Sdq56Y1u",
+            "-c",
+            "x.yaml",
+        ])
+        .unwrap();
+        let Some(Command::Devices {
+            action: DevicesAction::Approve { device, .. },
+        }) = cli.command
+        else {
+            panic!("not parsed as devices approve: {cli:?}")
+        };
+        assert_eq!(device, "-Sdq56Y1u");
+        let cli = Cli::try_parse_from([
+            "vallum",
+            "sessions",
+            "revoke",
+            "--session",
+            "-x2Y",
+            "-c",
+            "x.yaml",
+        ])
+        .unwrap();
+        assert!(format!("{cli:?}").contains("\"-x2Y\""), "{cli:?}");
+    }
 }
