@@ -24,18 +24,11 @@ pub struct Issued {
 impl Issued {
     /// Reads a PEM bundle (chain, then the PKCS#8 key).
     pub fn from_pem(pem: &str) -> Result<Issued, String> {
-        use rustls::pki_types::pem::PemObject;
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("certificate chain: {e}"))?;
-        let leaf = chain.first().ok_or("no certificate in the bundle")?;
-        let key = PrivateKeyDer::from_pem_slice(pem.as_bytes())
-            .map_err(|e| format!("private key: {e}"))?;
+        let key = crate::config::pem::certified_key(pem.as_bytes(), pem.as_bytes())?;
+        let leaf = key.cert.first().ok_or("no certificate in the bundle")?;
         let (not_before, not_after) = validity(leaf)?;
-        let signer = rustls::crypto::ring::sign::any_supported_type(&key)
-            .map_err(|e| format!("private key: {e}"))?;
         Ok(Issued {
-            key: Arc::new(CertifiedKey::new(chain, signer)),
+            key: Arc::new(key),
             not_before,
             not_after,
             pem: pem.to_string(),

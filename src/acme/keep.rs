@@ -142,29 +142,15 @@ impl Keep {
     }
 }
 
-/// Atomic (write then rename) and mode 0600: the file holds a private key.
+/// Owner-only and atomic (`crypto::private_file`), off the async threads.
 async fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
-    let dir = path.parent().ok_or("no directory")?;
-    tokio::fs::create_dir_all(dir)
-        .await
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let tmp = path.with_extension("tmp");
-    let data = data.to_vec();
-    let (tmp2, path2) = (tmp.clone(), path.to_path_buf());
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp2)?;
-        f.write_all(&data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp2, &path2)
+    let (path, data) = (path.to_path_buf(), data.to_vec());
+    tokio::task::spawn_blocking(move || {
+        crate::crypto::private_file::write(&path, &data)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
     })
     .await
     .map_err(|e| e.to_string())?
-    .map_err(|e| format!("cannot write {}: {e}", tmp.display()))
 }
 
 #[cfg(test)]

@@ -185,24 +185,15 @@ async fn receive_token(listener: &tokio::net::TcpListener) -> String {
     }
 }
 
-/// Writes `content` readable by the owner only (0600 from creation: never briefly wider).
+/// The token cache: its directory private to the user, the file written by
+/// `crypto::private_file` (owner-only from creation, replaced whole).
 fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(content.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    crate::crypto::private_file::write(path, content.as_bytes())
 }
 
 /// The cached token for `url`, if there is one and the gateway still accepts it.

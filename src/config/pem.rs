@@ -78,6 +78,21 @@ pub fn private_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
     PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("no usable private key in PEM: {e}"))
 }
 
+/// A chain and its private key as rustls serves them, refused unless the key is the leaf's.
+pub fn certified_key(
+    chain_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<rustls::sign::CertifiedKey, String> {
+    let chain = certs(chain_pem)?;
+    let key = private_key(key_pem)?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| format!("unsupported private key: {e}"))?;
+    let ck = rustls::sign::CertifiedKey::new(chain, signer);
+    ck.keys_match()
+        .map_err(|e| format!("certificate and key do not match: {e}"))?;
+    Ok(ck)
+}
+
 /// The DNS names a certificate is valid for (SANs, else the CN), lower-cased.
 pub fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
     let Ok((_, x)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {

@@ -475,25 +475,19 @@ fn load_certified_key(
     c: &PemSource,
     k: &PemSource,
 ) -> Result<(Arc<rustls::sign::CertifiedKey>, Vec<String>), String> {
-    let chain = pem::certs(&pem::read(c)?)?;
-    let key = pem::private_key(&pem::read(k)?)?;
-    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| format!("unsupported private key: {e}"))?;
-    let names = chain.first().map(pem::dns_names).unwrap_or_default();
-    let ck = rustls::sign::CertifiedKey::new(chain, signer);
-    ck.keys_match()
-        .map_err(|e| format!("certificate and key do not match: {e}"))?;
+    let ck = pem::certified_key(&pem::read(c)?, &pem::read(k)?)?;
+    let names = ck.cert.first().map(pem::dns_names).unwrap_or_default();
     Ok((Arc::new(ck), names))
 }
 
-/// Pomerium's rule: defaults unless the key is set; a `disable` entry clears them all; HSTS only
-/// when this listener serves TLS.
 /// Whether browsers will trust what the listener serves, which is when HSTS is sent (Pomerium's
 /// rule): not with the self-signed fallback, not with Let's Encrypt's staging certificates.
 fn trusted_certificates(certs: &CertStore, autocert: Option<&super::autocert::Autocert>) -> bool {
     !certs.is_empty() || autocert.is_some_and(|a| !a.staging)
 }
 
+/// Pomerium's rule: defaults unless the key is set; a `disable` entry clears them all; HSTS only
+/// when this listener serves TLS with certificates browsers trust (`trusted_certificates`).
 fn compile_response_headers(
     set: Option<&BTreeMap<String, Text>>,
     tls: bool,

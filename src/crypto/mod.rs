@@ -2,6 +2,7 @@
 //! and hand-offs, HMAC-SHA256 for signed URLs, HKDF to derive purpose-bound keys from the two
 //! configured secrets, and constant-time comparison. Keys never appear in `Debug` output.
 
+pub mod private_file;
 pub mod signing_key;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;

@@ -40,16 +40,10 @@ pub fn code(refusal: &Refusal, status: StatusCode) -> u8 {
 }
 
 /// `grpc-message` is percent-encoded: every byte outside printable ASCII, and `%` itself.
+const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
 fn percent_encode(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    for b in message.bytes() {
-        if (0x20..0x7f).contains(&b) && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(message, GRPC_MESSAGE).to_string()
 }
 
 pub fn reply(refusal: &Refusal, status: StatusCode, request_id: &str) -> Reply {

@@ -315,7 +315,7 @@ impl Answer<'_> {
                 location: Some(url),
             } => Reply::found(url),
             _ if self.format == Format::Grpc => {
-                return super::grpc::reply(&refusal, status, self.request_id)
+                super::grpc::reply(&refusal, status, self.request_id)
             }
             _ if self.format == Format::Json => self.json(&refusal, status),
             _ => self.html(&refusal, status),
@@ -415,6 +415,19 @@ mod tests {
             assert!(html.content_type.starts_with("text/html"));
             assert!(body(&html).contains("rid-1"));
         }
+    }
+
+    #[test]
+    fn a_grpc_refusal_closes_and_asks_to_wait_as_any_other() {
+        let a = answer(Format::Grpc);
+        let r = a.refuse(Refusal::UpgradeNotAllowed);
+        assert_eq!(r.content_type, "application/grpc");
+        assert!(
+            r.close,
+            "a refusal that ends the connection ends it for gRPC too"
+        );
+        let r = a.refuse(Refusal::SignInRateLimited);
+        assert!(r.extra.iter().any(|(k, _)| k == http::header::RETRY_AFTER));
     }
 
     #[test]

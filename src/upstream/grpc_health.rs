@@ -30,22 +30,11 @@ impl GrpcCheck {
     pub fn new(spec: &PoolSpec, service: &str, authority: Option<&str>, timeout: Duration) -> Self {
         let first = spec.targets.first();
         let tls = first.is_some_and(|t| t.tls);
-        let sni = match tls {
-            true => spec
-                .tls
-                .server_name
-                .clone()
-                .or_else(|| first.map(|t| t.host.clone()))
-                .unwrap_or_default(),
-            false => String::new(),
-        };
-        let mut peer = HttpPeer::new(("0.0.0.0", 0), tls, sni);
+        let mut peer = HttpPeer::new(("0.0.0.0", 0), tls, String::new());
         peer.options.alpn = ALPN::H2;
         if tls {
-            peer.options.verify_cert = !spec.tls.skip_verify;
-            peer.options.verify_hostname = !spec.tls.skip_verify;
-            peer.options.ca = spec.tls.ca.clone();
-            peer.client_cert_key = spec.tls.client_cert.clone();
+            let host = first.map(|t| t.host.as_str()).unwrap_or_default();
+            spec.tls.secure(&mut peer, host);
         }
         peer.options.connection_timeout = Some(timeout);
         peer.options.read_timeout = Some(timeout);

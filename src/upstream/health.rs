@@ -79,16 +79,8 @@ pub(super) fn build_check(spec: &PoolSpec) -> Option<Box<dyn HealthCheck + Send 
                 let host = host.clone().unwrap_or(default_host);
                 let mut hc = HttpHealthCheck::new(&host, tls);
                 if tls {
-                    hc.peer_template.sni = spec
-                        .tls
-                        .server_name
-                        .clone()
-                        .or_else(|| tls_target.map(|t| t.host.clone()))
-                        .unwrap_or_default();
-                    hc.peer_template.options.verify_cert = !spec.tls.skip_verify;
-                    hc.peer_template.options.verify_hostname = !spec.tls.skip_verify;
-                    hc.peer_template.options.ca = spec.tls.ca.clone();
-                    hc.peer_template.client_cert_key = spec.tls.client_cert.clone();
+                    let host = tls_target.map(|t| t.host.as_str()).unwrap_or_default();
+                    spec.tls.secure(&mut hc.peer_template, host);
                 }
                 if tls_target.is_some_and(|t| t.codec == super::pool::UpstreamCodec::Http2) {
                     hc.peer_template.options.alpn = pingora_core::protocols::ALPN::H2;

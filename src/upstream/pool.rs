@@ -73,6 +73,19 @@ pub struct UpstreamTls {
     pub client_cert: Option<Arc<CertKey>>,
 }
 
+impl UpstreamTls {
+    /// Makes `peer` (a TLS peer to `host`) present and check what the route asks: SNI
+    /// (`tls_upstream_server_name`, else the host), verification, trusted CAs, a client
+    /// certificate. One place for the proxy's peers and the health checks' alike.
+    pub fn secure(&self, peer: &mut HttpPeer, host: &str) {
+        peer.sni = self.server_name.clone().unwrap_or_else(|| host.to_string());
+        peer.options.verify_cert = !self.skip_verify;
+        peer.options.verify_hostname = !self.skip_verify;
+        peer.options.ca = self.ca.clone();
+        peer.client_cert_key = self.client_cert.clone();
+    }
+}
+
 impl std::fmt::Debug for UpstreamTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamTls")
@@ -445,22 +458,17 @@ impl Pool {
     /// The peer to connect to for a picked backend.
     pub fn peer(&self, picked: &Picked) -> Option<HttpPeer> {
         let t = self.targets.get(picked.target)?;
-        let sni = if t.tls {
-            self.tls
-                .server_name
-                .clone()
-                .unwrap_or_else(|| t.host.clone())
-        } else {
-            String::new()
-        };
         let mut peer = match &picked.addr {
-            BackendAddr::Inet(a) => HttpPeer::new(*a, t.tls, sni),
+            BackendAddr::Inet(a) => HttpPeer::new(*a, t.tls, String::new()),
             BackendAddr::Unix(_) => {
-                let mut p = HttpPeer::new(("0.0.0.0", 0), t.tls, sni);
+                let mut p = HttpPeer::new(("0.0.0.0", 0), t.tls, String::new());
                 p._address = picked.addr.clone();
                 p
             }
         };
+        if t.tls {
+            self.tls.secure(&mut peer, &t.host);
+        }
         // HTTP/2 where the upstream speaks it: always on h2c:// (and `codec_type: http2`), by
         // ALPN on https:// (Pomerium's `auto`); multiplexed, up to 100 streams a connection.
         peer.options.alpn = match (t.codec, t.tls) {
@@ -472,12 +480,6 @@ impl Pool {
         // Connections are pooled per peer hash, which ignores the CA: keep each pool's
         // connections to itself so a route never reuses one verified under another's trust.
         peer.group_key = self.group_key;
-        if t.tls {
-            peer.options.verify_cert = !self.tls.skip_verify;
-            peer.options.verify_hostname = !self.tls.skip_verify;
-            peer.options.ca = self.tls.ca.clone();
-            peer.client_cert_key = self.tls.client_cert.clone();
-        }
         Some(peer)
     }
 }
