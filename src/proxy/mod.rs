@@ -207,7 +207,12 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        ctx.deadline = deadline::grpc_timeout(&session.req_header().headers);
+        // gRPC runs over HTTP/2 only: an HTTP/1.1 request skips the header lookup.
+        ctx.deadline = if session.is_http2() {
+            deadline::grpc_timeout(&session.req_header().headers)
+        } else {
+            None
+        };
         let peer = upstream::peer(ctx)?;
         if ctx.trace.recording().is_some() {
             ctx.trace.upstream(&peer._address.to_string());
