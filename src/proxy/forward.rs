@@ -190,12 +190,14 @@ fn strip_client_headers(
         .cloned()
         .collect();
     // `te: trailers` is the one TE value that may cross (RFC 9113 §8.2.2): gRPC needs it.
-    let te_trailers = req.headers.get(http::header::TE).is_some_and(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        })
-    });
+    // Only a request that has a TE header (it is among the doomed) pays for the look.
+    let te_trailers = doomed.contains(&http::header::TE)
+        && req.headers.get(http::header::TE).is_some_and(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+        });
     for k in doomed {
         req.remove_header(&k);
     }
