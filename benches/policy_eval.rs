@@ -148,6 +148,7 @@ fn many_groups(n: usize) -> vallum::session::UserSession {
         issued_at: 0,
         expires_at: u64::MAX,
         claims_refreshed_at: 0,
+        idp: String::new(),
         devices: Vec::new(),
     }
 }

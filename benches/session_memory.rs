@@ -47,6 +47,7 @@ fn session(i: usize) -> UserSession {
         issued_at: now,
         expires_at: now + 36_000,
         claims_refreshed_at: now,
+        idp: String::new(),
         devices: Vec::new(),
     }
 }

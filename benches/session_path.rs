@@ -29,6 +29,7 @@ fn session(id: &str) -> UserSession {
         issued_at: now,
         expires_at: now + 3600,
         claims_refreshed_at: now,
+        idp: String::new(),
         devices: Vec::new(),
     }
 }

@@ -77,11 +77,11 @@ pub(super) async fn route_callback(
         sid: session.id.clone(),
         exp: session.expires_at,
     };
-    let name = &auth.cookie.name;
-    let value = cookie::seal(session_key(auth), name, req.host, &handle);
+    let name = session_cookie(auth, &session.idp);
+    let value = cookie::seal(session_key(auth), &name, req.host, &handle);
     Reply::found(target.as_str()).with_cookie(cookie::set_cookie(
         &auth.cookie,
-        name,
+        &name,
         &value,
         session.ttl(now).as_secs(),
         false,

@@ -1,7 +1,7 @@
 //! Who a request is, in one order: its session cookie, else a Vallum bearer token (programmatic
 //! login), else, where the route's `bearer_token_format` admits one, a token the IdP issued.
 
-use super::{idp_bearer, programmatic, session_for, AuthState, SessionError};
+use super::{idp_bearer, programmatic, route_idp_keys, session_of, AuthState, SessionError};
 use crate::routes::route::Route;
 use crate::session::UserSession;
 use crate::snapshot::auth::Auth;
@@ -17,18 +17,21 @@ pub async fn identify(
     host: &str,
 ) -> Result<Option<Arc<UserSession>>, SessionError> {
     let cookies = crate::session::cookie::header(headers);
-    let from_cookie = session_for(auth, state, cookies.as_deref(), &auth.cookie.name, host).await?;
+    let keys = route_idp_keys(route);
+    let from_cookie = session_of(auth, state, cookies.as_deref(), &keys, host).await?;
     if from_cookie.is_some() {
         return unless_idle(state, from_cookie, route).await;
     }
     if let Some(token) = programmatic::bearer_token(headers) {
-        let session = programmatic::session_for_token(auth, state, token, host).await?;
+        let session = programmatic::session_for_token(auth, state, token, host)
+            .await?
+            .filter(|s| keys.contains(&s.idp.as_str()));
         return unless_idle(state, session, route).await;
     }
     Ok(match idp_bearer::idp_token(headers) {
         Some(t) => {
-            idp_bearer::session_for_idp_token(state, t, route.bearer, &route.access_token_audiences)
-                .await
+            let key = keys.first().copied().unwrap_or_default();
+            idp_bearer::session_for_idp_token(state, t, route, key).await
         }
         None => None,
     })

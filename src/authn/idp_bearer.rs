@@ -19,10 +19,39 @@ pub struct BearerCache {
     entries: DashMap<[u8; 32], (Arc<UserSession>, Instant)>,
 }
 
-fn digest(token: &str, format: BearerFormat, audiences: &[String]) -> [u8; 32] {
+impl BearerCache {
+    /// The identity a token (by digest) proved, while its cache entry lasts.
+    pub(super) fn get(&self, key: &[u8; 32]) -> Option<Arc<UserSession>> {
+        let e = self.entries.get(key)?;
+        (e.1 > Instant::now()).then(|| Arc::clone(&e.0))
+    }
+
+    /// Remembers a proven identity for `ttl`; past 100,000 entries the expired ones go first.
+    pub(super) fn put(&self, key: [u8; 32], session: &Arc<UserSession>, ttl: Duration) {
+        if self.entries.len() > 100_000 {
+            let t = Instant::now();
+            self.entries.retain(|_, e| e.1 > t);
+        }
+        self.entries
+            .insert(key, (Arc::clone(session), Instant::now() + ttl));
+    }
+}
+
+/// A short, stable, non-secret id for a bearer identity (its sessions are never stored).
+pub(super) fn bearer_id(key: &[u8; 32]) -> String {
+    let hex: String = key.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("bearer-{hex}")
+}
+
+pub(super) fn digest(
+    token: &str,
+    format: BearerFormat,
+    audiences: &[String],
+    idp_key: &str,
+) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    h.update(format!("{format:?}|{}|", audiences.join(",")).as_bytes());
+    h.update(format!("{format:?}|{}|{idp_key}|", audiences.join(",")).as_bytes());
     h.update(token.as_bytes());
     h.finalize().into()
 }
@@ -42,19 +71,18 @@ pub fn idp_token(headers: &http::HeaderMap) -> Option<&str> {
 pub async fn session_for_idp_token(
     state: &Arc<AuthState>,
     token: &str,
-    format: BearerFormat,
-    audiences: &[String],
+    route: &crate::routes::route::Route,
+    idp_key: &str,
 ) -> Option<Arc<UserSession>> {
-    if format == BearerFormat::Default {
+    let (format, audiences) = (route.bearer, route.access_token_audiences.as_slice());
+    if matches!(format, BearerFormat::Default | BearerFormat::Jwt) {
         return None;
     }
-    let key = digest(token, format, audiences);
-    if let Some(e) = state.bearer_cache.entries.get(&key) {
-        if e.1 > Instant::now() {
-            return Some(Arc::clone(&e.0));
-        }
+    let key = digest(token, format, audiences, idp_key);
+    if let Some(s) = state.bearer_cache.get(&key) {
+        return Some(s);
     }
-    let idp = state.idp.load_full()?;
+    let idp = state.idp.get(idp_key)?;
     let jwt = token.split('.').count() == 3;
     let verified = match format {
         BearerFormat::IdpIdentityToken => {
@@ -63,7 +91,7 @@ pub async fn session_for_idp_token(
         }
         BearerFormat::IdpAccessToken if jwt => idp.verify_jwt(token, audiences).await,
         BearerFormat::IdpAccessToken => idp.userinfo_claims(token).await,
-        BearerFormat::Default => return None,
+        BearerFormat::Default | BearerFormat::Jwt => return None,
     };
     let claims = match verified.and_then(|c| {
         crate::identity::check_claim_types(&c, &idp.settings().groups_claim).map(|()| c)
@@ -84,13 +112,7 @@ pub async fn session_for_idp_token(
         None => ttl,
     };
     let session = Arc::new(UserSession {
-        id: format!(
-            "bearer-{}",
-            key.iter()
-                .take(12)
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        ),
+        id: bearer_id(&key),
         user_id: str_claim("sub")?,
         email: str_claim("email"),
         name: str_claim("name"),
@@ -103,15 +125,9 @@ pub async fn session_for_idp_token(
         issued_at: now,
         expires_at: exp.unwrap_or(now + ttl.as_secs()),
         claims_refreshed_at: now,
+        idp: idp_key.to_string(),
         devices: Vec::new(),
     });
-    if state.bearer_cache.entries.len() > 100_000 {
-        let t = Instant::now();
-        state.bearer_cache.entries.retain(|_, e| e.1 > t);
-    }
-    state
-        .bearer_cache
-        .entries
-        .insert(key, (Arc::clone(&session), Instant::now() + ttl));
+    state.bearer_cache.put(key, &session, ttl);
     Some(session)
 }

@@ -122,12 +122,13 @@ pub(super) async fn backchannel(state: &Arc<AuthState>, req: &Request<'_>) -> Re
     let Some(token) = req.field("logout_token") else {
         return logout_error(StatusCode::BAD_REQUEST, "no logout_token");
     };
-    let Some(idp) = state.idp.load_full() else {
+    let providers = state.idp.all();
+    if providers.is_empty() {
         return logout_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "identity provider not discovered yet",
         );
-    };
+    }
     let refused = |reason: String| {
         tracing::warn!(reason = %reason, "back-channel logout token refused");
         state
@@ -137,9 +138,9 @@ pub(super) async fn backchannel(state: &Arc<AuthState>, req: &Request<'_>) -> Re
             .inc();
         logout_error(StatusCode::BAD_REQUEST, &reason)
     };
-    let claims = match idp.verify_logout_token(token).await {
+    let claims = match verify_with_any(&providers, token).await {
         Ok(c) => c,
-        Err(e) => return refused(e.to_string()),
+        Err(e) => return refused(e),
     };
     let (sub, sid, jti) = match check_logout_claims(&claims, unix_now()) {
         Ok(v) => v,
@@ -177,6 +178,27 @@ pub(super) async fn backchannel(state: &Arc<AuthState>, req: &Request<'_>) -> Re
     }
 }
 
+/// The logout token's claims, verified by the provider that issued it: those whose issuer is the
+/// token's `iss` are tried in turn (two clients of one IdP share an issuer; the audience tells
+/// them apart).
+async fn verify_with_any(
+    providers: &[(String, Arc<crate::identity::Provider>)],
+    token: &str,
+) -> Result<serde_json::Map<String, Value>, String> {
+    let iss = crate::identity::unverified_issuer(token).unwrap_or_default();
+    let mut last = format!("issuer {iss:?} is not a configured identity provider");
+    for (_, idp) in providers {
+        if idp.settings().issuer.as_str().trim_end_matches('/') != iss.trim_end_matches('/') {
+            continue;
+        }
+        match idp.verify_logout_token(token).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
 /// A front-channel logout request: `GET …/sign_out?iss=…&sid=…` from the IdP's logout page. `None`
 /// when the request has no `iss`/`sid` (a user's own sign-out: the confirmation page applies).
 pub(super) async fn frontchannel(state: &Arc<AuthState>, req: &Request<'_>) -> Option<Reply> {
@@ -184,11 +206,10 @@ pub(super) async fn frontchannel(state: &Arc<AuthState>, req: &Request<'_>) -> O
         return None;
     }
     let (iss, sid) = (req.param("iss")?, req.param("sid")?);
-    let idp = state.idp.load_full();
-    let issuer = idp
-        .as_ref()
-        .map(|i| i.settings().issuer.as_str().trim_end_matches('/'));
-    if issuer != Some(iss.trim_end_matches('/')) {
+    let known = state.idp.all().iter().any(|(_, i)| {
+        i.settings().issuer.as_str().trim_end_matches('/') == iss.trim_end_matches('/')
+    });
+    if !known {
         tracing::warn!(iss, "front-channel logout from an unknown issuer refused");
         return Some(req.answer.refuse(Refusal::sign_in(
             StatusCode::BAD_REQUEST,

@@ -7,6 +7,7 @@
 //! `app/.pomerium/callback/` → app cookie set → the original URL. A second app host finds the
 //! authenticate cookie and skips the IdP.
 
+mod chooser;
 mod device_page;
 mod handoff;
 mod identify;
@@ -21,10 +22,10 @@ pub mod signed;
 mod signout;
 mod user;
 pub mod webauthn;
+pub mod workload;
 
 use crate::clock::unix_now;
 use crate::crypto::{ct_eq, random_token};
-use crate::identity::Provider;
 use crate::respond::pages;
 use crate::respond::refusal::{Answer, Refusal};
 use crate::respond::reply::Reply;
@@ -32,7 +33,6 @@ use crate::routes::RouteTable;
 use crate::session::cookie::{self, Handle};
 use crate::session::{SessionStore, StoreError, UserSession};
 use crate::snapshot::auth::Auth;
-use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
 use http::StatusCode;
 pub use identify::identify;
@@ -52,10 +52,13 @@ const HANDOFF_TTL: u64 = 60;
 /// Process-wide sign-in state that outlives config reloads.
 pub struct AuthState {
     pub store: Arc<dyn SessionStore>,
-    pub idp: ArcSwapOption<Provider>,
+    /// Discovered sign-in providers, by key (empty: the global one).
+    pub idp: crate::identity::Providers,
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     /// Identities proven by IdP tokens presented as bearer tokens, for their remaining life.
     pub bearer_cache: idp_bearer::BearerCache,
+    /// Workload issuers' key sets (`identity_providers`), kept across reloads.
+    pub workload_keys: crate::identity::workload::WorkloadKeys,
     /// Sessions being refreshed, or whose refresh failed for now → earliest next attempt.
     refreshing: DashMap<String, u64>,
     /// When this node last recorded each session's activity (`session_idle_timeout`).
@@ -71,7 +74,8 @@ impl AuthState {
             store,
             metrics,
             bearer_cache: idp_bearer::BearerCache::default(),
-            idp: ArcSwapOption::empty(),
+            workload_keys: Default::default(),
+            idp: Default::default(),
             refreshing: DashMap::new(),
             activity: idle::Activity::default(),
         }
@@ -132,6 +136,129 @@ fn session_key<'a>(a: &'a Auth<'_>) -> &'a crate::crypto::Key {
 fn auth_cookie_name<'a>(a: &'a Auth<'_>) -> &'a str {
     &a.cookie.authenticate_name
 }
+
+/// The app-host cookie that holds sessions from provider `key` (empty: the global provider,
+/// whose cookie keeps Pomerium's name).
+pub fn session_cookie<'a>(a: &'a Auth<'_>, key: &str) -> std::borrow::Cow<'a, str> {
+    match key.is_empty() {
+        true => std::borrow::Cow::Borrowed(&a.cookie.name),
+        false => std::borrow::Cow::Owned(format!("{}_{key}", a.cookie.name)),
+    }
+}
+
+/// The authenticate-host cookie of provider `key`.
+fn auth_cookie<'a>(a: &'a Auth<'_>, key: &str) -> std::borrow::Cow<'a, str> {
+    match key.is_empty() {
+        true => std::borrow::Cow::Borrowed(auth_cookie_name(a)),
+        false => std::borrow::Cow::Owned(format!("{}_{key}", auth_cookie_name(a))),
+    }
+}
+
+/// The provider keys of a route (the global provider's when it has none of its own).
+pub fn route_idp_keys(route: &crate::routes::route::Route) -> Vec<&str> {
+    match route.idps.is_empty() {
+        true => vec![""],
+        false => route.idps.iter().map(|i| i.key.as_str()).collect(),
+    }
+}
+
+/// The provider keys of the routes serving the request's host, the global one first when any
+/// route there uses it: the `/.pomerium/` pages of a host read the sessions of those providers.
+fn host_idps(req: &Request<'_>) -> Vec<String> {
+    let host = req.host.split(':').next().unwrap_or(req.host);
+    let mut out: Vec<String> = Vec::new();
+    for r in req.routes.for_host(host) {
+        for k in route_idp_keys(r) {
+            if !out.iter().any(|o| o == k) {
+                out.push(k.to_string());
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(String::new());
+    }
+    out.sort_by_key(|k| !k.is_empty());
+    out
+}
+
+/// The session a request carries on a route host for any of `keys`' providers, in that order.
+async fn session_of(
+    auth: &Auth<'_>,
+    state: &Arc<AuthState>,
+    cookies: Option<&str>,
+    keys: &[&str],
+    host: &str,
+) -> Result<Option<Arc<UserSession>>, SessionError> {
+    for key in keys {
+        let name = session_cookie(auth, key);
+        if let Some(s) = session_for(auth, state, cookies, &name, host).await? {
+            if s.idp == *key {
+                return Ok(Some(s));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Every session the authenticate host's cookies hold, one per provider (global first).
+async fn auth_sessions(
+    auth: &Auth<'_>,
+    state: &Arc<AuthState>,
+    req: &Request<'_>,
+) -> Result<Vec<Arc<UserSession>>, SessionError> {
+    let mut keys = state.idp.keys();
+    if !keys.iter().any(String::is_empty) {
+        keys.push(String::new());
+    }
+    keys.sort_by_key(|k| !k.is_empty());
+    let mut out = Vec::new();
+    for key in keys {
+        let name = auth_cookie(auth, &key);
+        if let Some(s) = session_for(auth, state, req.cookies, &name, req.host).await? {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+/// The session of the request's host (`host_idps`).
+async fn host_session(
+    auth: &Auth<'_>,
+    state: &Arc<AuthState>,
+    req: &Request<'_>,
+) -> Result<Option<Arc<UserSession>>, SessionError> {
+    let idps = host_idps(req);
+    let keys: Vec<&str> = idps.iter().map(String::as_str).collect();
+    session_of(auth, state, req.cookies, &keys, req.host).await
+}
+
+/// The sign-in URL for a `/.pomerium/` page of the request's host.
+fn host_sign_in_url(auth: &Auth<'_>, req: &Request<'_>, original: &str) -> Url {
+    let idps = host_idps(req);
+    let keys: Vec<&str> = idps.iter().map(String::as_str).collect();
+    sign_in_url(auth, original, &keys)
+}
+
+/// The sign-in parameters that say which provider(s) the route signs in with: none for the
+/// global one, `idp` for one of its own, `idp_choices` for a choice. Not signed: they only
+/// choose where the user signs in, and the route checks the session's provider anyway.
+fn idp_params(keys: &[&str]) -> Vec<(&'static str, String)> {
+    match keys {
+        [] => vec![],
+        [""] => vec![],
+        [one] => vec![("idp", one.to_string())],
+        many => {
+            let keys: Vec<&str> = many
+                .iter()
+                .map(|k| if k.is_empty() { GLOBAL_CHOICE } else { k })
+                .collect();
+            vec![("idp_choices", keys.join(","))]
+        }
+    }
+}
+
+/// The global provider in an `idp_choices` list.
+const GLOBAL_CHOICE: &str = "global";
 
 /// A return target that is safe (`signed::safe_target`) and on a host one of the routes serves:
 /// a link for any other host could carry a user's sign-in hand-off there.
@@ -236,25 +363,38 @@ pub fn auth_age(s: &UserSession, now: u64) -> u64 {
 
 /// A sign-in that asks the IdP to authenticate the user afresh (`max_age`, `prompt=login`).
 /// `max_age` is a hint the user could strip: the route checks the age again either way.
-pub fn reauthenticate_url(auth: &Auth<'_>, original: &str, max: std::time::Duration) -> Url {
+pub fn reauthenticate_url(
+    auth: &Auth<'_>,
+    original: &str,
+    max: std::time::Duration,
+    session_idp: &str,
+) -> Url {
+    let max = max.as_secs().to_string();
+    let mut extra = vec![("max_age", max.as_str())];
+    if !session_idp.is_empty() {
+        extra.push(("idp", session_idp));
+    }
     signed::sign(
         &auth.shared_secret,
         &auth.authenticate_url,
         "/.pomerium/sign_in",
         original,
-        &[("max_age", &max.as_secs().to_string())],
+        &extra,
         unix_now(),
     )
 }
 
-/// Where to send a browser that needs to sign in: the signed sign-in URL.
-pub fn sign_in_url(auth: &Auth<'_>, original: &str) -> Url {
+/// Where to send a browser that needs to sign in: the signed sign-in URL, with the provider(s)
+/// of the route it came from.
+pub fn sign_in_url(auth: &Auth<'_>, original: &str, idps: &[&str]) -> Url {
+    let params = idp_params(idps);
+    let extra: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
     signed::sign(
         &auth.shared_secret,
         &auth.authenticate_url,
         "/.pomerium/sign_in",
         original,
-        &[],
+        &extra,
         unix_now(),
     )
 }

@@ -26,7 +26,7 @@ pub(super) async fn routes(
     req: &Request<'_>,
     json: bool,
 ) -> Reply {
-    let s = match session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await {
+    let s = match host_session(auth, state, req).await {
         Ok(s) => s,
         Err(e) => return req.answer.refuse(e.into()),
     };
@@ -37,7 +37,7 @@ pub(super) async fn routes(
                 .refuse(Refusal::SignInRequired { location: None });
         }
         let original = format!("{}://{}/.pomerium/routes", req.scheme, req.host);
-        return Reply::found(sign_in_url(auth, &original).as_str());
+        return Reply::found(host_sign_in_url(auth, req, &original).as_str());
     };
     let listed: Vec<Listed<'_>> = req
         .routes

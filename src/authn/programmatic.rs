@@ -87,7 +87,7 @@ pub(super) fn login_url(auth: &Auth<'_>, req: &Request<'_>) -> Reply {
         &[],
         unix_now(),
     );
-    let url = sign_in_url(auth, back.as_str());
+    let url = host_sign_in_url(auth, req, back.as_str());
     Reply::text(StatusCode::OK, bytes::Bytes::from(format!("{url}\n")))
 }
 
@@ -111,7 +111,7 @@ pub(super) async fn hand_token(
     let Some(mut to) = allowed_redirect(&target, &auth.programmatic_redirects) else {
         return bad_request(req, "the redirect target is not allowed");
     };
-    let session = match session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await {
+    let session = match host_session(auth, state, req).await {
         Ok(Some(s)) => s,
         Ok(None) => return bad_request(req, "not signed in; start again"),
         Err(e) => return req.answer.refuse(e.into()),

@@ -18,11 +18,21 @@ pub(super) fn maybe_refresh(
     session: &Arc<UserSession>,
     now: u64,
 ) {
-    let (Some(idp_settings), Some(_)) = (&auth.idp, &session.refresh_token) else {
+    if session.refresh_token.is_none() {
+        return;
+    }
+    // The global provider's settings are at hand; a route's own provider is looked up.
+    let interval = match session.idp.is_empty() {
+        true => auth.idp.as_ref().map(|i| i.refresh_claims_interval),
+        false => state
+            .idp
+            .get(&session.idp)
+            .map(|p| p.settings().refresh_claims_interval),
+    };
+    let Some(interval) = interval else {
         return;
     };
-    let claims_stale =
-        session.claims_refreshed_at + idp_settings.refresh_claims_interval.as_secs() <= now;
+    let claims_stale = session.claims_refreshed_at + interval.as_secs() <= now;
     let access_expiring = session.access_expires_at.is_some_and(|t| t <= now + 60);
     if !claims_stale && !access_expiring {
         return;
@@ -48,7 +58,7 @@ pub(super) fn maybe_refresh(
 }
 
 async fn refresh(state: &Arc<AuthState>, session: &UserSession) {
-    let Some(idp) = state.idp.load_full() else {
+    let Some(idp) = state.idp.get(&session.idp) else {
         return;
     };
     let Some(rt) = &session.refresh_token else {

@@ -20,6 +20,9 @@ struct Flow {
     /// authentication that recent.
     #[serde(default)]
     m: Option<u64>,
+    /// The provider's key (empty: the global one).
+    #[serde(default)]
+    p: String,
 }
 
 fn flow_cookie_name(a: &Auth<'_>, state: &str) -> String {
@@ -40,17 +43,24 @@ pub(super) async fn sign_in(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Reque
         return bad_request(req, "the sign-in link points nowhere Vallum serves");
     };
     let max_age = req.param("max_age").and_then(|v| v.parse::<u64>().ok());
-    // Already signed in at the authenticate host (recently enough, when a route asks): hand off
-    // straight away (single sign-on).
-    let name = auth_cookie_name(auth);
-    match session_for(auth, state, req.cookies, name, req.host).await {
+    let key = match (req.param("idp"), req.param("idp_choices")) {
+        (Some(k), _) => choice_key(k).to_string(),
+        (None, Some(list)) => {
+            return super::chooser::choose(auth, state, req, &target_url, list).await;
+        }
+        (None, None) => String::new(),
+    };
+    // Already signed in at the authenticate host with this provider (recently enough, when a
+    // route asks): hand off straight away (single sign-on).
+    let name = auth_cookie(auth, &key);
+    match session_for(auth, state, req.cookies, &name, req.host).await {
         Ok(Some(session)) if max_age.is_none_or(|m| auth_age(&session, now) <= m) => {
             return handoff(auth, &target_url, &session)
         }
         Ok(_) => {}
         Err(e) => return req.answer.refuse(e.into()),
     }
-    let Some(idp) = state.idp.load_full() else {
+    let Some(idp) = state.idp.get(&key) else {
         return req.answer.refuse(Refusal::sign_in(
             StatusCode::SERVICE_UNAVAILABLE,
             "Sign-in unavailable",
@@ -64,6 +74,7 @@ pub(super) async fn sign_in(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Reque
         t: target,
         i: now,
         m: max_age,
+        p: key,
     };
     let sealed = flow_key(auth).seal(
         &serde_json::to_vec(&flow).unwrap_or_default(),
@@ -101,7 +112,7 @@ pub(super) async fn sign_in(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Reque
         .with_label_values(&["started", ""])
         .inc();
     reply.with_cookie(cookie::set_cookie(
-        &flow_cookie_settings(auth),
+        &flow_cookie_settings(auth, idp.settings().form_post),
         &flow_cookie_name(auth, &flow.s),
         &sealed,
         FLOW_TTL,
@@ -113,12 +124,20 @@ pub(super) async fn sign_in(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Reque
 /// cross-site POST (`form_post`, Apple) needs it `SameSite=None` to come back with the answer,
 /// which browsers allow only on `Secure` cookies (so only with TLS). It is safe there: sealed,
 /// bound to this host, and worth nothing without the `state` the IdP sends back with it.
-fn flow_cookie_settings(auth: &Auth<'_>) -> crate::config::auth::CookieSettings {
+fn flow_cookie_settings(auth: &Auth<'_>, form_post: bool) -> crate::config::auth::CookieSettings {
     let mut c = auth.cookie.clone();
-    if c.secure && auth.idp.as_ref().is_some_and(|i| i.form_post) {
+    if c.secure && form_post {
         c.same_site = crate::config::auth::SameSite::None;
     }
     c
+}
+
+/// The provider key an `idp` parameter names (`global`: the global provider).
+pub(super) fn choice_key(v: &str) -> &str {
+    match v {
+        GLOBAL_CHOICE => "",
+        k => k,
+    }
 }
 
 /// Counts a sign-in that ended without a session, by a bounded reason.
@@ -203,8 +222,13 @@ async fn verified_flow(
     Ok((flow, clear))
 }
 
-/// A new session record from a verified sign-in.
-fn new_session(identity: crate::identity::Identity, now: u64, expires_at: u64) -> UserSession {
+/// A new session record from a verified sign-in with provider `idp`.
+fn new_session(
+    identity: crate::identity::Identity,
+    now: u64,
+    expires_at: u64,
+    idp: &str,
+) -> UserSession {
     UserSession {
         id: random_token(24),
         user_id: identity.user_id,
@@ -219,6 +243,7 @@ fn new_session(identity: crate::identity::Identity, now: u64, expires_at: u64) -
         issued_at: now,
         expires_at,
         claims_refreshed_at: now,
+        idp: idp.to_string(),
         devices: Vec::new(),
     }
 }
@@ -331,7 +356,7 @@ pub(super) async fn oauth_callback(
         failed(state, "bad_response");
         return bad_request(req, "missing code").with_cookie(clear);
     };
-    let Some(idp) = state.idp.load_full() else {
+    let Some(idp) = state.idp.get(&flow.p) else {
         failed(state, "idp_unavailable");
         return req.answer.refuse(Refusal::sign_in(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -357,7 +382,7 @@ pub(super) async fn oauth_callback(
         return bad_request(req, "invalid destination").with_cookie(clear);
     };
     let expires_at = now + auth.cookie.expire.as_secs();
-    let session = new_session(identity, now, expires_at);
+    let session = new_session(identity, now, expires_at, &flow.p);
     if let Err(refusal) = store_session(state, &session).await {
         return req.answer.refuse(refusal).with_cookie(clear);
     }
@@ -367,15 +392,15 @@ pub(super) async fn oauth_callback(
         .sign_ins
         .with_label_values(&["completed", ""])
         .inc();
-    let name = auth_cookie_name(auth);
+    let name = auth_cookie(auth, &flow.p);
     let handle = Handle {
         sid: session.id.clone(),
         exp: expires_at,
     };
     let auth_cookie = cookie::set_cookie(
         &auth.cookie,
-        name,
-        &cookie::seal(session_key(auth), name, req.host, &handle),
+        &name,
+        &cookie::seal(session_key(auth), &name, req.host, &handle),
         auth.cookie.expire.as_secs(),
         true,
     );

@@ -43,6 +43,9 @@ struct Logout {
     /// The session this sign-out ends: the link signs out that session and no other.
     #[serde(default)]
     sid: String,
+    /// Its provider's key: the provider whose end-session endpoint comes next.
+    #[serde(default)]
+    p: String,
 }
 
 fn logout_key(a: &Auth<'_>) -> crate::crypto::Key {
@@ -71,34 +74,33 @@ pub(super) async fn route_sign_out(
     if let Some(reply) = super::logout::frontchannel(state, req).await {
         return reply;
     }
-    let name = auth.cookie.name.clone();
-    let session = match session_for(auth, state, req.cookies, &name, req.host).await {
-        Ok(s) => s,
-        Err(e) => return req.answer.refuse(e.into()),
-    };
-    if let Some(reply) = confirm_sign_out(auth, session.as_deref(), req) {
+    // Every session this host's cookies hold (one per provider its routes use) ends.
+    let mut sessions = Vec::new();
+    let mut names = Vec::new();
+    for key in host_idps(req) {
+        let name = session_cookie(auth, &key).into_owned();
+        match session_for(auth, state, req.cookies, &name, req.host).await {
+            Ok(Some(s)) => sessions.push(s),
+            Ok(None) => {}
+            Err(e) => return req.answer.refuse(e.into()),
+        }
+        names.push(name);
+    }
+    if let Some(reply) = confirm_sign_out(auth, sessions.first().map(|s| &**s), req) {
         return reply;
     }
     let mut extra = Vec::new();
-    if let Some(s) = &session {
-        if let Err(e) = state.store.delete(&s.id).await {
-            tracing::error!(error = %e, "cannot delete the session");
-            return req.answer.refuse(Refusal::sign_in(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Sign-out failed",
-                "the session store is unavailable; try again",
-            ));
+    for s in &sessions {
+        if let Err(e) = end(state, req, s).await {
+            return e;
         }
-        tracing::info!(user = %s.user_id, session_id = %s.id, "signed out");
-        state
-            .metrics
-            .sessions_ended
-            .with_label_values(&["sign_out"])
-            .inc();
+    }
+    if let Some(s) = sessions.first() {
         let l = Logout {
             id_token: s.id_token.clone(),
             exp: unix_now() + signed::VALIDITY_SECS,
             sid: s.id.clone(),
+            p: s.idp.clone(),
         };
         extra.push(logout_key(auth).seal(
             &serde_json::to_vec(&l).unwrap_or_default(),
@@ -117,7 +119,29 @@ pub(super) async fn route_sign_out(
         &extra_pairs,
         unix_now(),
     );
-    Reply::found(url.as_str()).with_cookie(cookie::set_cookie(&auth.cookie, &name, "", 0, false))
+    names.iter().fold(Reply::found(url.as_str()), |r, name| {
+        r.with_cookie(cookie::set_cookie(&auth.cookie, name, "", 0, false))
+    })
+}
+
+/// Deletes one session (every copy of its cookie stops working); `Err` is the answer when the
+/// store cannot.
+async fn end(state: &AuthState, req: &Request<'_>, s: &UserSession) -> Result<(), Reply> {
+    if let Err(e) = state.store.delete(&s.id).await {
+        tracing::error!(error = %e, "cannot delete the session");
+        return Err(req.answer.refuse(Refusal::sign_in(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign-out failed",
+            "the session store is unavailable; try again",
+        )));
+    }
+    tracing::info!(user = %s.user_id, session_id = %s.id, "signed out");
+    state
+        .metrics
+        .sessions_ended
+        .with_label_values(&["sign_out"])
+        .inc();
+    Ok(())
 }
 
 /// Sign-out on the authenticate host: clears its cookie, ends its session, and goes to the IdP's
@@ -131,8 +155,7 @@ pub(super) async fn authenticate_sign_out(
         return reply;
     }
     let now = unix_now();
-    let name = auth_cookie_name(auth);
-    let session = match session_for(auth, state, req.cookies, name, req.host).await {
+    let sessions = match auth_sessions(auth, state, req).await {
         Ok(s) => s,
         Err(e) => return req.answer.refuse(e.into()),
     };
@@ -141,25 +164,25 @@ pub(super) async fn authenticate_sign_out(
         .and_then(|v| logout_key(auth).open(v, format!("logout|{}", req.host).as_bytes()))
         .and_then(|b| serde_json::from_slice::<Logout>(&b).ok())
         .filter(|l| l.exp > now);
-    // A signed link skips the confirmation only for the session it was made for: anyone can
+    // A signed link skips the confirmation only for a session it was made for: anyone can
     // get a signed link (an anonymous sign-out makes one), and a victim's browser sent to it
     // must not lose its session to a cross-site request.
-    let bound = match (&session, &logout) {
-        (Some(s), Some(l)) => ct_eq(&l.sid, &s.id),
-        (Some(_), None) => false,
-        (None, _) => true,
+    let bound = match &logout {
+        Some(l) => sessions.is_empty() || sessions.iter().any(|s| ct_eq(&l.sid, &s.id)),
+        None => sessions.is_empty(),
     };
     let signed = signed::verify(&auth.shared_secret, "/.pomerium/sign_out", &req.query, now);
-    let (target, mut id_token) = match signed {
-        Ok(t) if bound => (t, logout.map(|l| l.id_token)),
+    let (target, mut ended) = match signed {
+        Ok(t) if bound => (t, logout.map(|l| (l.id_token, l.p))),
         _ => {
-            if let Some(reply) = confirm_sign_out(auth, session.as_deref(), req) {
+            if let Some(reply) = confirm_sign_out(auth, sessions.first().map(|s| &**s), req) {
                 return reply;
             }
             (signed_out_url(auth), None)
         }
     };
-    if let Some(s) = &session {
+    let mut clear = Vec::new();
+    for s in &sessions {
         if state.store.delete(&s.id).await.is_ok() {
             state
                 .metrics
@@ -167,17 +190,32 @@ pub(super) async fn authenticate_sign_out(
                 .with_label_values(&["sign_out"])
                 .inc();
         }
-        id_token = id_token.or_else(|| Some(s.id_token.clone()));
+        ended = ended.or_else(|| Some((s.id_token.clone(), s.idp.clone())));
+        let name = auth_cookie(auth, &s.idp);
+        clear.push(cookie::set_cookie(&auth.cookie, &name, "", 0, true));
     }
-    let clear = cookie::set_cookie(&auth.cookie, name, "", 0, true);
+    if clear.is_empty() {
+        clear.push(cookie::set_cookie(
+            &auth.cookie,
+            auth_cookie_name(auth),
+            "",
+            0,
+            true,
+        ));
+    }
+    let with_clear = |r: Reply| clear.iter().fold(r, |r, c| r.with_cookie(c.clone()));
     // The target is the configured `signout_redirect_url` or the signed-out page, never built
     // from a request's `Host`.
     let Some(target) = signed::safe_target(&target) else {
-        return bad_request(req, "invalid sign-out destination").with_cookie(clear);
+        return with_clear(bad_request(req, "invalid sign-out destination"));
     };
-    let idp_logout = match (state.idp.load_full(), id_token) {
-        (Some(idp), Some(t)) => idp.end_session_url(&t, &target),
-        _ => None,
-    };
-    Reply::found(idp_logout.as_ref().unwrap_or(&target).as_str()).with_cookie(clear)
+    let idp_logout = ended.and_then(|(token, key)| {
+        state
+            .idp
+            .get(&key)
+            .and_then(|idp| idp.end_session_url(&token, &target))
+    });
+    with_clear(Reply::found(
+        idp_logout.as_ref().unwrap_or(&target).as_str(),
+    ))
 }

@@ -10,7 +10,7 @@ async fn route_session(
     state: &Arc<AuthState>,
     req: &Request<'_>,
 ) -> Result<Arc<UserSession>, Box<Reply>> {
-    let found = match session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await {
+    let found = match host_session(auth, state, req).await {
         Ok(None) => match req.bearer {
             Some(t) => super::programmatic::session_for_token(auth, state, t, req.host)
                 .await
@@ -50,7 +50,7 @@ pub(super) async fn user_json(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Req
 
 /// `/.pomerium/`: who you are signed in as. Never shows tokens (Pomerium's CVE-2024-39315).
 pub(super) async fn user_page(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
-    let s = match session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await {
+    let s = match host_session(auth, state, req).await {
         Ok(s) => s,
         Err(e) => return req.answer.refuse(e.into()),
     };
@@ -61,7 +61,7 @@ pub(super) async fn user_page(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Req
                 .refuse(Refusal::SignInRequired { location: None });
         }
         let original = format!("{}://{}/.pomerium/", req.scheme, req.host);
-        return Reply::found(sign_in_url(auth, &original).as_str());
+        return Reply::found(host_sign_in_url(auth, req, &original).as_str());
     };
     let e = pages::escape;
     let mut claims: Vec<(&String, &serde_json::Value)> = s

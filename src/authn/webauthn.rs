@@ -202,8 +202,7 @@ pub async fn authenticate_page(
     req: &Request<'_>,
 ) -> Reply {
     let device_types = auth.device_types.as_slice();
-    let name = auth_cookie_name(auth);
-    let session = match session_for(auth, state, req.cookies, name, req.host).await {
+    let session = match auth_sessions(auth, state, req).await.map(|v| v.into_iter().next()) {
         Ok(Some(s)) => s,
         Ok(None) => {
             return req.answer.refuse(Refusal::sign_in(StatusCode::UNAUTHORIZED, "Sign in first", "Devices belong to a signed-in user. Open the application again to sign in, then come back."))
@@ -460,11 +459,11 @@ async fn authenticate_finish(
 /// `/.pomerium/webauthn` on a route host: GET goes to the authenticate host's page; POST
 /// `action=unregister` (from the user page) removes a device.
 pub async fn route_page(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
-    let session = match session_for(auth, state, req.cookies, &auth.cookie.name, req.host).await {
+    let session = match host_session(auth, state, req).await {
         Ok(Some(s)) => s,
         Ok(None) => {
             let original = format!("{}://{}/.pomerium/", req.scheme, req.host);
-            return Reply::found(sign_in_url(auth, &original).as_str());
+            return Reply::found(host_sign_in_url(auth, req, &original).as_str());
         }
         Err(_) => return req.answer.refuse(Refusal::StoreUnavailable),
     };

@@ -107,6 +107,8 @@ pub enum BearerFormat {
     IdpAccessToken,
     /// An ID token from the IdP, checked against its keys with this client as audience.
     IdpIdentityToken,
+    /// A JWT from one of the `identity_providers` (workload identities).
+    Jwt,
 }
 
 pub fn bearer_format(v: Option<&str>, path: &str, errs: &mut Errors) -> Option<BearerFormat> {
@@ -114,10 +116,11 @@ pub fn bearer_format(v: Option<&str>, path: &str, errs: &mut Errors) -> Option<B
         "default" => Some(BearerFormat::Default),
         "idp_access_token" => Some(BearerFormat::IdpAccessToken),
         "idp_identity_token" => Some(BearerFormat::IdpIdentityToken),
+        "jwt" => Some(BearerFormat::Jwt),
         other => {
             errs.push(
                 path,
-                format!("unknown value {other:?}; expected default, idp_access_token or idp_identity_token"),
+                format!("unknown value {other:?}; expected default, idp_access_token, idp_identity_token or jwt"),
             );
             None
         }

@@ -43,17 +43,7 @@ pub(super) fn compile_idp(
         .clone()
         .unwrap_or_else(|| "oidc".into())
         .to_ascii_lowercase();
-    if ![
-        "oidc", "google", "okta", "auth0", "azure", "keycloak", "onelogin", "ping", "cognito",
-        "gitlab", "github", "apple",
-    ]
-    .contains(&provider.as_str())
-    {
-        errs.push(
-            "idp_provider",
-            format!("{provider:?} is not supported; use oidc (any OpenID Connect provider with discovery), github, or apple, google, gitlab, okta, auth0, azure, cognito, onelogin, ping, keycloak"),
-        );
-    }
+    check_provider(&provider, "idp_provider", errs);
     let issuer = issuer(raw, &provider, errs);
     let client_id = raw.idp_client_id.clone().unwrap_or_default();
     if client_id.is_empty() {
@@ -94,8 +84,38 @@ pub(super) fn compile_idp(
     })
 }
 
+/// The `idp_provider` values Vallum signs in with.
+pub(super) fn check_provider(provider: &str, key: &str, errs: &mut Errors) {
+    if ![
+        "oidc", "google", "okta", "auth0", "azure", "keycloak", "onelogin", "ping", "cognito",
+        "gitlab", "github", "apple",
+    ]
+    .contains(&provider)
+    {
+        errs.push(
+            key,
+            format!("{provider:?} is not supported; use oidc (any OpenID Connect provider with discovery), github, or apple, google, gitlab, okta, auth0, azure, cognito, onelogin, ping, keycloak"),
+        );
+    }
+}
+
 /// `idp_provider_url`, or the provider's well-known one.
 fn issuer(raw: &RawSettings, provider: &str, errs: &mut Errors) -> Option<Url> {
+    issuer_url(
+        raw.idp_provider_url.as_deref(),
+        provider,
+        "idp_provider_url",
+        errs,
+    )
+}
+
+/// An issuer URL as given, else the provider's well-known one.
+pub(super) fn issuer_url(
+    given: Option<&str>,
+    provider: &str,
+    key: &str,
+    errs: &mut Errors,
+) -> Option<Url> {
     let known = match provider {
         "google" => Some("https://accounts.google.com"),
         "gitlab" => Some("https://gitlab.com"),
@@ -103,12 +123,12 @@ fn issuer(raw: &RawSettings, provider: &str, errs: &mut Errors) -> Option<Url> {
         "apple" => Some("https://appleid.apple.com"),
         _ => None,
     };
-    match (raw.idp_provider_url.as_deref(), known) {
+    match (given, known) {
         (Some(u), _) => match Url::parse(u) {
             Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Some(u),
             _ => {
                 errs.push(
-                    "idp_provider_url",
+                    key,
                     "must be the provider's issuer URL, e.g. https://accounts.google.com",
                 );
                 None
@@ -117,7 +137,7 @@ fn issuer(raw: &RawSettings, provider: &str, errs: &mut Errors) -> Option<Url> {
         (None, Some(k)) => Url::parse(k).ok(),
         (None, None) => {
             errs.push(
-                "idp_provider_url",
+                key,
                 "required: the OpenID Connect issuer URL (discovery is read from it)",
             );
             None
@@ -131,16 +151,7 @@ fn scopes(raw: &RawSettings, provider: &str, errs: &mut Errors) -> Vec<String> {
         .idp_scopes
         .as_ref()
         .map(|s| s.0.clone())
-        .unwrap_or_else(|| {
-            let d: &[&str] = match provider {
-                // GitHub's OAuth scopes: the e-mail list and team membership.
-                "github" => &["user:email", "read:org"],
-                // Apple's; `openid` is always sent.
-                "apple" => &["name", "email"],
-                _ => &["openid", "profile", "email", "offline_access"],
-            };
-            d.iter().map(|s| s.to_string()).collect()
-        });
+        .unwrap_or_else(|| default_scopes(provider));
     let oidc_scoped = !matches!(provider, "github" | "apple");
     if oidc_scoped && !scopes.iter().any(|s| s == "openid") {
         errs.push("idp_scopes", "must include openid");
@@ -148,14 +159,34 @@ fn scopes(raw: &RawSettings, provider: &str, errs: &mut Errors) -> Vec<String> {
     scopes
 }
 
+/// The provider's scopes when `idp_scopes` names none (Pomerium's defaults).
+pub(super) fn default_scopes(provider: &str) -> Vec<String> {
+    let d: &[&str] = match provider {
+        // GitHub's OAuth scopes: the e-mail list and team membership.
+        "github" => &["user:email", "read:org"],
+        // Apple's; `openid` is always sent.
+        "apple" => &["name", "email"],
+        _ => &["openid", "profile", "email", "offline_access"],
+    };
+    d.iter().map(|s| s.to_string()).collect()
+}
+
 /// `idp_request_params`; Apple answers only by posting to the callback (Pomerium sets
 /// `response_mode=form_post` for it too).
 fn request_params(raw: &RawSettings, provider: &str) -> Vec<(String, String)> {
-    let mut params: Vec<(String, String)> = raw
+    let params: Vec<(String, String)> = raw
         .idp_request_params
         .iter()
         .map(|(k, v)| (k.clone(), v.0.clone()))
         .collect();
+    with_provider_params(params, provider)
+}
+
+/// Apple answers only by posting to the callback.
+pub(super) fn with_provider_params(
+    mut params: Vec<(String, String)>,
+    provider: &str,
+) -> Vec<(String, String)> {
     if provider == "apple" && !params.iter().any(|(k, _)| k == "response_mode") {
         params.push(("response_mode".into(), "form_post".into()));
     }

@@ -6,7 +6,6 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 /// Global keys Pomerium has and Vallum does not implement yet.
 pub const POMERIUM_GLOBAL_UNSUPPORTED: &[&str] = &[
-    "identity_providers",
     "certificate_authority",
     "certificate_authority_file",
     "override_certificate_name",
@@ -37,9 +36,6 @@ pub const POMERIUM_ROUTE_UNSUPPORTED: &[&str] = &[
     "kubernetes_service_account_token_file",
     "tls_upstream_allow_renegotiation",
     "tls_downstream_server_name",
-    "idp_client_id",
-    "idp_client_secret",
-    "identity_providers",
     "show_error_details",
     "depends_on",
     "mcp",

@@ -22,9 +22,11 @@ pub mod otel;
 pub mod pem;
 pub mod postgres;
 pub mod raw;
+pub mod route_idp;
 pub mod secret;
 pub mod settings;
 pub mod storage;
+pub mod workload;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use settings::Settings;

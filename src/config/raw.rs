@@ -145,6 +145,8 @@ pub struct RawSettings {
     pub jwt_issuer_format: Option<String>,
     pub bearer_token_format: Option<String>,
     pub idp_access_token_allowed_audiences: Option<Vec<String>>,
+    /// Issuers of workload JWTs (`bearer_token_format: jwt`), by name.
+    pub identity_providers: Option<BTreeMap<String, super::workload::RawWorkloadIssuer>>,
     /// Vallum extension: a session unused this long ends (`0s`: never).
     pub session_idle_timeout: Option<GoDuration>,
     pub programmatic_redirect_domain_whitelist: Option<Vec<String>>,
@@ -251,6 +253,16 @@ pub struct RawRoute {
     /// Vallum extension: the user must have signed in at the IdP within this long.
     pub max_auth_age: Option<GoDuration>,
     pub idp_access_token_allowed_audiences: Option<Vec<String>>,
+    /// Which of the global `identity_providers` a `jwt` route accepts (unset: all).
+    pub identity_providers: Option<Vec<String>>,
+    /// This route's own sign-in provider, over the global one's keys.
+    pub idp_provider: Option<String>,
+    pub idp_provider_url: Option<String>,
+    pub idp_client_id: Option<String>,
+    pub idp_client_secret: Option<Secret>,
+    pub idp_client_secret_file: Option<String>,
+    /// Vallum extension: several sign-in providers, chosen by the user on a sign-in page.
+    pub idp_choices: Option<Vec<super::route_idp::RawIdpChoice>>,
     /// Vallum extension: a session unused this long ends (`0s`: never).
     pub session_idle_timeout: Option<GoDuration>,
     // Access keys.

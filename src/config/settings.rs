@@ -113,6 +113,8 @@ pub struct Settings {
     pub device_types: Vec<super::devices::DeviceType>,
     /// How upstream host names are resolved (`dns_*`).
     pub dns: super::dns::DnsSettings,
+    /// `identity_providers`: issuers of workload JWTs, by name.
+    pub workload_issuers: Vec<std::sync::Arc<super::workload::WorkloadIssuer>>,
     /// Things worth saying that do not stop the config from loading.
     pub warnings: Vec<String>,
 }
@@ -298,6 +300,7 @@ pub fn compile(
         ops,
         otel: super::otel::compile(raw, errs),
         forward_auth: super::forward_auth::compile(raw, errs),
+        workload_issuers: super::workload::compile(raw.identity_providers.as_ref(), errs),
         branding,
         client_ca,
         device_types,

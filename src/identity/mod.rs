@@ -7,6 +7,11 @@ pub mod bounded;
 mod github;
 mod oidc;
 mod provider;
+mod registry;
+pub mod workload;
 
-pub use oidc::{check_claim_types, groups_from, Identity, IdpError, Oidc, PROTOCOL_CLAIMS};
+pub use oidc::{
+    check_claim_types, groups_from, unverified_issuer, Identity, IdpError, Oidc, PROTOCOL_CLAIMS,
+};
 pub use provider::Provider;
+pub use registry::Providers;

@@ -527,6 +527,11 @@ fn jwt_payload(jwt: &str) -> Option<Map<String, Value>> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// A JWT's `iss`, unverified: only to choose which provider verifies it.
+pub fn unverified_issuer(jwt: &str) -> Option<String> {
+    jwt_payload(jwt)?.get("iss")?.as_str().map(str::to_string)
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = Vec::new();
     let mut cur = e.source();

@@ -35,6 +35,10 @@ pub enum Reason {
     SessionIdle,
     /// The user authenticated at the IdP longer ago than the route's `max_auth_age`.
     ReauthenticationRequired,
+    /// A workload bearer token (`bearer_token_format: jwt`) that did not verify.
+    InvalidBearerToken,
+    /// A workload bearer token and a session cookie on one request.
+    AmbiguousCredentials,
 }
 
 impl Reason {
@@ -63,6 +67,8 @@ impl Reason {
             Reason::DeviceUnauthorized => "device-unauthorized",
             Reason::SessionIdle => "session-idle",
             Reason::ReauthenticationRequired => "reauthentication-required",
+            Reason::InvalidBearerToken => "invalid-bearer-token",
+            Reason::AmbiguousCredentials => "ambiguous-credentials",
         }
     }
 

@@ -4,6 +4,7 @@
 use super::target::Addressed;
 use super::{Gateway, RequestCtx};
 use crate::authn;
+use crate::config::auth::BearerFormat;
 use crate::policy::{Decision, Input, Reason};
 use crate::respond::refusal::{Format, Refusal};
 use crate::routes::route::{Access, Route};
@@ -50,13 +51,34 @@ pub async fn decide(
     };
     // Browser or API client matters only for a refusal: read `Accept` then, not on every request.
     let format = || Format::of(session.headers);
-    let identity = match snap.auth() {
-        Some(auth) if wants_identity(route) => {
+    let workload_token = match route.bearer {
+        BearerFormat::Jwt if wants_identity(route) => authn::idp_bearer::idp_token(session.headers),
+        _ => None,
+    };
+    let identity = match (snap.auth(), workload_token) {
+        (auth, Some(token)) => {
+            let who =
+                authn::workload::identify(auth.as_ref(), &gw.auth, session.headers, route, token);
+            match who.await {
+                Ok(s) => Some(s),
+                Err(refusal) => {
+                    ended(
+                        None,
+                        match refusal {
+                            Refusal::AmbiguousCredentials => Reason::AmbiguousCredentials,
+                            _ => Reason::InvalidBearerToken,
+                        },
+                    );
+                    return Err(refusal);
+                }
+            }
+        }
+        (Some(auth), None) if wants_identity(route) => {
             match authn::identify(&auth, &gw.auth, session.headers, route, &at.host_full).await {
                 Ok(identity) => identity,
                 Err(authn::SessionError::Idle) => {
                     ended(None, Reason::SessionIdle);
-                    return Err(need_login(snap, at, format()));
+                    return Err(need_login(snap, route, at, format()));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -66,7 +88,7 @@ pub async fn decide(
     if let (Some(max), Some(s)) = (route.max_auth_age, identity.as_deref()) {
         if authn::auth_age(s, crate::clock::unix_now()) > max.as_secs() {
             ended(Some(s), Reason::ReauthenticationRequired);
-            return Err(reauthenticate(snap, at, format(), max));
+            return Err(reauthenticate(snap, at, format(), max, &s.idp));
         }
     }
     let Access::Policy(policy) = &route.access else {
@@ -104,7 +126,14 @@ pub async fn decide(
     );
     match decision {
         Decision::Allow => Ok(identity),
-        Decision::NeedLogin => Err(need_login(snap, at, format())),
+        Decision::NeedLogin if route.bearer == BearerFormat::Jwt => {
+            let f = format();
+            match snap.auth() {
+                Some(_) if f == Format::Html => Err(need_login(snap, route, at, f)),
+                _ => Err(Refusal::BearerRequired),
+            }
+        }
+        Decision::NeedLogin => Err(need_login(snap, route, at, format())),
         Decision::Deny { reasons } => Err(refusal_for(snap, route, at, format(), reasons)),
     }
 }
@@ -206,7 +235,7 @@ fn refusal_for(
 }
 
 /// Anonymous on a route that needs a user: browsers are sent to sign in, API clients get 401.
-fn need_login(snap: &Snapshot, at: &Addressed, format: Format) -> Refusal {
+fn need_login(snap: &Snapshot, route: &Route, at: &Addressed, format: Format) -> Refusal {
     let Some(auth) = snap.auth() else {
         return Refusal::SignInNotConfigured;
     };
@@ -215,7 +244,9 @@ fn need_login(snap: &Snapshot, at: &Addressed, format: Format) -> Refusal {
     }
     match return_url(at) {
         Ok(original) => Refusal::SignInRequired {
-            location: Some(authn::sign_in_url(&auth, &original).to_string()),
+            location: Some(
+                authn::sign_in_url(&auth, &original, &authn::route_idp_keys(route)).to_string(),
+            ),
         },
         Err(r) => r,
     }
@@ -228,10 +259,13 @@ fn reauthenticate(
     at: &Addressed,
     format: Format,
     max: std::time::Duration,
+    session_idp: &str,
 ) -> Refusal {
     let location = match (snap.auth(), format) {
         (Some(auth), Format::Html) => match return_url(at) {
-            Ok(original) => Some(authn::reauthenticate_url(&auth, &original, max).to_string()),
+            Ok(original) => {
+                Some(authn::reauthenticate_url(&auth, &original, max, session_idp).to_string())
+            }
             Err(r) => return r,
         },
         _ => None,
@@ -273,6 +307,7 @@ mod tests {
             issued_at: 0,
             expires_at: u64::MAX,
             claims_refreshed_at: 0,
+            idp: String::new(),
             devices: Vec::new(),
         }
     }

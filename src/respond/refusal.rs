@@ -77,6 +77,15 @@ pub enum Refusal {
     StoreUnavailable,
     /// Two different live sessions for one host (a cookie planted from a sibling domain).
     AmbiguousSession,
+    /// A workload bearer token and a session cookie on one request: which one speaks is not
+    /// guessed.
+    AmbiguousCredentials,
+    /// A bearer token the route's `bearer_token_format: jwt` could not verify (the reason goes
+    /// to the log; the client learns only that it was refused).
+    BearerRejected,
+    /// No credential on a route that takes workload bearer tokens, from a client that cannot
+    /// sign in (an API client, or a gateway without sign-in).
+    BearerRequired,
     FormTooLarge,
     BodyTimeout,
     BodyUnreadable,
@@ -120,7 +129,7 @@ impl Refusal {
         let code = match self {
             Malformed(_) | UnderscoreHeader | BadPath(_) | BadHost | HostMismatch | TunnelOnly
             | UpgradeNotAllowed | BadRedirect | BodyUnreadable | AmbiguousSession
-            | VerifyRequest(_) => 400,
+            | AmbiguousCredentials | VerifyRequest(_) => 400,
             TooManyHeaders | HeadersTooLarge => 431,
             SignInRateLimited => 429,
             AuthenticateOnly | NotFound | NoRoute => 404,
@@ -133,7 +142,10 @@ impl Refusal {
             SignInRequired { location: Some(_) }
             | DeviceRequired { location: Some(_) }
             | ReauthenticationRequired { location: Some(_) } => 302,
-            SignInRequired { location: None } | ReauthenticationRequired { location: None } => 401,
+            SignInRequired { location: None }
+            | ReauthenticationRequired { location: None }
+            | BearerRejected
+            | BearerRequired => 401,
             DeviceRequired { location: None } => 450,
             UrlTooLong => 414,
             NoHealthyUpstream | StoreUnavailable | UpstreamOverloaded => 503,
@@ -196,6 +208,11 @@ impl Refusal {
             AmbiguousSession => {
                 "this request carries two different sessions for this site; clear its cookies and sign in again"
             }
+            AmbiguousCredentials => {
+                "this request carries both a bearer token and a session cookie; send only one"
+            }
+            BearerRejected => "the bearer token was not accepted",
+            BearerRequired => "this route needs a bearer token",
             FormTooLarge => "form too large",
             BodyTimeout => "the request body did not arrive in time",
             BodyUnreadable => "cannot read the request body",
@@ -236,6 +253,7 @@ impl Refusal {
             Refusal::Forbidden(_) => "forbidden".into(),
             Refusal::ClientCertificate(r) => r.as_str().into(),
             Refusal::SignInRequired { .. } => "user-unauthenticated".into(),
+            Refusal::BearerRejected => "invalid_token".into(),
             Refusal::ReauthenticationRequired { .. } => "reauthentication-required".into(),
             Refusal::DeviceRequired { .. } => "device-unauthenticated".into(),
             other => other.message(),
@@ -322,6 +340,14 @@ impl Answer<'_> {
         };
         if refusal == Refusal::SignInRateLimited {
             reply = reply.with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        let challenge = match refusal {
+            Refusal::BearerRejected => Some("Bearer error=\"invalid_token\""),
+            Refusal::BearerRequired => Some("Bearer"),
+            _ => None,
+        };
+        if let Some(c) = challenge {
+            reply = reply.with_header(http::header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
         }
         reply.close = refusal.closes();
         reply

@@ -50,6 +50,14 @@ pub fn compile(
     let id = route_id(raw, index);
 
     let (bearer, session_idle) = session_options(raw, &p, auth, &mut e);
+    let idps = route_idps(raw, base, auth, &mut ctx.files, &mut e);
+    let workload_issuers = crate::config::workload::for_route(
+        raw.identity_providers.as_deref(),
+        bearer == crate::config::auth::BearerFormat::Jwt,
+        &ctx.settings.workload_issuers,
+        &p("identity_providers"),
+        &mut e,
+    );
     let breaker = match &raw.circuit_breaker_thresholds {
         Some(c) => crate::config::breaker::compile(c, &p("circuit_breaker_thresholds"), &mut e),
         None => ctx.settings.circuit_limits,
@@ -85,6 +93,8 @@ pub fn compile(
             .clone()
             .or_else(|| auth.map(|a| a.access_token_audiences.clone()))
             .unwrap_or_default(),
+        workload_issuers,
+        idps,
         session_idle,
         max_auth_age,
         breaker,
@@ -314,7 +324,9 @@ fn compile_access(raw: &RawRoute, base: &str, ctx: &mut Ctx<'_>, e: &mut Errors)
         }
     }
     ctx.needs_sign_in |= policy.needs_identity();
-    if policy.needs_identity() && ctx.settings.auth.is_none() {
+    // A route that takes workload tokens has its users without anyone signing in.
+    let workloads = raw.bearer_token_format.as_deref() == Some("jwt");
+    if policy.needs_identity() && ctx.settings.auth.is_none() && !workloads {
         e.push(
             base.to_string(),
             "this route's access rules need a signed-in user: set authenticate_service_url and the idp_* keys",
@@ -424,6 +436,40 @@ fn session_options(
     )
     .unwrap_or_else(|| auth.and_then(|a| a.idle_timeout));
     (bearer, idle)
+}
+
+/// The route's own sign-in providers (`idp_*` overrides or `idp_choices`), which need the
+/// sign-in settings.
+fn route_idps(
+    raw: &RawRoute,
+    base: &str,
+    auth: Option<&crate::config::auth::AuthSettings>,
+    files: &mut Vec<std::path::PathBuf>,
+    e: &mut Errors,
+) -> Arc<[Arc<crate::config::route_idp::RouteIdp>]> {
+    let own = crate::config::route_idp::RawIdpChoice {
+        name: None,
+        idp_provider: raw.idp_provider.clone(),
+        idp_provider_url: raw.idp_provider_url.clone(),
+        idp_client_id: raw.idp_client_id.clone(),
+        idp_client_secret: raw.idp_client_secret.clone(),
+        idp_client_secret_file: raw.idp_client_secret_file.clone(),
+    };
+    let idps = crate::config::route_idp::compile(
+        &own,
+        raw.idp_choices.as_deref(),
+        auth.and_then(|a| a.idp.as_ref()),
+        base,
+        files,
+        e,
+    );
+    if !idps.is_empty() && auth.is_none() {
+        e.push(
+            format!("{base}.idp_client_id"),
+            "a route's own identity provider needs the sign-in settings (authenticate_service_url)",
+        );
+    }
+    idps
 }
 
 /// What the routes portal shows of the route.

@@ -284,6 +284,12 @@ pub struct Route {
     pub bearer: crate::config::auth::BearerFormat,
     /// Audiences accepted in IdP access tokens (`idp_access_token_allowed_audiences`).
     pub access_token_audiences: Vec<String>,
+    /// The sign-in providers this route accepts, in the order the sign-in page lists them;
+    /// empty: the global one only.
+    pub idps: Arc<[Arc<crate::config::route_idp::RouteIdp>]>,
+    /// With `bearer_token_format: jwt`: the workload issuers whose tokens this route accepts
+    /// (its `identity_providers` allowlist, else every one).
+    pub workload_issuers: Arc<[Arc<crate::config::workload::WorkloadIssuer>]>,
     /// A session unused this long ends when it comes here (`session_idle_timeout`, route else
     /// global).
     pub session_idle: Option<Duration>,

@@ -71,6 +71,11 @@ impl RouteTable {
         self.bucket(host).is_some_and(|b| !b.is_empty())
     }
 
+    /// The routes that may serve `host` (lower-case, without port), any port and path.
+    pub fn for_host(&self, host: &str) -> impl Iterator<Item = &Arc<Route>> {
+        self.bucket(host).into_iter().flatten()
+    }
+
     /// `host` lower-cased without port; `port` the request's port; `path` normalised.
     pub fn find(&self, host: &str, port: u16, path: &str) -> Option<&Arc<Route>> {
         self.bucket(host)?

@@ -54,7 +54,7 @@ impl ReadinessProbe {
                 detail: e.to_string(),
             },
         };
-        let idp = match (&auth.idp, self.auth.idp.load_full()) {
+        let idp = match (&auth.idp, self.auth.idp.global()) {
             (None, _) => None,
             (Some(_), None) => Some(Component {
                 ready: false,

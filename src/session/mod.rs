@@ -41,6 +41,10 @@ pub struct UserSession {
     /// WebAuthn devices the user proved during this session (the `device` criterion).
     #[serde(default)]
     pub devices: Vec<ProvenDevice>,
+    /// The sign-in provider's key (`config::route_idp`); empty: the global provider (and every
+    /// session made before routes could have their own).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub idp: String,
 }
 
 /// A device proven with a WebAuthn assertion (or at enrolment) in this session.

@@ -110,6 +110,7 @@ mod tests {
             issued_at: now,
             expires_at: now + 3600,
             claims_refreshed_at: now,
+            idp: String::new(),
             devices: Vec::new(),
         }
     }

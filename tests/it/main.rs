@@ -46,3 +46,4 @@ mod unix_sockets;
 mod upgrade;
 mod upstream_tls;
 mod websockets;
+mod workload;

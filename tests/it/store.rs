@@ -32,6 +32,7 @@ pub fn session(id: &str, ttl: u64) -> UserSession {
         issued_at: now,
         expires_at: now + ttl,
         claims_refreshed_at: now,
+        idp: String::new(),
         devices: Vec::new(),
     }
 }
