@@ -124,6 +124,31 @@ pub(super) async fn route_sign_out(
     })
 }
 
+/// A bound sign-out link: the session it names ends (if the app host has not ended it already),
+/// its authenticate-host cookie is cleared, and its provider's end-session endpoint is next.
+async fn end_one(
+    auth: &Auth<'_>,
+    state: &Arc<AuthState>,
+    req: &Request<'_>,
+    target: &str,
+    l: &Logout,
+) -> Reply {
+    if let Ok(Some(s)) = state.store.get(&l.sid).await {
+        if let Err(reply) = end(state, req, &s).await {
+            return reply;
+        }
+    }
+    let clear = cookie::set_cookie(&auth.cookie, &auth_cookie(auth, &l.p), "", 0, true);
+    let Some(target) = signed::safe_target(target) else {
+        return bad_request(req, "invalid sign-out destination").with_cookie(clear);
+    };
+    let idp_logout = state
+        .idp
+        .get(&l.p)
+        .and_then(|idp| idp.end_session_url(&l.id_token, &target));
+    Reply::found(idp_logout.as_ref().unwrap_or(&target).as_str()).with_cookie(clear)
+}
+
 /// Deletes one session (every copy of its cookie stops working); `Err` is the answer when the
 /// store cannot.
 async fn end(state: &AuthState, req: &Request<'_>, s: &UserSession) -> Result<(), Reply> {
@@ -164,23 +189,31 @@ pub(super) async fn authenticate_sign_out(
         .and_then(|v| logout_key(auth).open(v, format!("logout|{}", req.host).as_bytes()))
         .and_then(|b| serde_json::from_slice::<Logout>(&b).ok())
         .filter(|l| l.exp > now);
-    // A signed link skips the confirmation only for a session it was made for: anyone can
-    // get a signed link (an anonymous sign-out makes one), and a victim's browser sent to it
-    // must not lose its session to a cross-site request.
-    let bound = match &logout {
-        Some(l) => sessions.is_empty() || sessions.iter().any(|s| ct_eq(&l.sid, &s.id)),
-        None => sessions.is_empty(),
-    };
     let signed = signed::verify(&auth.shared_secret, "/.pomerium/sign_out", &req.query, now);
-    let (target, mut ended) = match signed {
-        Ok(t) if bound => (t, logout.map(|l| (l.id_token, l.p))),
+    // The sign-out link of an app host ends the one session it was made for (already deleted
+    // there), at its provider, and nothing else: the user's sessions with other providers are
+    // other identities. Anyone can get a signed link without a logout (an anonymous sign-out
+    // makes one), so that one ends sessions only after the confirmation.
+    // A link made for another session than the live one its provider's cookie holds here is
+    // someone else's: it gets the confirmation, and the cookie stays.
+    let foreign = logout.as_ref().is_some_and(|l| {
+        sessions
+            .iter()
+            .any(|s| s.idp == l.p && !ct_eq(&s.id, &l.sid))
+    });
+    if let (Ok(target), Some(l), false) = (&signed, &logout, foreign) {
+        return end_one(auth, state, req, target, l).await;
+    }
+    let target = match signed {
+        Ok(t) if sessions.is_empty() => t,
         _ => {
             if let Some(reply) = confirm_sign_out(auth, sessions.first().map(|s| &**s), req) {
                 return reply;
             }
-            (signed_out_url(auth), None)
+            signed_out_url(auth)
         }
     };
+    let mut ended: Option<(String, String)> = None;
     let mut clear = Vec::new();
     for s in &sessions {
         if state.store.delete(&s.id).await.is_ok() {

@@ -51,39 +51,14 @@ pub async fn decide(
     };
     // Browser or API client matters only for a refusal: read `Accept` then, not on every request.
     let format = || Format::of(session.headers);
-    let workload_token = match route.bearer {
-        BearerFormat::Jwt if wants_identity(route) => authn::idp_bearer::idp_token(session.headers),
-        _ => None,
-    };
-    let identity = match (snap.auth(), workload_token) {
-        (auth, Some(token)) => {
-            let who =
-                authn::workload::identify(auth.as_ref(), &gw.auth, session.headers, route, token);
-            match who.await {
-                Ok(s) => Some(s),
-                Err(refusal) => {
-                    ended(
-                        None,
-                        match refusal {
-                            Refusal::AmbiguousCredentials => Reason::AmbiguousCredentials,
-                            _ => Reason::InvalidBearerToken,
-                        },
-                    );
-                    return Err(refusal);
-                }
+    let identity = match who(gw, session, snap, route, at).await {
+        Ok(i) => i,
+        Err((reason, refusal)) => {
+            if let Some(r) = reason {
+                ended(None, r);
             }
+            return Err(refusal);
         }
-        (Some(auth), None) if wants_identity(route) => {
-            match authn::identify(&auth, &gw.auth, session.headers, route, &at.host_full).await {
-                Ok(identity) => identity,
-                Err(authn::SessionError::Idle) => {
-                    ended(None, Reason::SessionIdle);
-                    return Err(need_login(snap, route, at, format()));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        _ => None,
     };
     if let (Some(max), Some(s)) = (route.max_auth_age, identity.as_deref()) {
         if authn::auth_age(s, crate::clock::unix_now()) > max.as_secs() {
@@ -135,6 +110,53 @@ pub async fn decide(
         }
         Decision::NeedLogin => Err(need_login(snap, route, at, format())),
         Decision::Deny { reasons } => Err(refusal_for(snap, route, at, format(), reasons)),
+    }
+}
+
+/// Who is asking, when the route reads it: the caller a workload token proves on a `jwt` route,
+/// else the session of a cookie or a Vallum token. A refusal comes with the reason to log when it
+/// is a decision about the caller.
+async fn who(
+    gw: &Gateway,
+    session: &Asking<'_>,
+    snap: &Snapshot,
+    route: &Route,
+    at: &Addressed,
+) -> Result<Option<Arc<UserSession>>, (Option<Reason>, Refusal)> {
+    if !wants_identity(route) {
+        return Ok(None);
+    }
+    let workload_token = match route.bearer {
+        BearerFormat::Jwt => authn::idp_bearer::idp_token(session.headers),
+        _ => None,
+    };
+    match (snap.auth(), workload_token) {
+        (auth, Some(token)) => {
+            authn::workload::identify(auth.as_ref(), &gw.auth, session.headers, route, token)
+                .await
+                .map(Some)
+                .map_err(|refusal| {
+                    let reason = match refusal {
+                        Refusal::AmbiguousCredentials => Reason::AmbiguousCredentials,
+                        _ => Reason::InvalidBearerToken,
+                    };
+                    (Some(reason), refusal)
+                })
+        }
+        (Some(auth), None) => {
+            match authn::identify(&auth, &gw.auth, session.headers, route, &at.host_full).await {
+                Ok(identity) => Ok(identity),
+                Err(authn::SessionError::Idle) => {
+                    let format = Format::of(session.headers);
+                    Err((
+                        Some(Reason::SessionIdle),
+                        need_login(snap, route, at, format),
+                    ))
+                }
+                Err(e) => Err((None, e.into())),
+            }
+        }
+        (None, None) => Ok(None),
     }
 }
 

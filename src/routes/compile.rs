@@ -49,20 +49,10 @@ pub fn compile(
         .unwrap_or(ctx.settings.default_upstream_timeout);
     let id = route_id(raw, index);
 
-    let (bearer, session_idle) = session_options(raw, &p, auth, &mut e);
+    let (bearer, session_idle, workload_issuers) =
+        session_options(raw, &p, auth, &ctx.settings.workload_issuers, &mut e);
     let idps = route_idps(raw, base, auth, &mut ctx.files, &mut e);
-    let workload_issuers = crate::config::workload::for_route(
-        raw.identity_providers.as_deref(),
-        bearer == crate::config::auth::BearerFormat::Jwt,
-        &ctx.settings.workload_issuers,
-        &p("identity_providers"),
-        &mut e,
-    );
-    let breaker = match &raw.circuit_breaker_thresholds {
-        Some(c) => crate::config::breaker::compile(c, &p("circuit_breaker_thresholds"), &mut e),
-        None => ctx.settings.circuit_limits,
-    }
-    .map(crate::upstream::breaker::Breaker::new);
+    let breaker = breaker(raw, &p, ctx.settings.circuit_limits, &mut e);
     let max_auth_age =
         crate::config::auth::minute_or_more(raw.max_auth_age, &p("max_auth_age"), &mut e).flatten();
 
@@ -412,15 +402,33 @@ fn compile_redirect(
     })
 }
 
-/// The route's `bearer_token_format` and `session_idle_timeout`, else the global ones.
+/// The route's `circuit_breaker_thresholds`, else the global ones.
+fn breaker(
+    raw: &RawRoute,
+    p: &impl Fn(&str) -> String,
+    global: Option<crate::config::breaker::CircuitLimits>,
+    e: &mut Errors,
+) -> Option<Arc<crate::upstream::breaker::Breaker>> {
+    match &raw.circuit_breaker_thresholds {
+        Some(c) => crate::config::breaker::compile(c, &p("circuit_breaker_thresholds"), e),
+        None => global,
+    }
+    .map(crate::upstream::breaker::Breaker::new)
+}
+
+/// The route's `bearer_token_format` and `session_idle_timeout` (else the global ones), and the
+/// workload issuers a `jwt` route accepts.
+#[allow(clippy::type_complexity)]
 fn session_options(
     raw: &RawRoute,
     p: &impl Fn(&str) -> String,
     auth: Option<&crate::config::auth::AuthSettings>,
+    issuers: &[Arc<crate::config::workload::WorkloadIssuer>],
     e: &mut Errors,
 ) -> (
     crate::config::auth::BearerFormat,
     Option<std::time::Duration>,
+    Arc<[Arc<crate::config::workload::WorkloadIssuer>]>,
 ) {
     let bearer = crate::config::auth::bearer_format(
         raw.bearer_token_format.as_deref(),
@@ -435,7 +443,14 @@ fn session_options(
         e,
     )
     .unwrap_or_else(|| auth.and_then(|a| a.idle_timeout));
-    (bearer, idle)
+    let workload = crate::config::workload::for_route(
+        raw.identity_providers.as_deref(),
+        bearer == crate::config::auth::BearerFormat::Jwt,
+        issuers,
+        &p("identity_providers"),
+        e,
+    );
+    (bearer, idle, workload)
 }
 
 /// The route's own sign-in providers (`idp_*` overrides or `idp_choices`), which need the

@@ -21,6 +21,7 @@ mod github;
 mod grpc;
 mod headers;
 mod idp_bearer;
+mod idps;
 mod lifecycle;
 mod logging;
 mod mtls;
