@@ -122,5 +122,45 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// A workload JWT (`bearer_token_format: jwt`): the signature check and claim validation each
+/// new token costs, with the issuer's keys cached as they are after the first request.
+fn workload(c: &mut Criterion) {
+    use base64::Engine;
+    use vallum::config::workload::WorkloadIssuer;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let kp = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("key: {e}"));
+    let raw = kp.public_key_raw();
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(serde_json::json!({"keys": [{
+        "kty": "EC", "crv": "P-256", "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
+        "kid": "k1", "alg": "ES256", "use": "sig"}]}))
+    .unwrap_or_else(|e| panic!("jwks: {e}"));
+    let issuer = std::sync::Arc::new(WorkloadIssuer {
+        name: "ci".into(),
+        issuer: "https://token.actions.githubusercontent.com".into(),
+        jwks_url: None,
+        audiences: vec!["https://vallum.example".into()],
+        algorithms: vec![jsonwebtoken::Algorithm::ES256],
+    });
+    let keys = vallum::identity::workload::WorkloadKeys::default();
+    keys.preload(&issuer, jwks);
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("k1".into());
+    let now = unix_now();
+    let claims = serde_json::json!({"iss": issuer.issuer, "aud": "https://vallum.example",
+        "sub": "repo:acme/app:ref:refs/heads/main", "repository": "acme/app", "iat": now, "exp": now + 600});
+    let pem = kp.serialize_pem();
+    let ek = jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes())
+        .unwrap_or_else(|e| panic!("pem: {e}"));
+    let token = jsonwebtoken::encode(&header, &claims, &ek).unwrap_or_else(|e| panic!("{e}"));
+    let accepted = [issuer];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    assert!(rt.block_on(keys.verify(&token, &accepted)).is_ok());
+    c.bench_function("workload_jwt_verify", |b| {
+        b.iter(|| rt.block_on(keys.verify(black_box(&token), &accepted)))
+    });
+}
+
+criterion_group!(benches, bench, workload);
 criterion_main!(benches);

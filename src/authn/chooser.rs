@@ -46,7 +46,7 @@ pub(super) async fn choose(
         }
         let href = format!("{}?{}", link.path(), link.query().unwrap_or_default());
         items.push_str(&format!(
-            "<li><a class=\"button\" href=\"{}\">{}</a></li>",
+            "<li><a href=\"{}\">{}</a></li>",
             escape(&href),
             escape(&label)
         ));

@@ -110,6 +110,18 @@ impl WorkloadKeys {
         Ok((Arc::clone(issuer), data.claims))
     }
 
+    /// Installs a key set as if just fetched (benchmarks measure verification without a
+    /// network).
+    #[doc(hidden)]
+    pub fn preload(&self, issuer: &WorkloadIssuer, jwks: JwkSet) {
+        let set = KeySet {
+            jwks,
+            fetched: Instant::now(),
+            refetched: None,
+        };
+        self.sets.insert(issuer.keys_source(), Arc::new(set));
+    }
+
     /// The key `kid` names (or the set's only key when the token names none). The set is read
     /// on first use, again when it is older than `MAX_KEY_AGE`, and again when the key is
     /// unknown — that last at most once per `MIN_REFETCH`.

@@ -52,7 +52,8 @@ pub fn page(branding: Option<&Branding>, title: &str, body_html: &str) -> String
          table{{border-collapse:collapse;width:100%}}th,td{{text-align:left;padding:.45rem .5rem;border-bottom:1px solid #e5e9ee;vertical-align:top}}\
          th{{width:11rem;color:#52606d;font-weight:500}}code{{background:#eef2f6;padding:.1rem .35rem;border-radius:4px;font-size:.9em}}\
          button{{font:inherit;background:var(--brand);color:#fff;border:0;border-radius:6px;padding:.55rem 1.2rem;cursor:pointer;margin-top:1.25rem}}\
-         a{{color:var(--brand)}}ul{{padding-left:1.2rem}}.rid{{color:#52606d;font-size:.9rem;margin-top:1.25rem}}\
+         a{{color:var(--brand)}}ul{{padding-left:1.2rem}}\
+         ul.choices{{list-style:none;padding:0}}.choices a{{display:block;text-align:center;text-decoration:none;font-weight:500;border:1px solid var(--brand);border-radius:6px;padding:.65rem 1rem;margin:.6rem 0}}.choices a:hover{{background:var(--brand);color:#fff}}.rid{{color:#52606d;font-size:.9rem;margin-top:1.25rem}}\
          footer{{text-align:center;color:#7b8794;font-size:.8rem;margin:2rem 0}}</style></head>\
          <body><header>{logo}<span>{n}</span></header><main><div class=\"card\"><h1>{t}</h1>{body_html}</div></main>\
          <footer>Protected by {n}</footer></body></html>",

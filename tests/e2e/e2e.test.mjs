@@ -204,6 +204,40 @@ describe('one node, memory store', () => {
     await cdp.send('WebAuthn.removeVirtualAuthenticator', { authenticatorId });
   }));
 
+  it('a route with its own identity provider signs in there; a route with two lets the user choose', scenario(world, async (w) => {
+    const onIdp2 = (u) => u.startsWith(w.idp2.issuer);
+    const bob = await w.profile('bob-partners');
+    const { page } = bob;
+    await page.goto(w.url('partners', '/p'));
+    assert.ok(onIdp2(page.url()), `at the partners provider's login: ${page.url()}`);
+    await idpLogin(page, 'bob', 'partners');
+    const data = await echoData(page);
+    assert.equal(data.jwt.verified, true, data.jwt.reason);
+    assert.equal(data.jwt.claims.email, 'bob@example.com');
+    const names = (await bob.context.cookies(w.url('partners'))).map((c) => c.name);
+    assert.ok(names.some((n) => n.startsWith('_pomerium_')), `its own cookie: ${names}`);
+    // That session does not open a route on the global provider.
+    await page.goto(w.url('app2', '/'));
+    assert.ok(onIdp(w, page.url()), `app2 asks the global provider: ${page.url()}`);
+    // The route that offers both takes it at once: no choice, no login.
+    const logins = w.idp2.counts.logins;
+    await page.goto(w.url('choice', '/c'));
+    assert.equal(page.url(), w.url('choice', '/c'));
+    assert.equal(w.idp2.counts.logins, logins);
+    // A fresh browser chooses.
+    const eve = await w.profile('eve-choice');
+    await eve.page.goto(w.url('choice', '/c2'));
+    await eve.page.waitForSelector('text=Partner network');
+    assert.ok(await eve.page.isVisible('text=Acme staff'));
+    await shot(eve.page, 'idp-choice.png');
+    await Promise.all([eve.page.waitForURL((u) => onIdp2(u.href)), eve.page.click('text=Partner network')]);
+    await idpLogin(eve.page, 'eve', 'choice');
+    assert.equal(eve.page.url(), w.url('choice', '/c2'));
+    assert.equal((await echoData(eve.page)).jwt.claims.email, 'eve@example.com');
+    await bob.close();
+    await eve.close();
+  }));
+
   it('the session outlives the access token through refresh', scenario(world, async (w) => {
     const wait = signedInAt + (ACCESS_TOKEN_TTL + 2) * 1000 - Date.now();
     if (wait > 0) await sleep(wait);

@@ -28,7 +28,10 @@ const COOKIE_SECRET = '8GIP1sU0aqXJZ8T8XkL1zB0cR2P0kTmYxw0a3DkBwsw=';
 const SHARED_SECRET = 'Wm9vaF9zaGFyZWRfc2VjcmV0XzMyX2J5dGVzX19fXyE=';
 /// Access tokens live this long, so a test can outlive one and see the session refreshed.
 export const ACCESS_TOKEN_TTL = 8;
-export const HOSTS = ['authenticate', 'app1', 'app2', 'admin', 'ws', 'device', 'vip', 'fwdauth', 'fa1', 'fa2', 'fadeny', 'fc1'];
+export const HOSTS = ['authenticate', 'app1', 'app2', 'admin', 'ws', 'device', 'vip', 'fwdauth', 'fa1', 'fa2', 'fadeny', 'fc1',
+  'partners', 'choice'];
+/// The second identity provider's client (routes with their own provider).
+export const PARTNERS_CLIENT = 'vallum-partners';
 // A small inline logo, so branded pages need no network.
 const LOGO = 'data:image/svg+xml;base64,' + Buffer.from(
   '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="7" fill="#0f766e"/>' +
@@ -98,13 +101,13 @@ function idpFetch(lbPort, ca) {
 
 /// oidc-provider with the test users, refresh tokens, RP-initiated logout, back-channel logout
 /// to the gateway, and its built-in login form (any password; the login is the user name).
-async function startIdp(lbPort, log, ca) {
+async function startIdp(lbPort, log, ca, clientId = 'vallum') {
   const port = await freePort();
   const issuer = `http://127.0.0.1:${port}`;
   const base = `https://authenticate.localhost:${lbPort}`;
   const provider = new Provider(issuer, {
     clients: [{
-      client_id: 'vallum',
+      client_id: clientId,
       client_secret: CLIENT_SECRET,
       redirect_uris: [`${base}/oauth2/callback`],
       post_logout_redirect_uris: [`${base}/.pomerium/signed_out`],
@@ -434,6 +437,8 @@ export async function startWorld({ nodes = 1, redis = false, ingress = false } =
   const lbPort = await freePort();
   const lb = await startBalancer(lbPort);
   const idp = await startIdp(lbPort, log, certs.ca);
+  // A second provider: the partners route signs in there, and the choice route offers both.
+  const idp2 = await startIdp(lbPort, (l) => log(`partners ${l}`), certs.ca, PARTNERS_CLIENT);
   const echo = await startEcho(lbPort, certs.ca);
   // Store calls get 1 s here rather than the 50 ms default: the suite tests flows, not store
   // latency, and on a 2-core CI machine running Chromium, two gateways and the IdP, a Redis
@@ -493,6 +498,19 @@ routes:
         and:
           - authenticated_user: true
           - device: {approved: true}
+  - from: https://partners.localhost
+    to: ${up}
+    idp_provider_url: ${idp2.issuer}
+    idp_client_id: ${PARTNERS_CLIENT}
+    allow_any_authenticated_user: true
+  - from: https://choice.localhost
+    to: ${up}
+    allow_any_authenticated_user: true
+    idp_choices:
+      - name: Acme staff
+      - name: Partner network
+        idp_provider_url: ${idp2.issuer}
+        idp_client_id: ${PARTNERS_CLIENT}
 ${ingress ? `  - from: https://fa1.localhost
     to: http://unused.invalid
     allow_any_authenticated_user: true
@@ -525,7 +543,7 @@ ${ingress ? `  - from: https://fa1.localhost
   });
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   const world = {
-    dir, idp, lbPort, gateways, browser, lines, log, ingresses,
+    dir, idp, idp2, lbPort, gateways, browser, lines, log, ingresses,
     /// A URL on an ingress: `nginx` or `caddy`.
     via: (ingress, host, p = '/') =>
       `https://${host}.localhost:${ingress === 'nginx' ? ingresses.nginxPort : ingresses.caddyPort}${p}`,
@@ -560,7 +578,7 @@ ${ingress ? `  - from: https://fa1.localhost
       await browser.close().catch(() => {});
       for (const g of gateways) g.child.kill('SIGKILL');
       ingresses?.close();
-      lb.close(); idp.close(); echo.close(); store?.close();
+      lb.close(); idp.close(); idp2.close(); echo.close(); store?.close();
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
