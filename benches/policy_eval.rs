@@ -49,6 +49,7 @@ fn bench(c: &mut Criterion) {
             .single()
             .unwrap_or_default(),
         cors_preflight: false,
+        mcp: None,
         client_cert: vallum::policy::CertInput::Absent,
         devices: &[],
     };

@@ -76,6 +76,7 @@ fn opens_for(route: &Route, s: &UserSession, client_ip: Option<std::net::IpAddr>
         client_ip,
         now: chrono::Utc::now(),
         cors_preflight: false,
+        mcp: None,
         client_cert: CertInput::Absent,
         devices: &devices,
     };

@@ -26,6 +26,8 @@ pub const POMERIUM_GLOBAL_UNSUPPORTED: &[&str] = &[
     "envoy_bind_config_freebind",
     "google_cloud_serverless_authentication_service_account",
     "installation_id",
+    "mcp_allowed_client_id_domains",
+    "mcp_allowed_as_metadata_domains",
 ];
 
 /// Route keys Pomerium has and Vallum does not implement yet.
@@ -38,7 +40,6 @@ pub const POMERIUM_ROUTE_UNSUPPORTED: &[&str] = &[
     "tls_downstream_server_name",
     "show_error_details",
     "depends_on",
-    "mcp",
     "upstream_tunnel",
     "session_recording",
     "stat_name",

@@ -16,6 +16,7 @@ pub mod idp;
 pub mod keys;
 pub mod load;
 pub mod locate;
+pub mod mcp;
 pub mod mtls;
 pub mod ops;
 pub mod otel;

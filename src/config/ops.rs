@@ -56,9 +56,29 @@ pub const AUTHORIZE_FIELDS: &[&str] = &[
     "allow",
     "deny",
     "reasons",
+    "mcp-method",
+    "mcp-tool",
+    "mcp-tool-parameters",
 ];
 
-const AUTHORIZE_DEFAULT: &[&str] = AUTHORIZE_FIELDS;
+/// Every field but the tool call's arguments, which may carry what the agent was told (file
+/// contents, queries, secrets): those are logged only when the list names them.
+const AUTHORIZE_DEFAULT: &[&str] = &[
+    "request-id",
+    "method",
+    "path",
+    "host",
+    "ip",
+    "session-id",
+    "user",
+    "email",
+    "route-id",
+    "allow",
+    "deny",
+    "reasons",
+    "mcp-method",
+    "mcp-tool",
+];
 
 /// Pomerium fields Vallum accepts in the lists but does not emit (with why), so a migrated
 /// config loads. Token fields are never logged, whatever the config says.
@@ -85,9 +105,6 @@ const POMERIUM_ONLY_FIELDS: &[(&str, &str)] = &[
     ),
     ("id-token", "tokens are never logged"),
     ("id-token-claims", "tokens are never logged"),
-    ("mcp-method", "Vallum has no MCP support"),
-    ("mcp-tool", "Vallum has no MCP support"),
-    ("mcp-tool-parameters", "Vallum has no MCP support"),
 ];
 
 /// A set of log fields, by index into `ACCESS_FIELDS` / `AUTHORIZE_FIELDS`.

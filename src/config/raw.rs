@@ -263,6 +263,8 @@ pub struct RawRoute {
     pub idp_client_secret_file: Option<String>,
     /// Vallum extension: several sign-in providers, chosen by the user on a sign-in page.
     pub idp_choices: Option<Vec<super::route_idp::RawIdpChoice>>,
+    /// An MCP server route (`mcp: {server: {…}}`).
+    pub mcp: Option<super::mcp::RawMcp>,
     /// Vallum extension: a session unused this long ends (`0s`: never).
     pub session_idle_timeout: Option<GoDuration>,
     // Access keys.

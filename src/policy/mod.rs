@@ -6,7 +6,9 @@
 //! logic): when the outcome hinges on them the answer is `NeedLogin`, so an anonymous user is sent
 //! to sign in only when signing in could change the decision.
 
+mod device_cert;
 pub mod matchers;
+pub mod mcp;
 mod names;
 pub mod parse;
 pub mod reason;
@@ -18,6 +20,7 @@ use matchers::{ListMatcher, StringMatcher};
 use serde_json::{Map, Value};
 use std::net::IpAddr;
 
+pub use device_cert::{CertMatcher, DeviceMatcher, ProvenDevice};
 pub use parse::{parse_policy, ParseError};
 pub use reason::Reason;
 
@@ -59,62 +62,15 @@ pub enum Criterion {
     ClientCertificate(Box<CertMatcher>),
     /// A WebAuthn device the user proved in this session, matching every given field.
     Device(Box<DeviceMatcher>),
+    /// `mcp_tool`: a `tools/call` whose tool name matches.
+    McpTool(StringMatcher),
+    /// `mcp_tool_argument` (Vallum): a `tools/call` with this argument, its value matching.
+    McpToolArgument {
+        name: String,
+        matcher: StringMatcher,
+    },
     /// `criterion: false`.
     Not(Box<Criterion>),
-}
-
-/// `client_certificate`: every field that is set must match.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct CertMatcher {
-    /// Any of these SHA-256 certificate fingerprints.
-    pub fingerprints: Vec<[u8; 32]>,
-    /// Any of these SHA-256 SPKI hashes.
-    pub spki_hashes: Vec<[u8; 32]>,
-    /// Some SAN of the kind matches.
-    pub san_dns: Option<StringMatcher>,
-    pub san_email: Option<StringMatcher>,
-    pub san_uri: Option<StringMatcher>,
-}
-
-impl CertMatcher {
-    pub fn matches(&self, c: &PeerCert) -> bool {
-        let any_san = |m: &Option<StringMatcher>, values: &[String]| {
-            m.as_ref()
-                .is_none_or(|m| values.iter().any(|v| m.matches(v)))
-        };
-        (self.fingerprints.is_empty() || self.fingerprints.contains(&c.fingerprint))
-            && (self.spki_hashes.is_empty() || self.spki_hashes.contains(&c.spki_hash))
-            && any_san(&self.san_dns, &c.san_dns)
-            && any_san(&self.san_email, &c.san_email)
-            && any_san(&self.san_uri, &c.san_uri)
-    }
-}
-
-/// `device`: every field that is set must match one proven device.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct DeviceMatcher {
-    /// Credential id (base64url).
-    pub is: Option<StringMatcher>,
-    /// Approved by an administrator (`vallum devices approve`).
-    pub approved: Option<bool>,
-    /// Device type id (`any`, `enclave_only`, or one from `device_types`).
-    pub type_id: Option<String>,
-}
-
-/// A device the user proved (WebAuthn assertion) during this session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProvenDevice<'a> {
-    pub id: &'a str,
-    pub type_id: &'a str,
-    pub approved: bool,
-}
-
-impl DeviceMatcher {
-    pub fn matches(&self, d: &ProvenDevice<'_>) -> bool {
-        self.is.as_ref().is_none_or(|m| m.matches(d.id))
-            && self.approved.is_none_or(|a| a == d.approved)
-            && self.type_id.as_deref().is_none_or(|t| t == d.type_id)
-    }
 }
 
 /// The connection's client certificate as the policy sees it.
@@ -171,6 +127,8 @@ pub struct Input<'a> {
     pub client_cert: CertInput<'a>,
     /// Devices proven in this session (empty for anonymous requests).
     pub devices: &'a [ProvenDevice<'a>],
+    /// The JSON-RPC message of a request to an MCP route (`mcp_tool`, `mcp_tool_argument`).
+    pub mcp: Option<mcp::McpInput<'a>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,6 +209,8 @@ impl Criterion {
             Criterion::InvalidClientCertificate => Reason::InvalidClientCertificate,
             Criterion::ClientCertificate(_) => Reason::ClientCertificateRequired,
             Criterion::Device(_) => Reason::DeviceUnauthorized,
+            Criterion::McpTool(_) => Reason::McpToolUnauthorized,
+            Criterion::McpToolArgument { .. } => Reason::McpArgumentUnauthorized,
             Criterion::Not(c) => c.reason(),
         }
     }
@@ -344,6 +304,10 @@ impl Criterion {
                 _ => false,
             }),
             Criterion::Device(m) => with_subject(&|_| input.devices.iter().any(|d| m.matches(d))),
+            Criterion::McpTool(m) => mcp::tool(input.mcp.as_ref(), m),
+            Criterion::McpToolArgument { name, matcher } => {
+                mcp::argument(input.mcp.as_ref(), name, matcher)
+            }
             Criterion::Not(c) => c.eval(input).not(),
         }
     }
@@ -441,6 +405,13 @@ impl Policy {
     /// reach the upstream, which might honour it).
     pub fn mentions_method(&self) -> bool {
         self.any_criterion(&|c| matches!(c, Criterion::HttpMethod(_)))
+    }
+
+    /// Whether this policy decides on MCP tool calls (`mcp_tool`, `mcp_tool_argument`).
+    pub fn mentions_mcp(&self) -> bool {
+        self.any_criterion(&|c| {
+            matches!(c, Criterion::McpTool(_) | Criterion::McpToolArgument { .. })
+        })
     }
 
     /// Whether this policy asks for a WebAuthn device.

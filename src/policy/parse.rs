@@ -45,6 +45,8 @@ const CRITERIA: &[&str] = &[
     "client_certificate",
     "invalid_client_certificate",
     "device",
+    "mcp_tool",
+    "mcp_tool_argument",
 ];
 
 /// A policy: one rule object or a list of them; a string holding YAML/JSON is parsed first.
@@ -204,6 +206,8 @@ fn parse_criterion(key: &str, v: &Value, cx: &Ctx, path: &str) -> Result<Criteri
         "invalid_client_certificate" => flag(Criterion::InvalidClientCertificate)?,
         "client_certificate" => parse_client_certificate(v, cx, &p)?,
         "device" => parse_device(v, cx, &p)?,
+        "mcp_tool" => Criterion::McpTool(parse_string_matcher(v, cx, &p)?),
+        "mcp_tool_argument" => parse_mcp_argument(v, cx, &p)?,
         other => {
             let hint = suggest(other)
                 .map(|s| format!("; did you mean {s}?"))
@@ -216,6 +220,37 @@ fn parse_criterion(key: &str, v: &Value, cx: &Ctx, path: &str) -> Result<Criteri
                 ),
             ));
         }
+    })
+}
+
+/// `mcp_tool_argument: {name: path, starts_with: /srv/public/}`: the argument's name and a
+/// string matcher for its value.
+fn parse_mcp_argument(v: &Value, cx: &Ctx, path: &str) -> Result<Criterion, ParseError> {
+    let Value::Mapping(m) = v else {
+        return Err(cx.err(path, "expected {name: <argument>, <matcher>: …}, e.g. {name: path, starts_with: /srv/public/}"));
+    };
+    let mut rest = serde_yaml_ng::Mapping::new();
+    let mut name = None;
+    for (k, val) in m {
+        match scalar(k).as_deref() {
+            Some("name") => name = scalar(val),
+            _ => {
+                rest.insert(k.clone(), val.clone());
+            }
+        }
+    }
+    let Some(name) = name.filter(|n| !n.is_empty()) else {
+        return Err(cx.err(path, "needs name: the argument to match"));
+    };
+    if rest.is_empty() {
+        return Err(cx.err(
+            path,
+            "needs a matcher for the value (is, starts_with, in, …)",
+        ));
+    }
+    Ok(Criterion::McpToolArgument {
+        name,
+        matcher: parse_string_matcher(&Value::Mapping(rest), cx, path)?,
     })
 }
 

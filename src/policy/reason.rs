@@ -39,6 +39,10 @@ pub enum Reason {
     InvalidBearerToken,
     /// A workload bearer token and a session cookie on one request.
     AmbiguousCredentials,
+    /// An MCP tool call the policy does not allow by its tool name (`mcp_tool`).
+    McpToolUnauthorized,
+    /// An MCP tool call the policy does not allow by its arguments (`mcp_tool_argument`).
+    McpArgumentUnauthorized,
 }
 
 impl Reason {
@@ -69,6 +73,8 @@ impl Reason {
             Reason::ReauthenticationRequired => "reauthentication-required",
             Reason::InvalidBearerToken => "invalid-bearer-token",
             Reason::AmbiguousCredentials => "ambiguous-credentials",
+            Reason::McpToolUnauthorized => "mcp-tool-unauthorized",
+            Reason::McpArgumentUnauthorized => "mcp-tool-argument-unauthorized",
         }
     }
 

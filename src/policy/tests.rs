@@ -47,6 +47,7 @@ fn input<'a>(who: Option<&'a Who>) -> Input<'a> {
         // Wednesday 2026-11-25 14:30 UTC
         now: Utc.with_ymd_and_hms(2026, 11, 25, 14, 30, 0).unwrap(),
         cors_preflight: false,
+        mcp: None,
         client_cert: crate::policy::CertInput::Absent,
         devices: &[],
     }
@@ -323,7 +324,7 @@ fn legacy_keys_map_like_pomerium() {
 fn errors_name_the_path_and_the_reason() {
     assert_eq!(
         err("- allow: {or: [{accept: true}]}\n- allow:\n    and:\n      - email: a@b.c\n      - user: x\n      - emial: a@b.c\n"),
-        "routes[4].policy[1].allow.and[2]: unknown criterion 'emial'; did you mean email? (known: accept, reject, authenticated_user, email, domain, user, claim/<name>, groups, http_method, http_path, source_ip, cors_preflight, date, day_of_week, time_of_day, client_certificate, invalid_client_certificate, device)"
+        "routes[4].policy[1].allow.and[2]: unknown criterion 'emial'; did you mean email? (known: accept, reject, authenticated_user, email, domain, user, claim/<name>, groups, http_method, http_path, source_ip, cors_preflight, date, day_of_week, time_of_day, client_certificate, invalid_client_certificate, device, mcp_tool, mcp_tool_argument)"
     );
     assert!(err("allow: {xor: []}").contains("routes[4].policy.allow.xor: unknown operator 'xor'"));
     assert!(err("permit: {or: []}").contains("unknown action 'permit'"));

@@ -5,6 +5,7 @@ use super::target::Addressed;
 use super::{Gateway, RequestCtx};
 use crate::authn;
 use crate::config::auth::BearerFormat;
+use crate::policy::mcp::{McpMessage, McpRequest};
 use crate::policy::{Decision, Input, Reason};
 use crate::respond::refusal::{Format, Refusal};
 use crate::routes::route::{Access, Route};
@@ -21,6 +22,8 @@ pub struct Asking<'a> {
     /// Cookies, bearer tokens, `Accept`, CORS preflight headers.
     pub headers: &'a http::HeaderMap,
     pub client_cert: crate::policy::CertInput<'a>,
+    /// The JSON-RPC messages of a request to an MCP route (read by `mcp::read`).
+    pub mcp: Option<&'a McpRequest>,
 }
 
 impl<'a> Asking<'a> {
@@ -30,6 +33,7 @@ impl<'a> Asking<'a> {
             method: &session.req_header().method,
             headers: &session.req_header().headers,
             client_cert: super::client_cert::input(super::client_cert::conn(session)),
+            mcp: None,
         }
     }
 }
@@ -47,7 +51,7 @@ pub async fn decide(
         let decision = Decision::Deny {
             reasons: vec![reason],
         };
-        log_decision(gw, session, ctx, snap, route, at, who, &decision);
+        log_decision(gw, session, ctx, snap, route, at, who, None, &decision);
     };
     // Browser or API client matters only for a refusal: read `Accept` then, not on every request.
     let format = || Format::of(session.headers);
@@ -87,18 +91,24 @@ pub async fn decide(
                 .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD),
         client_cert: session.client_cert,
         devices: &proven,
+        mcp: None,
     };
-    let decision = policy.evaluate(&input);
-    log_decision(
-        gw,
-        session,
-        ctx,
-        snap,
-        route,
-        at,
-        identity.as_deref(),
-        &decision,
-    );
+    let who = identity.as_deref();
+    let decision = match session.mcp {
+        Some(request) => {
+            match super::mcp::decide(
+                gw, session, ctx, snap, route, at, who, policy, &input, request,
+            ) {
+                Ok(d) => d,
+                Err(refusal) => return Err(refusal),
+            }
+        }
+        None => {
+            let decision = policy.evaluate(&input);
+            log_decision(gw, session, ctx, snap, route, at, who, None, &decision);
+            decision
+        }
+    };
     match decision {
         Decision::Allow => Ok(identity),
         Decision::NeedLogin if route.bearer == BearerFormat::Jwt => {
@@ -180,9 +190,10 @@ pub fn trace_outcome(span: &tracing::Span, decided: &Result<Option<Arc<UserSessi
     };
 }
 
-/// The authorize log line and metric for one decision.
+/// The authorize log line and metric for one decision (of one JSON-RPC message, on an MCP
+/// route).
 #[allow(clippy::too_many_arguments)]
-fn log_decision(
+pub(super) fn log_decision(
     gw: &Gateway,
     session: &Asking<'_>,
     ctx: &RequestCtx,
@@ -190,6 +201,7 @@ fn log_decision(
     route: &Route,
     at: &Addressed,
     who: Option<&UserSession>,
+    mcp: Option<&McpMessage>,
     decision: &Decision,
 ) {
     Authorize {
@@ -205,6 +217,7 @@ fn log_decision(
             user_id: &s.user_id,
             email: s.email.as_deref(),
         }),
+        mcp,
         decision,
     }
     .record(&gw.metrics, &route.metrics);

@@ -17,6 +17,7 @@ pub mod forward;
 mod head_deadline;
 pub mod hygiene;
 mod log;
+mod mcp;
 pub mod pipeline;
 mod streaming;
 pub mod target;

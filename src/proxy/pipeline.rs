@@ -60,21 +60,10 @@ pub async fn route_request(
     // 6. The client certificate the connection presented.
     let conn = client_cert::conn(session);
     ctx.client_cert = client_cert::check(conn, snap, &route, &at, &gw.metrics, &ctx.request_id)?;
+    // 6b. On an MCP route, the JSON-RPC messages the decision is about.
+    let mcp = super::mcp::read(session, &route, &at.target.path).await?;
     // 7. Identity and access: deny unless the policy allows.
-    let span = match ctx.trace.recording() {
-        Some(request) => crate::trace_span!(
-            parent: request,
-            "authorize",
-            vallum.route_id = %route.id,
-            vallum.outcome = tracing::field::Empty,
-            vallum.reasons = tracing::field::Empty,
-        ),
-        None => tracing::Span::none(),
-    };
-    let decided = access::decide(gw, &access::Asking::of(session), ctx, snap, &route, &at)
-        .instrument(span.clone())
-        .await;
-    access::trace_outcome(&span, &decided);
+    let decided = authorize(gw, session, ctx, snap, &route, &at, mcp.as_ref()).await;
     ctx.identity = decided?;
     // 8. The action: respond, redirect, forward to a picked backend, or tunnel.
     let step = action::take(&route, &at, gw.scheme(), ctx)
@@ -110,4 +99,36 @@ pub async fn route_request(
     ctx.target = Some(at.target);
     ctx.host = at.host;
     Ok(step)
+}
+
+/// Step 7 under its own trace span: who is asking, and the route's policy on it (on each
+/// JSON-RPC message of an MCP request).
+async fn authorize(
+    gw: &Gateway,
+    session: &Session,
+    ctx: &RequestCtx,
+    snap: &Snapshot,
+    route: &crate::routes::route::Route,
+    at: &target::Addressed,
+    mcp: Option<&crate::policy::mcp::McpRequest>,
+) -> Result<Option<Arc<crate::session::UserSession>>, Refusal> {
+    let span = match ctx.trace.recording() {
+        Some(request) => crate::trace_span!(
+            parent: request,
+            "authorize",
+            vallum.route_id = %route.id,
+            vallum.outcome = tracing::field::Empty,
+            vallum.reasons = tracing::field::Empty,
+        ),
+        None => tracing::Span::none(),
+    };
+    let asking = access::Asking {
+        mcp,
+        ..access::Asking::of(session)
+    };
+    let decided = access::decide(gw, &asking, ctx, snap, route, at)
+        .instrument(span.clone())
+        .await;
+    access::trace_outcome(&span, &decided);
+    decided
 }

@@ -98,6 +98,7 @@ pub async fn serve(
     );
     ctx.route = Some(Arc::clone(&route));
     let asking = Asking {
+        mcp: None,
         method: &original.method,
         headers: &req.headers,
         // The ingress's connection is not the user's: a client certificate cannot be seen.

@@ -2,6 +2,7 @@
 //! place (`refusal`) that turns a typed refusal into a response.
 
 pub mod grpc;
+pub mod mcp;
 pub mod pages;
 pub mod refusal;
 pub mod reply;

@@ -92,6 +92,8 @@ pub enum Refusal {
     TunnelBackend,
     /// The upstream failed or the request died on the way (from `fail_to_proxy`).
     Upstream(UpstreamFault),
+    /// A refused MCP request: JSON-RPC errors for its messages (`respond::mcp`).
+    Mcp(Box<super::mcp::McpRefusal>),
     /// A sign-in, sign-out or device-page problem: its own status, page title and explanation.
     SignIn {
         status: StatusCode,
@@ -158,6 +160,7 @@ impl Refusal {
                 UpstreamFault::Status(c) => *c,
             },
             SignIn { status, .. } => return *status,
+            Mcp(m) => return m.status,
         };
         StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST)
     }
@@ -223,6 +226,12 @@ impl Refusal {
             Upstream(UpstreamFault::Timeout) => "the upstream did not answer in time",
             Upstream(_) => self.status().canonical_reason().unwrap_or("error"),
             SignIn { detail, .. } => return detail.clone(),
+            Mcp(m) => {
+                return m
+                    .errors
+                    .first()
+                    .map_or(Cow::Borrowed("refused"), |e| Cow::Owned(e.message.clone()))
+            }
         })
     }
 
@@ -332,6 +341,7 @@ impl Answer<'_> {
             | Refusal::ReauthenticationRequired {
                 location: Some(url),
             } => Reply::found(url),
+            Refusal::Mcp(m) => super::mcp::reply(m, self.request_id),
             _ if self.format == Format::Grpc => {
                 super::grpc::reply(&refusal, status, self.request_id)
             }

@@ -52,6 +52,7 @@ pub fn compile(
     let (bearer, session_idle, workload_issuers) =
         session_options(raw, &p, auth, &ctx.settings.workload_issuers, &mut e);
     let idps = route_idps(raw, base, auth, &mut ctx.files, &mut e);
+    let mcp = route_mcp(raw, base, &access, ctx, &mut e);
     let breaker = breaker(raw, &p, ctx.settings.circuit_limits, &mut e);
     let max_auth_age =
         crate::config::auth::minute_or_more(raw.max_auth_age, &p("max_auth_age"), &mut e).flatten();
@@ -85,6 +86,7 @@ pub fn compile(
             .unwrap_or_default(),
         workload_issuers,
         idps,
+        mcp,
         session_idle,
         max_auth_age,
         breaker,
@@ -485,6 +487,23 @@ fn route_idps(
         );
     }
     idps
+}
+
+/// `mcp.server`, and a warning for MCP criteria on a route without it (false there).
+fn route_mcp(
+    raw: &RawRoute,
+    base: &str,
+    access: &Access,
+    ctx: &mut Ctx<'_>,
+    e: &mut Errors,
+) -> Option<Arc<crate::config::mcp::McpServer>> {
+    let mcp = crate::config::mcp::compile(raw.mcp.as_ref(), base, e).map(Arc::new);
+    if mcp.is_none() && matches!(access, Access::Policy(p) if p.mentions_mcp()) {
+        ctx.warnings.push(format!(
+            "{base}.policy: mcp_tool and mcp_tool_argument are false on a route without mcp.server (its bodies are not read)"
+        ));
+    }
+    mcp
 }
 
 /// What the routes portal shows of the route.

@@ -284,6 +284,8 @@ pub struct Route {
     pub bearer: crate::config::auth::BearerFormat,
     /// Audiences accepted in IdP access tokens (`idp_access_token_allowed_audiences`).
     pub access_token_audiences: Vec<String>,
+    /// `mcp.server`: the route's POSTs are JSON-RPC, decided per call.
+    pub mcp: Option<Arc<crate::config::mcp::McpServer>>,
     /// The sign-in providers this route accepts, in the order the sign-in page lists them;
     /// empty: the global one only.
     pub idps: Arc<[Arc<crate::config::route_idp::RouteIdp>]>,

@@ -133,6 +133,8 @@ pub struct Authorize<'a> {
     pub ip: Option<std::net::IpAddr>,
     pub route_id: &'a str,
     pub who: Option<Who<'a>>,
+    /// The JSON-RPC message decided on (MCP routes).
+    pub mcp: Option<&'a crate::policy::mcp::McpMessage>,
     pub decision: &'a Decision,
 }
 
@@ -185,6 +187,24 @@ impl Authorize<'_> {
         ] {
             if on(name) {
                 l.str(name, value.unwrap_or(""));
+            }
+        }
+        if let Some(m) = self.mcp {
+            if on("mcp-method") {
+                l.str("mcp-method", &m.method);
+            }
+            if on("mcp-tool") {
+                l.str("mcp-tool", m.tool.as_deref().unwrap_or(""));
+            }
+            if on("mcp-tool-parameters") {
+                let args = m
+                    .arguments
+                    .as_ref()
+                    .map(|a| serde_json::Value::Object(a.clone()));
+                l.str(
+                    "mcp-tool-parameters",
+                    &args.map(|a| a.to_string()).unwrap_or_default(),
+                );
             }
         }
         if on("allow") {

@@ -27,6 +27,10 @@ pub struct Metrics {
     pub authorize: IntCounterVec,
     /// `stage` (started/completed/failed), `reason`.
     pub sign_ins: IntCounterVec,
+    /// MCP tool calls by `route`, `tool` and `outcome` (allowed/denied/login).
+    pub mcp_calls: IntCounterVec,
+    /// Tool names given their own series so far: clients name tools, so the count is capped.
+    pub mcp_tool_labels: dashmap::DashSet<String>,
     /// `backend`, `op`.
     pub store_duration: HistogramVec,
     /// `backend`, `op`.
@@ -163,6 +167,7 @@ impl Metrics {
         let (autocert_expiry, autocert_orders) = autocert(&r)?;
         let (config_reloads, config_last_reload_success, config_info) = config(&r)?;
         let m = Metrics {
+            mcp_tool_labels: dashmap::DashSet::new(),
             requests: r.counter(
                 "vallum_http_requests_total",
                 "Requests answered, by route, method class and status class",
@@ -182,6 +187,11 @@ impl Metrics {
                 "vallum_authorize_decisions_total",
                 "Authorization decisions, by route, decision and reason",
                 &["route", "decision", "reason"],
+            )?,
+            mcp_calls: r.counter(
+                "vallum_mcp_tool_calls_total",
+                "MCP tool calls, by route, tool (the first 1000 names seen; later ones as other) and outcome",
+                &["route", "tool", "outcome"],
             )?,
             sign_ins: r.counter(
                 "vallum_sign_ins_total",
@@ -250,8 +260,9 @@ impl Metrics {
     /// The name of every metric Vallum registers (for the manual's drift test).
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let all: [&dyn Collector; 25] = [
+        let all: [&dyn Collector; 26] = [
             &self.requests,
+            &self.mcp_calls,
             &self.sessions_ended,
             &self.logout_tokens,
             &self.request_duration,

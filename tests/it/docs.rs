@@ -109,6 +109,8 @@ const CRITERIA_AND_OTHER_TABLES: &[&str] = &[
     "time_of_day",
     "client_certificate",
     "invalid_client_certificate",
+    "mcp_tool",
+    "mcp_tool_argument",
 ];
 
 /// The manual's metrics table lists exactly the metrics Vallum registers.

@@ -24,6 +24,7 @@ mod idp_bearer;
 mod idps;
 mod lifecycle;
 mod logging;
+mod mcp;
 mod mtls;
 mod ops;
 mod paths;

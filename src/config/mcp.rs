@@ -1,0 +1,87 @@
+//! A route's `mcp` option (Pomerium's): `mcp.server` marks the route as an MCP server, whose
+//! JSON-RPC requests are read and decided per call (`mcp_tool`, `mcp_tool_argument`). What
+//! Vallum does not do yet — an MCP client route (`mcp.client`), upstream OAuth
+//! (`upstream_oauth2`), an external authorization server — is refused by name, never ignored.
+
+use super::error::Errors;
+use serde::Deserialize;
+
+/// Pomerium's default for `max_request_bytes`.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024;
+/// The largest body Vallum reads for a decision and keeps for the upstream (Pingora's buffer).
+pub const MAX_REQUEST_BYTES_LIMIT: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMcp {
+    pub server: Option<RawMcpServer>,
+    pub client: Option<serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMcpServer {
+    pub path: Option<String>,
+    pub max_request_bytes: Option<u64>,
+    pub upstream_oauth2: Option<serde_yaml_ng::Value>,
+    pub authorization_server_url: Option<String>,
+}
+
+/// An MCP server route, ready for the proxy.
+#[derive(Debug, PartialEq, Eq)]
+pub struct McpServer {
+    /// The MCP endpoint's path (Streamable HTTP); `None`: every POST on the route.
+    pub path: Option<String>,
+    pub max_request_bytes: usize,
+}
+
+pub fn compile(raw: Option<&RawMcp>, base: &str, errs: &mut Errors) -> Option<McpServer> {
+    let raw = raw?;
+    let p = |k: &str| format!("{base}.mcp.{k}");
+    if raw.client.is_some() {
+        errs.push(p("client"), "MCP client routes are not supported yet");
+    }
+    let Some(server) = &raw.server else {
+        if raw.client.is_none() {
+            errs.push(
+                format!("{base}.mcp"),
+                "needs server: {} (an MCP server route)",
+            );
+        }
+        return None;
+    };
+    if server.upstream_oauth2.is_some() {
+        errs.push(
+            p("server.upstream_oauth2"),
+            "upstream OAuth for MCP servers is not supported yet",
+        );
+    }
+    if server.authorization_server_url.is_some() {
+        errs.push(
+            p("server.authorization_server_url"),
+            "an external authorization server for MCP is not supported yet",
+        );
+    }
+    let path = match server.path.as_deref() {
+        Some(path) if !path.starts_with('/') => {
+            errs.push(p("server.path"), "must be an absolute path, e.g. /mcp");
+            None
+        }
+        other => other.map(str::to_string),
+    };
+    let max = server
+        .max_request_bytes
+        .map_or(DEFAULT_MAX_REQUEST_BYTES, |n| {
+            usize::try_from(n).unwrap_or(usize::MAX)
+        });
+    if max == 0 || max > MAX_REQUEST_BYTES_LIMIT {
+        errs.push(
+            p("server.max_request_bytes"),
+            format!("must be between 1 and {MAX_REQUEST_BYTES_LIMIT}: the body is held for the decision"),
+        );
+    }
+    Some(McpServer {
+        path,
+        max_request_bytes: max.clamp(1, MAX_REQUEST_BYTES_LIMIT),
+    })
+}
