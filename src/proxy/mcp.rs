@@ -83,6 +83,25 @@ pub async fn read(
     })
 }
 
+/// A `tools/list` whose answer the route's policy filters (only when the policy speaks of
+/// tools: otherwise every tool it lists may be called).
+pub fn tools_list(
+    route: &Route,
+    request: Option<&McpRequest>,
+) -> Option<super::mcp_list::ToolsList> {
+    let request = request.filter(|r| !r.batch)?;
+    let m = request
+        .messages
+        .first()
+        .filter(|m| m.method == "tools/list")?;
+    match &route.access {
+        crate::routes::route::Access::Policy(p) if p.mentions_mcp() => {
+            Some(super::mcp_list::ToolsList::new(m.id.clone()?))
+        }
+        _ => None,
+    }
+}
+
 /// Decides each message of an MCP request: allowed only if every one is. Refused calls get a
 /// JSON-RPC error with their reasons; in a refused batch, the others are left unanswered with
 /// an error that says why.

@@ -18,6 +18,7 @@ mod head_deadline;
 pub mod hygiene;
 mod log;
 mod mcp;
+mod mcp_list;
 pub mod pipeline;
 mod streaming;
 pub mod target;
@@ -271,6 +272,17 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        mcp_list::body(session, body, end_of_stream, ctx);
+        Ok(None)
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -280,6 +292,7 @@ impl ProxyHttp for Gateway {
         if let Some(route) = &ctx.route {
             forward::shape_response(resp, route)?;
         }
+        mcp_list::head(resp, ctx);
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         Ok(())
     }

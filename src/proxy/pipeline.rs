@@ -65,6 +65,7 @@ pub async fn route_request(
     // 7. Identity and access: deny unless the policy allows.
     let decided = authorize(gw, session, ctx, snap, &route, &at, mcp.as_ref()).await;
     ctx.identity = decided?;
+    ctx.mcp_list = super::mcp::tools_list(&route, mcp.as_ref());
     // 8. The action: respond, redirect, forward to a picked backend, or tunnel.
     let step = action::take(&route, &at, gw.scheme(), ctx)
         .await

@@ -39,14 +39,37 @@ async fn upstream() -> Upstream {
                     let (h, l) = (h.clone(), l.clone());
                     async move {
                         h.fetch_add(1, Ordering::SeqCst);
+                        let sse = req.uri().query() == Some("sse=1");
                         let body = req.into_body().collect().await.unwrap().to_bytes();
                         *l.lock().unwrap() = body.to_vec();
                         let text = String::from_utf8_lossy(&body).to_string();
-                        let answer = json!({"jsonrpc": "2.0", "id": 0, "result": {"echo": text}});
+                        let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let answer = match request["method"].as_str() {
+                            Some("tools/list") => {
+                                let tools: Vec<Value> = [
+                                    "read_file",
+                                    "drop_table",
+                                    "delete",
+                                    "echo",
+                                ]
+                                .iter()
+                                .map(|n| json!({"name": n, "inputSchema": {"type": "object"}}))
+                                .collect();
+                                json!({"jsonrpc": "2.0", "id": request["id"], "result": {"tools": tools}})
+                            }
+                            _ => json!({"jsonrpc": "2.0", "id": 0, "result": {"echo": text}}),
+                        };
+                        let (ctype, out) = match sse {
+                            true => (
+                                "text/event-stream",
+                                format!("event: message\ndata: {answer}\n\n"),
+                            ),
+                            false => ("application/json", answer.to_string()),
+                        };
                         Ok::<_, std::convert::Infallible>(
                             hyper::Response::builder()
-                                .header("content-type", "application/json")
-                                .body(Full::new(Bytes::from(answer.to_string())))
+                                .header("content-type", ctype)
+                                .body(Full::new(Bytes::from(out)))
                                 .unwrap(),
                         )
                     }
@@ -220,6 +243,36 @@ async fn tool_calls_are_decided_one_by_one() {
         200
     );
     assert_eq!(hits(), before + 2);
+
+    // tools/list answers only what the caller may call: a JSON answer and an event stream.
+    let list = json!({"jsonrpc": "2.0", "id": 42, "method": "tools/list", "params": {}});
+    for path in ["/mcp", "/mcp?sse=1"] {
+        let r = client()
+            .post(gw.url(path))
+            .header("host", format!("mcp.localhost:{}", gw.port))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(list.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        let json_text = text
+            .trim()
+            .strip_prefix("event: message\ndata: ")
+            .unwrap_or(text.trim());
+        let answer: Value =
+            serde_json::from_str(json_text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let names: Vec<&str> = answer["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["read_file", "echo"], "{path}: {text}");
+        assert_eq!(answer["id"], 42);
+    }
 
     // The authorize log names the method and the tool, never the arguments by default.
     assert!(gw.log_has("mcp-tool=\"drop_table\""), "{}", gw.log());
