@@ -154,11 +154,13 @@ fn auth_cookie<'a>(a: &'a Auth<'_>, key: &str) -> std::borrow::Cow<'a, str> {
     }
 }
 
-/// The provider keys of a route (the global provider's when it has none of its own).
-pub fn route_idp_keys(route: &crate::routes::route::Route) -> Vec<&str> {
+/// The provider keys of a route (the global provider's when it has none of its own: no
+/// allocation on that, the common path).
+pub fn route_idp_keys(route: &crate::routes::route::Route) -> std::borrow::Cow<'_, [&str]> {
+    const GLOBAL: &[&str] = &[""];
     match route.idps.is_empty() {
-        true => vec![""],
-        false => route.idps.iter().map(|i| i.key.as_str()).collect(),
+        true => std::borrow::Cow::Borrowed(GLOBAL),
+        false => std::borrow::Cow::Owned(route.idps.iter().map(|i| i.key.as_str()).collect()),
     }
 }
 
@@ -168,7 +170,7 @@ fn host_idps(req: &Request<'_>) -> Vec<String> {
     let host = req.host.split(':').next().unwrap_or(req.host);
     let mut out: Vec<String> = Vec::new();
     for r in req.routes.for_host(host) {
-        for k in route_idp_keys(r) {
+        for k in route_idp_keys(r).iter() {
             if !out.iter().any(|o| o == k) {
                 out.push(k.to_string());
             }
