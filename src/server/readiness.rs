@@ -74,6 +74,7 @@ impl ReadinessProbe {
             }
             (Some(_), Some(_)) => idp_previous,
         };
+        let idp = self.with_route_providers(&snap, idp);
         Report {
             checked: true,
             config,
@@ -81,6 +82,42 @@ impl ReadinessProbe {
             store: Some(store),
             certificates,
         }
+    }
+
+    /// Routes' own sign-in providers, in the detail: a route's provider that is down fails
+    /// that route's sign-ins, not the node, so readiness stays the global provider's.
+    fn with_route_providers(
+        &self,
+        snap: &crate::snapshot::Snapshot,
+        idp: Option<Component>,
+    ) -> Option<Component> {
+        let mut keys: Vec<&str> = snap
+            .routes
+            .iter()
+            .flat_map(|r| r.idps.iter())
+            .map(|i| i.key.as_str())
+            .filter(|k| !k.is_empty())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        if keys.is_empty() {
+            return idp;
+        }
+        let found = keys
+            .iter()
+            .filter(|k| self.auth.idp.get(k).is_some())
+            .count();
+        let routes = format!("route providers: {found} of {} discovered", keys.len());
+        Some(match idp {
+            Some(c) => Component {
+                ready: c.ready,
+                detail: format!("{}; {routes}", c.detail),
+            },
+            None => Component {
+                ready: true,
+                detail: routes,
+            },
+        })
     }
 
     /// With autocert on: which hosts still lack a certificate, and why.

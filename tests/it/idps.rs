@@ -9,6 +9,10 @@ use std::time::Duration;
 
 /// `claim.localhost` signs in with `partners`; `group.localhost` lets the user choose.
 async fn start(partners: &Idp) -> Env {
+    start_with(partners, "").await
+}
+
+async fn start_with(partners: &Idp, extra: &str) -> Env {
     let routes = format!(
         "  - from: http://claim.localhost\n    to: {{u}}\n    idp_provider_url: {p}\n    idp_client_id: {id}\n    idp_client_secret: {secret}\n    allow_any_authenticated_user: true\n\
          \x20 - from: http://group.localhost\n    to: {{u}}\n    allow_any_authenticated_user: true\n    idp_choices:\n      - name: Staff\n      - name: Partner <b>SSO</b>\n        idp_provider_url: {p}\n        idp_client_id: {id}\n        idp_client_secret: {secret}\n",
@@ -16,7 +20,11 @@ async fn start(partners: &Idp) -> Env {
         id = partners.client_id,
         secret = partners.client_secret,
     );
-    let env = Env::with_routes("idp_refresh_claims_interval: 1s\n", &routes).await;
+    let env = Env::with_routes(
+        &format!("idp_refresh_claims_interval: 1s\n{extra}"),
+        &routes,
+    )
+    .await;
     let discovered = || env.gw.log().matches("identity provider discovered").count();
     env.gw
         .eventually("both providers discovered", || async { discovered() >= 2 })
@@ -42,8 +50,25 @@ async fn user(b: &Browser, env: &Env, host: &str) -> (u16, serde_json::Value) {
 async fn a_route_with_its_own_provider_keeps_its_own_sessions() {
     let partners = Idp::start().await;
     partners.login_as("bob-id");
-    let env = start(&partners).await;
+    let probes = crate::support::free_port();
+    let env = start_with(
+        &partners,
+        &format!("health_check_addr: 127.0.0.1:{probes}\n"),
+    )
+    .await;
     let b = env.browser();
+    // /status reports the route's own provider beside the global one.
+    env.gw
+        .eventually("route providers in /status", || async {
+            let body = reqwest::get(format!("http://127.0.0.1:{probes}/status"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            body.contains("route providers: 1 of 1 discovered")
+        })
+        .await;
 
     // The global provider signs in to app.
     let (r, _) = b.browse(&env.url("app", "/")).await;
