@@ -61,24 +61,9 @@ pub const AUTHORIZE_FIELDS: &[&str] = &[
     "mcp-tool-parameters",
 ];
 
-/// Every field but the tool call's arguments, which may carry what the agent was told (file
-/// contents, queries, secrets): those are logged only when the list names them.
-const AUTHORIZE_DEFAULT: &[&str] = &[
-    "request-id",
-    "method",
-    "path",
-    "host",
-    "ip",
-    "session-id",
-    "user",
-    "email",
-    "route-id",
-    "allow",
-    "deny",
-    "reasons",
-    "mcp-method",
-    "mcp-tool",
-];
+/// Every field but the last, the tool call's arguments, which may carry what the agent was told
+/// (file contents, queries, secrets): those are logged only when the list names them.
+const AUTHORIZE_DEFAULT: &[&str] = AUTHORIZE_FIELDS.split_at(AUTHORIZE_FIELDS.len() - 1).0;
 
 /// Pomerium fields Vallum accepts in the lists but does not emit (with why), so a migrated
 /// config loads. Token fields are never logged, whatever the config says.

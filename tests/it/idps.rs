@@ -33,17 +33,7 @@ async fn start_with(partners: &Idp, extra: &str) -> Env {
 }
 
 async fn user(b: &Browser, env: &Env, host: &str) -> (u16, serde_json::Value) {
-    let r = b
-        .client
-        .get(env.url(host, "/.pomerium/user"))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (
-        status,
-        serde_json::from_str(&r.text().await.unwrap()).unwrap_or_default(),
-    )
+    crate::signin::user_json_at(b, env, host).await
 }
 
 #[tokio::test]

@@ -559,9 +559,14 @@ async fn sign_out_ends_the_session_for_every_copy_of_the_cookie() {
 }
 
 async fn user_json(b: &Browser, env: &Env) -> (u16, serde_json::Value) {
+    user_json_at(b, env, "app").await
+}
+
+/// `/.pomerium/user` on `host`: the status and the JSON.
+pub async fn user_json_at(b: &Browser, env: &Env, host: &str) -> (u16, serde_json::Value) {
     let r = b
         .client
-        .get(env.url("app", "/.pomerium/user"))
+        .get(env.url(host, "/.pomerium/user"))
         .send()
         .await
         .unwrap();
