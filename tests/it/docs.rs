@@ -96,6 +96,7 @@ fn every_accepted_key_is_documented_and_every_documented_key_is_accepted() {
 /// (the architecture page), PostgreSQL URL parameters (the session stores page).
 const CRITERIA_AND_OTHER_TABLES: &[&str] = &[
     "request_body_filter",
+    "response_body_filter",
     "response_filter",
     "upstream_peer",
     "upstream_request_filter",
