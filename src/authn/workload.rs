@@ -25,7 +25,7 @@ pub async fn identify(
 ) -> Result<Arc<UserSession>, Refusal> {
     if let Some(a) = auth {
         let cookies = crate::session::cookie::header(headers);
-        if cookies.is_some_and(|c| cookie::find(&c, &a.cookie.name).is_some()) {
+        if cookies.is_some_and(|c| has_session_cookie(&c, &a.cookie.name)) {
             tracing::info!(route = %route.id, "refused: a bearer token and a session cookie on one request");
             return Err(Refusal::AmbiguousCredentials);
         }
@@ -75,4 +75,31 @@ pub async fn identify(
     tracing::debug!(provider = %issuer.name, user = %session.user_id, "workload identity verified");
     state.bearer_cache.put(key, &session, ttl);
     Ok(session)
+}
+
+/// Whether a `Cookie` header holds a session cookie of any sign-in provider: `name`, or
+/// `name_<key>` (a route's own provider; `route_idp::key_of` is 12 hex digits).
+fn has_session_cookie(header: &str, name: &str) -> bool {
+    header.split(';').any(|kv| {
+        let k = kv.split_once('=').map_or(kv, |(k, _)| k).trim();
+        match k.strip_prefix(name) {
+            Some("") => true,
+            Some(rest) => rest
+                .strip_prefix('_')
+                .is_some_and(|key| key.len() == 12 && key.bytes().all(|b| b.is_ascii_hexdigit())),
+            None => false,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn session_cookies_of_every_provider_count() {
+        let has = |h: &str| super::has_session_cookie(h, "_pomerium");
+        assert!(has("a=1; _pomerium=x"));
+        assert!(has("_pomerium_0123456789ab=x"));
+        assert!(!has("_pomerium_csrf_abcdefgh=x; other=1"));
+        assert!(!has("_pomeriumx=1; _pomerium_authenticate=y"));
+    }
 }

@@ -190,8 +190,13 @@ async fn workload_tokens_from_configured_issuers() {
     assert_eq!((other.status, other.www_authenticate), (401, None));
 
     // A bearer token beside a session cookie: which one speaks is not guessed.
-    let both = call(gw, "jwt", &good, Some("_pomerium=anything")).await;
-    assert_eq!(both.status, 400, "{}", both.body);
+    for cookie in [
+        "_pomerium=anything",
+        "_pomerium_0123456789ab=a-route-provider-session",
+    ] {
+        let both = call(gw, "jwt", &good, Some(cookie)).await;
+        assert_eq!(both.status, 400, "{cookie}: {}", both.body);
+    }
     // No token at all: told to bring one.
     let none = call(gw, "jwt", "", None).await;
     assert_eq!(
