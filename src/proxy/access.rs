@@ -55,7 +55,13 @@ pub async fn decide(
     };
     // Browser or API client matters only for a refusal: read `Accept` then, not on every request.
     let format = || Format::of(session.headers);
-    let identity = match who(gw, session, snap, route, at).await {
+    // Boxed, and only where the route reads the user: the session lookup's state would otherwise
+    // enlarge every request's future (public routes too), and moving it costs each request.
+    let who = match wants_identity(route) {
+        true => Box::pin(who(gw, session, snap, route, at)).await,
+        false => Ok(None),
+    };
+    let identity = match who {
         Ok(i) => i,
         Err((reason, refusal)) => {
             if let Some(r) = reason {
@@ -123,7 +129,7 @@ pub async fn decide(
     }
 }
 
-/// Who is asking, when the route reads it: the caller a workload token proves on a `jwt` route,
+/// Who is asking (on a route that reads it): the caller a workload token proves on a `jwt` route,
 /// else the session of a cookie or a Vallum token. A refusal comes with the reason to log when it
 /// is a decision about the caller.
 async fn who(
@@ -133,25 +139,29 @@ async fn who(
     route: &Route,
     at: &Addressed,
 ) -> Result<Option<Arc<UserSession>>, (Option<Reason>, Refusal)> {
-    if !wants_identity(route) {
-        return Ok(None);
-    }
     let workload_token = match route.bearer {
         BearerFormat::Jwt => authn::idp_bearer::idp_token(session.headers),
         _ => None,
     };
     match (snap.auth(), workload_token) {
         (auth, Some(token)) => {
-            authn::workload::identify(auth.as_ref(), &gw.auth, session.headers, route, token)
-                .await
-                .map(Some)
-                .map_err(|refusal| {
-                    let reason = match refusal {
-                        Refusal::AmbiguousCredentials => Reason::AmbiguousCredentials,
-                        _ => Reason::InvalidBearerToken,
-                    };
-                    (Some(reason), refusal)
-                })
+            // Boxed: a key fetch's state would otherwise enlarge every request's future.
+            Box::pin(authn::workload::identify(
+                auth.as_ref(),
+                &gw.auth,
+                session.headers,
+                route,
+                token,
+            ))
+            .await
+            .map(Some)
+            .map_err(|refusal| {
+                let reason = match refusal {
+                    Refusal::AmbiguousCredentials => Reason::AmbiguousCredentials,
+                    _ => Reason::InvalidBearerToken,
+                };
+                (Some(reason), refusal)
+            })
         }
         (Some(auth), None) => {
             match authn::identify(&auth, &gw.auth, session.headers, route, &at.host_full).await {

@@ -61,7 +61,12 @@ pub async fn route_request(
     let conn = client_cert::conn(session);
     ctx.client_cert = client_cert::check(conn, snap, &route, &at, &gw.metrics, &ctx.request_id)?;
     // 6b. On an MCP route, the JSON-RPC messages the decision is about.
-    let mcp = super::mcp::read(session, &route, &at.target.path).await?;
+    // Boxed: its state (a body being read) would otherwise enlarge every request's future, and
+    // moving that costs every request (measured: ~600 instructions).
+    let mcp = match route.mcp {
+        Some(_) => Box::pin(super::mcp::read(session, &route, &at.target.path)).await?,
+        None => None,
+    };
     // 7. Identity and access: deny unless the policy allows.
     let decided = authorize(gw, session, ctx, snap, &route, &at, mcp.as_ref()).await;
     ctx.identity = decided?;
