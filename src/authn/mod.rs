@@ -137,21 +137,23 @@ fn auth_cookie_name<'a>(a: &'a Auth<'_>) -> &'a str {
     &a.cookie.authenticate_name
 }
 
-/// The app-host cookie that holds sessions from provider `key` (empty: the global provider,
-/// whose cookie keeps Pomerium's name).
-pub fn session_cookie<'a>(a: &'a Auth<'_>, key: &str) -> std::borrow::Cow<'a, str> {
+/// The cookie `base` for sessions from provider `key`: `base` itself for the global provider
+/// (Pomerium's names), `base_<key>` for a route's own.
+fn keyed_cookie<'a>(base: &'a str, key: &str) -> std::borrow::Cow<'a, str> {
     match key.is_empty() {
-        true => std::borrow::Cow::Borrowed(&a.cookie.name),
-        false => std::borrow::Cow::Owned(format!("{}_{key}", a.cookie.name)),
+        true => std::borrow::Cow::Borrowed(base),
+        false => std::borrow::Cow::Owned(format!("{base}_{key}")),
     }
+}
+
+/// The app-host cookie that holds sessions from provider `key`.
+pub fn session_cookie<'a>(a: &'a Auth<'_>, key: &str) -> std::borrow::Cow<'a, str> {
+    keyed_cookie(&a.cookie.name, key)
 }
 
 /// The authenticate-host cookie of provider `key`.
 fn auth_cookie<'a>(a: &'a Auth<'_>, key: &str) -> std::borrow::Cow<'a, str> {
-    match key.is_empty() {
-        true => std::borrow::Cow::Borrowed(auth_cookie_name(a)),
-        false => std::borrow::Cow::Owned(format!("{}_{key}", auth_cookie_name(a))),
-    }
+    keyed_cookie(auth_cookie_name(a), key)
 }
 
 /// The provider keys of a route (the global provider's when it has none of its own: no

@@ -138,15 +138,40 @@ async fn end_one(
             return reply;
         }
     }
-    let clear = cookie::set_cookie(&auth.cookie, &auth_cookie(auth, &l.p), "", 0, true);
+    let clear = vec![cookie::set_cookie(
+        &auth.cookie,
+        &auth_cookie(auth, &l.p),
+        "",
+        0,
+        true,
+    )];
+    onward(state, req, target, Some((&l.id_token, &l.p)), clear)
+}
+
+/// The end of a sign-out on the authenticate host: the cookies cleared, then the provider's
+/// end-session endpoint (RP-initiated logout) for `ended` (its ID token and provider key), or
+/// straight to `target`. The target is the configured `signout_redirect_url` or the
+/// signed-out page, never built from a request's `Host`.
+fn onward(
+    state: &AuthState,
+    req: &Request<'_>,
+    target: &str,
+    ended: Option<(&str, &str)>,
+    clear: Vec<String>,
+) -> Reply {
+    let with_clear = |r: Reply| clear.into_iter().fold(r, Reply::with_cookie);
     let Some(target) = signed::safe_target(target) else {
-        return bad_request(req, "invalid sign-out destination").with_cookie(clear);
+        return with_clear(bad_request(req, "invalid sign-out destination"));
     };
-    let idp_logout = state
-        .idp
-        .get(&l.p)
-        .and_then(|idp| idp.end_session_url(&l.id_token, &target));
-    Reply::found(idp_logout.as_ref().unwrap_or(&target).as_str()).with_cookie(clear)
+    let idp_logout = ended.and_then(|(token, key)| {
+        state
+            .idp
+            .get(key)
+            .and_then(|idp| idp.end_session_url(token, &target))
+    });
+    with_clear(Reply::found(
+        idp_logout.as_ref().unwrap_or(&target).as_str(),
+    ))
 }
 
 /// Deletes one session (every copy of its cookie stops working); `Err` is the answer when the
@@ -192,10 +217,9 @@ pub(super) async fn authenticate_sign_out(
     let signed = signed::verify(&auth.shared_secret, "/.pomerium/sign_out", &req.query, now);
     // The sign-out link of an app host ends the one session it was made for (already deleted
     // there), at its provider, and nothing else: the user's sessions with other providers are
-    // other identities. Anyone can get a signed link without a logout (an anonymous sign-out
-    // makes one), so that one ends sessions only after the confirmation.
-    // A link made for another session than the live one its provider's cookie holds here is
-    // someone else's: it gets the confirmation, and the cookie stays.
+    // other identities. A link made for another session than the live one its provider's
+    // cookie holds here is someone else's, and anyone can get a signed link without a logout
+    // (an anonymous sign-out makes one): both end sessions only after the confirmation.
     let foreign = logout.as_ref().is_some_and(|l| {
         sessions
             .iter()
@@ -213,7 +237,6 @@ pub(super) async fn authenticate_sign_out(
             signed_out_url(auth)
         }
     };
-    let mut ended: Option<(String, String)> = None;
     let mut clear = Vec::new();
     for s in &sessions {
         if state.store.delete(&s.id).await.is_ok() {
@@ -223,7 +246,6 @@ pub(super) async fn authenticate_sign_out(
                 .with_label_values(&["sign_out"])
                 .inc();
         }
-        ended = ended.or_else(|| Some((s.id_token.clone(), s.idp.clone())));
         let name = auth_cookie(auth, &s.idp);
         clear.push(cookie::set_cookie(&auth.cookie, &name, "", 0, true));
     }
@@ -236,19 +258,9 @@ pub(super) async fn authenticate_sign_out(
             true,
         ));
     }
-    let with_clear = |r: Reply| clear.iter().fold(r, |r, c| r.with_cookie(c.clone()));
-    // The target is the configured `signout_redirect_url` or the signed-out page, never built
-    // from a request's `Host`.
-    let Some(target) = signed::safe_target(&target) else {
-        return with_clear(bad_request(req, "invalid sign-out destination"));
-    };
-    let idp_logout = ended.and_then(|(token, key)| {
-        state
-            .idp
-            .get(&key)
-            .and_then(|idp| idp.end_session_url(&token, &target))
-    });
-    with_clear(Reply::found(
-        idp_logout.as_ref().unwrap_or(&target).as_str(),
-    ))
+    // The IdP's session ends for the first (the global provider's, when there is one).
+    let ended = sessions
+        .first()
+        .map(|s| (s.id_token.as_str(), s.idp.as_str()));
+    onward(state, req, &target, ended, clear)
 }

@@ -62,9 +62,7 @@ pub(super) fn compile_idp(
     .unwrap_or_default();
     let scopes = scopes(raw, &provider, errs);
     let request_params = request_params(raw, &provider);
-    let form_post = request_params
-        .iter()
-        .any(|(k, v)| k == "response_mode" && v == "form_post");
+    let form_post = posts_answer(&request_params);
     Some(IdpSettings {
         form_post,
         provider,
@@ -180,6 +178,13 @@ fn request_params(raw: &RawSettings, provider: &str) -> Vec<(String, String)> {
         .map(|(k, v)| (k.clone(), v.0.clone()))
         .collect();
     with_provider_params(params, provider)
+}
+
+/// Whether the provider is asked to post its answer to the callback (`response_mode=form_post`).
+pub(super) fn posts_answer(params: &[(String, String)]) -> bool {
+    params
+        .iter()
+        .any(|(k, v)| k == "response_mode" && v == "form_post")
 }
 
 /// Apple answers only by posting to the callback.

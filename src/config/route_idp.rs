@@ -166,34 +166,28 @@ fn one(
         errs,
     );
     let base_settings = global.filter(|_| same_kind);
+    let request_params = super::idp::with_provider_params(
+        base_settings
+            .map(|g| g.request_params.clone())
+            .unwrap_or_default(),
+        &provider,
+    );
     let settings = IdpSettings {
+        form_post: super::idp::posts_answer(&request_params),
+        request_params,
         client_secret: secret
             .or_else(|| global.map(|g| g.client_secret.clone()))
             .unwrap_or_default(),
         scopes: base_settings
             .map(|g| g.scopes.clone())
             .unwrap_or_else(|| super::idp::default_scopes(&provider)),
-        request_params: super::idp::with_provider_params(
-            base_settings
-                .map(|g| g.request_params.clone())
-                .unwrap_or_default(),
-            &provider,
-        ),
         groups_claim: global.map_or_else(|| "groups".into(), |g| g.groups_claim.clone()),
         refresh_claims_interval: global.map_or(std::time::Duration::from_secs(600), |g| {
             g.refresh_claims_interval
         }),
-        form_post: false,
         provider,
         issuer,
         client_id,
-    };
-    let settings = IdpSettings {
-        form_post: settings
-            .request_params
-            .iter()
-            .any(|(k, v)| k == "response_mode" && v == "form_post"),
-        ..settings
     };
     let is_global = global.is_some_and(|g| key_of(g) == key_of(&settings));
     Some(RouteIdp {

@@ -79,42 +79,25 @@ pub async fn decide(
     let Access::Policy(policy) = &route.access else {
         return Ok(identity);
     };
-    let email = authn::verified_email(identity.as_deref(), route.allow_unverified_email);
-    let proven = identity
-        .as_deref()
-        .map(UserSession::proven_devices)
-        .unwrap_or_default();
-    let input = Input {
-        subject: identity.as_deref().map(|s| s.subject(email.as_deref())),
-        method: session.method.as_str(),
-        path: &at.target.path,
-        client_ip: ctx.client_ip,
-        now: chrono::Utc::now(),
-        cors_preflight: session.method == http::Method::OPTIONS
-            && session.headers.contains_key(http::header::ORIGIN)
-            && session
-                .headers
-                .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD),
-        client_cert: session.client_cert,
-        devices: &proven,
-        mcp: None,
-    };
     let who = identity.as_deref();
-    let decision = match session.mcp {
-        Some(request) => {
-            match super::mcp::decide(
-                gw, session, ctx, snap, route, at, who, policy, &input, request,
-            ) {
-                Ok(d) => d,
-                Err(refusal) => return Err(refusal),
+    let path = &at.target.path;
+    let decision = with_input(
+        session,
+        ctx.client_ip,
+        route,
+        who,
+        path,
+        |input| match session.mcp {
+            Some(request) => super::mcp::decide(
+                gw, session, ctx, snap, route, at, who, policy, input, request,
+            ),
+            None => {
+                let decision = policy.evaluate(input);
+                log_decision(gw, session, ctx, snap, route, at, who, None, &decision);
+                Ok(decision)
             }
-        }
-        None => {
-            let decision = policy.evaluate(&input);
-            log_decision(gw, session, ctx, snap, route, at, who, None, &decision);
-            decision
-        }
-    };
+        },
+    )?;
     match decision {
         Decision::Allow => Ok(identity),
         Decision::NeedLogin if route.bearer == BearerFormat::Jwt => {
@@ -127,6 +110,39 @@ pub async fn decide(
         Decision::NeedLogin => Err(need_login(snap, route, at, format())),
         Decision::Deny { reasons } => Err(refusal_for(snap, route, at, format(), reasons)),
     }
+}
+
+/// The policy input for this request and caller, without an MCP message, handed to `f` (the
+/// verified email and the proven devices it borrows live here). The one builder, for the
+/// decision and for filtering a `tools/list` answer.
+pub(super) fn with_input<R>(
+    asking: &Asking<'_>,
+    client_ip: Option<std::net::IpAddr>,
+    route: &Route,
+    identity: Option<&UserSession>,
+    path: &str,
+    f: impl FnOnce(&Input<'_>) -> R,
+) -> R {
+    let email = authn::verified_email(identity, route.allow_unverified_email);
+    let proven = identity
+        .map(UserSession::proven_devices)
+        .unwrap_or_default();
+    let input = Input {
+        subject: identity.map(|s| s.subject(email.as_deref())),
+        method: asking.method.as_str(),
+        path,
+        client_ip,
+        now: chrono::Utc::now(),
+        cors_preflight: asking.method == http::Method::OPTIONS
+            && asking.headers.contains_key(http::header::ORIGIN)
+            && asking
+                .headers
+                .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD),
+        client_cert: asking.client_cert,
+        devices: &proven,
+        mcp: None,
+    };
+    f(&input)
 }
 
 /// Who is asking (on a route that reads it): the caller a workload token proves on a `jwt` route,

@@ -45,8 +45,9 @@ pub struct RequestCtx {
     pub open: Option<OpenRequest>,
     /// The request's place under the route's circuit breaker, given back when it ends.
     pub admitted: Option<crate::upstream::breaker::Admitted>,
-    /// A `tools/list` on an MCP route whose answer is filtered by the policy.
-    pub mcp_list: Option<super::mcp_list::ToolsList>,
+    /// A `tools/list` on an MCP route whose answer is filtered by the policy (boxed: every
+    /// request's context carries the field, few use it).
+    pub mcp_list: Option<Box<super::mcp_list::ToolsList>>,
     /// Its OpenTelemetry spans (empty when tracing is off).
     pub trace: crate::telemetry::traces::RequestTrace,
 }

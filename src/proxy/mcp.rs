@@ -88,7 +88,7 @@ pub async fn read(
 pub fn tools_list(
     route: &Route,
     request: Option<&McpRequest>,
-) -> Option<super::mcp_list::ToolsList> {
+) -> Option<Box<super::mcp_list::ToolsList>> {
     let request = request.filter(|r| !r.batch)?;
     let m = request
         .messages
@@ -96,7 +96,7 @@ pub fn tools_list(
         .filter(|m| m.method == "tools/list")?;
     match &route.access {
         crate::routes::route::Access::Policy(p) if p.mentions_mcp() => {
-            Some(super::mcp_list::ToolsList::new(m.id.clone()?))
+            Some(Box::new(super::mcp_list::ToolsList::new(m.id.clone()?)))
         }
         _ => None,
     }

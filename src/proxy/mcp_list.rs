@@ -3,9 +3,8 @@
 //! unknown, so a tool allowed for some arguments stays listed) and dropped when refused. Works on
 //! a JSON answer (buffered, at most `MAX_LIST_BYTES`) and on an event stream (event by event).
 
-use super::access::Asking;
+use super::access::{self, Asking};
 use super::RequestCtx;
-use crate::authn;
 use crate::policy::mcp::{Arguments, McpInput};
 use crate::policy::{Decision, Input};
 use crate::routes::route::Access;
@@ -74,15 +73,18 @@ pub fn body(session: &Session, body: &mut Option<Bytes>, end: bool, ctx: &mut Re
     if let Some(chunk) = body.take() {
         list.buf.extend_from_slice(&chunk);
     }
-    let allowed = |tool: &str| listed(session, ctx, tool);
     let out = match list.mode {
-        Mode::Json if end => Some(json_answer(&list.buf, &list.id, &allowed)),
+        Mode::Json if end => Some(with_policy(session, ctx, |allowed| {
+            json_answer(&list.buf, &list.id, allowed)
+        })),
         Mode::Json if list.buf.len() > MAX_LIST_BYTES => {
             tracing::warn!(request_id = %ctx.request_id, "tools/list answer too large to filter; refused");
             Some(too_large(&list.id))
         }
         Mode::Json | Mode::Pending => None,
-        Mode::Events => Some(events(&mut list.buf, end, &list.id, &allowed)),
+        Mode::Events => Some(with_policy(session, ctx, |allowed| {
+            events(&mut list.buf, end, &list.id, allowed)
+        })),
     };
     *body = out.map(Bytes::from);
     let done = end || (list.mode == Mode::Json && body.is_some());
@@ -91,36 +93,41 @@ pub fn body(session: &Session, body: &mut Option<Bytes>, end: bool, ctx: &mut Re
     }
 }
 
-/// Whether the route's policy could allow a call of `tool` by this caller.
-fn listed(session: &Session, ctx: &RequestCtx, tool: &str) -> bool {
+/// Runs `f` with the test of whether the route's policy could allow this caller a call of a
+/// tool (its arguments unknown). The request's policy input is built once, for every tool.
+fn with_policy<R>(
+    session: &Session,
+    ctx: &RequestCtx,
+    f: impl FnOnce(&dyn Fn(&str) -> bool) -> R,
+) -> R {
     let Some(route) = ctx.route.as_deref() else {
-        return false;
+        return f(&|_| false);
     };
     let Access::Policy(policy) = &route.access else {
-        return true;
+        return f(&|_| true);
     };
-    let asking = Asking::of(session);
+    let path = ctx.target.as_ref().map_or("/", |t| t.path.as_str());
     let identity = ctx.identity.as_deref();
-    let email = authn::verified_email(identity, route.allow_unverified_email);
-    let proven = identity
-        .map(crate::session::UserSession::proven_devices)
-        .unwrap_or_default();
-    let input = Input {
-        subject: identity.map(|s| s.subject(email.as_deref())),
-        method: asking.method.as_str(),
-        path: ctx.target.as_ref().map_or("/", |t| t.path.as_str()),
-        client_ip: ctx.client_ip,
-        now: chrono::Utc::now(),
-        cors_preflight: false,
-        client_cert: asking.client_cert,
-        devices: &proven,
-        mcp: Some(McpInput {
-            method: "tools/call",
-            tool: Some(tool),
-            arguments: Arguments::Unknown,
-        }),
-    };
-    !matches!(policy.evaluate(&input), Decision::Deny { .. })
+    access::with_input(
+        &Asking::of(session),
+        ctx.client_ip,
+        route,
+        identity,
+        path,
+        |base| {
+            f(&|tool: &str| {
+                let input = Input {
+                    mcp: Some(McpInput {
+                        method: "tools/call",
+                        tool: Some(tool),
+                        arguments: Arguments::Unknown,
+                    }),
+                    ..*base
+                };
+                !matches!(policy.evaluate(&input), Decision::Deny { .. })
+            })
+        },
+    )
 }
 
 /// The JSON answer with its refused tools dropped (unchanged when it is not the list's answer).
