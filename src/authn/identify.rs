@@ -1,7 +1,9 @@
-//! Who a request is, in one order: its session cookie, else a Vallum bearer token (programmatic
-//! login), else, where the route's `bearer_token_format` admits one, a token the IdP issued.
+//! Who a request is, in one order: its session cookie, else (on an MCP server route) an MCP
+//! access token, else a Vallum bearer token (programmatic login), else, where the route's `bearer_token_format` admits one, a token the IdP issued.
 
-use super::{idp_bearer, programmatic, route_idp_keys, session_of, AuthState, SessionError};
+use super::{
+    idp_bearer, mcp_oauth, programmatic, route_idp_keys, session_of, AuthState, SessionError,
+};
 use crate::routes::route::Route;
 use crate::session::UserSession;
 use crate::snapshot::auth::Auth;
@@ -21,6 +23,12 @@ pub async fn identify(
     let from_cookie = session_of(auth, state, cookies.as_deref(), &keys, host).await?;
     if from_cookie.is_some() {
         return unless_idle(state, from_cookie, route).await;
+    }
+    if route.mcp.is_some() && auth.mcp.enabled {
+        if let Some(token) = mcp_oauth::access_token(headers) {
+            let s = mcp_oauth::session_for_access_token(auth, state, token, host, route).await?;
+            return unless_idle(state, Some(s), route).await;
+        }
     }
     if let Some(token) = programmatic::bearer_token(headers) {
         let session = programmatic::session_for_token(auth, state, token, host)

@@ -14,6 +14,7 @@ mod identify;
 mod idle;
 pub mod idp_bearer;
 pub mod logout;
+pub mod mcp_oauth;
 mod portal;
 pub mod programmatic;
 mod refresh;
@@ -110,6 +111,10 @@ pub struct Request<'a> {
     pub routes: &'a RouteTable,
     /// Form fields of a POST body.
     pub form: Vec<(String, String)>,
+    /// The POST body as sent (JSON for MCP client registration).
+    pub body: &'a [u8],
+    /// `Authorization` as sent (client credentials at the MCP token endpoint).
+    pub authorization: Option<&'a str>,
     /// The client's address (the routes portal asks policies about it).
     pub client_ip: Option<std::net::IpAddr>,
 }
@@ -288,6 +293,9 @@ pub enum SessionError {
     Ambiguous,
     /// The session went unused past the route's idle timeout and has just been ended.
     Idle,
+    /// An MCP access token that does not open here, has expired, is for another resource, or
+    /// whose session has ended.
+    TokenRejected,
 }
 
 impl From<StoreError> for SessionError {
@@ -302,6 +310,7 @@ impl From<SessionError> for Refusal {
             SessionError::Store(_) => Refusal::StoreUnavailable,
             SessionError::Ambiguous => Refusal::AmbiguousSession,
             SessionError::Idle => Refusal::SignInRequired { location: None },
+            SessionError::TokenRejected => Refusal::BearerRejected,
         }
     }
 }

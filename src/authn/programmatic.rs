@@ -45,7 +45,7 @@ const TOKEN_NAME: &str = "pomerium-bearer";
 /// Tokens are bound to the host name without the port: one sign-in serves every service of a
 /// host, including its TCP tunnels (`tcp+https://db.example.com:5432` is reached through the
 /// gateway's HTTPS port).
-fn token_host(host: &str) -> String {
+pub(super) fn token_host(host: &str) -> String {
     host.parse::<http::uri::Authority>()
         .map(|a| a.host().to_string())
         .unwrap_or_else(|_| host.to_string())

@@ -94,6 +94,8 @@ pub struct AuthSettings {
     pub access_token_audiences: Vec<String>,
     /// `session_idle_timeout`: routes without their own end a session unused this long.
     pub idle_timeout: Option<std::time::Duration>,
+    /// The authorization server for MCP clients (`config::mcp_auth`).
+    pub mcp: super::mcp_auth::McpAuth,
 }
 
 /// What an `Authorization: Bearer <token>` header carries (`bearer_token_format`).
@@ -348,9 +350,10 @@ fn runtime_flags(raw: &RawSettings, errs: &mut Errors) -> (bool, bool) {
         match flag.as_str() {
             "pomerium_jwt_endpoint" => jwt_endpoint = *on,
             "routes_portal" => routes_portal = *on,
+            flag if super::mcp_auth::FLAGS.contains(&flag) => {}
             other => errs.push(
                 format!("runtime_flags.{other}"),
-                "runtime flag not supported by Vallum (pomerium_jwt_endpoint and routes_portal are)",
+                "runtime flag not supported by Vallum (pomerium_jwt_endpoint, routes_portal, mcp and mcp_dynamic_client_registration are)",
             ),
         }
     }
@@ -466,6 +469,7 @@ pub fn compile(
         issuer_uri,
         jwt_endpoint,
         routes_portal,
+        mcp: super::mcp_auth::compile(&raw.runtime_flags, raw.mcp_access_token_lifetime, errs),
     })
 }
 

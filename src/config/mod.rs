@@ -17,6 +17,7 @@ pub mod keys;
 pub mod load;
 pub mod locate;
 pub mod mcp;
+pub mod mcp_auth;
 pub mod mtls;
 pub mod ops;
 pub mod otel;

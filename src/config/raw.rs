@@ -139,6 +139,8 @@ pub struct RawSettings {
     pub signout_redirect_url: Option<String>,
     pub pass_identity_headers: Option<bool>,
     pub runtime_flags: BTreeMap<String, bool>,
+    /// Vallum extension: how long an MCP access token lives.
+    pub mcp_access_token_lifetime: Option<GoDuration>,
     pub signing_key: Option<Secret>,
     pub signing_key_file: Option<String>,
     pub jwt_claims_headers: Option<serde_yaml_ng::Value>,

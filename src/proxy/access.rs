@@ -182,6 +182,9 @@ async fn who(
         (Some(auth), None) => {
             match authn::identify(&auth, &gw.auth, session.headers, route, &at.host_full).await {
                 Ok(identity) => Ok(identity),
+                Err(authn::SessionError::TokenRejected) => {
+                    Err((Some(Reason::InvalidBearerToken), mcp_challenge(at, true)))
+                }
                 Err(authn::SessionError::Idle) => {
                     let format = Format::of(session.headers);
                     Err((
@@ -300,6 +303,9 @@ fn need_login(snap: &Snapshot, route: &Route, at: &Addressed, format: Format) ->
     let Some(auth) = snap.auth() else {
         return Refusal::SignInNotConfigured;
     };
+    if route.mcp.is_some() && auth.mcp.enabled {
+        return mcp_challenge(at, false);
+    }
     if format != Format::Html {
         return Refusal::SignInRequired { location: None };
     }
@@ -310,6 +316,14 @@ fn need_login(snap: &Snapshot, route: &Route, at: &Addressed, format: Format) ->
             ),
         },
         Err(r) => r,
+    }
+}
+
+/// An MCP client without a (usable) access token learns where to get one (MCP authorization,
+/// RFC 9728): never a sign-in redirect, which it could not follow.
+fn mcp_challenge(at: &Addressed, invalid: bool) -> Refusal {
+    Refusal::McpUnauthorized {
+        challenge: authn::mcp_oauth::challenge(at.scheme, &at.host_full, &at.target.path, invalid),
     }
 }
 

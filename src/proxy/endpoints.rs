@@ -1,5 +1,6 @@
 //! Step 3: what Vallum answers itself before any route: the probes on every host, the
-//! authenticate host, and `/.pomerium/` and `/.well-known/pomerium` on route hosts.
+//! authenticate host, `/.pomerium/` and `/.well-known/pomerium` on route hosts, and the MCP
+//! authorization server's endpoints on MCP route hosts.
 
 use super::target::Addressed;
 use super::{Gateway, RequestCtx};
@@ -52,6 +53,8 @@ pub async fn serve(
     // The JWKS (public keys, the same on every host) is the exception: apps fetch it from
     // wherever they reach Vallum.
     let public_keys = path == "/.well-known/pomerium/jwks.json";
+    let mcp_oauth = authn::mcp_oauth::is_endpoint(&auth, &snap.routes, &at.host_full, path);
+    let own_path = own_path || mcp_oauth;
     if own_path && !on_auth_host && !public_keys && !snap.routes.serves_host(&at.host) {
         return Err(Refusal::NoRoute);
     }
@@ -65,6 +68,9 @@ pub async fn serve(
         let req = input.as_request(&at.host_full, path, answer, &snap.routes, ctx.client_ip);
         if on_auth_host {
             return Ok(Some(authn::authenticate_host(&auth, &gw.auth, &req).await));
+        }
+        if mcp_oauth {
+            return Ok(Some(authn::mcp_oauth::serve(&auth, &gw.auth, &req).await));
         }
         if let Some(reply) = authn::route_endpoint(&auth, &gw.auth, &req).await {
             return Ok(Some(reply));
@@ -83,6 +89,8 @@ struct AuthnInput {
     cookies: Option<String>,
     bearer: Option<String>,
     form: Vec<(String, String)>,
+    body: Vec<u8>,
+    authorization: Option<String>,
     scheme: &'static str,
 }
 
@@ -106,6 +114,8 @@ impl AuthnInput {
             answer,
             routes,
             form: self.form.clone(),
+            body: &self.body,
+            authorization: self.authorization.as_deref(),
             client_ip,
         }
     }
@@ -129,8 +139,8 @@ async fn read(
         })
         .unwrap_or_default();
     let mut form = Vec::new();
+    let mut body = Vec::new();
     if method == http::Method::POST {
-        let mut body = Vec::new();
         loop {
             match session.read_request_body().await {
                 Ok(Some(chunk)) => {
@@ -155,7 +165,12 @@ async fn read(
         query,
         cookies: crate::session::cookie::header(headers).map(std::borrow::Cow::into_owned),
         bearer: authn::programmatic::bearer_token(headers).map(str::to_string),
+        authorization: headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
         form,
+        body,
         scheme,
     })
 }

@@ -217,8 +217,10 @@ fn strip_client_headers(
             }
         }
     }
-    // A programmatic-login token is Vallum's credential, not the app's.
-    if crate::authn::programmatic::authorization_token(&req.headers).is_some() {
+    // A programmatic-login or MCP access token is Vallum's credential, not the app's.
+    if crate::authn::programmatic::authorization_token(&req.headers).is_some()
+        || crate::authn::mcp_oauth::access_token(&req.headers).is_some()
+    {
         req.remove_header(&http::header::AUTHORIZATION);
     }
     Ok(())

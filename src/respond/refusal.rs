@@ -86,6 +86,11 @@ pub enum Refusal {
     /// No credential on a route that takes workload bearer tokens, from a client that cannot
     /// sign in (an API client, or a gateway without sign-in).
     BearerRequired,
+    /// An MCP request without a usable access token: `401` with this `WWW-Authenticate` value,
+    /// which points the client at the route's protected-resource metadata.
+    McpUnauthorized {
+        challenge: String,
+    },
     FormTooLarge,
     BodyTimeout,
     BodyUnreadable,
@@ -147,7 +152,8 @@ impl Refusal {
             SignInRequired { location: None }
             | ReauthenticationRequired { location: None }
             | BearerRejected
-            | BearerRequired => 401,
+            | BearerRequired
+            | McpUnauthorized { .. } => 401,
             DeviceRequired { location: None } => 450,
             UrlTooLong => 414,
             NoHealthyUpstream | StoreUnavailable | UpstreamOverloaded => 503,
@@ -216,6 +222,7 @@ impl Refusal {
             }
             BearerRejected => "the bearer token was not accepted",
             BearerRequired => "this route needs a bearer token",
+            McpUnauthorized { .. } => "this MCP server needs an access token",
             FormTooLarge => "form too large",
             BodyTimeout => "the request body did not arrive in time",
             BodyUnreadable => "cannot read the request body",
@@ -263,6 +270,9 @@ impl Refusal {
             Refusal::ClientCertificate(r) => r.as_str().into(),
             Refusal::SignInRequired { .. } => "user-unauthenticated".into(),
             Refusal::BearerRejected => "invalid_token".into(),
+            Refusal::McpUnauthorized { challenge } if challenge.contains("invalid_token") => {
+                "invalid_token".into()
+            }
             Refusal::ReauthenticationRequired { .. } => "reauthentication-required".into(),
             Refusal::DeviceRequired { .. } => "device-unauthenticated".into(),
             other => other.message(),
@@ -351,13 +361,16 @@ impl Answer<'_> {
         if refusal == Refusal::SignInRateLimited {
             reply = reply.with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        let challenge = match refusal {
-            Refusal::BearerRejected => Some("Bearer error=\"invalid_token\""),
-            Refusal::BearerRequired => Some("Bearer"),
+        let challenge = match &refusal {
+            Refusal::BearerRejected => {
+                Some(HeaderValue::from_static("Bearer error=\"invalid_token\""))
+            }
+            Refusal::BearerRequired => Some(HeaderValue::from_static("Bearer")),
+            Refusal::McpUnauthorized { challenge } => HeaderValue::from_str(challenge).ok(),
             _ => None,
         };
         if let Some(c) = challenge {
-            reply = reply.with_header(http::header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
+            reply = reply.with_header(http::header::WWW_AUTHENTICATE, c);
         }
         reply.close = refusal.closes();
         reply

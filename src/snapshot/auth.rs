@@ -13,6 +13,8 @@ pub struct AuthKeys {
     pub signer: Signer,
     /// Session cookies already opened with `session_cookie_key`.
     pub opened_cookies: OpenedCookies,
+    /// Seals the MCP authorization server's client ids, codes and tokens (`authn::mcp_oauth`).
+    pub mcp_key: crate::crypto::Key,
 }
 
 impl AuthKeys {
@@ -20,6 +22,9 @@ impl AuthKeys {
         AuthKeys {
             signer: Signer::new(settings.signing_key.clone()),
             opened_cookies: OpenedCookies::default(),
+            mcp_key: settings
+                .cookie_secret
+                .derive("vallum mcp authorization server"),
         }
     }
 }

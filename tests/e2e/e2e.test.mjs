@@ -8,6 +8,7 @@ import path from 'node:path';
 import https from 'node:https';
 import { startWorld, idpLogin, echoData, ARTIFACTS, ACCESS_TOKEN_TTL, CLIENT_SECRET, VALLUM } from './harness.mjs';
 import { execFileSync } from 'node:child_process';
+import { connectAgent } from './mcp.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -408,6 +409,58 @@ describe('two nodes, Redis store, behind a balancer', () => {
     await sleep(1500);
     await page.goto(w.url('device', '/after-removal'));
     assert.match(page.url(), /\/\.pomerium\/webauthn\?/, 'removed by the operator: a device is needed again');
+    await profile.close();
+  }));
+
+  it('an MCP agent (the official SDK) discovers, registers, has its user sign in, calls allowed tools, refreshes, and loses access at sign-out on every node', scenario(world, async (w) => {
+    const profile = await w.profile('bob-agent');
+    const { page } = profile;
+    w.useNode(0);
+    const serverUrl = w.url('mcp', '/mcp');
+    const { client, oauth, back } = await connectAgent({
+      serverUrl, page, user: 'bob', fetch: w.fetch, freePort: w.freePort, log: w.log,
+    });
+    assert.equal(back.iss, w.url('mcp', '').replace(/\/$/, ''), 'the code came with the issuer (RFC 9207)');
+    assert.equal(oauth.saved.registrations, 1, 'registered once, dynamically');
+
+    // tools/list answers only what bob may call; the call policy holds per tool and per argument.
+    const { tools } = await client.listTools();
+    assert.deepEqual(tools.map((t) => t.name).sort(), ['echo', 'read_file']);
+    const echoed = await client.callTool({ name: 'echo', arguments: { text: 'hi from the agent' } });
+    assert.equal(echoed.content[0].text, 'hi from the agent');
+    const readable = await client.callTool({ name: 'read_file', arguments: { path: '/srv/public/notes.txt' } });
+    assert.equal(readable.content[0].text, 'contents of /srv/public/notes.txt');
+    const reached = w.mcpUp.calls.length;
+    await assert.rejects(client.callTool({ name: 'delete', arguments: {} }), /-32001|denied|forbidden/i);
+    await assert.rejects(client.callTool({ name: 'read_file', arguments: { path: '/etc/shadow' } }), /-32001|denied|forbidden/i);
+    assert.equal(w.mcpUp.calls.length, reached, 'refused calls never reached the MCP server');
+    assert.deepEqual(w.mcpUp.authorizations, [], "Vallum's tokens never reach the MCP server");
+
+    // The access token lives 3 s: the SDK gets a 401, refreshes, and the call goes through.
+    const tokensBefore = oauth.saved.tokens;
+    await sleep(3500);
+    const later = await client.callTool({ name: 'echo', arguments: { text: 'after expiry' } });
+    assert.equal(later.content[0].text, 'after expiry');
+    assert.equal(oauth.saved.tokens, tokensBefore + 1, 'one refresh');
+
+    // The same token on node B (shared Redis); then bob signs out there, in his browser.
+    w.useNode(1);
+    assert.equal((await client.callTool({ name: 'echo', arguments: { text: 'on b' } })).content[0].text, 'on b');
+    await page.goto(w.url('mcp', '/.pomerium/sign_out'));
+    await Promise.all([page.waitForURL((u) => onIdp(w, u.href)), page.click('button[type="submit"]')]);
+    await Promise.all([
+      page.waitForURL((u) => u.pathname === '/.pomerium/signed_out'),
+      page.click('button[autofocus], button[type="submit"]'),
+    ]);
+    // On node A the agent's token is refused and its refresh token with it: it must ask bob again.
+    w.useNode(0);
+    const calls = w.mcpUp.calls.length;
+    oauth.authorizationUrl = null;
+    await assert.rejects(client.callTool({ name: 'echo', arguments: { text: 'after sign-out' } }), (e) =>
+      e?.constructor?.name === 'UnauthorizedError' || /401|unauthorized/i.test(String(e?.message)));
+    assert.ok(oauth.authorizationUrl, 'the SDK was sent back to authorization');
+    assert.equal(w.mcpUp.calls.length, calls, 'nothing reached the MCP server after sign-out');
+    await client.close();
     await profile.close();
   }));
 });

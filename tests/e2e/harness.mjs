@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import Provider from 'oidc-provider';
 import * as jose from 'jose';
 import { chromium } from 'playwright-core';
+import { gatewayFetch, startMcpUpstream } from './mcp.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(here, '../..');
@@ -29,7 +30,7 @@ const SHARED_SECRET = 'Wm9vaF9zaGFyZWRfc2VjcmV0XzMyX2J5dGVzX19fXyE=';
 /// Access tokens live this long, so a test can outlive one and see the session refreshed.
 export const ACCESS_TOKEN_TTL = 8;
 export const HOSTS = ['authenticate', 'app1', 'app2', 'admin', 'ws', 'device', 'vip', 'fwdauth', 'fa1', 'fa2', 'fadeny', 'fc1',
-  'partners', 'choice'];
+  'partners', 'choice', 'mcp'];
 /// The second identity provider's client (routes with their own provider).
 export const PARTNERS_CLIENT = 'vallum-partners';
 // A small inline logo, so branded pages need no network.
@@ -74,31 +75,6 @@ function makeCerts(dir) {
   };
 }
 
-/// The IdP's outgoing requests (back-channel logout tokens): `*.localhost` names go to the
-/// balancer over TLS, trusting the harness CA, as a real IdP reaches a gateway by its name.
-function idpFetch(lbPort, ca) {
-  return (url, options = {}) => {
-    const u = new URL(url);
-    if (!u.hostname.endsWith('.localhost')) return globalThis.fetch(url, options);
-    return new Promise((resolve, reject) => {
-      const headers = { ...Object.fromEntries(new Headers(options.headers || {})), host: u.host };
-      const body = options.body === undefined ? undefined : String(options.body);
-      if (body !== undefined) headers['content-length'] = Buffer.byteLength(body);
-      const req = https.request({
-        host: '127.0.0.1', port: Number(u.port || 443), path: u.pathname + u.search, method: options.method || 'GET',
-        servername: u.hostname, ca, headers,
-      }, (res) => {
-        const chunks = [];
-        res.on('data', (c) => chunks.push(c));
-        res.on('end', () => resolve(new Response(Buffer.concat(chunks), { status: res.statusCode, headers: res.headers })));
-      });
-      req.on('error', reject);
-      if (body !== undefined) req.write(body);
-      req.end();
-    });
-  };
-}
-
 /// oidc-provider with the test users, refresh tokens, RP-initiated logout, back-channel logout
 /// to the gateway, and its built-in login form (any password; the login is the user name).
 async function startIdp(lbPort, log, ca, clientId = 'vallum') {
@@ -131,7 +107,8 @@ async function startIdp(lbPort, log, ca, clientId = 'vallum') {
     features: {
       devInteractions: { enabled: true }, rpInitiatedLogout: { enabled: true }, backchannelLogout: { enabled: true },
     },
-    fetch: idpFetch(lbPort, ca),
+    // Back-channel logout tokens reach the gateway by its name, as from a real IdP.
+    fetch: gatewayFetch(ca),
     pkce: { required: () => true },
     ttl: { AccessToken: ACCESS_TOKEN_TTL, IdToken: 3600, RefreshToken: 86400, Session: 3600, Grant: 3600, Interaction: 600 },
     issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
@@ -440,6 +417,7 @@ export async function startWorld({ nodes = 1, redis = false, ingress = false } =
   // A second provider: the partners route signs in there, and the choice route offers both.
   const idp2 = await startIdp(lbPort, (l) => log(`partners ${l}`), certs.ca, PARTNERS_CLIENT);
   const echo = await startEcho(lbPort, certs.ca);
+  const mcpUp = await startMcpUpstream(freePort);
   // Store calls get 1 s here rather than the 50 ms default: the suite tests flows, not store
   // latency, and on a 2-core CI machine running Chromium, two gateways and the IdP, a Redis
   // answer sometimes takes longer (a callback then answered 503).
@@ -463,6 +441,9 @@ branding_logo_url: ${LOGO}
 branding_color: "#0f766e"
 pass_identity_headers: true
 jwt_claims_headers: [email, groups]
+runtime_flags:
+  mcp_dynamic_client_registration: true
+mcp_access_token_lifetime: 3s
 ${ingress ? 'forward_auth_url: https://fwdauth.localhost\n' : ''}${store ? `databroker_storage_type: redis\ndatabroker_storage_connection_string: ${store.url}\ndatabroker_storage_timeout: 1s\n` : ''}
 routes:
   - from: https://app1.localhost
@@ -503,6 +484,22 @@ routes:
     idp_provider_url: ${idp2.issuer}
     idp_client_id: ${PARTNERS_CLIENT}
     allow_any_authenticated_user: true
+  - from: https://mcp.localhost
+    to: http://127.0.0.1:${mcpUp.port}
+    mcp:
+      server:
+        path: /mcp
+    policy:
+      - allow:
+          or:
+            - groups: {has: engineering}
+      - deny:
+          or:
+            - mcp_tool: {is: delete}
+            - and:
+                - mcp_tool: {is: read_file}
+                - not:
+                    - mcp_tool_argument: {name: path, starts_with: /srv/public/}
   - from: https://choice.localhost
     to: ${up}
     allow_any_authenticated_user: true
@@ -543,7 +540,9 @@ ${ingress ? `  - from: https://fa1.localhost
   });
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   const world = {
-    dir, idp, idp2, lbPort, gateways, browser, lines, log, ingresses,
+    dir, idp, idp2, lbPort, gateways, browser, lines, log, ingresses, mcpUp, freePort,
+    /// `fetch` for Node clients of the gateway (the MCP SDK client).
+    fetch: gatewayFetch(certs.ca),
     /// A URL on an ingress: `nginx` or `caddy`.
     via: (ingress, host, p = '/') =>
       `https://${host}.localhost:${ingress === 'nginx' ? ingresses.nginxPort : ingresses.caddyPort}${p}`,
@@ -578,7 +577,7 @@ ${ingress ? `  - from: https://fa1.localhost
       await browser.close().catch(() => {});
       for (const g of gateways) g.child.kill('SIGKILL');
       ingresses?.close();
-      lb.close(); idp.close(); idp2.close(); echo.close(); store?.close();
+      lb.close(); idp.close(); idp2.close(); echo.close(); mcpUp.close(); store?.close();
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };

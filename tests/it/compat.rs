@@ -41,10 +41,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ),
     (
         "09-pomerium-acceptance-mcp.yaml",
-        &[
-            "mcp_allowed_client_id_domains",
-            "runtime_flags.mcp_dynamic_client_registration",
-        ],
+        &["mcp_allowed_client_id_domains"],
     ),
     (
         "10-pomerium-ospkg-default.yaml",

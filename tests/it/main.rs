@@ -25,6 +25,7 @@ mod idps;
 mod lifecycle;
 mod logging;
 mod mcp;
+mod mcp_auth;
 mod mtls;
 mod ops;
 mod paths;

@@ -1,0 +1,154 @@
+//! `GET /.pomerium/mcp/authorize`: the person behind an MCP client approves it by signing in.
+//! Problems with the client or its redirect URI are shown on a page (never sent to a URI that
+//! could not be checked); every other problem goes back to the client as an OAuth error.
+
+use super::grants::{self, Code};
+use super::{clients, origin, AuthState, Request};
+use crate::authn::{host_session, host_sign_in_url, programmatic::token_host};
+use crate::clock::unix_now;
+use crate::crypto::random_token;
+use crate::respond::refusal::Refusal;
+use crate::respond::reply::Reply;
+use crate::routes::route::PathMatch;
+use crate::snapshot::auth::Auth;
+use http::StatusCode;
+use std::sync::Arc;
+
+fn page_error(req: &Request<'_>, detail: &str) -> Reply {
+    tracing::info!(reason = detail, "MCP authorization refused");
+    req.answer.refuse(Refusal::sign_in(
+        StatusCode::BAD_REQUEST,
+        "Agent authorization problem",
+        detail.to_string(),
+    ))
+}
+
+/// Back to the client's (registered) redirect URI with `params`, and `state` and `iss`.
+fn back(req: &Request<'_>, redirect: &str, params: &[(&str, &str)]) -> Reply {
+    let Ok(mut to) = url::Url::parse(redirect) else {
+        return page_error(req, "the redirect URI is not a URL");
+    };
+    {
+        let mut q = to.query_pairs_mut();
+        for (k, v) in params {
+            q.append_pair(k, v);
+        }
+        if let Some(s) = req.param("state") {
+            q.append_pair("state", s);
+        }
+        q.append_pair("iss", &origin(req));
+    }
+    Reply::found(to.as_str())
+}
+
+/// The resource of the host's first MCP route: what a client that names none asks for.
+fn default_resource(req: &Request<'_>) -> Option<String> {
+    let host = req.host.split(':').next().unwrap_or(req.host);
+    let route = req.routes.for_host(host).find(|r| r.mcp.is_some())?;
+    let path = match (
+        route.mcp.as_ref().and_then(|m| m.path.as_deref()),
+        &route.path,
+    ) {
+        (Some(p), _) => p.to_string(),
+        (None, PathMatch::Prefix(p) | PathMatch::Exact(p)) if p != "/" => p.clone(),
+        _ => String::new(),
+    };
+    Some(format!("{}{path}", origin(req)))
+}
+
+/// A resource this host serves as an MCP route (RFC 8707 `invalid_target` otherwise).
+pub(super) fn valid_resource(req: &Request<'_>, resource: &str) -> bool {
+    let o = origin(req);
+    let Some(rest) = resource.strip_prefix(&o) else {
+        return false;
+    };
+    if !(rest.is_empty() || rest.starts_with('/')) || rest.contains(['?', '#']) {
+        return false;
+    }
+    let path = if rest.is_empty() { "/" } else { rest };
+    let host = req.host.split(':').next().unwrap_or(req.host);
+    req.routes
+        .for_host(host)
+        .any(|r| r.mcp.is_some() && r.path.matches(path))
+}
+
+/// This request's URL, to come back to after sign-in.
+fn current_url(req: &Request<'_>) -> String {
+    let q: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(req.query.iter())
+        .finish();
+    format!("{}{}?{q}", origin(req), req.path)
+}
+
+pub(super) async fn authorize(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
+    let key = &auth.keys.mcp_key;
+    let Some(client_id) = req.param("client_id") else {
+        return page_error(req, "client_id is required");
+    };
+    let Some(client) = clients::find(key, client_id) else {
+        return page_error(req, "this client is not registered with this gateway");
+    };
+    let redirect = match (req.param("redirect_uri"), client.redirect_uris.as_slice()) {
+        (Some(r), uris) if uris.iter().any(|u| u == r) => r.to_string(),
+        (Some(_), _) => return page_error(req, "redirect_uri is not one the client registered"),
+        (None, [only]) => only.clone(),
+        (None, _) => return page_error(req, "redirect_uri is required"),
+    };
+    let fail = |error: &str, description: &str| {
+        tracing::info!(error, reason = description, "MCP authorization refused");
+        back(
+            req,
+            &redirect,
+            &[("error", error), ("error_description", description)],
+        )
+    };
+    if req.param("response_type") != Some("code") {
+        return fail("unsupported_response_type", "response_type must be code");
+    }
+    let challenge = req.param("code_challenge").unwrap_or_default();
+    let well_formed = challenge.len() == 43
+        && challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if req.param("code_challenge_method") != Some("S256") || !well_formed {
+        return fail(
+            "invalid_request",
+            "PKCE is required: code_challenge with code_challenge_method S256",
+        );
+    }
+    let resource = match req.param("resource") {
+        Some(r) if valid_resource(req, r) => r.to_string(),
+        Some(_) => {
+            return fail(
+                "invalid_target",
+                "resource is not an MCP server on this host",
+            )
+        }
+        None => match default_resource(req) {
+            Some(r) => r,
+            None => return fail("invalid_target", "no MCP server on this host"),
+        },
+    };
+    let session = match host_session(auth, state, req).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Reply::found(host_sign_in_url(auth, req, &current_url(req)).as_str()),
+        Err(e) => return req.answer.refuse(e.into()),
+    };
+    let code = Code {
+        sid: session.id.clone(),
+        client: client_id.to_string(),
+        redirect_uri: redirect.clone(),
+        challenge: challenge.to_string(),
+        resource,
+        scope: req.param("scope").map(str::to_string),
+        exp: unix_now() + grants::CODE_TTL,
+        n: random_token(12),
+    };
+    tracing::info!(
+        session_id = %session.id,
+        client = client.name.as_deref().unwrap_or(""),
+        "MCP client authorized"
+    );
+    let sealed = grants::seal_code(key, &token_host(req.host), &code);
+    back(req, &redirect, &[("code", &sealed)])
+}
