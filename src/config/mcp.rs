@@ -25,6 +25,35 @@ pub struct RawMcpServer {
     pub max_request_bytes: Option<u64>,
     pub upstream_oauth2: Option<serde_yaml_ng::Value>,
     pub authorization_server_url: Option<String>,
+    /// Vallum's: tool calls per user and tool (`rate_limits`).
+    pub rate_limits: Option<Vec<RawRateLimit>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub tools: Option<Vec<String>>,
+    pub calls: u32,
+    pub per: super::duration::GoDuration,
+}
+
+/// At most `calls` calls of one tool by one user per `per` (fixed windows), for the listed
+/// tools (`None`: every tool). The first limit that names a tool is the one that applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolRateLimit {
+    pub tools: Option<Vec<String>>,
+    pub calls: u32,
+    pub per: std::time::Duration,
+}
+
+impl McpServer {
+    /// The limit for `tool` and its place in the list (part of the counter's key).
+    pub fn rate_limit(&self, tool: &str) -> Option<(usize, &ToolRateLimit)> {
+        self.rate_limits
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.tools.as_ref().is_none_or(|t| t.iter().any(|n| n == tool)))
+    }
 }
 
 /// An MCP server route, ready for the proxy.
@@ -33,6 +62,7 @@ pub struct McpServer {
     /// The MCP endpoint's path (Streamable HTTP); `None`: every POST on the route.
     pub path: Option<String>,
     pub max_request_bytes: usize,
+    pub rate_limits: Vec<ToolRateLimit>,
 }
 
 pub fn compile(raw: Option<&RawMcp>, base: &str, errs: &mut Errors) -> Option<McpServer> {
@@ -83,5 +113,46 @@ pub fn compile(raw: Option<&RawMcp>, base: &str, errs: &mut Errors) -> Option<Mc
     Some(McpServer {
         path,
         max_request_bytes: max.clamp(1, MAX_REQUEST_BYTES_LIMIT),
+        rate_limits: rate_limits(
+            server.rate_limits.as_deref(),
+            &p("server.rate_limits"),
+            errs,
+        ),
     })
+}
+
+fn rate_limits(raw: Option<&[RawRateLimit]>, key: &str, errs: &mut Errors) -> Vec<ToolRateLimit> {
+    let mut out = Vec::new();
+    for (i, l) in raw.unwrap_or_default().iter().enumerate() {
+        let k = format!("{key}[{i}]");
+        if l.calls == 0 {
+            errs.push(
+                format!("{k}.calls"),
+                "must be at least 1 (remove the tool from the policy to forbid it)",
+            );
+            continue;
+        }
+        if l.per.0 < std::time::Duration::from_secs(1)
+            || l.per.0 > std::time::Duration::from_secs(86_400)
+        {
+            errs.push(format!("{k}.per"), "must be between 1s and 24h");
+            continue;
+        }
+        if l.tools
+            .as_ref()
+            .is_some_and(|t| t.is_empty() || t.iter().any(String::is_empty))
+        {
+            errs.push(
+                format!("{k}.tools"),
+                "names tools; leave it out to limit every tool",
+            );
+            continue;
+        }
+        out.push(ToolRateLimit {
+            tools: l.tools.clone(),
+            calls: l.calls,
+            per: l.per.0,
+        });
+    }
+    out
 }

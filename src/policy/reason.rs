@@ -43,6 +43,8 @@ pub enum Reason {
     McpToolUnauthorized,
     /// An MCP tool call the policy does not allow by its arguments (`mcp_tool_argument`).
     McpArgumentUnauthorized,
+    /// An MCP tool call over the route's `rate_limits` for this user and tool.
+    McpRateLimited,
 }
 
 impl Reason {
@@ -75,6 +77,7 @@ impl Reason {
             Reason::AmbiguousCredentials => "ambiguous-credentials",
             Reason::McpToolUnauthorized => "mcp-tool-unauthorized",
             Reason::McpArgumentUnauthorized => "mcp-tool-argument-unauthorized",
+            Reason::McpRateLimited => "mcp-rate-limited",
         }
     }
 

@@ -125,7 +125,7 @@ pub fn decide(
             mcp: Some(m.input()),
             ..*base
         };
-        let decision = policy.evaluate(&input);
+        let decision = within_limit(gw, ctx, route, who, m, policy.evaluate(&input));
         log_decision(gw, asking, ctx, snap, route, at, who, Some(m), &decision);
         count(gw, route, m, &decision);
         match decision {
@@ -174,11 +174,47 @@ pub fn decide(
     })))
 }
 
+/// An allowed tool call, unless it is over the route's rate limit for this caller and tool (the
+/// user, else the client's address).
+fn within_limit(
+    gw: &Gateway,
+    ctx: &RequestCtx,
+    route: &Route,
+    who: Option<&UserSession>,
+    m: &McpMessage,
+    decision: Decision,
+) -> Decision {
+    let (Decision::Allow, Some(tool), Some(mcp)) = (&decision, m.tool.as_deref(), &route.mcp)
+    else {
+        return decision;
+    };
+    let ip;
+    let caller = match who {
+        Some(s) => s.user_id.as_str(),
+        None => {
+            ip = ctx.client_ip.map(|a| a.to_string()).unwrap_or_default();
+            ip.as_str()
+        }
+    };
+    match gw
+        .mcp_rates
+        .allow(&route.id, mcp, caller, tool, crate::clock::unix_now())
+    {
+        true => decision,
+        false => Decision::Deny {
+            reasons: vec![crate::policy::Reason::McpRateLimited],
+        },
+    }
+}
+
 fn refusal_text(m: &McpMessage, reasons: &[crate::policy::Reason]) -> String {
     let what = match &m.tool {
         Some(t) => format!("the call to tool {t:?}"),
         None => format!("{:?}", m.method),
     };
+    if reasons == [crate::policy::Reason::McpRateLimited] {
+        return format!("too many calls: {what} is over this route's rate limit; try again later");
+    }
     let why: Vec<&str> = reasons.iter().map(|r| r.as_str()).collect();
     format!("{what} is not allowed here ({})", why.join(", "))
 }
@@ -194,6 +230,9 @@ fn count(gw: &Gateway, route: &Route, m: &McpMessage, decision: &Decision) {
         || labels.contains(tool);
     let outcome = match decision {
         Decision::Allow => "allowed",
+        Decision::Deny { reasons } if reasons == &[crate::policy::Reason::McpRateLimited] => {
+            "rate_limited"
+        }
         Decision::Deny { .. } => "denied",
         Decision::NeedLogin => "login",
     };

@@ -19,6 +19,7 @@ pub mod hygiene;
 mod log;
 mod mcp;
 mod mcp_list;
+mod mcp_rate;
 pub mod pipeline;
 mod streaming;
 pub mod target;
@@ -57,6 +58,8 @@ pub struct Gateway {
     /// Sign-in requests per client IP in the current second, so nobody can flood the IdP (or
     /// the session store) through Vallum.
     sign_in_rate: pingora_limits::rate::Rate,
+    /// MCP tool calls per user and tool (`mcp.server.rate_limits`), kept across reloads.
+    mcp_rates: mcp_rate::McpRates,
     /// Whether this listener terminates TLS (fixed for the listener's life).
     tls: bool,
     /// ID tokens for routes with `enable_google_cloud_serverless_authentication`.
@@ -71,6 +74,7 @@ impl Gateway {
             auth,
             metrics,
             sign_in_rate: pingora_limits::rate::Rate::new(std::time::Duration::from_secs(1)),
+            mcp_rates: Default::default(),
             tls,
             serverless: crate::upstream::serverless::ServerlessTokens::from_env(),
         }

@@ -309,3 +309,71 @@ fn mcp_settings_are_checked() {
         assert!(out.contains(want), "{want} missing from:\n{out}");
     }
 }
+
+#[tokio::test]
+async fn tool_calls_over_a_rate_limit_are_refused_per_caller_and_tool() {
+    let up = upstream().await;
+    let (port, metrics) = (free_port(), free_port());
+    let text = format!(
+        "address: 127.0.0.1:{port}\ninsecure_server: true\nmetrics_address: 127.0.0.1:{metrics}\n\
+         routes:\n  - from: http://mcp.localhost\n    to: http://127.0.0.1:{u}\n    mcp:\n      server:\n        path: /mcp\n\
+         \x20       rate_limits:\n          - tools: [delete]\n            calls: 1\n            per: 1h\n\
+         \x20         - calls: 2\n            per: 1h\n\
+         \x20   policy:\n      - allow:\n          or:\n            - accept: true\n",
+        u = up.port
+    );
+    let gw = Gateway::start_with(port, &text, &[]).await;
+    let hits = || up.hits.load(Ordering::SeqCst);
+    for id in 1..=2 {
+        let (status, answer) = post(&gw, "/mcp", call(id, "echo", json!({})).to_string()).await;
+        assert_eq!((status, answer["error"].is_null()), (200, true), "{answer}");
+    }
+    let before = hits();
+    let (status, answer) = post(&gw, "/mcp", call(3, "echo", json!({})).to_string()).await;
+    assert_eq!((status, answer["id"].clone()), (200, json!(3)), "{answer}");
+    assert_eq!(answer["error"]["code"], -32001, "{answer}");
+    assert_eq!(
+        answer["error"]["data"]["reasons"],
+        json!(["mcp-rate-limited"])
+    );
+    assert!(answer["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("rate limit"));
+    assert_eq!(
+        hits(),
+        before,
+        "a call over the limit never reaches the upstream"
+    );
+    // Each tool counts on its own; the first limit naming a tool is the one that applies.
+    assert!(post(&gw, "/mcp", call(4, "delete", json!({})).to_string())
+        .await
+        .1["error"]
+        .is_null());
+    let (_, again) = post(&gw, "/mcp", call(5, "delete", json!({})).to_string()).await;
+    assert_eq!(
+        again["error"]["data"]["reasons"],
+        json!(["mcp-rate-limited"])
+    );
+    // The protocol's own messages are never limited.
+    let list = json!({"jsonrpc": "2.0", "id": 6, "method": "tools/list"});
+    for _ in 0..3 {
+        assert_eq!(post(&gw, "/mcp", list.to_string()).await.0, 200);
+    }
+    let (_, body) = scrape(metrics, None).await;
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("vallum_mcp_tool_calls_total")
+                && l.contains("outcome=\"rate_limited\"")
+                && l.contains("tool=\"echo\"")
+                && l.ends_with(" 1")),
+        "{body}"
+    );
+    // A bad limit names its key.
+    let bad = text.replace("calls: 1\n", "calls: 0\n");
+    let (ok, out) = crate::support::check_config(&bad);
+    assert!(
+        !ok && out.contains("routes[0].mcp.server.rate_limits[0].calls"),
+        "{out}"
+    );
+}
