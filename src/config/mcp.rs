@@ -1,7 +1,7 @@
 //! A route's `mcp` option (Pomerium's): `mcp.server` marks the route as an MCP server, whose
 //! JSON-RPC requests are read and decided per call (`mcp_tool`, `mcp_tool_argument`). What
-//! Vallum does not do yet — an MCP client route (`mcp.client`), upstream OAuth
-//! (`upstream_oauth2`), an external authorization server — is refused by name, never ignored.
+//! Vallum does not do yet — an MCP client route (`mcp.client`), an external authorization
+//! server — is refused by name, never ignored.
 
 use super::error::Errors;
 use serde::Deserialize;
@@ -23,7 +23,7 @@ pub struct RawMcp {
 pub struct RawMcpServer {
     pub path: Option<String>,
     pub max_request_bytes: Option<u64>,
-    pub upstream_oauth2: Option<serde_yaml_ng::Value>,
+    pub upstream_oauth2: Option<super::mcp_upstream::RawUpstreamOAuth2>,
     pub authorization_server_url: Option<String>,
     /// Vallum's: tool calls per user and tool (`rate_limits`).
     pub rate_limits: Option<Vec<RawRateLimit>>,
@@ -63,6 +63,8 @@ pub struct McpServer {
     pub path: Option<String>,
     pub max_request_bytes: usize,
     pub rate_limits: Vec<ToolRateLimit>,
+    /// The upstream's own OAuth client, when the MCP server needs a token of its own.
+    pub upstream_oauth2: Option<super::mcp_upstream::UpstreamOAuth2>,
 }
 
 pub fn compile(raw: Option<&RawMcp>, base: &str, errs: &mut Errors) -> Option<McpServer> {
@@ -80,12 +82,6 @@ pub fn compile(raw: Option<&RawMcp>, base: &str, errs: &mut Errors) -> Option<Mc
         }
         return None;
     };
-    if server.upstream_oauth2.is_some() {
-        errs.push(
-            p("server.upstream_oauth2"),
-            "upstream OAuth for MCP servers is not supported yet",
-        );
-    }
     if server.authorization_server_url.is_some() {
         errs.push(
             p("server.authorization_server_url"),
@@ -118,6 +114,10 @@ pub fn compile(raw: Option<&RawMcp>, base: &str, errs: &mut Errors) -> Option<Mc
             &p("server.rate_limits"),
             errs,
         ),
+        upstream_oauth2: server
+            .upstream_oauth2
+            .as_ref()
+            .and_then(|u| super::mcp_upstream::compile(u, &p("server.upstream_oauth2"), errs)),
     })
 }
 

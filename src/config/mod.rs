@@ -18,6 +18,7 @@ pub mod load;
 pub mod locate;
 pub mod mcp;
 pub mod mcp_auth;
+pub mod mcp_upstream;
 pub mod mtls;
 pub mod ops;
 pub mod otel;

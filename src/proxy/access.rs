@@ -252,10 +252,14 @@ pub(super) fn log_decision(
     .record(&gw.metrics, &route.metrics);
 }
 
-/// Whether anything on this route reads the user: the policy, identity headers, or a
-/// `set_request_headers` template.
+/// Whether anything on this route reads the user: the policy, identity headers, a
+/// `set_request_headers` template, or the user's own upstream token (MCP `upstream_oauth2`).
 fn wants_identity(route: &Route) -> bool {
     route.pass_identity_headers
+        || route
+            .mcp
+            .as_ref()
+            .is_some_and(|m| m.upstream_oauth2.is_some())
         || route
             .set_request_headers
             .iter()

@@ -241,3 +241,33 @@ fn count(gw: &Gateway, route: &Route, m: &McpMessage, decision: &Decision) {
         .with_label_values(&[&*route.id, if known { tool } else { "other" }, outcome])
         .inc();
 }
+
+/// The user's own token for an MCP server behind `upstream_oauth2`, for the upstream's
+/// `Authorization`. None held (never granted, or refused at refresh): the client is told its
+/// token is no longer good, so it authorizes again and the person grants access again.
+pub async fn upstream_token(
+    gw: &Gateway,
+    snap: &Snapshot,
+    route: &Route,
+    at: &Addressed,
+    who: Option<&UserSession>,
+) -> Result<std::sync::Arc<str>, Refusal> {
+    let (Some(auth), Some(s)) = (snap.auth(), who) else {
+        return Err(Refusal::UpstreamCredentials);
+    };
+    match crate::authn::mcp_oauth::upstream::token_for(&auth, &gw.auth, route, s).await {
+        Ok(Some(t)) => Ok(t),
+        Ok(None) => Err(Refusal::McpUnauthorized {
+            challenge: crate::authn::mcp_oauth::challenge(
+                at.scheme,
+                &at.host_full,
+                &at.target.path,
+                true,
+            ),
+        }),
+        Err(e) => {
+            tracing::warn!(route_id = %route.id, error = %e, "request refused: no upstream token for the MCP server");
+            Err(Refusal::UpstreamCredentials)
+        }
+    }
+}

@@ -60,6 +60,7 @@ mod tests {
         McpServer {
             path: None,
             max_request_bytes: 4096,
+            upstream_oauth2: None,
             rate_limits: vec![
                 ToolRateLimit {
                     tools: Some(vec!["delete".into()]),

@@ -95,16 +95,40 @@ pub async fn route_request(
         ctx.admitted = Some(admitted);
     }
     // 10. The upstream's own credential, where the route asks for one.
-    if let (Step::Forward, Some(audience)) = (&step, &route.serverless_audience) {
-        let token = gw.serverless.token(audience).await.map_err(|why| {
-            tracing::warn!(request_id = %ctx.request_id, route_id = %route.id, error = %why, "request refused: no Google serverless identity token");
-            Refusal::UpstreamCredentials
-        })?;
-        ctx.upstream_bearer = Some(token);
+    if matches!(step, Step::Forward) {
+        ctx.upstream_bearer = upstream_credential(gw, ctx, snap, &route, &at).await?;
     }
     ctx.target = Some(at.target);
     ctx.host = at.host;
     Ok(step)
+}
+
+/// The upstream's own `Authorization`: a Google serverless identity token, or the user's token
+/// for an MCP server behind `upstream_oauth2`.
+async fn upstream_credential(
+    gw: &Gateway,
+    ctx: &RequestCtx,
+    snap: &Snapshot,
+    route: &crate::routes::route::Route,
+    at: &target::Addressed,
+) -> Result<Option<Arc<str>>, Refusal> {
+    if let Some(audience) = &route.serverless_audience {
+        let token = gw.serverless.token(audience).await.map_err(|why| {
+            tracing::warn!(request_id = %ctx.request_id, route_id = %route.id, error = %why, "request refused: no Google serverless identity token");
+            Refusal::UpstreamCredentials
+        })?;
+        return Ok(Some(token));
+    }
+    if route
+        .mcp
+        .as_ref()
+        .is_some_and(|m| m.upstream_oauth2.is_some())
+    {
+        let who = ctx.identity.as_deref();
+        let token = Box::pin(super::mcp::upstream_token(gw, snap, route, at, who)).await?;
+        return Ok(Some(token));
+    }
+    Ok(None)
 }
 
 /// Step 7 under its own trace span: who is asking, and the route's policy on it (on each

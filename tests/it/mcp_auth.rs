@@ -370,3 +370,93 @@ async fn registration_is_off_unless_the_flag_is_on_and_mcp_off_means_sign_in() {
         "an API client is told to sign in"
     );
 }
+
+#[tokio::test]
+async fn an_mcp_server_gets_the_users_own_upstream_token_refreshed_and_never_the_clients() {
+    let upstream_as = crate::support::idp::Idp::start().await;
+    upstream_as.state.lock().unwrap().access_ttl = 30; // due for refresh (30 s margin) at once
+    let issuer = upstream_as.issuer();
+    let env = Env::with_routes(
+        "runtime_flags:\n  mcp_dynamic_client_registration: true\n",
+        &format!(
+            "  - from: http://mcp.localhost\n    to: {{u}}\n    allow_any_authenticated_user: true\n    mcp:\n      server:\n        path: /mcp\n\
+             \x20       upstream_oauth2:\n          client_id: {id}\n          client_secret: {secret}\n          scopes: [repo, read]\n\
+             \x20         endpoint:\n            auth_url: {issuer}/authorize\n            token_url: {issuer}/token\n            auth_style: in_params\n",
+            id = upstream_as.client_id,
+            secret = upstream_as.client_secret,
+        ),
+    )
+    .await;
+    let (_, reg) = register(
+        &env,
+        json!({"redirect_uris": [CALLBACK], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    let client_id = reg["client_id"].as_str().unwrap().to_string();
+    let b = browser(&env);
+    let back = authorize(&env, &b, "alice-id", &client_id, &[]).await;
+    let asked = upstream_as.state.lock().unwrap().authorize_queries.clone();
+    assert_eq!(
+        asked.len(),
+        1,
+        "the person was sent to the upstream's consent once"
+    );
+    assert_eq!(asked[0].get("scope").map(String::as_str), Some("repo read"));
+    assert_eq!(
+        asked[0].get("redirect_uri").cloned(),
+        Some(format!("{}/.pomerium/mcp/oauth/callback", origin(&env)))
+    );
+    let (status, tokens) =
+        exchange(&env, &client_id, &param(&back, "code").unwrap(), VERIFIER).await;
+    assert_eq!(status, 200, "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap();
+
+    // The upstream gets the user's upstream token, not Vallum's, and it is refreshed when due.
+    let seen = |body: Value| {
+        serde_json::from_value::<Echo>(body)
+            .unwrap()
+            .header("authorization")
+            .map(str::to_string)
+    };
+    let (status, _, first) = call(&env, Some(access), "echo").await;
+    assert_eq!(status, 200, "{first}");
+    let first = seen(first).unwrap();
+    assert!(first.starts_with("Bearer at-"), "{first}");
+    let (_, _, second) = call(&env, Some(access), "echo").await;
+    let second = seen(second).unwrap();
+    assert!(
+        second.starts_with("Bearer at-") && second != first,
+        "refreshed: {first} then {second}"
+    );
+
+    // A second authorization of the same user does not ask the upstream again.
+    let again = authorize(&env, &b, "alice-id", &client_id, &[]).await;
+    assert!(param(&again, "code").is_some());
+    assert_eq!(upstream_as.state.lock().unwrap().authorize_queries.len(), 1);
+
+    // The upstream revokes the grant: the next call is a 401 for the client, and its refresh
+    // is refused, so it must authorize again (and the person grant access again).
+    upstream_as.revoke_refresh_tokens();
+    let (status, challenge, _) = call(&env, Some(access), "echo").await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("invalid_token"), "{challenge}");
+    let (status, refused) = post_form(
+        &env,
+        "/.pomerium/mcp/token",
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{refused}"
+    );
+    assert!(
+        !env.gw.log().contains("at-"),
+        "upstream tokens never reach the log"
+    );
+}

@@ -3,7 +3,7 @@
 //! could not be checked); every other problem goes back to the client as an OAuth error.
 
 use super::grants::{self, Code};
-use super::{clients, origin, AuthState, Request};
+use super::{clients, origin, resource_route, upstream, AuthState, Request};
 use crate::authn::{host_session, host_sign_in_url, programmatic::token_host};
 use crate::clock::unix_now;
 use crate::crypto::random_token;
@@ -56,22 +56,6 @@ fn default_resource(req: &Request<'_>) -> Option<String> {
     Some(format!("{}{path}", origin(req)))
 }
 
-/// A resource this host serves as an MCP route (RFC 8707 `invalid_target` otherwise).
-pub(super) fn valid_resource(req: &Request<'_>, resource: &str) -> bool {
-    let o = origin(req);
-    let Some(rest) = resource.strip_prefix(&o) else {
-        return false;
-    };
-    if !(rest.is_empty() || rest.starts_with('/')) || rest.contains(['?', '#']) {
-        return false;
-    }
-    let path = if rest.is_empty() { "/" } else { rest };
-    let host = req.host.split(':').next().unwrap_or(req.host);
-    req.routes
-        .for_host(host)
-        .any(|r| r.mcp.is_some() && r.path.matches(path))
-}
-
 /// This request's URL, to come back to after sign-in.
 fn current_url(req: &Request<'_>) -> String {
     let q: String = url::form_urlencoded::Serializer::new(String::new())
@@ -117,7 +101,7 @@ pub(super) async fn authorize(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Req
         );
     }
     let resource = match req.param("resource") {
-        Some(r) if valid_resource(req, r) => r.to_string(),
+        Some(r) if resource_route(req, r).is_some() => r.to_string(),
         Some(_) => {
             return fail(
                 "invalid_target",
@@ -134,6 +118,17 @@ pub(super) async fn authorize(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Req
         Ok(None) => return Reply::found(host_sign_in_url(auth, req, &current_url(req)).as_str()),
         Err(e) => return req.answer.refuse(e.into()),
     };
+    // The MCP server's own OAuth first, when it needs a token from this user.
+    if let Some(route) = resource_route(req, &resource) {
+        match upstream::consent(auth, state, req, route, &session, current_url(req)).await {
+            Ok(Some(detour)) => return detour,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "MCP authorization: the upstream grant cannot be checked");
+                return req.answer.refuse(Refusal::StoreUnavailable);
+            }
+        }
+    }
     let code = Code {
         sid: session.id.clone(),
         client: client_id.to_string(),

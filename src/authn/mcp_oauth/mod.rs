@@ -16,6 +16,7 @@ mod authorize;
 pub mod clients;
 pub mod grants;
 mod token;
+pub mod upstream;
 
 use super::{AuthState, Request};
 use crate::respond::reply::Reply;
@@ -69,6 +70,7 @@ pub async fn serve(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Request<'_>) -
         }
         "/.pomerium/mcp/register" if post && auth.mcp.dynamic_registration => register(auth, req),
         "/.pomerium/mcp/authorize" if get => return authorize::authorize(auth, state, req).await,
+        upstream::CALLBACK_PATH if get => return upstream::callback(auth, state, req).await,
         "/.pomerium/mcp/token" if post => token::token(auth, state, req).await,
         "/.pomerium/mcp/revoke" if post => token::revoke(auth, state, req).await,
         _ => oauth_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
@@ -149,6 +151,19 @@ pub fn resource_fits(resource: &str, route: &Route) -> bool {
         return false;
     };
     route.path.matches(u.path())
+}
+
+/// The MCP route of this host that serves `resource` (an URL on this host's origin).
+fn resource_route<'r>(req: &'r Request<'_>, resource: &str) -> Option<&'r Arc<Route>> {
+    let rest = resource.strip_prefix(&origin(req))?;
+    if !(rest.is_empty() || rest.starts_with('/')) || rest.contains(['?', '#']) {
+        return None;
+    }
+    let path = if rest.is_empty() { "/" } else { rest };
+    let host = req.host.split(':').next().unwrap_or(req.host);
+    req.routes
+        .for_host(host)
+        .find(|r| r.mcp.is_some() && r.path.matches(path))
 }
 
 /// An OAuth error response (RFC 6749 §5.2), never cached.

@@ -211,6 +211,24 @@ async fn issue(
         Ok(_) => return invalid_grant("the sign-in behind this grant has ended"),
         Err(e) => return store_down(e),
     };
+    // A route whose MCP server needs the user's own upstream token: without one (revoked, or
+    // refused at refresh), the client must authorize again, and the person grant it again.
+    let needs_upstream = super::resource_route(req, &resource)
+        .filter(|r| r.mcp.as_ref().is_some_and(|m| m.upstream_oauth2.is_some()));
+    if let Some(route) = needs_upstream {
+        match super::upstream::has_token(auth, state, route, &session).await {
+            Ok(true) => {}
+            Ok(false) => return invalid_grant("the upstream grant is gone; authorize again"),
+            Err(e) => {
+                tracing::error!(error = %e, "MCP token request: upstream grant unknown");
+                return oauth_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "try again shortly",
+                );
+            }
+        }
+    }
     let lifetime = auth.mcp.access_token_lifetime.as_secs();
     let access_exp = (now + lifetime).min(session.expires_at);
     let host = token_host(req.host);

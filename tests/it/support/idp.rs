@@ -112,6 +112,8 @@ pub struct State {
     pub authorize_queries: Vec<HashMap<String, String>>,
     /// How long a refresh-token grant takes to answer (a slow IdP).
     pub refresh_delay: std::time::Duration,
+    /// `expires_in` of the access tokens it issues.
+    pub access_ttl: u64,
 }
 
 pub struct Idp {
@@ -161,6 +163,7 @@ impl Idp {
             extra_claims: serde_json::Map::new(),
             authorize_queries: Vec::new(),
             refresh_delay: std::time::Duration::ZERO,
+            access_ttl: 300,
             users,
             current: "alice-id".into(),
             keys: vec![SigningKey::generate("key-1")],
@@ -617,7 +620,7 @@ impl Ctx {
             200,
             "application/json",
             json!({
-                "access_token": access, "token_type": "Bearer", "expires_in": 300,
+                "access_token": access, "token_type": "Bearer", "expires_in": s.access_ttl,
                 "refresh_token": refresh, "id_token": id_token,
             })
             .to_string(),
