@@ -360,6 +360,17 @@ fn runtime_flags(raw: &RawSettings, errs: &mut Errors) -> (bool, bool) {
     (jwt_endpoint, routes_portal)
 }
 
+/// `programmatic_redirect_domain_whitelist`, lower-case (`localhost` when unset, as in Pomerium).
+fn programmatic_redirects(raw: &RawSettings) -> Vec<String> {
+    raw.programmatic_redirect_domain_whitelist
+        .clone()
+        .unwrap_or_else(|| vec!["localhost".into()])
+        .into_iter()
+        .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect()
+}
+
 fn signout_redirect_url(raw: &RawSettings, errs: &mut Errors) -> Option<Url> {
     raw.signout_redirect_url
         .as_deref()
@@ -450,14 +461,7 @@ pub fn compile(
             .unwrap_or_default(),
         idle_timeout: minute_or_more(raw.session_idle_timeout, "session_idle_timeout", errs)
             .flatten(),
-        programmatic_redirects: raw
-            .programmatic_redirect_domain_whitelist
-            .clone()
-            .unwrap_or_else(|| vec!["localhost".into()])
-            .into_iter()
-            .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
-            .filter(|h| !h.is_empty())
-            .collect(),
+        programmatic_redirects: programmatic_redirects(raw),
         signing_key,
         claim_headers,
         jwt_groups_filter: raw
@@ -469,7 +473,12 @@ pub fn compile(
         issuer_uri,
         jwt_endpoint,
         routes_portal,
-        mcp: super::mcp_auth::compile(&raw.runtime_flags, raw.mcp_access_token_lifetime, errs),
+        mcp: super::mcp_auth::compile(
+            &raw.runtime_flags,
+            raw.mcp_allowed_client_id_domains.as_deref(),
+            raw.mcp_access_token_lifetime,
+            errs,
+        ),
     })
 }
 

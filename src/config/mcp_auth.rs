@@ -1,5 +1,6 @@
 //! The gateway-wide MCP settings: Pomerium's runtime flags `mcp` (on by default since v0.33) and
-//! `mcp_dynamic_client_registration` (off by default), and Vallum's `mcp_access_token_lifetime`. They govern the OAuth 2.1 authorization server MCP
+//! `mcp_dynamic_client_registration` (off by default), `mcp_allowed_client_id_domains`, and
+//! Vallum's `mcp_access_token_lifetime`. They govern the OAuth 2.1 authorization server MCP
 //! clients find on every MCP server route's host (`authn::mcp_oauth`).
 
 use super::duration::GoDuration;
@@ -17,6 +18,9 @@ pub struct McpAuth {
     pub enabled: bool,
     /// `runtime_flags.mcp_dynamic_client_registration`: serve RFC 7591 registration.
     pub dynamic_registration: bool,
+    /// Host patterns (`example.com`, `*.example.com`) whose HTTPS URLs may be client ids
+    /// (client ID metadata documents); empty: none.
+    pub client_id_domains: Vec<String>,
     pub access_token_lifetime: Duration,
 }
 
@@ -25,6 +29,7 @@ impl Default for McpAuth {
         McpAuth {
             enabled: true,
             dynamic_registration: false,
+            client_id_domains: Vec::new(),
             access_token_lifetime: DEFAULT_ACCESS_TOKEN_LIFETIME,
         }
     }
@@ -35,6 +40,7 @@ pub const FLAGS: &[&str] = &["mcp", "mcp_dynamic_client_registration"];
 
 pub fn compile(
     flags: &std::collections::BTreeMap<String, bool>,
+    client_id_domains: Option<&[String]>,
     lifetime: Option<GoDuration>,
     errs: &mut Errors,
 ) -> McpAuth {
@@ -44,6 +50,18 @@ pub fn compile(
     }
     if let Some(on) = flags.get("mcp_dynamic_client_registration") {
         out.dynamic_registration = *on;
+    }
+    for (i, d) in client_id_domains.unwrap_or_default().iter().enumerate() {
+        let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
+        let bare = d.strip_prefix("*.").unwrap_or(&d);
+        if bare.is_empty() || bare.contains(['*', '/', ':', ' ', '@']) {
+            errs.push(
+                format!("mcp_allowed_client_id_domains[{i}]"),
+                "must be a host name, optionally starting with *. (e.g. *.example.com)",
+            );
+            continue;
+        }
+        out.client_id_domains.push(d);
     }
     if let Some(d) = lifetime {
         if d.0 < Duration::from_secs(1) || d.0 > Duration::from_secs(24 * 3600) {
@@ -58,9 +76,33 @@ pub fn compile(
     out
 }
 
+/// Whether `host` (lower-case) is on one of the patterns: `example.com` matches itself,
+/// `*.example.com` its subdomains (not itself).
+pub fn domain_allowed(patterns: &[String], host: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    patterns.iter().any(|p| match p.strip_prefix("*.") {
+        Some(base) => host
+            .strip_suffix(base)
+            .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
+        None => host == p,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_match_exactly_or_by_subdomain() {
+        let p = vec!["*.example.com".to_string(), "clients.test".to_string()];
+        assert!(domain_allowed(&p, "app.example.com"));
+        assert!(domain_allowed(&p, "a.b.example.com"));
+        assert!(!domain_allowed(&p, "example.com"));
+        assert!(!domain_allowed(&p, "evilexample.com"));
+        assert!(!domain_allowed(&p, ".example.com"));
+        assert!(domain_allowed(&p, "clients.test"));
+        assert!(!domain_allowed(&p, "x.clients.test"));
+    }
 
     #[test]
     fn bad_values_name_their_key() {
@@ -68,11 +110,14 @@ mod tests {
         let flags = [("mcp".to_string(), false)].into_iter().collect();
         let out = compile(
             &flags,
+            Some(&["*.ok.test".into(), "bad/path".into()]),
             Some(GoDuration(Duration::from_secs(90_000))),
             &mut errs,
         );
         assert!(!out.enabled);
+        assert_eq!(out.client_id_domains, vec!["*.ok.test".to_string()]);
         let text = format!("{errs:?}");
         assert!(text.contains("mcp_access_token_lifetime"), "{text}");
+        assert!(text.contains("mcp_allowed_client_id_domains[1]"), "{text}");
     }
 }

@@ -139,6 +139,8 @@ pub struct RawSettings {
     pub signout_redirect_url: Option<String>,
     pub pass_identity_headers: Option<bool>,
     pub runtime_flags: BTreeMap<String, bool>,
+    /// Hosts whose HTTPS URLs MCP clients may use as client ids (metadata documents).
+    pub mcp_allowed_client_id_domains: Option<Vec<String>>,
     /// Vallum extension: how long an MCP access token lives.
     pub mcp_access_token_lifetime: Option<GoDuration>,
     pub signing_key: Option<Secret>,

@@ -460,3 +460,50 @@ async fn an_mcp_server_gets_the_users_own_upstream_token_refreshed_and_never_the
         "upstream tokens never reach the log"
     );
 }
+
+#[tokio::test]
+async fn client_metadata_urls_are_fetched_only_from_allowed_public_hosts() {
+    let env = mcp_env("mcp_allowed_client_id_domains: [localhost, \"*.agents.test\"]\n").await;
+    let (_, asm) = get_json(&env, "/.well-known/oauth-authorization-server").await;
+    assert_eq!(asm["client_id_metadata_document_supported"], json!(true));
+    let b = browser(&env);
+    let page = |client_id: &str| {
+        let mut url =
+            url::Url::parse(&format!("{}/.pomerium/mcp/authorize", origin(&env))).unwrap();
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", client_id)
+            .append_pair("redirect_uri", CALLBACK)
+            .append_pair("code_challenge", &challenge_for(VERIFIER))
+            .append_pair("code_challenge_method", "S256");
+        url
+    };
+    for (client_id, why) in [
+        (
+            "https://evil.test/client.json",
+            "not on mcp_allowed_client_id_domains",
+        ),
+        // Allowed by name, but it resolves to loopback: never fetched (SSRF).
+        (
+            "https://localhost:1/client.json",
+            "resolves only to internal addresses",
+        ),
+        ("https://localhost/", "not a valid metadata URL"),
+        (
+            "https://nowhere.agents.test/client.json",
+            "could not be fetched",
+        ),
+    ] {
+        let (resp, _) = b.get(page(client_id).as_str()).await;
+        assert_eq!(resp.status, 400, "{client_id}");
+        assert!(resp.header("location").is_none());
+        assert!(resp.body.contains(why), "{client_id}: {}", resp.body);
+    }
+    // The token endpoint does not know such a client either.
+    let (status, err) =
+        exchange(&env, "https://evil.test/client.json", "vmcp_ac.x", VERIFIER).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+}

@@ -3,7 +3,7 @@
 //! could not be checked); every other problem goes back to the client as an OAuth error.
 
 use super::grants::{self, Code};
-use super::{clients, origin, resource_route, upstream, AuthState, Request};
+use super::{origin, resource_route, upstream, AuthState, Request};
 use crate::authn::{host_session, host_sign_in_url, programmatic::token_host};
 use crate::clock::unix_now;
 use crate::crypto::random_token;
@@ -69,8 +69,9 @@ pub(super) async fn authorize(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Req
     let Some(client_id) = req.param("client_id") else {
         return page_error(req, "client_id is required");
     };
-    let Some(client) = clients::find(key, client_id) else {
-        return page_error(req, "this client is not registered with this gateway");
+    let client = match super::find_client(auth, client_id).await {
+        Ok(c) => c,
+        Err(why) => return page_error(req, &why),
     };
     let redirect = match (req.param("redirect_uri"), client.redirect_uris.as_slice()) {
         (Some(r), uris) if uris.iter().any(|u| u == r) => r.to_string(),

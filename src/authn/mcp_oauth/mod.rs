@@ -13,6 +13,7 @@
 //! - `/.pomerium/mcp/revoke` (RFC 7009) for refresh tokens.
 
 mod authorize;
+pub mod cimd;
 pub mod clients;
 pub mod grants;
 mod token;
@@ -114,7 +115,7 @@ fn server_metadata(auth: &Auth<'_>, req: &Request<'_>) -> serde_json::Value {
         "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
         "authorization_response_iss_parameter_supported": true,
-        "client_id_metadata_document_supported": false,
+        "client_id_metadata_document_supported": !auth.mcp.client_id_domains.is_empty(),
     });
     if auth.mcp.dynamic_registration {
         md["registration_endpoint"] = json!(format!("{o}/.pomerium/mcp/register"));
@@ -164,6 +165,19 @@ fn resource_route<'r>(req: &'r Request<'_>, resource: &str) -> Option<&'r Arc<Ro
     req.routes
         .for_host(host)
         .find(|r| r.mcp.is_some() && r.path.matches(path))
+}
+
+/// A client: one this gateway registered (its sealed id), or one its metadata document
+/// describes (an HTTPS client id on `mcp_allowed_client_id_domains`); else why not.
+async fn find_client(auth: &Auth<'_>, id: &str) -> Result<clients::Client, String> {
+    if cimd::is_metadata_url(id) {
+        let now = crate::clock::unix_now();
+        return cimd::client(id, &auth.mcp.client_id_domains, now)
+            .await
+            .map_err(|e| e.to_string());
+    }
+    clients::find(&auth.keys.mcp_key, id)
+        .ok_or_else(|| "this client is not registered with this gateway".to_string())
 }
 
 /// An OAuth error response (RFC 6749 §5.2), never cached.

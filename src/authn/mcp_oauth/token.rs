@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 /// The client a token request authenticates as: its id, checked against how it registered;
 /// else why not.
-fn client_of(auth: &Auth<'_>, req: &Request<'_>) -> Result<String, &'static str> {
+async fn client_of(auth: &Auth<'_>, req: &Request<'_>) -> Result<String, &'static str> {
     let key = &auth.keys.mcp_key;
     let basic = req.authorization.and_then(basic_credentials);
     let (id, secret, method) = match basic {
@@ -35,7 +35,7 @@ fn client_of(auth: &Auth<'_>, req: &Request<'_>) -> Result<String, &'static str>
             }
         }
     };
-    let Some(client) = clients::find(key, &id) else {
+    let Ok(client) = super::find_client(auth, &id).await else {
         return Err("unknown client");
     };
     let proven = match (&secret, client.auth) {
@@ -80,7 +80,7 @@ fn invalid_grant(why: &str) -> Reply {
 }
 
 pub(super) async fn token(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
-    let client_id = match client_of(auth, req) {
+    let client_id = match client_of(auth, req).await {
         Ok(c) => c,
         Err(why) => return unauthorized(why),
     };
@@ -260,7 +260,7 @@ async fn issue(
 /// RFC 7009: a refresh token is spent at once; an access token cannot be recalled one by one
 /// (it is short-lived and ends with its session). Always `200`, as the RFC asks.
 pub(super) async fn revoke(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
-    let client_id = match client_of(auth, req) {
+    let client_id = match client_of(auth, req).await {
         Ok(c) => c,
         Err(why) => return unauthorized(why),
     };
