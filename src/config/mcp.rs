@@ -1,7 +1,7 @@
 //! A route's `mcp` option (Pomerium's): `mcp.server` marks the route as an MCP server, whose
-//! JSON-RPC requests are read and decided per call (`mcp_tool`, `mcp_tool_argument`). What
-//! Vallum does not do yet — an MCP client route (`mcp.client`), an external authorization
-//! server — is refused by name, never ignored.
+//! JSON-RPC requests are read and decided per call (`mcp_tool`, `mcp_tool_argument`);
+//! `mcp.client` marks an app that calls those servers for its user. What Vallum does not do
+//! yet — an external authorization server — is refused by name, never ignored.
 
 use super::error::Errors;
 use serde::Deserialize;
@@ -70,18 +70,21 @@ pub struct McpServer {
 pub fn compile(raw: Option<&RawMcp>, base: &str, errs: &mut Errors) -> Option<McpServer> {
     let raw = raw?;
     let p = |k: &str| format!("{base}.mcp.{k}");
-    if raw.client.is_some() {
-        errs.push(p("client"), "MCP client routes are not supported yet");
-    }
     let Some(server) = &raw.server else {
         if raw.client.is_none() {
             errs.push(
                 format!("{base}.mcp"),
-                "needs server: {} (an MCP server route)",
+                "needs server: {} (an MCP server route) or client: {} (an MCP client app)",
             );
         }
         return None;
     };
+    if raw.client.is_some() {
+        errs.push(
+            p("client"),
+            "a route is an MCP server or an MCP client, not both",
+        );
+    }
     if server.authorization_server_url.is_some() {
         errs.push(
             p("server.authorization_server_url"),
@@ -155,4 +158,24 @@ fn rate_limits(raw: Option<&[RawRateLimit]>, key: &str, errs: &mut Errors) -> Ve
         });
     }
     out
+}
+
+/// `mcp.client: {}`: the route's app is an MCP client acting for the signed-in user (it gets a
+/// token for the gateway's MCP servers). It takes no settings.
+pub fn is_client(raw: Option<&RawMcp>, base: &str, errs: &mut Errors) -> bool {
+    let Some(client) = raw.and_then(|m| m.client.as_ref()) else {
+        return false;
+    };
+    let empty = match client {
+        serde_yaml_ng::Value::Mapping(m) => m.is_empty(),
+        serde_yaml_ng::Value::Null => true,
+        _ => false,
+    };
+    if !empty {
+        errs.push(
+            format!("{base}.mcp.client"),
+            "takes no settings: write client: {}",
+        );
+    }
+    raw.is_some_and(|m| m.server.is_none())
 }

@@ -253,9 +253,11 @@ pub(super) fn log_decision(
 }
 
 /// Whether anything on this route reads the user: the policy, identity headers, a
-/// `set_request_headers` template, or the user's own upstream token (MCP `upstream_oauth2`).
+/// `set_request_headers` template, the user's own upstream token (MCP `upstream_oauth2`), or an
+/// MCP client app's token for its user.
 fn wants_identity(route: &Route) -> bool {
     route.pass_identity_headers
+        || route.mcp_client
         || route
             .mcp
             .as_ref()

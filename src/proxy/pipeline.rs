@@ -103,8 +103,8 @@ pub async fn route_request(
     Ok(step)
 }
 
-/// The upstream's own `Authorization`: a Google serverless identity token, or the user's token
-/// for an MCP server behind `upstream_oauth2`.
+/// The upstream's own `Authorization`: a Google serverless identity token, the user's token for
+/// an MCP server behind `upstream_oauth2`, or an MCP client app's token for its user.
 async fn upstream_credential(
     gw: &Gateway,
     ctx: &RequestCtx,
@@ -118,6 +118,14 @@ async fn upstream_credential(
             Refusal::UpstreamCredentials
         })?;
         return Ok(Some(token));
+    }
+    if route.mcp_client {
+        return match (snap.auth(), ctx.identity.as_deref()) {
+            (Some(auth), Some(s)) if auth.mcp.enabled => Ok(Some(
+                crate::authn::mcp_oauth::delegated_token(&auth, s, &route.id),
+            )),
+            _ => Ok(None),
+        };
     }
     if route
         .mcp

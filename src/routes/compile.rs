@@ -53,6 +53,7 @@ pub fn compile(
         session_options(raw, &p, auth, &ctx.settings.workload_issuers, &mut e);
     let idps = route_idps(raw, base, auth, &mut ctx.files, &mut e);
     let mcp = route_mcp(raw, base, &access, ctx, &mut e);
+    let mcp_client = crate::config::mcp::is_client(raw.mcp.as_ref(), base, &mut e);
     let breaker = breaker(raw, &p, ctx.settings.circuit_limits, &mut e);
     let max_auth_age =
         crate::config::auth::minute_or_more(raw.max_auth_age, &p("max_auth_age"), &mut e).flatten();
@@ -87,6 +88,7 @@ pub fn compile(
         workload_issuers,
         idps,
         mcp,
+        mcp_client,
         session_idle,
         max_auth_age,
         breaker,

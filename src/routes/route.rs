@@ -286,6 +286,8 @@ pub struct Route {
     pub access_token_audiences: Vec<String>,
     /// `mcp.server`: the route's POSTs are JSON-RPC, decided per call.
     pub mcp: Option<Arc<crate::config::mcp::McpServer>>,
+    /// `mcp.client`: the app gets a token for the gateway's MCP servers, acting for its user.
+    pub mcp_client: bool,
     /// The sign-in providers this route accepts, in the order the sign-in page lists them;
     /// empty: the global one only.
     pub idps: Arc<[Arc<crate::config::route_idp::RouteIdp>]>,

@@ -507,3 +507,152 @@ async fn client_metadata_urls_are_fetched_only_from_allowed_public_hosts() {
         (401, Some("invalid_client"))
     );
 }
+
+#[tokio::test]
+async fn an_mcp_client_app_calls_the_servers_for_its_user_and_manages_their_grants() {
+    let upstream_as = crate::support::idp::Idp::start().await;
+    let issuer = upstream_as.issuer();
+    let env = Env::with_routes(
+        "",
+        &format!(
+            "  - from: http://chat.localhost\n    to: {{u}}\n    allow_any_authenticated_user: true\n    mcp:\n      client: {{}}\n\
+             \x20 - from: http://mcp.localhost\n    to: {{u}}\n    name: Tools\n    mcp:\n      server:\n        path: /mcp\n\
+             \x20   policy:\n      - allow:\n          or:\n            - email:\n                is: alice@example.com\n\
+             \x20     - deny:\n          or:\n            - mcp_tool:\n                is: delete\n\
+             \x20 - from: http://gh.localhost\n    to: {{u}}\n    allow_any_authenticated_user: true\n    mcp:\n      server:\n        path: /mcp\n\
+             \x20       upstream_oauth2:\n          client_id: {id}\n          client_secret: {secret}\n\
+             \x20         endpoint:\n            auth_url: {issuer}/authorize\n            token_url: {issuer}/token\n",
+            id = upstream_as.client_id,
+            secret = upstream_as.client_secret,
+        ),
+    )
+    .await;
+    let addr = env.gw.addr();
+    let b = Browser::resolving(&[
+        ("chat.localhost", addr),
+        ("mcp.localhost", addr),
+        ("gh.localhost", addr),
+        ("authenticate.localhost", addr),
+    ]);
+    let at = |host: &str, path: &str| format!("http://{host}.localhost:{}{path}", env.gw.port);
+    env.idp.login_as("alice-id");
+    let (resp, hops) = b.browse(&at("chat", "/")).await;
+    assert_eq!(resp.status, 200, "{hops:#?}");
+    let echo: Echo = serde_json::from_str(&resp.body).unwrap();
+    let delegated = echo
+        .header("authorization")
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_string();
+    assert!(
+        delegated.starts_with("vmcp_at."),
+        "the app gets a token for its user"
+    );
+
+    // The app's token works on the MCP servers, under their policies.
+    let mcp_call = |host: &'static str, tool: &'static str| {
+        let (token, port) = (delegated.clone(), env.gw.port);
+        let url = env.gw.url("/mcp");
+        async move {
+            let r = client()
+                .post(url)
+                .header("host", format!("{host}.localhost:{port}"))
+                .header("content-type", "application/json")
+                .bearer_auth(token)
+                .body(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":tool,"arguments":{}}}).to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (
+                status,
+                serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, body) = mcp_call("mcp", "echo").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(mcp_call("mcp", "delete").await.1["error"]["code"], -32001);
+
+    // The server listing, for the app (its token) and for the browser (its cookie).
+    let list = |token: Option<String>| {
+        let (port, url) = (env.gw.port, env.gw.url("/.pomerium/mcp/routes"));
+        async move {
+            let mut r = client()
+                .get(url)
+                .header("host", format!("chat.localhost:{port}"));
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            crate::support::status_and_json(r.send().await.unwrap()).await
+        }
+    };
+    let (status, listed) = list(Some(delegated.clone())).await;
+    assert_eq!(status, 200, "{listed}");
+    let server = |l: &Value, host: &str| {
+        l["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["url"].as_str().unwrap().contains(host))
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(server(&listed, "mcp.localhost")["name"], "Tools");
+    assert_eq!(server(&listed, "mcp.localhost")["connected"], true);
+    assert_eq!(server(&listed, "gh.localhost")["needs_oauth"], true);
+    assert_eq!(server(&listed, "gh.localhost")["connected"], false);
+    assert_eq!(list(None).await.0, 401, "nobody without a session or token");
+    // Without the user's upstream grant the server refuses the app's token with a challenge.
+    assert_eq!(mcp_call("gh", "echo").await.0, 401);
+
+    // Connect in the browser: the upstream's consent, then back to the app.
+    let back = at("chat", "/connected");
+    let connect = format!(
+        "{}?redirect_url={}",
+        at("gh", "/.pomerium/mcp/connect"),
+        url::form_urlencoded::byte_serialize(back.as_bytes()).collect::<String>()
+    );
+    let (resp, hops) = b.browse(&connect).await;
+    assert_eq!(resp.status, 200, "{hops:#?}");
+    assert_eq!(hops.last().unwrap(), &back, "{hops:#?}");
+    assert_eq!(
+        server(&list(Some(delegated.clone())).await.1, "gh.localhost")["connected"],
+        true
+    );
+    let (status, body) = mcp_call("gh", "echo").await;
+    assert_eq!(status, 200, "{body}");
+    let seen: Echo = serde_json::from_value(body).unwrap();
+    assert!(
+        seen.header("authorization")
+            .unwrap()
+            .starts_with("Bearer at-"),
+        "the user's upstream token"
+    );
+    // A connect that would send the browser to a host that is not an MCP client app: refused.
+    let evil = format!(
+        "{}?redirect_url=http%3A%2F%2Fapp.localhost%3A{}%2F",
+        at("gh", "/.pomerium/mcp/connect"),
+        env.gw.port
+    );
+    assert_eq!(b.get(&evil).await.0.status, 400);
+
+    // Disconnect drops the grant.
+    let r = client()
+        .post(env.gw.url("/.pomerium/mcp/routes/disconnect"))
+        .header("host", format!("chat.localhost:{}", env.gw.port))
+        .bearer_auth(&delegated)
+        .header("content-type", "application/json")
+        .body(json!({"routes": [at("gh", "/mcp")]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let (status, after) = crate::support::status_and_json(r).await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(server(&after, "gh.localhost")["connected"], false);
+
+    // Sign-out ends the app's token too.
+    assert!(b.sign_out(&at("chat", "/.pomerium/sign_out")).await < 400);
+    assert_eq!(mcp_call("mcp", "echo").await.0, 401);
+}

@@ -13,6 +13,10 @@ pub const ACCESS_PREFIX: &str = "vmcp_at.";
 pub const REFRESH_PREFIX: &str = "vmcp_rt.";
 const CODE_PREFIX: &str = "vmcp_ac.";
 
+/// The "host" a delegated token (`mcp.client` routes) is sealed for: it opens on every MCP
+/// server route of the gateway, never as a host-bound token.
+pub const ANY_HOST: &str = "*";
+
 /// How long an authorization code may wait for its exchange.
 pub const CODE_TTL: u64 = 60;
 

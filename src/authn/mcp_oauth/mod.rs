@@ -16,6 +16,7 @@ mod authorize;
 pub mod cimd;
 pub mod clients;
 pub mod grants;
+mod servers;
 mod token;
 pub mod upstream;
 
@@ -28,7 +29,7 @@ use http::StatusCode;
 use serde_json::json;
 use std::sync::Arc;
 
-pub use token::{access_token, session_for_access_token};
+pub use token::{access_token, delegated_token, session_for_access_token};
 
 pub const PROTECTED_RESOURCE_PATH: &str = "/.well-known/oauth-protected-resource";
 pub const AUTHORIZATION_SERVER_PATH: &str = "/.well-known/oauth-authorization-server";
@@ -51,7 +52,9 @@ pub fn is_endpoint(
 
 fn has_mcp_route(routes: &crate::routes::RouteTable, host: &str) -> bool {
     let host = host.split(':').next().unwrap_or(host);
-    routes.for_host(host).any(|r| r.mcp.is_some())
+    routes
+        .for_host(host)
+        .any(|r| r.mcp.is_some() || r.mcp_client)
 }
 
 /// Serves the endpoint `is_endpoint` recognised.
@@ -72,6 +75,9 @@ pub async fn serve(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Request<'_>) -
         "/.pomerium/mcp/register" if post && auth.mcp.dynamic_registration => register(auth, req),
         "/.pomerium/mcp/authorize" if get => return authorize::authorize(auth, state, req).await,
         upstream::CALLBACK_PATH if get => return upstream::callback(auth, state, req).await,
+        servers::ROUTES_PATH if get => servers::routes(auth, state, req).await,
+        servers::CONNECT_PATH if get => return servers::connect(auth, state, req).await,
+        servers::DISCONNECT_PATH if post => servers::disconnect(auth, state, req).await,
         "/.pomerium/mcp/token" if post => token::token(auth, state, req).await,
         "/.pomerium/mcp/revoke" if post => token::revoke(auth, state, req).await,
         _ => oauth_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),

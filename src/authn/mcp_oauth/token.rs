@@ -301,11 +301,11 @@ pub async fn session_for_access_token(
     route: &Route,
 ) -> Result<Arc<UserSession>, SessionError> {
     let now = unix_now();
-    let t = grants::open_access(&auth.keys.mcp_key, &token_host(host), token, now)
+    let key = &auth.keys.mcp_key;
+    let t = grants::open_access(key, &token_host(host), token, now)
+        .filter(|t| resource_fits(&t.resource, route))
+        .or_else(|| grants::open_access(key, grants::ANY_HOST, token, now))
         .ok_or(SessionError::TokenRejected)?;
-    if !resource_fits(&t.resource, route) {
-        return Err(SessionError::TokenRejected);
-    }
     match state.store.get(&t.sid).await? {
         Some(s) if !s.is_expired(now) => {
             crate::authn::refresh::maybe_refresh(auth, state, &s, now);
@@ -313,4 +313,52 @@ pub async fn session_for_access_token(
         }
         _ => Err(SessionError::TokenRejected),
     }
+}
+
+/// The token an `mcp.client` route's app gets for its user (`Authorization: Bearer`): good on
+/// every MCP server route of the gateway, whose policies decide each call as for the user, for
+/// `mcp_access_token_lifetime`, and ended with the session. A fresh one comes with every request.
+pub fn delegated_token(auth: &Auth<'_>, s: &UserSession, route_id: &str) -> Arc<str> {
+    let now = unix_now();
+    let t = Token {
+        sid: s.id.clone(),
+        client: format!("mcp.client {route_id}"),
+        resource: grants::ANY_HOST.to_string(),
+        scope: None,
+        exp: (now + auth.mcp.access_token_lifetime.as_secs()).min(s.expires_at),
+        id: String::new(),
+    };
+    Arc::from(grants::seal_access(
+        &auth.keys.mcp_key,
+        grants::ANY_HOST,
+        &t,
+    ))
+}
+
+/// The live session behind a bearer token a client app presents to the MCP endpoints of this
+/// host (its delegated token, or a token issued on this host).
+pub(super) async fn session_of_bearer(
+    auth: &Auth<'_>,
+    state: &Arc<AuthState>,
+    req: &Request<'_>,
+) -> Result<Option<Arc<UserSession>>, crate::session::StoreError> {
+    let now = unix_now();
+    let Some(token) = req
+        .authorization
+        .and_then(|v| v.trim().strip_prefix("Bearer "))
+        .map(str::trim)
+    else {
+        return Ok(None);
+    };
+    let key = &auth.keys.mcp_key;
+    let Some(t) = grants::open_access(key, grants::ANY_HOST, token, now)
+        .or_else(|| grants::open_access(key, &token_host(req.host), token, now))
+    else {
+        return Ok(None);
+    };
+    Ok(state
+        .store
+        .get(&t.sid)
+        .await?
+        .filter(|s| !s.is_expired(now)))
 }

@@ -189,6 +189,19 @@ pub(super) async fn has_token(
         .is_some())
 }
 
+/// Drops the user's upstream token for `route` (the client app's "disconnect").
+pub(super) async fn forget(
+    state: &AuthState,
+    route: &Route,
+    s: &UserSession,
+) -> Result<(), UpstreamError> {
+    state
+        .store
+        .delete_record(&record_key(route, &owner(s)))
+        .await?;
+    Ok(())
+}
+
 /// During `/authorize`: the redirect to the upstream's consent, when the route needs a token
 /// from this user that Vallum does not hold yet.
 pub(super) async fn consent(
