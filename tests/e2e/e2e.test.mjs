@@ -436,6 +436,32 @@ describe('two nodes, Redis store, behind a balancer', () => {
     assert.equal(w.mcpUp.calls.length, reached, 'refused calls never reached the MCP server');
     assert.deepEqual(w.mcpUp.authorizations, [], "Vallum's tokens never reach the MCP server");
 
+    // Bad input gets a clear refusal and nothing reaches the MCP server.
+    const post = (body, token, type = 'application/json') => w.fetch(serverUrl, {
+      method: 'POST', body,
+      headers: { 'content-type': type, accept: 'application/json, text/event-stream', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    });
+    const token = oauth.tokens().access_token;
+    const before = w.mcpUp.calls.length;
+    const badJson = await post('{"jsonrpc": "2.0", "id": 1, "method": ', token);
+    assert.equal(badJson.status, 400);
+    assert.equal((await badJson.json()).error.code, -32700);
+    const oversized = await post(JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/call',
+      params: { name: 'echo', arguments: { text: 'x'.repeat(5000) } } }), token);
+    assert.equal(oversized.status, 413);
+    const unknown = await post(JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'no/such_method' }), token);
+    assert.equal((await unknown.json()).error.code, -32601, 'the server itself says it has no such method');
+    const forged = await post(JSON.stringify({ jsonrpc: '2.0', id: 4, method: 'tools/list' }), `${token.slice(0, -2)}AA`);
+    assert.equal(forged.status, 401);
+    assert.match(forged.headers.get('www-authenticate'), /error="invalid_token", resource_metadata="https:\/\/mcp\.localhost:\d+\/\.well-known\/oauth-protected-resource\/mcp"/);
+    const registration = await w.fetch(w.url('mcp', '/.pomerium/mcp/register'), {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ redirect_uris: ['http://evil.example/cb'], token_endpoint_auth_method: 'none' }),
+    });
+    assert.equal(registration.status, 400);
+    assert.equal((await registration.json()).error, 'invalid_redirect_uri');
+    assert.equal(w.mcpUp.calls.length, before, 'no tool call reached the server');
+
     // The access token lives 3 s: the SDK gets a 401, refreshes, and the call goes through.
     const tokensBefore = oauth.saved.tokens;
     await sleep(3500);
