@@ -476,6 +476,7 @@ pub fn compile(
         mcp: super::mcp_auth::compile(
             &raw.runtime_flags,
             raw.mcp_allowed_client_id_domains.as_deref(),
+            raw.mcp_allowed_as_metadata_domains.as_deref(),
             raw.mcp_access_token_lifetime,
             errs,
         ),

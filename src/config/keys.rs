@@ -26,7 +26,6 @@ pub const POMERIUM_GLOBAL_UNSUPPORTED: &[&str] = &[
     "envoy_bind_config_freebind",
     "google_cloud_serverless_authentication_service_account",
     "installation_id",
-    "mcp_allowed_as_metadata_domains",
 ];
 
 /// Route keys Pomerium has and Vallum does not implement yet.

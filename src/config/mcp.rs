@@ -1,7 +1,6 @@
 //! A route's `mcp` option (Pomerium's): `mcp.server` marks the route as an MCP server, whose
 //! JSON-RPC requests are read and decided per call (`mcp_tool`, `mcp_tool_argument`);
-//! `mcp.client` marks an app that calls those servers for its user. What Vallum does not do
-//! yet — an external authorization server — is refused by name, never ignored.
+//! `mcp.client` marks an app that calls those servers for its user.
 
 use super::error::Errors;
 use serde::Deserialize;
@@ -65,6 +64,8 @@ pub struct McpServer {
     pub rate_limits: Vec<ToolRateLimit>,
     /// The upstream's own OAuth client, when the MCP server needs a token of its own.
     pub upstream_oauth2: Option<super::mcp_upstream::UpstreamOAuth2>,
+    /// The MCP server's own authorization server, where Vallum registers itself as a client.
+    pub authorization_server: Option<url::Url>,
 }
 
 pub fn compile(raw: Option<&RawMcp>, base: &str, errs: &mut Errors) -> Option<McpServer> {
@@ -85,12 +86,28 @@ pub fn compile(raw: Option<&RawMcp>, base: &str, errs: &mut Errors) -> Option<Mc
             "a route is an MCP server or an MCP client, not both",
         );
     }
-    if server.authorization_server_url.is_some() {
-        errs.push(
-            p("server.authorization_server_url"),
-            "an external authorization server for MCP is not supported yet",
-        );
-    }
+    let authorization_server = server.authorization_server_url.as_deref().and_then(|u| {
+        let key = p("server.authorization_server_url");
+        if server.upstream_oauth2.is_some() {
+            errs.push(
+                key,
+                "goes with upstream_oauth2 left out (Vallum registers itself there)",
+            );
+            return None;
+        }
+        match url::Url::parse(u) {
+            Ok(url) if matches!(url.scheme(), "https" | "http") && url.host().is_some() => {
+                Some(url)
+            }
+            _ => {
+                errs.push(
+                    key,
+                    "must be an absolute http(s) URL (the MCP server's authorization server)",
+                );
+                None
+            }
+        }
+    });
     let path = match server.path.as_deref() {
         Some(path) if !path.starts_with('/') => {
             errs.push(p("server.path"), "must be an absolute path, e.g. /mcp");
@@ -121,6 +138,7 @@ pub fn compile(raw: Option<&RawMcp>, base: &str, errs: &mut Errors) -> Option<Mc
             .upstream_oauth2
             .as_ref()
             .and_then(|u| super::mcp_upstream::compile(u, &p("server.upstream_oauth2"), errs)),
+        authorization_server,
     })
 }
 

@@ -1,5 +1,6 @@
 //! The gateway-wide MCP settings: Pomerium's runtime flags `mcp` (on by default since v0.33) and
-//! `mcp_dynamic_client_registration` (off by default), `mcp_allowed_client_id_domains`, and
+//! `mcp_dynamic_client_registration` (off by default), `mcp_allowed_client_id_domains`,
+//! `mcp_allowed_as_metadata_domains`, and
 //! Vallum's `mcp_access_token_lifetime`. They govern the OAuth 2.1 authorization server MCP
 //! clients find on every MCP server route's host (`authn::mcp_oauth`).
 
@@ -21,6 +22,9 @@ pub struct McpAuth {
     /// Host patterns (`example.com`, `*.example.com`) whose HTTPS URLs may be client ids
     /// (client ID metadata documents); empty: none.
     pub client_id_domains: Vec<String>,
+    /// Host patterns whose authorization-server metadata may be fetched when an MCP server's
+    /// protected-resource metadata names them (upstream discovery); empty: no discovery.
+    pub as_metadata_domains: Vec<String>,
     pub access_token_lifetime: Duration,
 }
 
@@ -30,6 +34,7 @@ impl Default for McpAuth {
             enabled: true,
             dynamic_registration: false,
             client_id_domains: Vec::new(),
+            as_metadata_domains: Vec::new(),
             access_token_lifetime: DEFAULT_ACCESS_TOKEN_LIFETIME,
         }
     }
@@ -41,6 +46,7 @@ pub const FLAGS: &[&str] = &["mcp", "mcp_dynamic_client_registration"];
 pub fn compile(
     flags: &std::collections::BTreeMap<String, bool>,
     client_id_domains: Option<&[String]>,
+    as_metadata_domains: Option<&[String]>,
     lifetime: Option<GoDuration>,
     errs: &mut Errors,
 ) -> McpAuth {
@@ -51,18 +57,9 @@ pub fn compile(
     if let Some(on) = flags.get("mcp_dynamic_client_registration") {
         out.dynamic_registration = *on;
     }
-    for (i, d) in client_id_domains.unwrap_or_default().iter().enumerate() {
-        let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
-        let bare = d.strip_prefix("*.").unwrap_or(&d);
-        if bare.is_empty() || bare.contains(['*', '/', ':', ' ', '@']) {
-            errs.push(
-                format!("mcp_allowed_client_id_domains[{i}]"),
-                "must be a host name, optionally starting with *. (e.g. *.example.com)",
-            );
-            continue;
-        }
-        out.client_id_domains.push(d);
-    }
+    out.client_id_domains = patterns(client_id_domains, "mcp_allowed_client_id_domains", errs);
+    out.as_metadata_domains =
+        patterns(as_metadata_domains, "mcp_allowed_as_metadata_domains", errs);
     if let Some(d) = lifetime {
         if d.0 < Duration::from_secs(1) || d.0 > Duration::from_secs(24 * 3600) {
             errs.push(
@@ -72,6 +69,24 @@ pub fn compile(
         } else {
             out.access_token_lifetime = d.0;
         }
+    }
+    out
+}
+
+/// Host patterns: `example.com` or `*.example.com`, lower-case.
+fn patterns(list: Option<&[String]>, key: &str, errs: &mut Errors) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, d) in list.unwrap_or_default().iter().enumerate() {
+        let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
+        let bare = d.strip_prefix("*.").unwrap_or(&d);
+        if bare.is_empty() || bare.contains(['*', '/', ':', ' ', '@']) {
+            errs.push(
+                format!("{key}[{i}]"),
+                "must be a host name, optionally starting with *. (e.g. *.example.com)",
+            );
+            continue;
+        }
+        out.push(d);
     }
     out
 }
@@ -111,6 +126,7 @@ mod tests {
         let out = compile(
             &flags,
             Some(&["*.ok.test".into(), "bad/path".into()]),
+            Some(&["*".into()]),
             Some(GoDuration(Duration::from_secs(90_000))),
             &mut errs,
         );
@@ -119,5 +135,9 @@ mod tests {
         let text = format!("{errs:?}");
         assert!(text.contains("mcp_access_token_lifetime"), "{text}");
         assert!(text.contains("mcp_allowed_client_id_domains[1]"), "{text}");
+        assert!(
+            text.contains("mcp_allowed_as_metadata_domains[0]"),
+            "{text}"
+        );
     }
 }

@@ -36,6 +36,8 @@ pub struct UpstreamOAuth2 {
     pub token_url: Url,
     /// Client credentials in the token request's form rather than in `Authorization: Basic`.
     pub credentials_in_params: bool,
+    /// The RFC 8707 `resource` to ask tokens for (discovered servers); none when configured.
+    pub resource: Option<String>,
 }
 
 fn absolute(raw: Option<&str>, key: String, errs: &mut Errors) -> Option<Url> {
@@ -91,5 +93,6 @@ pub fn compile(raw: &RawUpstreamOAuth2, key: &str, errs: &mut Errors) -> Option<
         auth_url: auth_url?,
         token_url: token_url?,
         credentials_in_params,
+        resource: None,
     })
 }

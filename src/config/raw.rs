@@ -141,6 +141,8 @@ pub struct RawSettings {
     pub runtime_flags: BTreeMap<String, bool>,
     /// Hosts whose HTTPS URLs MCP clients may use as client ids (metadata documents).
     pub mcp_allowed_client_id_domains: Option<Vec<String>>,
+    /// Hosts whose authorization-server metadata Vallum may fetch when an MCP server names it.
+    pub mcp_allowed_as_metadata_domains: Option<Vec<String>>,
     /// Vallum extension: how long an MCP access token lives.
     pub mcp_access_token_lifetime: Option<GoDuration>,
     pub signing_key: Option<Secret>,

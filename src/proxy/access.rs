@@ -253,15 +253,12 @@ pub(super) fn log_decision(
 }
 
 /// Whether anything on this route reads the user: the policy, identity headers, a
-/// `set_request_headers` template, the user's own upstream token (MCP `upstream_oauth2`), or an
-/// MCP client app's token for its user.
+/// `set_request_headers` template, an MCP server (its tokens, the user's upstream token, the
+/// per-user rate limits), or an MCP client app's token for its user.
 fn wants_identity(route: &Route) -> bool {
     route.pass_identity_headers
         || route.mcp_client
-        || route
-            .mcp
-            .as_ref()
-            .is_some_and(|m| m.upstream_oauth2.is_some())
+        || route.mcp.is_some()
         || route
             .set_request_headers
             .iter()

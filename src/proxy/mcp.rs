@@ -242,22 +242,25 @@ fn count(gw: &Gateway, route: &Route, m: &McpMessage, decision: &Decision) {
         .inc();
 }
 
-/// The user's own token for an MCP server behind `upstream_oauth2`, for the upstream's
-/// `Authorization`. None held (never granted, or refused at refresh): the client is told its
-/// token is no longer good, so it authorizes again and the person grants access again.
+/// The user's own token for an MCP server that takes one (`upstream_oauth2`, or discovered),
+/// for the upstream's `Authorization`. None held (never granted, or refused at refresh): the
+/// client is told its token is no longer good, so it authorizes again and the person grants
+/// access again.
 pub async fn upstream_token(
     gw: &Gateway,
     snap: &Snapshot,
     route: &Route,
     at: &Addressed,
     who: Option<&UserSession>,
-) -> Result<std::sync::Arc<str>, Refusal> {
+) -> Result<Option<std::sync::Arc<str>>, Refusal> {
+    use crate::authn::mcp_oauth::upstream::{token_for, Upstream};
     let (Some(auth), Some(s)) = (snap.auth(), who) else {
         return Err(Refusal::UpstreamCredentials);
     };
-    match crate::authn::mcp_oauth::upstream::token_for(&auth, &gw.auth, route, s).await {
-        Ok(Some(t)) => Ok(t),
-        Ok(None) => Err(Refusal::McpUnauthorized {
+    match token_for(&auth, &gw.auth, route, s).await {
+        Ok(Upstream::Token(t)) => Ok(Some(t)),
+        Ok(Upstream::NotNeeded) => Ok(None),
+        Ok(Upstream::Missing) => Err(Refusal::McpUnauthorized {
             challenge: crate::authn::mcp_oauth::challenge(
                 at.scheme,
                 &at.host_full,

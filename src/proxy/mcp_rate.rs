@@ -61,6 +61,7 @@ mod tests {
             path: None,
             max_request_bytes: 4096,
             upstream_oauth2: None,
+            authorization_server: None,
             rate_limits: vec![
                 ToolRateLimit {
                     tools: Some(vec!["delete".into()]),

@@ -104,7 +104,8 @@ pub async fn route_request(
 }
 
 /// The upstream's own `Authorization`: a Google serverless identity token, the user's token for
-/// an MCP server behind `upstream_oauth2`, or an MCP client app's token for its user.
+/// an MCP server that takes one (`upstream_oauth2`, or discovered), or an MCP client app's token
+/// for its user.
 async fn upstream_credential(
     gw: &Gateway,
     ctx: &RequestCtx,
@@ -127,14 +128,12 @@ async fn upstream_credential(
             _ => Ok(None),
         };
     }
-    if route
-        .mcp
-        .as_ref()
-        .is_some_and(|m| m.upstream_oauth2.is_some())
-    {
+    let takes_user_token = snap
+        .auth()
+        .is_some_and(|a| crate::authn::mcp_oauth::upstream::applies(&a, route));
+    if takes_user_token {
         let who = ctx.identity.as_deref();
-        let token = Box::pin(super::mcp::upstream_token(gw, snap, route, at, who)).await?;
-        return Ok(Some(token));
+        return Box::pin(super::mcp::upstream_token(gw, snap, route, at, who)).await;
     }
     Ok(None)
 }

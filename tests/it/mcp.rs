@@ -298,7 +298,8 @@ fn mcp_settings_are_checked() {
         "insecure_server: true\naddress: 127.0.0.1:0\n\
          routes:\n  - from: http://a.localhost\n    to: http://127.0.0.1:1\n    mcp:\n      server:\n        path: mcp\n        max_request_bytes: 1000000\n        upstream_oauth2: {client_id: x}\n    allow_public_unauthenticated_access: true\n\
          \x20 - from: http://b.localhost\n    to: http://127.0.0.1:1\n    policy:\n      allow:\n        and:\n          - mcp_tool_argument: {starts_with: /x}\n\
-         \x20 - from: http://c.localhost\n    to: http://127.0.0.1:1\n    allow_any_authenticated_user: true\n    mcp:\n      server:\n        upstream_oauth2: {endpoint: {auth_url: /rel, token_url: https://t.example/token, auth_style: maybe}}\n",
+         \x20 - from: http://c.localhost\n    to: http://127.0.0.1:1\n    allow_any_authenticated_user: true\n    mcp:\n      server:\n        upstream_oauth2: {endpoint: {auth_url: /rel, token_url: https://t.example/token, auth_style: maybe}}\n        authorization_server_url: https://as.example\n\
+         \x20 - from: http://d.localhost\n    to: http://127.0.0.1:1\n    allow_any_authenticated_user: true\n    mcp:\n      server:\n        authorization_server_url: not-a-url\n",
     );
     assert!(!ok, "{out}");
     for want in [
@@ -308,6 +309,8 @@ fn mcp_settings_are_checked() {
         "routes[2].mcp.server.upstream_oauth2.endpoint.auth_url: must be an absolute http(s) URL",
         "routes[2].mcp.server.upstream_oauth2.endpoint.auth_style: must be auto, in_header or in_params",
         "routes[2].mcp.server.upstream_oauth2.client_id: is required",
+        "routes[2].mcp.server.authorization_server_url: goes with upstream_oauth2 left out",
+        "routes[3].mcp.server.authorization_server_url: must be an absolute http(s) URL",
         "needs name: the argument to match",
     ] {
         assert!(out.contains(want), "{want} missing from:\n{out}");

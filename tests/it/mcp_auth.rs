@@ -656,3 +656,199 @@ async fn an_mcp_client_app_calls_the_servers_for_its_user_and_manages_their_gran
     assert!(b.sign_out(&at("chat", "/.pomerium/sign_out")).await < 400);
     assert_eq!(mcp_call("mcp", "echo").await.0, 401);
 }
+
+/// Gateway B: an MCP server on `localhost` behind its own Vallum authorization server, with
+/// dynamic registration; A fronts it and must obtain the user's token there.
+async fn remote_gateway(env: &Env) -> crate::support::Gateway {
+    let port = crate::support::free_port();
+    let text = format!(
+        "address: 127.0.0.1:{port}\ninsecure_server: true\nauthenticate_service_url: http://authenticate-b.localhost:{port}\n\
+         {idp}cookie_secret: {c}\nshared_secret: {c}\ncookie_name: _vallum_b\nsigninrate: 0\n\
+         runtime_flags:\n  mcp_dynamic_client_registration: true\n\
+         routes:\n  - from: http://localhost\n    to: {u}\n    mcp:\n      server:\n        path: /mcp\n\
+         \x20   policy:\n      - allow:\n          or:\n            - email:\n                is: alice@example.com\n",
+        idp = env.idp.config(),
+        c = "q2Yw4cR1d3B3pXk9b0d1c3Jlc2VjcmV0X2Zvcl9iYWE=",
+        u = env.up.url(),
+    )
+    .replace("signinrate: 0\n", "signin_rate_limit: 0\n");
+    let gw = crate::support::Gateway::start_with(port, &text, &[]).await;
+    gw.eventually("identity provider discovered", || async {
+        gw.log().contains("identity provider discovered")
+    })
+    .await;
+    gw
+}
+
+#[tokio::test]
+async fn vallum_registers_itself_at_an_mcp_servers_own_authorization_server() {
+    // A's route to B is added once B's port is known: A reloads its config.
+    let env = mcp_env("runtime_flags:\n  mcp_dynamic_client_registration: true\n").await;
+    let b = remote_gateway(&env).await;
+    let (pa, pb) = (env.gw.port, b.port);
+    let config = std::fs::read_to_string(&env.gw.config).unwrap();
+    env.gw.rewrite_config(&format!(
+        "{config}  - from: http://localhost\n    to: http://localhost:{pb}\n    allow_any_authenticated_user: true\n    mcp:\n      server:\n        path: /mcp\n\
+         \x20       authorization_server_url: http://localhost:{pb}\n"
+    ));
+    env.gw
+        .eventually("the route to B is served", || async {
+            env.gw.log().contains("config reloaded")
+        })
+        .await;
+    let a = format!("http://localhost:{pa}");
+    let (_, reg) = register_at(
+        &a,
+        &env,
+        json!({"redirect_uris": [CALLBACK], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    let client_id = reg["client_id"].as_str().unwrap().to_string();
+    let addr = env.gw.addr();
+    let browser = Browser::resolving(&[
+        ("authenticate.localhost", addr),
+        ("authenticate-b.localhost", b.addr()),
+    ]);
+    env.idp.login_as("alice-id");
+    let mut url = url::Url::parse(&format!("{a}/.pomerium/mcp/authorize")).unwrap();
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &client_id)
+        .append_pair("redirect_uri", CALLBACK)
+        .append_pair("code_challenge", &challenge_for(VERIFIER))
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("resource", &format!("{a}/mcp"));
+    let (_, hops) = browser
+        .browse_until(url.as_str(), |u| u.starts_with(CALLBACK))
+        .await;
+    let back = url::Url::parse(hops.last().unwrap()).unwrap();
+    assert!(
+        hops.iter()
+            .any(|h| h.starts_with(&format!("http://localhost:{pb}/.pomerium/mcp/authorize"))),
+        "the person was sent to B's authorization: {hops:#?}\n{}",
+        env.gw.log()
+    );
+    assert!(
+        b.log().contains("MCP client registered client=\"Vallum\""),
+        "A registered at B:\n{}",
+        b.log()
+    );
+    let code = param(&back, "code").unwrap_or_else(|| panic!("{hops:#?}\n{}", env.gw.log()));
+    let r = client()
+        .post(format!("{a}/.pomerium/mcp/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("code", &code),
+            ("redirect_uri", CALLBACK),
+            ("code_verifier", VERIFIER),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let (status, tokens) = crate::support::status_and_json(r).await;
+    assert_eq!(status, 200, "{tokens}");
+    // A call through A reaches B with B's token for this user, and B's policy decides it.
+    let r = client()
+        .post(format!("{a}/mcp"))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .header("content-type", "application/json")
+        .body(json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 200, "{body}\nA:\n{}\nB:\n{}", env.gw.log(), b.log());
+    let echo: Echo = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        echo.header("authorization"),
+        None,
+        "B kept its token from its upstream"
+    );
+    assert!(
+        b.log().contains("user=\"alice-id\"") || b.log().contains("alice@example.com"),
+        "{}",
+        b.log()
+    );
+}
+
+async fn register_at(origin: &str, _env: &Env, metadata: Value) -> (u16, Value) {
+    let r = client()
+        .post(format!("{origin}/.pomerium/mcp/register"))
+        .header("content-type", "application/json")
+        .body(metadata.to_string())
+        .send()
+        .await
+        .unwrap();
+    crate::support::status_and_json(r).await
+}
+
+#[tokio::test]
+async fn discovery_from_resource_metadata_follows_only_allowed_public_authorization_servers() {
+    let env = mcp_env(
+        "runtime_flags:\n  mcp_dynamic_client_registration: true\nmcp_allowed_as_metadata_domains: [localhost]\n",
+    )
+    .await;
+    let (_, reg) = register(
+        &env,
+        json!({"redirect_uris": [CALLBACK], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    let client_id = reg["client_id"].as_str().unwrap().to_string();
+    // mcp.localhost's upstream publishes no protected-resource metadata: no token is needed, and
+    // the authorization goes through as on any MCP route.
+    let b = browser(&env);
+    let back = authorize(&env, &b, "alice-id", &client_id, &[]).await;
+    let (status, tokens) =
+        exchange(&env, &client_id, &param(&back, "code").unwrap(), VERIFIER).await;
+    assert_eq!(status, 200, "{tokens}");
+    let (status, _, body) = call(&env, tokens["access_token"].as_str(), "echo").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(env
+        .gw
+        .log()
+        .contains("publishes no protected-resource metadata"));
+
+    // A server whose metadata names an authorization server that is not https on an allowed
+    // domain, at a public address (here: Vallum B on loopback) is refused, and says why.
+    let remote = remote_gateway(&env).await;
+    let config = std::fs::read_to_string(&env.gw.config).unwrap();
+    env.gw.rewrite_config(&format!(
+        "{config}  - from: http://localhost\n    to: http://localhost:{}\n    allow_any_authenticated_user: true\n    mcp:\n      server:\n        path: /mcp\n",
+        remote.port
+    ));
+    env.gw
+        .eventually("reloaded", || async {
+            env.gw.log().contains("config reloaded")
+        })
+        .await;
+    let a = format!("http://localhost:{}", env.gw.port);
+    let (_, reg) = register_at(
+        &a,
+        &env,
+        json!({"redirect_uris": [CALLBACK], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    let browser = Browser::resolving(&[("authenticate.localhost", env.gw.addr())]);
+    let mut url = url::Url::parse(&format!("{a}/.pomerium/mcp/authorize")).unwrap();
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", reg["client_id"].as_str().unwrap())
+        .append_pair("redirect_uri", CALLBACK)
+        .append_pair("code_challenge", &challenge_for(VERIFIER))
+        .append_pair("code_challenge_method", "S256");
+    let (resp, hops) = browser
+        .browse_until(url.as_str(), |u| u.starts_with(CALLBACK))
+        .await;
+    assert_eq!(resp.status, 502, "{hops:#?}");
+    assert!(
+        resp.body.contains("mcp_allowed_as_metadata_domains"),
+        "{}",
+        resp.body
+    );
+    assert!(
+        !remote.log().contains("MCP client registered"),
+        "nothing was registered at B"
+    );
+}

@@ -124,10 +124,7 @@ pub(super) async fn authorize(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Req
         match upstream::consent(auth, state, req, route, &session, current_url(req)).await {
             Ok(Some(detour)) => return detour,
             Ok(None) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "MCP authorization: the upstream grant cannot be checked");
-                return req.answer.refuse(Refusal::StoreUnavailable);
-            }
+            Err(e) => return upstream::problem(req, &e),
         }
     }
     let code = Code {

@@ -143,7 +143,7 @@ pub async fn client(id: &str, patterns: &[String], now: u64) -> Result<Client, C
     if let Some(hit) = cache().get(id).filter(|e| e.1 + CACHE_TTL > now) {
         return Ok(hit.0.clone());
     }
-    let body = fetch(&url).await?;
+    let body = fetch_public(&url, MAX_DOCUMENT).await?;
     let client = validate(&url, &body, now)?;
     if cache().len() >= MAX_CACHED {
         cache().retain(|_, e| e.1 + CACHE_TTL > now);
@@ -154,7 +154,8 @@ pub async fn client(id: &str, patterns: &[String], now: u64) -> Result<Client, C
     Ok(client)
 }
 
-async fn fetch(url: &Url) -> Result<Vec<u8>, CimdError> {
+/// A public address `url`'s host resolves to, or why not.
+async fn public_addr(url: &Url) -> Result<(String, SocketAddr), CimdError> {
     let host = url.host_str().ok_or(CimdError::BadUrl)?.to_string();
     let port = url.port_or_known_default().unwrap_or(443);
     let lookup = tokio::time::timeout(TIMEOUT, tokio::net::lookup_host((host.as_str(), port)))
@@ -162,9 +163,27 @@ async fn fetch(url: &Url) -> Result<Vec<u8>, CimdError> {
         .map_err(|_| CimdError::Fetch("name resolution timed out".into()))?
         .map_err(|e| CimdError::Fetch(format!("cannot resolve {host}: {e}")))?;
     let addrs: Vec<SocketAddr> = lookup.collect();
-    let Some(addr) = addrs.iter().copied().find(|a| is_public(a.ip())) else {
-        return Err(CimdError::Internal(host));
-    };
+    match addrs.iter().copied().find(|a| is_public(a.ip())) {
+        Some(addr) => Ok((host, addr)),
+        None => Err(CimdError::Internal(host)),
+    }
+}
+
+/// Refuses a URL that is not HTTPS on a public address.
+pub async fn check_public(url: &Url) -> Result<(), CimdError> {
+    if url.scheme() != "https" {
+        return Err(CimdError::BadUrl);
+    }
+    public_addr(url).await.map(|_| ())
+}
+
+/// A GET that cannot be turned against the gateway's own network: HTTPS only, pinned to a
+/// public address of the host, no redirects, 5 s, at most `max` bytes.
+pub async fn fetch_public(url: &Url, max: usize) -> Result<Vec<u8>, CimdError> {
+    if url.scheme() != "https" {
+        return Err(CimdError::BadUrl);
+    }
+    let (host, addr) = public_addr(url).await?;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(TIMEOUT)
@@ -187,10 +206,8 @@ async fn fetch(url: &Url) -> Result<Vec<u8>, CimdError> {
         .await
         .map_err(|e| CimdError::Fetch(e.to_string()))?
     {
-        if body.len() + chunk.len() > MAX_DOCUMENT {
-            return Err(CimdError::Fetch(format!(
-                "larger than {MAX_DOCUMENT} bytes"
-            )));
+        if body.len() + chunk.len() > max {
+            return Err(CimdError::Fetch(format!("larger than {max} bytes")));
         }
         body.extend_from_slice(&chunk);
     }

@@ -15,6 +15,7 @@
 mod authorize;
 pub mod cimd;
 pub mod clients;
+mod discovery;
 pub mod grants;
 mod servers;
 mod token;

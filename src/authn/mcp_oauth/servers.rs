@@ -19,8 +19,8 @@ pub const ROUTES_PATH: &str = "/.pomerium/mcp/routes";
 pub const CONNECT_PATH: &str = "/.pomerium/mcp/connect";
 pub const DISCONNECT_PATH: &str = "/.pomerium/mcp/routes/disconnect";
 
-fn needs_oauth(r: &Route) -> bool {
-    r.mcp.as_ref().is_some_and(|m| m.upstream_oauth2.is_some())
+fn needs_oauth(auth: &Auth<'_>, r: &Route) -> bool {
+    r.mcp.is_some() && upstream::applies(auth, r)
 }
 
 /// The route's MCP endpoint as a client reaches it: its `from`, with the port this request came
@@ -67,9 +67,9 @@ async fn listing(
 ) -> Reply {
     let mut servers = Vec::new();
     for r in req.routes.iter().filter(|r| r.mcp.is_some()) {
-        let connected = match needs_oauth(r) {
+        let connected = match needs_oauth(auth, r) {
             false => true,
-            true => match upstream::has_token(auth, state, r, s).await {
+            true => match upstream::granted(auth, state, r, s).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, "MCP server listing: upstream grants unknown");
@@ -80,7 +80,7 @@ async fn listing(
         let mut item = json!({
             "url": server_url(r, req),
             "connected": connected,
-            "needs_oauth": needs_oauth(r),
+            "needs_oauth": needs_oauth(auth, r),
         });
         for (k, v) in [
             ("name", &r.listing.name),
@@ -145,14 +145,11 @@ pub(super) async fn connect(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Reque
         Err(e) => return req.answer.refuse(e.into()),
     };
     let host = req.host.split(':').next().unwrap_or(req.host);
-    if let Some(route) = req.routes.for_host(host).find(|r| needs_oauth(r)) {
+    if let Some(route) = req.routes.for_host(host).find(|r| needs_oauth(auth, r)) {
         match upstream::consent(auth, state, req, route, &session, back.to_string()).await {
             Ok(Some(detour)) => return detour,
             Ok(None) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "MCP connect: the upstream grant cannot be checked");
-                return req.answer.refuse(Refusal::StoreUnavailable);
-            }
+            Err(e) => return upstream::problem(req, &e),
         }
     }
     Reply::found(back.as_str())
@@ -191,7 +188,7 @@ pub(super) async fn disconnect(
         else {
             continue;
         };
-        for route in req.routes.for_host(&host).filter(|r| needs_oauth(r)) {
+        for route in req.routes.for_host(&host).filter(|r| needs_oauth(auth, r)) {
             if let Err(e) = upstream::forget(state, route, &s).await {
                 tracing::error!(error = %e, "MCP disconnect: upstream grant not dropped");
                 return req.answer.refuse(Refusal::StoreUnavailable);

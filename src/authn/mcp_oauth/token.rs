@@ -213,10 +213,10 @@ async fn issue(
     };
     // A route whose MCP server needs the user's own upstream token: without one (revoked, or
     // refused at refresh), the client must authorize again, and the person grant it again.
-    let needs_upstream = super::resource_route(req, &resource)
-        .filter(|r| r.mcp.as_ref().is_some_and(|m| m.upstream_oauth2.is_some()));
+    let needs_upstream =
+        super::resource_route(req, &resource).filter(|r| super::upstream::applies(auth, r));
     if let Some(route) = needs_upstream {
-        match super::upstream::has_token(auth, state, route, &session).await {
+        match super::upstream::granted(auth, state, route, &session).await {
             Ok(true) => {}
             Ok(false) => return invalid_grant("the upstream grant is gone; authorize again"),
             Err(e) => {

@@ -6,6 +6,7 @@
 //! forwards. The MCP client never sees it, and a client-sent `Authorization` never reaches the
 //! upstream.
 
+use super::discovery::{self, Found, Source};
 use super::{origin, AuthState, Request};
 use crate::authn::{host_session, programmatic::token_host};
 use crate::clock::unix_now;
@@ -18,6 +19,7 @@ use crate::session::UserSession;
 use crate::snapshot::auth::Auth;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 pub const CALLBACK_PATH: &str = "/.pomerium/mcp/oauth/callback";
@@ -132,12 +134,17 @@ async fn token_request(
             http::header::CONTENT_TYPE,
             "application/x-www-form-urlencoded",
         );
-    match up.credentials_in_params {
-        true => {
+    match (up.credentials_in_params, up.client_secret.is_empty()) {
+        // A public client (registered by discovery): PKCE, and its id.
+        (_, true) => form.push(("client_id", up.client_id.clone())),
+        (true, false) => {
             form.push(("client_id", up.client_id.clone()));
             form.push(("client_secret", up.client_secret.clone()));
         }
-        false => req = req.basic_auth(&up.client_id, Some(&up.client_secret)),
+        (false, false) => req = req.basic_auth(&up.client_id, Some(&up.client_secret)),
+    }
+    if let Some(r) = &up.resource {
+        form.push(("resource", r.clone()));
     }
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form)
@@ -176,17 +183,52 @@ async fn token_request(
     }
 }
 
-/// Whether `s` has granted the route's upstream access (checked before tokens are issued, so a
-/// client whose grant is gone is sent back to authorization rather than refreshed).
-pub(super) async fn has_token(
+/// Whether the route's MCP server takes its users' own tokens (configured or discovered).
+pub fn applies(auth: &Auth<'_>, route: &Route) -> bool {
+    !matches!(discovery::source(auth, route), Source::None)
+}
+
+/// The route's upstream OAuth client: configured, or as discovery found it (`discover`: find
+/// and register it now if it is not known yet, with Vallum's callback on `origin`). `None`: the
+/// server needs no token (or, without `discover`, nothing is known yet: `Ok(Err(()))`).
+async fn oauth_of<'r>(
+    auth: &Auth<'_>,
+    state: &AuthState,
+    route: &'r Route,
+    discover: Option<&str>,
+) -> Result<Result<Option<Cow<'r, UpstreamOAuth2>>, ()>, UpstreamError> {
+    let found = match (discovery::source(auth, route), discover) {
+        (Source::None, _) => return Ok(Ok(None)),
+        (Source::Configured(up), _) => return Ok(Ok(Some(Cow::Borrowed(up)))),
+        (_, Some(origin)) => {
+            let callback = format!("{origin}{CALLBACK_PATH}");
+            Some(discovery::resolve(auth, &*state.store, route, &callback).await?)
+        }
+        (_, None) => discovery::known(&auth.keys.mcp_key, &*state.store, route).await?,
+    };
+    Ok(match found {
+        None => Err(()),
+        Some(Found::NoOAuth) => Ok(None),
+        Some(Found::Client(c)) => Ok(c.oauth().map(Cow::Owned)),
+    })
+}
+
+/// Whether `s` has what the route's MCP server needs from them: nothing, or their upstream
+/// token (checked before tokens are issued, so a client whose grant is gone is sent back to
+/// authorization rather than refreshed).
+pub(super) async fn granted(
     auth: &Auth<'_>,
     state: &AuthState,
     route: &Route,
     s: &UserSession,
 ) -> Result<bool, UpstreamError> {
-    Ok(load(&auth.keys.mcp_key, state, route, &owner(s))
-        .await?
-        .is_some())
+    match oauth_of(auth, state, route, None).await? {
+        Ok(None) => Ok(true),
+        Err(()) => Ok(false),
+        Ok(Some(_)) => Ok(load(&auth.keys.mcp_key, state, route, &owner(s))
+            .await?
+            .is_some()),
+    }
 }
 
 /// Drops the user's upstream token for `route` (the client app's "disconnect").
@@ -212,10 +254,13 @@ pub(super) async fn consent(
     s: &UserSession,
     back: String,
 ) -> Result<Option<Reply>, UpstreamError> {
-    let Some(up) = route.mcp.as_ref().and_then(|m| m.upstream_oauth2.as_ref()) else {
+    let Ok(Some(up)) = oauth_of(auth, state, route, Some(&origin(req))).await? else {
         return Ok(None);
     };
-    if has_token(auth, state, route, s).await? {
+    if load(&auth.keys.mcp_key, state, route, &owner(s))
+        .await?
+        .is_some()
+    {
         return Ok(None);
     }
     let verifier = random_token(32);
@@ -242,6 +287,9 @@ pub(super) async fn consent(
         to.query_pairs_mut()
             .append_pair("scope", &up.scopes.join(" "));
     }
+    if let Some(r) = &up.resource {
+        to.query_pairs_mut().append_pair("resource", r);
+    }
     tracing::info!(route_id = %route.id, "MCP authorization: asking the upstream for the user's token");
     Ok(Some(Reply::found(to.as_str())))
 }
@@ -255,6 +303,25 @@ fn challenge(verifier: &str) -> String {
     use sha2::Digest;
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(sha2::Sha256::digest(verifier.as_bytes()))
+}
+
+/// The answer when the MCP server's own authorization cannot go ahead: the store did not
+/// answer (503), or its authorization server could not be found or used (502, saying why).
+pub(super) fn problem(req: &Request<'_>, e: &UpstreamError) -> Reply {
+    match e {
+        UpstreamError::Store(_) => {
+            tracing::error!(error = %e, "MCP upstream authorization: the session store did not answer");
+            req.answer.refuse(Refusal::StoreUnavailable)
+        }
+        _ => {
+            tracing::warn!(error = %e, "MCP upstream authorization failed");
+            req.answer.refuse(Refusal::sign_in(
+                StatusCode::BAD_GATEWAY,
+                "Agent authorization problem",
+                format!("the MCP server's own authorization could not be used: {e}"),
+            ))
+        }
+    }
 }
 
 fn callback_problem(req: &Request<'_>, detail: &str) -> Reply {
@@ -294,8 +361,13 @@ pub(super) async fn callback(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Requ
     let Some(route) = req.routes.for_host(host).find(|r| *r.id == *flow.route) else {
         return callback_problem(req, "the route changed meanwhile; start again");
     };
-    let Some(up) = route.mcp.as_ref().and_then(|m| m.upstream_oauth2.as_ref()) else {
-        return callback_problem(req, "the route no longer uses upstream OAuth");
+    let up = match oauth_of(auth, state, route, None).await {
+        Ok(Ok(Some(up))) => up,
+        Ok(_) => return callback_problem(req, "the route no longer uses upstream OAuth"),
+        Err(e) => {
+            tracing::error!(error = %e, "MCP upstream callback: client unknown");
+            return req.answer.refuse(Refusal::StoreUnavailable);
+        }
     };
     let form = vec![
         ("grant_type", "authorization_code".to_string()),
@@ -303,7 +375,7 @@ pub(super) async fn callback(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Requ
         ("redirect_uri", format!("{}{CALLBACK_PATH}", origin(req))),
         ("code_verifier", flow.verifier.clone()),
     ];
-    let stored = match token_request(up, form).await {
+    let stored = match token_request(&up, form).await {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(route_id = %route.id, error = %e, "MCP upstream token exchange failed");
@@ -318,57 +390,67 @@ pub(super) async fn callback(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Requ
     Reply::found(&flow.back)
 }
 
-/// The user's upstream token for a call on `route`, refreshed when due; `None` when the user has
-/// not granted one (or it expired and cannot be refreshed): the client must authorize again.
+/// What a call on an MCP route carries upstream.
+pub enum Upstream {
+    /// The server takes no token of the user's (or none is known to be needed).
+    NotNeeded,
+    /// The user's token, refreshed when it was due.
+    Token(Arc<str>),
+    /// The user has not granted one (or it was refused at refresh): the client must authorize
+    /// again, and the person grant access again.
+    Missing,
+}
+
+/// The user's upstream token for a call on `route`.
 pub async fn token_for(
     auth: &Auth<'_>,
     state: &AuthState,
     route: &Route,
     s: &UserSession,
-) -> Result<Option<Arc<str>>, UpstreamError> {
-    let Some(up) = route.mcp.as_ref().and_then(|m| m.upstream_oauth2.as_ref()) else {
-        return Ok(None);
+) -> Result<Upstream, UpstreamError> {
+    let up = match oauth_of(auth, state, route, None).await? {
+        Ok(Some(up)) => up,
+        Ok(None) => return Ok(Upstream::NotNeeded),
+        Err(()) => return Ok(Upstream::Missing),
     };
     let (key, who) = (&auth.keys.mcp_key, owner(s));
     let Some(t) = load(key, state, route, &who).await? else {
-        return Ok(None);
+        return Ok(Upstream::Missing);
     };
     let now = unix_now();
     let due = t.exp.is_some_and(|e| e <= now + REFRESH_MARGIN);
+    let current = || match t.exp.is_none_or(|e| e > now) {
+        true => Upstream::Token(Arc::from(t.access.as_str())),
+        false => Upstream::Missing,
+    };
     if !due {
-        return Ok(Some(Arc::from(t.access.as_str())));
+        return Ok(current());
     }
     let Some(refresh) = t.refresh.clone() else {
-        return Ok(t
-            .exp
-            .filter(|e| *e > now)
-            .map(|_| Arc::from(t.access.as_str())));
+        return Ok(current());
     };
     // Each refresh token is used once across the fleet (providers that rotate them accept each
     // once); a request that loses the race uses the current token while it lasts. The claim
     // lapses after 10 s, so a provider that keeps its refresh token can be asked again.
     let lease = super::grants::claim_key("upstream-refresh", &refresh);
     if !state.store.claim_once(&lease, 10).await? {
-        return Ok(t
-            .exp
-            .filter(|e| *e > now)
-            .map(|_| Arc::from(t.access.as_str())));
+        return Ok(current());
     }
     let form = vec![
         ("grant_type", "refresh_token".to_string()),
         ("refresh_token", refresh.clone()),
     ];
-    match token_request(up, form).await {
+    match token_request(&up, form).await {
         Ok(mut fresh) => {
             fresh.refresh = fresh.refresh.or(Some(refresh));
             save(key, state, route, &who, &fresh).await?;
             tracing::info!(route_id = %route.id, "MCP upstream token refreshed");
-            Ok(Some(Arc::from(fresh.access.as_str())))
+            Ok(Upstream::Token(Arc::from(fresh.access.as_str())))
         }
         Err(UpstreamError::Refused(e)) => {
             tracing::warn!(route_id = %route.id, error = %e, "MCP upstream token refresh refused; the user must grant access again");
             state.store.delete_record(&record_key(route, &who)).await?;
-            Ok(None)
+            Ok(Upstream::Missing)
         }
         Err(e) => Err(e),
     }
