@@ -373,11 +373,53 @@ async fn registration_is_off_unless_the_flag_is_on_and_mcp_off_means_sign_in() {
 
 #[tokio::test]
 async fn an_mcp_server_gets_the_users_own_upstream_token_refreshed_and_never_the_clients() {
+    upstream_grant_suite("", None).await;
+}
+
+/// The same with the upstream tokens in Redis and in PostgreSQL: sealed there too (the store
+/// never holds a token in the clear).
+#[tokio::test]
+async fn upstream_tokens_are_kept_sealed_in_redis_and_postgresql() {
+    let redis = crate::support::redis::RedisServer::start().await;
+    upstream_grant_suite(&crate::fleet::redis_keys(&redis.url()), Some(&redis)).await;
+    let pg = crate::support::postgres::PgServer::start().await;
+    upstream_grant_suite(&crate::fleet::postgres_keys(&pg.url()), None).await;
+}
+
+/// Whether any value in `redis` holds `needle` in the clear.
+async fn redis_holds(redis: &crate::support::redis::RedisServer, needle: &str) -> bool {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty(), "the grant is in Redis");
+    for k in keys {
+        let v: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(&k)
+            .query_async(&mut conn)
+            .await
+            .unwrap_or(None);
+        if v.unwrap_or_default()
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// The upstream grant, its use and refresh, and its revocation, with `store` (config keys);
+/// with `redis`, also that the store never holds the user's upstream token in the clear.
+async fn upstream_grant_suite(store: &str, redis: Option<&crate::support::redis::RedisServer>) {
     let upstream_as = crate::support::idp::Idp::start().await;
     upstream_as.state.lock().unwrap().access_ttl = 30; // due for refresh (30 s margin) at once
     let issuer = upstream_as.issuer();
     let env = Env::with_routes(
-        "runtime_flags:\n  mcp_dynamic_client_registration: true\n",
+        &format!("runtime_flags:\n  mcp_dynamic_client_registration: true\n{store}"),
         &format!(
             "  - from: http://mcp.localhost\n    to: {{u}}\n    allow_any_authenticated_user: true\n    mcp:\n      server:\n        path: /mcp\n\
              \x20       upstream_oauth2:\n          client_id: {id}\n          client_secret: {secret}\n          scopes: [repo, read]\n\
@@ -433,6 +475,14 @@ async fn an_mcp_server_gets_the_users_own_upstream_token_refreshed_and_never_the
     let again = authorize(&env, &b, "alice-id", &client_id, &[]).await;
     assert!(param(&again, "code").is_some());
     assert_eq!(upstream_as.state.lock().unwrap().authorize_queries.len(), 1);
+
+    if let Some(redis) = redis {
+        let token = second.trim_start_matches("Bearer ");
+        assert!(
+            !redis_holds(redis, token).await,
+            "the upstream token is sealed in Redis"
+        );
+    }
 
     // The upstream revokes the grant: the next call is a 401 for the client, and its refresh
     // is refused, so it must authorize again (and the person grant access again).
