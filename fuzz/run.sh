@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 SECONDS_EACH=${FUZZ_SECONDS:-20}
-TARGETS=${*:-config ppl cookie redirect path jsonrpc}
+TARGETS=${*:-config ppl cookie redirect path jsonrpc mcp_register}
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 cargo fuzz build -O

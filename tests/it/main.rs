@@ -26,6 +26,7 @@ mod lifecycle;
 mod logging;
 mod mcp;
 mod mcp_auth;
+mod mcp_upstream;
 mod mtls;
 mod ops;
 mod paths;
