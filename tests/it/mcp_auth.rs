@@ -98,6 +98,14 @@ pub(crate) async fn register(env: &Env, metadata: Value) -> (u16, Value) {
     crate::support::status_and_json(r).await
 }
 
+/// A public client (PKCE only) registered at the MCP host: its id.
+pub(crate) async fn register_public(env: &Env) -> String {
+    let metadata = json!({"redirect_uris": [CALLBACK], "token_endpoint_auth_method": "none"});
+    let (status, reg) = register(env, metadata).await;
+    assert_eq!(status, 201, "{reg}");
+    reg["client_id"].as_str().unwrap().to_string()
+}
+
 /// Signs `user` in through the authorize endpoint; the URL the client is sent back to.
 pub(crate) async fn authorize(
     env: &Env,

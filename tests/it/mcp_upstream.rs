@@ -68,12 +68,7 @@ async fn upstream_grant_suite(store: &str, redis: Option<&crate::support::redis:
         ),
     )
     .await;
-    let (_, reg) = register(
-        &env,
-        json!({"redirect_uris": [CALLBACK], "token_endpoint_auth_method": "none"}),
-    )
-    .await;
-    let client_id = reg["client_id"].as_str().unwrap().to_string();
+    let client_id = register_public(&env).await;
     let b = browser(&env);
     let back = authorize(&env, &b, "alice-id", &client_id, &[]).await;
     let asked = upstream_as.state.lock().unwrap().authorize_queries.clone();
@@ -432,12 +427,7 @@ async fn discovery_from_resource_metadata_follows_only_allowed_public_authorizat
         "runtime_flags:\n  mcp_dynamic_client_registration: true\nmcp_allowed_as_metadata_domains: [localhost]\n",
     )
     .await;
-    let (_, reg) = register(
-        &env,
-        json!({"redirect_uris": [CALLBACK], "token_endpoint_auth_method": "none"}),
-    )
-    .await;
-    let client_id = reg["client_id"].as_str().unwrap().to_string();
+    let client_id = register_public(&env).await;
     // mcp.localhost's upstream publishes no protected-resource metadata: no token is needed, and
     // the authorization goes through as on any MCP route.
     let b = browser(&env);

@@ -116,25 +116,23 @@ async fn exchange_code(
     {
         return invalid_grant("redirect_uri differs from the authorization request's");
     }
-    if req.field("resource").is_some_and(|r| r != code.resource) {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_target",
-            "resource differs from the authorization request's",
-        );
+    if let Some(refused) = other_resource(req, &code.resource) {
+        return refused;
     }
     let verifier = req.field("code_verifier").unwrap_or_default();
     if !grants::pkce_matches(verifier, &code.challenge) {
         return invalid_grant("code_verifier does not match the code_challenge");
     }
-    match state
-        .store
-        .claim_once(&grants::claim_key("code", value), grants::CODE_TTL)
-        .await
+    let used = "the code has already been used";
+    if let Some(refused) = spend(
+        state,
+        grants::claim_key("code", value),
+        grants::CODE_TTL,
+        used,
+    )
+    .await
     {
-        Ok(true) => {}
-        Ok(false) => return invalid_grant("the code has already been used"),
-        Err(e) => return store_down(e),
+        return refused;
     }
     issue(
         auth,
@@ -163,27 +161,37 @@ async fn exchange_refresh(
     if t.client != client_id {
         return invalid_grant("the refresh token was issued to another client");
     }
-    if req.field("resource").is_some_and(|r| r != t.resource) {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_target",
-            "resource differs from the token's",
-        );
+    if let Some(refused) = other_resource(req, &t.resource) {
+        return refused;
     }
     let ttl = t.exp.saturating_sub(now).max(1);
-    match state
-        .store
-        .claim_once(&grants::claim_key("refresh", &t.id), ttl)
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::warn!(session_id = %t.sid, "MCP refresh token used twice (replayed?)");
-            return invalid_grant("the refresh token has already been used");
-        }
-        Err(e) => return store_down(e),
+    let used = "the refresh token has already been used";
+    if let Some(refused) = spend(state, grants::claim_key("refresh", &t.id), ttl, used).await {
+        tracing::warn!(session_id = %t.sid, "MCP refresh token refused: used before (replayed?) or the store did not answer");
+        return refused;
     }
     issue(auth, state, req, &t.sid, client_id, t.resource, t.scope).await
+}
+
+/// `invalid_target` when the request names a resource other than the grant's.
+fn other_resource(req: &Request<'_>, granted: &str) -> Option<Reply> {
+    req.field("resource").filter(|r| *r != granted).map(|_| {
+        oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "resource differs from the grant's",
+        )
+    })
+}
+
+/// Records a single-use value fleet-wide; the refusal when it was used before (or the store
+/// cannot say).
+async fn spend(state: &AuthState, key: String, ttl: u64, used: &str) -> Option<Reply> {
+    match state.store.claim_once(&key, ttl).await {
+        Ok(true) => None,
+        Ok(false) => Some(invalid_grant(used)),
+        Err(e) => Some(store_down(e)),
+    }
 }
 
 fn store_down(e: crate::session::StoreError) -> Reply {
