@@ -87,9 +87,21 @@ pub(crate) async fn call(env: &Env, token: Option<&str>, tool: &str) -> (u16, St
 }
 
 pub(crate) async fn register(env: &Env, metadata: Value) -> (u16, Value) {
-    let r = client()
-        .post(env.gw.url("/.pomerium/mcp/register"))
-        .header("host", mcp_host(env))
+    let url = env.gw.url("/.pomerium/mcp/register");
+    register_via(client().post(url).header("host", mcp_host(env)), metadata).await
+}
+
+/// A registration at the authorization server of `origin` (a name the test client resolves).
+pub(crate) async fn register_at(origin: &str, metadata: Value) -> (u16, Value) {
+    register_via(
+        client().post(format!("{origin}/.pomerium/mcp/register")),
+        metadata,
+    )
+    .await
+}
+
+async fn register_via(req: reqwest::RequestBuilder, metadata: Value) -> (u16, Value) {
+    let r = req
         .header("content-type", "application/json")
         .body(metadata.to_string())
         .send()

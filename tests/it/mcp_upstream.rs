@@ -336,7 +336,6 @@ async fn vallum_registers_itself_at_an_mcp_servers_own_authorization_server() {
     let a = format!("http://localhost:{pa}");
     let (_, reg) = register_at(
         &a,
-        &env,
         json!({"redirect_uris": [CALLBACK], "token_endpoint_auth_method": "none"}),
     )
     .await;
@@ -410,17 +409,6 @@ async fn vallum_registers_itself_at_an_mcp_servers_own_authorization_server() {
     );
 }
 
-async fn register_at(origin: &str, _env: &Env, metadata: Value) -> (u16, Value) {
-    let r = client()
-        .post(format!("{origin}/.pomerium/mcp/register"))
-        .header("content-type", "application/json")
-        .body(metadata.to_string())
-        .send()
-        .await
-        .unwrap();
-    crate::support::status_and_json(r).await
-}
-
 #[tokio::test]
 async fn discovery_from_resource_metadata_follows_only_allowed_public_authorization_servers() {
     let env = mcp_env(
@@ -458,7 +446,6 @@ async fn discovery_from_resource_metadata_follows_only_allowed_public_authorizat
     let a = format!("http://localhost:{}", env.gw.port);
     let (_, reg) = register_at(
         &a,
-        &env,
         json!({"redirect_uris": [CALLBACK], "token_endpoint_auth_method": "none"}),
     )
     .await;

@@ -7,7 +7,6 @@ use super::{origin, resource_route, upstream, AuthState, Request};
 use crate::authn::{host_session, host_sign_in_url, programmatic::token_host};
 use crate::clock::unix_now;
 use crate::crypto::random_token;
-use crate::respond::refusal::Refusal;
 use crate::respond::reply::Reply;
 use crate::routes::route::PathMatch;
 use crate::snapshot::auth::Auth;
@@ -15,12 +14,7 @@ use http::StatusCode;
 use std::sync::Arc;
 
 fn page_error(req: &Request<'_>, detail: &str) -> Reply {
-    tracing::info!(reason = detail, "MCP authorization refused");
-    req.answer.refuse(Refusal::sign_in(
-        StatusCode::BAD_REQUEST,
-        "Agent authorization problem",
-        detail.to_string(),
-    ))
+    super::problem_page(req, StatusCode::BAD_REQUEST, detail.to_string())
 }
 
 /// Back to the client's (registered) redirect URI with `params`, and `state` and `iss`.

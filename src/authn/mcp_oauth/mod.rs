@@ -187,6 +187,17 @@ async fn find_client(auth: &Auth<'_>, id: &str) -> Result<clients::Client, Strin
         .ok_or_else(|| "this client is not registered with this gateway".to_string())
 }
 
+/// A problem with an agent's authorization shown to the person in the browser (never sent to
+/// a redirect URI that could not be checked).
+fn problem_page(req: &Request<'_>, status: StatusCode, detail: String) -> Reply {
+    tracing::info!(reason = %detail, "MCP authorization refused");
+    req.answer.refuse(crate::respond::refusal::Refusal::sign_in(
+        status,
+        "Agent authorization problem",
+        detail,
+    ))
+}
+
 /// An OAuth error response (RFC 6749 §5.2), never cached.
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Reply {
     no_store(Reply::json(

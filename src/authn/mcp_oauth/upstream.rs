@@ -313,24 +313,16 @@ pub(super) fn problem(req: &Request<'_>, e: &UpstreamError) -> Reply {
             tracing::error!(error = %e, "MCP upstream authorization: the session store did not answer");
             req.answer.refuse(Refusal::StoreUnavailable)
         }
-        _ => {
-            tracing::warn!(error = %e, "MCP upstream authorization failed");
-            req.answer.refuse(Refusal::sign_in(
-                StatusCode::BAD_GATEWAY,
-                "Agent authorization problem",
-                format!("the MCP server's own authorization could not be used: {e}"),
-            ))
-        }
+        _ => super::problem_page(
+            req,
+            StatusCode::BAD_GATEWAY,
+            format!("the MCP server's own authorization could not be used: {e}"),
+        ),
     }
 }
 
 fn callback_problem(req: &Request<'_>, detail: &str) -> Reply {
-    tracing::info!(reason = detail, "MCP upstream authorization refused");
-    req.answer.refuse(Refusal::sign_in(
-        StatusCode::BAD_REQUEST,
-        "Agent authorization problem",
-        detail.to_string(),
-    ))
+    super::problem_page(req, StatusCode::BAD_REQUEST, detail.to_string())
 }
 
 /// `GET /.pomerium/mcp/oauth/callback`: the upstream's answer. Only the person who started the
