@@ -417,11 +417,12 @@ describe('two nodes, Redis store, behind a balancer', () => {
     const { page } = profile;
     w.useNode(0);
     const serverUrl = w.url('mcp', '/mcp');
-    const { client, oauth, back } = await connectAgent({
+    const { client, oauth, back, consentText } = await connectAgent({
       serverUrl, page, user: 'bob', fetch: w.fetch, freePort: w.freePort, log: w.log,
     });
     assert.equal(back.iss, w.url('mcp', '').replace(/\/$/, ''), 'the code came with the issuer (RFC 9207)');
     assert.equal(oauth.saved.registrations, 1, 'registered once, dynamically');
+    assert.match(consentText, /Vallum e2e agent wants to use https:\/\/mcp\.localhost:\d+\/mcp as bob@example\.com/);
 
     // tools/list answers only what bob may call; the call policy holds per tool and per argument.
     const { tools } = await client.listTools();

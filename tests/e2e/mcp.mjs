@@ -114,11 +114,12 @@ async function startCallback(freePort) {
 
 /// An MCP client of `serverUrl` that signs in as `user` in `page` when the server asks: the
 /// SDK gets the 401, reads the metadata, registers and builds the authorization URL; Chromium
-/// signs in at the IdP; the SDK exchanges the code. Returns the connected client and its OAuth.
+/// signs in at the IdP and clicks Allow on the consent page; the SDK exchanges the code. Returns the connected client and its OAuth.
 export async function connectAgent({ serverUrl, page, user, fetch, freePort, log }) {
   const callback = await startCallback(freePort);
   const oauth = new MemoryOAuth(callback.url);
   const transport = () => new StreamableHTTPClientTransport(new URL(serverUrl), { authProvider: oauth, fetch });
+  let consentText = '';
   try {
     const probe = transport();
     const first = new Client({ name: 'vallum-e2e', version: '1.0.0' });
@@ -131,13 +132,17 @@ export async function connectAgent({ serverUrl, page, user, fetch, freePort, log
     await page.waitForSelector('input[name="login"]');
     await page.fill('input[name="login"]', user);
     await page.fill('input[name="password"]', 'any-password');
-    await Promise.all([page.waitForURL((u) => u.href.startsWith(callback.url)), page.click('button[type="submit"]')]);
+    // After the IdP, the person is asked to allow the agent, and clicks Allow.
+    await Promise.all([page.waitForURL((u) => u.pathname === '/.pomerium/mcp/authorize'), page.click('button[type="submit"]')]);
+    await page.waitForSelector('button[value="allow"]');
+    consentText = await page.textContent('body');
+    await Promise.all([page.waitForURL((u) => u.href.startsWith(callback.url)), page.click('button[value="allow"]')]);
     const back = await callback.code;
     if (!back.code) throw new Error(`no code: ${JSON.stringify(back)}`);
     await probe.finishAuth(back.code);
     const client = new Client({ name: 'vallum-e2e', version: '1.0.0' });
     await client.connect(transport());
-    return { client, oauth, back };
+    return { client, oauth, back, consentText };
   } finally {
     callback.close();
   }

@@ -110,6 +110,52 @@ async fn register_via(req: reqwest::RequestBuilder, metadata: Value) -> (u16, Va
     crate::support::status_and_json(r).await
 }
 
+/// Follows redirects like `browse_until`, allowing the agent on every consent page on the way
+/// (as the person would click "Allow"); the last response and every URL visited.
+pub(crate) async fn browse_consenting(
+    b: &Browser,
+    url: &str,
+    stop: &str,
+) -> (crate::support::Resp, Vec<String>) {
+    let mut all = Vec::new();
+    let mut next = url.to_string();
+    loop {
+        let (resp, hops) = b.browse_until(&next, |u| u.starts_with(stop)).await;
+        all.extend(hops);
+        let last = all.last().cloned().unwrap_or_default();
+        if resp.status != 200 || !resp.body.contains("name=\"decision\"") || last.starts_with(stop)
+        {
+            return (resp, all);
+        }
+        let r = b
+            .client
+            .post(&last)
+            .form(&[
+                ("csrf", crate::signin::csrf_field(&resp.body).as_str()),
+                ("decision", "allow"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let to = r
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_string());
+        let Some(to) = to else {
+            return (crate::support::Resp::from(r).await, all);
+        };
+        next = url::Url::parse(&last)
+            .unwrap()
+            .join(&to)
+            .unwrap()
+            .to_string();
+        if next.starts_with(stop) {
+            all.push(next);
+            return (crate::support::Resp::from(r).await, all);
+        }
+    }
+}
+
 /// A public client (PKCE only) registered at the MCP host: its id.
 pub(crate) async fn register_public(env: &Env) -> String {
     let metadata = json!({"redirect_uris": [CALLBACK], "token_endpoint_auth_method": "none"});
@@ -118,15 +164,8 @@ pub(crate) async fn register_public(env: &Env) -> String {
     reg["client_id"].as_str().unwrap().to_string()
 }
 
-/// Signs `user` in through the authorize endpoint; the URL the client is sent back to.
-pub(crate) async fn authorize(
-    env: &Env,
-    b: &Browser,
-    user: &str,
-    client_id: &str,
-    extra: &[(&str, &str)],
-) -> url::Url {
-    env.idp.login_as(user);
+/// An authorization request for `client_id` at the MCP host (`extra` replaces or adds params).
+pub(crate) fn authorize_url(env: &Env, client_id: &str, extra: &[(&str, &str)]) -> String {
     let challenge = challenge_for(VERIFIER);
     let resource = format!("{}/mcp", origin(env));
     let mut params = vec![
@@ -144,9 +183,21 @@ pub(crate) async fn authorize(
     }
     let mut url = url::Url::parse(&format!("{}/.pomerium/mcp/authorize", origin(env))).unwrap();
     url.query_pairs_mut().extend_pairs(params);
-    let (_, hops) = b
-        .browse_until(url.as_str(), |u| u.starts_with(CALLBACK))
-        .await;
+    url.to_string()
+}
+
+/// Signs `user` in through the authorize endpoint, allowing the client; the URL the client is
+/// sent back to.
+pub(crate) async fn authorize(
+    env: &Env,
+    b: &Browser,
+    user: &str,
+    client_id: &str,
+    extra: &[(&str, &str)],
+) -> url::Url {
+    env.idp.login_as(user);
+    let url = authorize_url(env, client_id, extra);
+    let (_, hops) = browse_consenting(b, &url, CALLBACK).await;
     url::Url::parse(hops.last().unwrap()).unwrap()
 }
 
@@ -441,4 +492,68 @@ async fn client_metadata_urls_are_fetched_only_from_allowed_public_hosts() {
         (status, err["error"].as_str()),
         (401, Some("invalid_client"))
     );
+}
+
+#[tokio::test]
+async fn the_person_allows_each_client_once_and_can_refuse() {
+    let env = mcp_env("runtime_flags:\n  mcp_dynamic_client_registration: true\n").await;
+    let metadata = json!({"redirect_uris": [CALLBACK], "token_endpoint_auth_method": "none", "client_name": "<b>Agent</b>"});
+    let client_id = register(&env, metadata).await.1["client_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = browser(&env);
+    env.idp.login_as("alice-id");
+    // Signed in, the person is asked first: no code goes anywhere without their click.
+    let url = authorize_url(&env, &client_id, &[]);
+    let (page, hops) = b.browse_until(&url, |u| u.starts_with(CALLBACK)).await;
+    assert_eq!(page.status, 200, "{hops:#?}");
+    assert!(page.body.contains("Allow this agent?"), "{}", page.body);
+    assert!(
+        page.body.contains("&lt;b&gt;Agent&lt;/b&gt;"),
+        "the client's name is escaped"
+    );
+    assert!(page.body.contains(&format!("{}/mcp", origin(&env))));
+    assert!(page.body.contains("alice@example.com"));
+    assert!(!hops.iter().any(|h| h.starts_with(CALLBACK)));
+    let submit = |csrf: String, decision: &'static str| {
+        let (client, url) = (b.client.clone(), url.clone());
+        async move {
+            let r = client
+                .post(&url)
+                .form(&[("csrf", csrf.as_str()), ("decision", decision)])
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (
+                status,
+                r.headers()
+                    .get("location")
+                    .map(|l| l.to_str().unwrap().to_string()),
+            )
+        }
+    };
+    // A forged form is refused; a refusal goes back to the client as access_denied.
+    assert_eq!(submit("forged".into(), "allow").await.0, 403);
+    let csrf = crate::signin::csrf_field(&page.body);
+    let (status, to) = submit(csrf.clone(), "deny").await;
+    assert_eq!(status, 302);
+    let denied = url::Url::parse(&to.unwrap()).unwrap();
+    assert_eq!(param(&denied, "error").as_deref(), Some("access_denied"));
+    assert_eq!(param(&denied, "code"), None);
+    // Allowed once, remembered: the next authorization of this client goes straight through.
+    let (_, to) = submit(csrf, "allow").await;
+    assert!(param(&url::Url::parse(&to.unwrap()).unwrap(), "code").is_some());
+    let (_, hops) = b.browse_until(&url, |u| u.starts_with(CALLBACK)).await;
+    let back = url::Url::parse(hops.last().unwrap()).unwrap();
+    assert!(param(&back, "code").is_some(), "{hops:#?}");
+    // Another client still asks.
+    let other = register_public(&env).await;
+    let (page, _) = b
+        .browse_until(&authorize_url(&env, &other, &[]), |u| {
+            u.starts_with(CALLBACK)
+        })
+        .await;
+    assert!(page.body.contains("Allow this agent?"));
 }

@@ -354,9 +354,7 @@ async fn vallum_registers_itself_at_an_mcp_servers_own_authorization_server() {
         .append_pair("code_challenge", &challenge_for(VERIFIER))
         .append_pair("code_challenge_method", "S256")
         .append_pair("resource", &format!("{a}/mcp"));
-    let (_, hops) = browser
-        .browse_until(url.as_str(), |u| u.starts_with(CALLBACK))
-        .await;
+    let (_, hops) = browse_consenting(&browser, url.as_str(), CALLBACK).await;
     let back = url::Url::parse(hops.last().unwrap()).unwrap();
     assert!(
         hops.iter()
@@ -457,9 +455,7 @@ async fn discovery_from_resource_metadata_follows_only_allowed_public_authorizat
         .append_pair("redirect_uri", CALLBACK)
         .append_pair("code_challenge", &challenge_for(VERIFIER))
         .append_pair("code_challenge_method", "S256");
-    let (resp, hops) = browser
-        .browse_until(url.as_str(), |u| u.starts_with(CALLBACK))
-        .await;
+    let (resp, hops) = browse_consenting(&browser, url.as_str(), CALLBACK).await;
     assert_eq!(resp.status, 502, "{hops:#?}");
     assert!(
         resp.body.contains("mcp_allowed_as_metadata_domains"),

@@ -2,8 +2,9 @@
 //! Problems with the client or its redirect URI are shown on a page (never sent to a URI that
 //! could not be checked); every other problem goes back to the client as an OAuth error.
 
+use super::consent::{self, Consent};
 use super::grants::{self, Code};
-use super::{origin, resource_route, upstream, AuthState, Request};
+use super::{clients, origin, resource_route, upstream, AuthState, Request};
 use crate::authn::{host_session, host_sign_in_url, programmatic::token_host};
 use crate::clock::unix_now;
 use crate::crypto::random_token;
@@ -58,31 +59,33 @@ fn current_url(req: &Request<'_>) -> String {
     format!("{}{}?{q}", origin(req), req.path)
 }
 
-pub(super) async fn authorize(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
-    let key = &auth.keys.mcp_key;
-    let Some(client_id) = req.param("client_id") else {
-        return page_error(req, "client_id is required");
-    };
-    let client = match super::find_client(auth, client_id).await {
-        Ok(c) => c,
-        Err(why) => return page_error(req, &why),
-    };
+/// An authorization request, checked.
+struct Checked {
+    redirect: String,
+    challenge: String,
+    resource: String,
+}
+
+/// The request's parameters, or the answer: problems with the client or its redirect URI on a
+/// page, every other problem as an OAuth error at the redirect URI.
+fn checked(req: &Request<'_>, client: &clients::Client) -> Result<Checked, Box<Reply>> {
+    let page = |detail: &str| Box::new(page_error(req, detail));
     let redirect = match (req.param("redirect_uri"), client.redirect_uris.as_slice()) {
         (Some(r), uris) if uris.iter().any(|u| u == r) => r.to_string(),
-        (Some(_), _) => return page_error(req, "redirect_uri is not one the client registered"),
+        (Some(_), _) => return Err(page("redirect_uri is not one the client registered")),
         (None, [only]) => only.clone(),
-        (None, _) => return page_error(req, "redirect_uri is required"),
+        (None, _) => return Err(page("redirect_uri is required")),
     };
     let fail = |error: &str, description: &str| {
         tracing::info!(error, reason = description, "MCP authorization refused");
-        back(
-            req,
-            &redirect,
-            &[("error", error), ("error_description", description)],
-        )
+        let params = [("error", error), ("error_description", description)];
+        Box::new(back(req, &redirect, &params))
     };
     if req.param("response_type") != Some("code") {
-        return fail("unsupported_response_type", "response_type must be code");
+        return Err(fail(
+            "unsupported_response_type",
+            "response_type must be code",
+        ));
     }
     let challenge = req.param("code_challenge").unwrap_or_default();
     let well_formed = challenge.len() == 43
@@ -90,30 +93,77 @@ pub(super) async fn authorize(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Req
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if req.param("code_challenge_method") != Some("S256") || !well_formed {
-        return fail(
-            "invalid_request",
-            "PKCE is required: code_challenge with code_challenge_method S256",
-        );
+        let why = "PKCE is required: code_challenge with code_challenge_method S256";
+        return Err(fail("invalid_request", why));
     }
     let resource = match req.param("resource") {
         Some(r) if resource_route(req, r).is_some() => r.to_string(),
         Some(_) => {
-            return fail(
+            return Err(fail(
                 "invalid_target",
                 "resource is not an MCP server on this host",
-            )
+            ))
         }
         None => match default_resource(req) {
             Some(r) => r,
-            None => return fail("invalid_target", "no MCP server on this host"),
+            None => return Err(fail("invalid_target", "no MCP server on this host")),
         },
+    };
+    Ok(Checked {
+        challenge: challenge.to_string(),
+        redirect,
+        resource,
+    })
+}
+
+pub(super) async fn authorize(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Request<'_>) -> Reply {
+    let Some(client_id) = req.param("client_id") else {
+        return page_error(req, "client_id is required");
+    };
+    let client = match super::find_client(auth, client_id).await {
+        Ok(c) => c,
+        Err(why) => return page_error(req, &why),
+    };
+    let Checked {
+        redirect,
+        challenge,
+        resource,
+    } = match checked(req, &client) {
+        Ok(c) => c,
+        Err(reply) => return *reply,
     };
     let session = match host_session(auth, state, req).await {
         Ok(Some(s)) => s,
         Ok(None) => return Reply::found(host_sign_in_url(auth, req, &current_url(req)).as_str()),
         Err(e) => return req.answer.refuse(e.into()),
     };
-    // The MCP server's own OAuth first, when it needs a token from this user.
+    // The person allows this client first; then the MCP server's own OAuth, when it needs a
+    // token from this user.
+    let asked = consent::check(
+        auth,
+        state,
+        req,
+        &session,
+        (client_id, &client),
+        &resource,
+        &redirect,
+    );
+    match asked.await {
+        Ok(Consent::Given) => {}
+        Ok(Consent::Ask(page)) => return page,
+        Ok(Consent::Denied) => {
+            let why = [
+                ("error", "access_denied"),
+                ("error_description", "the person did not allow this client"),
+            ];
+            return back(req, &redirect, &why);
+        }
+        Err(e) => {
+            return req
+                .answer
+                .refuse(super::super::SessionError::from(e).into())
+        }
+    }
     if let Some(route) = resource_route(req, &resource) {
         match upstream::consent(auth, state, req, route, &session, current_url(req)).await {
             Ok(Some(detour)) => return detour,
@@ -125,7 +175,7 @@ pub(super) async fn authorize(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Req
         sid: session.id.clone(),
         client: client_id.to_string(),
         redirect_uri: redirect.clone(),
-        challenge: challenge.to_string(),
+        challenge,
         resource,
         scope: req.param("scope").map(str::to_string),
         exp: unix_now() + grants::CODE_TTL,
@@ -136,6 +186,6 @@ pub(super) async fn authorize(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Req
         client = client.name.as_deref().unwrap_or(""),
         "MCP client authorized"
     );
-    let sealed = grants::seal_code(key, &token_host(req.host), &code);
+    let sealed = grants::seal_code(&auth.keys.mcp_key, &token_host(req.host), &code);
     back(req, &redirect, &[("code", &sealed)])
 }

@@ -15,6 +15,7 @@
 mod authorize;
 pub mod cimd;
 pub mod clients;
+mod consent;
 mod discovery;
 pub mod grants;
 mod servers;
@@ -74,7 +75,9 @@ pub async fn serve(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Request<'_>) -
             Reply::json(StatusCode::OK, &resource_metadata(req, path))
         }
         "/.pomerium/mcp/register" if post && auth.mcp.dynamic_registration => register(auth, req),
-        "/.pomerium/mcp/authorize" if get => return authorize::authorize(auth, state, req).await,
+        "/.pomerium/mcp/authorize" if get || post => {
+            return authorize::authorize(auth, state, req).await
+        }
         upstream::CALLBACK_PATH if get => return upstream::callback(auth, state, req).await,
         servers::ROUTES_PATH if get => servers::routes(auth, state, req).await,
         servers::CONNECT_PATH if get => return servers::connect(auth, state, req).await,
