@@ -515,6 +515,7 @@ async fn the_person_allows_each_client_once_and_can_refuse() {
     );
     assert!(page.body.contains(&format!("{}/mcp", origin(&env))));
     assert!(page.body.contains("alice@example.com"));
+    assert_eq!(page.header("x-frame-options"), Some("DENY"), "never framed");
     assert!(!hops.iter().any(|h| h.starts_with(CALLBACK)));
     let submit = |csrf: String, decision: &'static str| {
         let (client, url) = (b.client.clone(), url.clone());

@@ -106,5 +106,16 @@ fn page(
         to = escape(&to),
         csrf = escape(&csrf(auth, s, client_id, resource)),
     );
-    req.answer.page(StatusCode::OK, "Allow this agent?", &body)
+    // Never inside another site's frame, whatever `set_response_headers` says: a framed Allow
+    // button could be clicked for the person (clickjacking).
+    req.answer
+        .page(StatusCode::OK, "Allow this agent?", &body)
+        .with_header(
+            http::header::CONTENT_SECURITY_POLICY,
+            http::HeaderValue::from_static("frame-ancestors 'none'"),
+        )
+        .with_header(
+            http::header::X_FRAME_OPTIONS,
+            http::HeaderValue::from_static("DENY"),
+        )
 }

@@ -147,6 +147,8 @@ fn resource_metadata(req: &Request<'_>, path: &str) -> serde_json::Value {
 /// carried one that was refused).
 pub fn challenge(scheme: &str, host: &str, path: &str, invalid: bool) -> String {
     let path = if path == "/" { "" } else { path };
+    // Inside a quoted-string: the two characters that could end or escape it, encoded.
+    let path = path.replace('"', "%22").replace('\\', "%5C");
     let error = if invalid {
         "error=\"invalid_token\", "
     } else {
