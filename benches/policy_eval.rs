@@ -39,6 +39,7 @@ fn bench(c: &mut Criterion) {
             user_id: "alice-id",
             email: Some("alice@example.com"),
             groups: &groups,
+            name: Some("Alice"),
             claims: &claims,
         }),
         method: "GET",

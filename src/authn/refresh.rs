@@ -89,6 +89,7 @@ async fn refresh(state: &Arc<AuthState>, session: &UserSession) {
             next.name = identity.name;
             next.groups = identity.groups;
             next.claims = identity.claims;
+            next.compact_claims();
             next.id_token = identity.id_token;
             next.access_token = identity.access_token;
             next.refresh_token = identity.refresh_token;

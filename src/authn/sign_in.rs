@@ -229,7 +229,7 @@ fn new_session(
     expires_at: u64,
     idp: &str,
 ) -> UserSession {
-    UserSession {
+    let mut s = UserSession {
         id: random_token(24),
         user_id: identity.user_id,
         email: identity.email,
@@ -245,7 +245,9 @@ fn new_session(
         claims_refreshed_at: now,
         idp: idp.to_string(),
         devices: Vec::new(),
-    }
+    };
+    s.compact_claims();
+    s
 }
 
 /// Stores the new session and where the IdP's logouts will find it: a session its IdP cannot

@@ -111,6 +111,8 @@ pub struct Subject<'a> {
     /// Lower-case.
     pub email: Option<&'a str>,
     pub groups: &'a [String],
+    /// The `name` claim a session keeps as a field (its claims map drops the duplicate).
+    pub name: Option<&'a str>,
     pub claims: &'a Map<String, Value>,
 }
 
@@ -314,6 +316,12 @@ impl Criterion {
 }
 
 /// A claim's values as strings (a list claim, or one scalar); `groups` falls back to the session's groups.
+/// `claim_values`, for the session's tests (a claim read back after `compact_claims`).
+#[cfg(test)]
+pub fn claim_values_for_test(s: &Subject<'_>, name: &str) -> Vec<String> {
+    claim_values(s, name)
+}
+
 fn claim_values(s: &Subject<'_>, name: &str) -> Vec<String> {
     match s.claims.get(name) {
         Some(Value::Array(a)) => a.iter().map(json_text).collect(),
@@ -321,6 +329,7 @@ fn claim_values(s: &Subject<'_>, name: &str) -> Vec<String> {
         None if name == "groups" => s.groups.to_vec(),
         None if name == "email" => s.email.map(str::to_string).into_iter().collect(),
         None if name == "sub" || name == "user" => vec![s.user_id.to_string()],
+        None if name == "name" => s.name.map(str::to_string).into_iter().collect(),
         None => Vec::new(),
     }
 }

@@ -39,6 +39,7 @@ fn input<'a>(who: Option<&'a Who>) -> Input<'a> {
             user_id: &w.id,
             email: w.email.as_deref(),
             groups: &w.groups,
+            name: None,
             claims: &w.claims,
         }),
         method: "GET",

@@ -78,6 +78,7 @@ impl UserSession {
             user_id: &self.user_id,
             email,
             groups: &self.groups,
+            name: self.name.as_deref(),
             claims: &self.claims,
         }
     }
@@ -92,6 +93,56 @@ impl UserSession {
                 approved: d.approved,
             })
             .collect()
+    }
+
+    /// Drops the claims the session already holds as fields (`sub`, `email`, `name`, `groups`,
+    /// where they say the same): every session in memory and in the store carried them twice.
+    /// Readers of a claim by name fall back to the field (`policy::claim_values`, the identity
+    /// headers, `/.pomerium/user`).
+    pub fn compact_claims(&mut self) {
+        let same = |v: &serde_json::Value, field: Option<&str>| {
+            v.as_str().is_some_and(|x| Some(x) == field)
+        };
+        let groups_same = |v: &serde_json::Value| {
+            v.as_array().is_some_and(|a| {
+                a.len() == self.groups.len()
+                    && a.iter()
+                        .zip(&self.groups)
+                        .all(|(x, g)| x.as_str() == Some(g.as_str()))
+            })
+        };
+        let verified = self.claims.get("email_verified") == Some(&serde_json::Value::Bool(true));
+        let drop: Vec<&str> = [
+            (
+                "sub",
+                self.claims
+                    .get("sub")
+                    .is_some_and(|v| same(v, Some(&self.user_id))),
+            ),
+            // Only a verified address: an unverified one stays a claim `claim/email` can read,
+            // while the field a policy sees as `email` would hide it.
+            (
+                "email",
+                verified
+                    && self
+                        .claims
+                        .get("email")
+                        .is_some_and(|v| same(v, self.email.as_deref())),
+            ),
+            (
+                "name",
+                self.claims
+                    .get("name")
+                    .is_some_and(|v| same(v, self.name.as_deref())),
+            ),
+            ("groups", self.claims.get("groups").is_some_and(groups_same)),
+        ]
+        .into_iter()
+        .filter_map(|(k, dup)| dup.then_some(k))
+        .collect();
+        for k in drop {
+            self.claims.remove(k);
+        }
     }
 
     pub fn is_expired(&self, now: u64) -> bool {
@@ -175,4 +226,64 @@ pub(crate) async fn bounded<T>(
         span.record("otel.status_code", "ERROR");
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UserSession;
+    use serde_json::json;
+
+    fn session(claims: serde_json::Value) -> UserSession {
+        UserSession {
+            id: "s".into(),
+            user_id: "alice-id".into(),
+            email: Some("alice@example.com".into()),
+            name: Some("Alice".into()),
+            groups: vec!["eng".into(), "ops".into()],
+            claims: claims.as_object().cloned().unwrap_or_default(),
+            id_token: String::new(),
+            access_token: String::new(),
+            refresh_token: None,
+            access_expires_at: None,
+            issued_at: 0,
+            expires_at: 1,
+            claims_refreshed_at: 0,
+            devices: Vec::new(),
+            idp: String::new(),
+        }
+    }
+
+    #[test]
+    fn claims_the_fields_hold_are_kept_once_and_read_back_the_same() {
+        let mut s = session(json!({
+            "sub": "alice-id", "email": "alice@example.com", "email_verified": true,
+            "name": "Alice", "groups": ["eng", "ops"], "department": "R&D",
+        }));
+        s.compact_claims();
+        let kept: Vec<&str> = s.claims.keys().map(String::as_str).collect();
+        assert_eq!(kept, ["department", "email_verified"]);
+        let subject = s.subject(s.email.as_deref());
+        for (claim, want) in [
+            ("sub", vec!["alice-id"]),
+            ("email", vec!["alice@example.com"]),
+            ("name", vec!["Alice"]),
+            ("groups", vec!["eng", "ops"]),
+        ] {
+            assert_eq!(
+                crate::policy::claim_values_for_test(&subject, claim),
+                want,
+                "{claim}"
+            );
+        }
+    }
+
+    #[test]
+    fn claims_that_differ_or_are_unverified_stay() {
+        let mut s = session(json!({
+            "sub": "other", "email": "alice@example.com", "email_verified": false,
+            "name": "Alice A.", "groups": ["eng"],
+        }));
+        s.compact_claims();
+        assert_eq!(s.claims.len(), 5, "{:?}", s.claims);
+    }
 }
