@@ -1,5 +1,6 @@
 //! Who a request is, in one order: its session cookie, else (on an MCP server route) an MCP
-//! access token, else a Vallum bearer token (programmatic login), else, where the route's `bearer_token_format` admits one, a token the IdP issued.
+//! access token, else a Vallum bearer token (programmatic login), else, where the route's
+//! `bearer_token_format` admits one, a token the IdP issued.
 
 use super::{
     idp_bearer, mcp_oauth, programmatic, route_idp_keys, session_of, AuthState, SessionError,

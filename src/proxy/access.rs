@@ -324,7 +324,7 @@ fn need_login(snap: &Snapshot, route: &Route, at: &Addressed, format: Format) ->
 
 /// An MCP client without a (usable) access token learns where to get one (MCP authorization,
 /// RFC 9728): never a sign-in redirect, which it could not follow.
-fn mcp_challenge(at: &Addressed, invalid: bool) -> Refusal {
+pub(super) fn mcp_challenge(at: &Addressed, invalid: bool) -> Refusal {
     Refusal::McpUnauthorized {
         challenge: authn::mcp_oauth::challenge(at.scheme, &at.host_full, &at.target.path, invalid),
     }

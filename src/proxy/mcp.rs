@@ -260,14 +260,7 @@ pub async fn upstream_token(
     match token_for(&auth, &gw.auth, route, s).await {
         Ok(Upstream::Token(t)) => Ok(Some(t)),
         Ok(Upstream::NotNeeded) => Ok(None),
-        Ok(Upstream::Missing) => Err(Refusal::McpUnauthorized {
-            challenge: crate::authn::mcp_oauth::challenge(
-                at.scheme,
-                &at.host_full,
-                &at.target.path,
-                true,
-            ),
-        }),
+        Ok(Upstream::Missing) => Err(super::access::mcp_challenge(at, true)),
         Err(e) => {
             tracing::warn!(route_id = %route.id, error = %e, "request refused: no upstream token for the MCP server");
             Err(Refusal::UpstreamCredentials)

@@ -9,7 +9,6 @@ use crate::authn::{host_session, host_sign_in_url, programmatic::token_host};
 use crate::clock::unix_now;
 use crate::crypto::random_token;
 use crate::respond::reply::Reply;
-use crate::routes::route::PathMatch;
 use crate::snapshot::auth::Auth;
 use http::StatusCode;
 use std::sync::Arc;
@@ -40,15 +39,7 @@ fn back(req: &Request<'_>, redirect: &str, params: &[(&str, &str)]) -> Reply {
 fn default_resource(req: &Request<'_>) -> Option<String> {
     let host = req.host.split(':').next().unwrap_or(req.host);
     let route = req.routes.for_host(host).find(|r| r.mcp.is_some())?;
-    let path = match (
-        route.mcp.as_ref().and_then(|m| m.path.as_deref()),
-        &route.path,
-    ) {
-        (Some(p), _) => p.to_string(),
-        (None, PathMatch::Prefix(p) | PathMatch::Exact(p)) if p != "/" => p.clone(),
-        _ => String::new(),
-    };
-    Some(format!("{}{path}", origin(req)))
+    Some(format!("{}{}", origin(req), super::mcp_path(route)))
 }
 
 /// This request's URL, to come back to after sign-in.
@@ -159,9 +150,10 @@ pub(super) async fn authorize(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Req
             return back(req, &redirect, &why);
         }
         Err(e) => {
+            tracing::error!(error = %e, "MCP authorization: the session store did not answer");
             return req
                 .answer
-                .refuse(super::super::SessionError::from(e).into())
+                .refuse(crate::respond::refusal::Refusal::StoreUnavailable);
         }
     }
     if let Some(route) = resource_route(req, &resource) {

@@ -99,13 +99,7 @@ pub async fn known(
     store: &dyn SessionStore,
     route: &Route,
 ) -> Result<Option<Found>, UpstreamError> {
-    let Some(raw) = store.get_record(&record_key(route)).await? else {
-        return Ok(None);
-    };
-    let plain = std::str::from_utf8(&raw)
-        .ok()
-        .and_then(|s| key.open(s, &ad(route)));
-    Ok(plain.and_then(|p| serde_json::from_slice(&p).ok()))
+    Ok(super::get_sealed(key, store, &record_key(route), &ad(route)).await?)
 }
 
 async fn keep(
@@ -118,10 +112,7 @@ async fn keep(
         Found::NoOAuth => NO_OAUTH_TTL,
         Found::Client(_) => 0,
     };
-    let sealed = key.seal(&serde_json::to_vec(found).unwrap_or_default(), &ad(route));
-    store
-        .put_record(&record_key(route), sealed.into_bytes(), ttl)
-        .await?;
+    super::put_sealed(key, store, &record_key(route), &ad(route), found, ttl).await?;
     Ok(())
 }
 

@@ -203,6 +203,53 @@ fn problem_page(req: &Request<'_>, status: StatusCode, detail: String) -> Reply 
     ))
 }
 
+/// The MCP endpoint's path on a route: `mcp.server.path`, else the route's own path prefix;
+/// empty for the whole host.
+fn mcp_path(route: &Route) -> String {
+    use crate::routes::route::PathMatch;
+    match (
+        route.mcp.as_ref().and_then(|m| m.path.as_deref()),
+        &route.path,
+    ) {
+        (Some(p), _) => p.to_string(),
+        (None, PathMatch::Prefix(p) | PathMatch::Exact(p)) if p != "/" => p.clone(),
+        _ => String::new(),
+    }
+}
+
+/// A value kept in the session store sealed with the MCP key and bound to `ad` (no store, and
+/// no one reading it, sees it in the clear); `None` when absent or not openable.
+async fn get_sealed<T: serde::de::DeserializeOwned>(
+    key: &crate::crypto::Key,
+    store: &dyn crate::session::SessionStore,
+    record: &str,
+    ad: &[u8],
+) -> Result<Option<T>, crate::session::StoreError> {
+    let Some(raw) = store.get_record(record).await? else {
+        return Ok(None);
+    };
+    let plain = std::str::from_utf8(&raw).ok().and_then(|s| key.open(s, ad));
+    Ok(plain.and_then(|p| serde_json::from_slice(&p).ok()))
+}
+
+/// Keeps `value` as `get_sealed` reads it; `ttl` in seconds (0: until deleted).
+async fn put_sealed<T: serde::Serialize>(
+    key: &crate::crypto::Key,
+    store: &dyn crate::session::SessionStore,
+    record: &str,
+    ad: &[u8],
+    value: &T,
+    ttl: u64,
+) -> Result<(), crate::session::StoreError> {
+    let sealed = key.seal(&serde_json::to_vec(value).unwrap_or_default(), ad);
+    store.put_record(record, sealed.into_bytes(), ttl).await
+}
+
+/// The value of `Authorization: Bearer <value>`, trimmed.
+fn bearer(authorization: &str) -> Option<&str> {
+    authorization.trim().strip_prefix("Bearer ").map(str::trim)
+}
+
 /// An OAuth error response (RFC 6749 §5.2), never cached.
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Reply {
     no_store(Reply::json(

@@ -8,7 +8,7 @@ use super::{token, upstream, AuthState, Request};
 use crate::authn::{host_session, host_sign_in_url};
 use crate::respond::refusal::Refusal;
 use crate::respond::reply::Reply;
-use crate::routes::route::{PathMatch, Route};
+use crate::routes::route::Route;
 use crate::session::UserSession;
 use crate::snapshot::auth::Auth;
 use http::StatusCode;
@@ -18,10 +18,6 @@ use std::sync::Arc;
 pub const ROUTES_PATH: &str = "/.pomerium/mcp/routes";
 pub const CONNECT_PATH: &str = "/.pomerium/mcp/connect";
 pub const DISCONNECT_PATH: &str = "/.pomerium/mcp/routes/disconnect";
-
-fn needs_oauth(auth: &Auth<'_>, r: &Route) -> bool {
-    r.mcp.is_some() && upstream::applies(auth, r)
-}
 
 /// The route's MCP endpoint as a client reaches it: its `from`, with the port this request came
 /// on when `from` names none (one listener serves every host), and the MCP path.
@@ -35,12 +31,7 @@ fn server_url(r: &Route, req: &Request<'_>) -> String {
         (Some(p), false) => format!("{from}:{p}"),
         _ => from.to_string(),
     };
-    let path = match (r.mcp.as_ref().and_then(|m| m.path.as_deref()), &r.path) {
-        (Some(p), _) => p.to_string(),
-        (None, PathMatch::Prefix(p) | PathMatch::Exact(p)) if p != "/" => p.clone(),
-        _ => String::new(),
-    };
-    format!("{base}{path}")
+    format!("{base}{}", super::mcp_path(r))
 }
 
 async fn user(
@@ -67,7 +58,7 @@ async fn listing(
 ) -> Reply {
     let mut servers = Vec::new();
     for r in req.routes.iter().filter(|r| r.mcp.is_some()) {
-        let connected = match needs_oauth(auth, r) {
+        let connected = match upstream::applies(auth, r) {
             false => true,
             true => match upstream::granted(auth, state, r, s).await {
                 Ok(c) => c,
@@ -80,7 +71,7 @@ async fn listing(
         let mut item = json!({
             "url": server_url(r, req),
             "connected": connected,
-            "needs_oauth": needs_oauth(auth, r),
+            "needs_oauth": upstream::applies(auth, r),
         });
         for (k, v) in [
             ("name", &r.listing.name),
@@ -145,7 +136,11 @@ pub(super) async fn connect(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Reque
         Err(e) => return req.answer.refuse(e.into()),
     };
     let host = req.host.split(':').next().unwrap_or(req.host);
-    if let Some(route) = req.routes.for_host(host).find(|r| needs_oauth(auth, r)) {
+    if let Some(route) = req
+        .routes
+        .for_host(host)
+        .find(|r| upstream::applies(auth, r))
+    {
         match upstream::consent(auth, state, req, route, &session, back.to_string()).await {
             Ok(Some(detour)) => return detour,
             Ok(None) => {}
@@ -188,7 +183,11 @@ pub(super) async fn disconnect(
         else {
             continue;
         };
-        for route in req.routes.for_host(&host).filter(|r| needs_oauth(auth, r)) {
+        for route in req
+            .routes
+            .for_host(&host)
+            .filter(|r| upstream::applies(auth, r))
+        {
             if let Err(e) = upstream::forget(state, route, &s).await {
                 tracing::error!(error = %e, "MCP disconnect: upstream grant not dropped");
                 return req.answer.refuse(Refusal::StoreUnavailable);

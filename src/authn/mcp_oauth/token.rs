@@ -194,7 +194,8 @@ async fn spend(state: &AuthState, key: String, ttl: u64, used: &str) -> Option<R
     }
 }
 
-fn store_down(e: crate::session::StoreError) -> Reply {
+/// The store (or what is kept in it) could not answer: try again.
+fn store_down(e: impl std::fmt::Display) -> Reply {
     tracing::error!(error = %e, "MCP token request: the session store did not answer");
     oauth_error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -227,14 +228,7 @@ async fn issue(
         match super::upstream::granted(auth, state, route, &session).await {
             Ok(true) => {}
             Ok(false) => return invalid_grant("the upstream grant is gone; authorize again"),
-            Err(e) => {
-                tracing::error!(error = %e, "MCP token request: upstream grant unknown");
-                return oauth_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    "try again shortly",
-                );
-            }
+            Err(e) => return store_down(e),
         }
     }
     let lifetime = auth.mcp.access_token_lifetime.as_secs();
@@ -294,8 +288,7 @@ pub(super) async fn revoke(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Reques
 /// The MCP access token in `Authorization: Bearer …`, if the request carries one.
 pub fn access_token(headers: &http::HeaderMap) -> Option<&str> {
     let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let t = v.trim().strip_prefix("Bearer ")?.trim();
-    t.starts_with(grants::ACCESS_PREFIX).then_some(t)
+    super::bearer(v).filter(|t| t.starts_with(grants::ACCESS_PREFIX))
 }
 
 /// The live session an access token stands for on this route. A token that does not open here,
@@ -351,11 +344,7 @@ pub(super) async fn session_of_bearer(
     req: &Request<'_>,
 ) -> Result<Option<Arc<UserSession>>, crate::session::StoreError> {
     let now = unix_now();
-    let Some(token) = req
-        .authorization
-        .and_then(|v| v.trim().strip_prefix("Bearer "))
-        .map(str::trim)
-    else {
+    let Some(token) = req.authorization.and_then(super::bearer) else {
         return Ok(None);
     };
     let key = &auth.keys.mcp_key;

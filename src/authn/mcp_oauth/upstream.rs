@@ -89,13 +89,8 @@ async fn load(
     route: &Route,
     owner: &str,
 ) -> Result<Option<Stored>, UpstreamError> {
-    let Some(raw) = state.store.get_record(&record_key(route, owner)).await? else {
-        return Ok(None);
-    };
-    let plain = std::str::from_utf8(&raw)
-        .ok()
-        .and_then(|s| key.open(s, &record_ad(route)));
-    Ok(plain.and_then(|p| serde_json::from_slice(&p).ok()))
+    let record = record_key(route, owner);
+    Ok(super::get_sealed(key, &*state.store, &record, &record_ad(route)).await?)
 }
 
 async fn save(
@@ -105,20 +100,12 @@ async fn save(
     owner: &str,
     t: &Stored,
 ) -> Result<(), UpstreamError> {
-    let now = unix_now();
     let ttl = match (&t.refresh, t.exp) {
         (Some(_), _) | (None, None) => KEEP_WITH_REFRESH,
-        (None, Some(exp)) => exp.saturating_sub(now).max(1),
+        (None, Some(exp)) => exp.saturating_sub(unix_now()).max(1),
     };
-    let sealed = key.seal(
-        &serde_json::to_vec(t).unwrap_or_default(),
-        &record_ad(route),
-    );
     let record = record_key(route, owner);
-    state
-        .store
-        .put_record(&record, sealed.into_bytes(), ttl)
-        .await?;
+    super::put_sealed(key, &*state.store, &record, &record_ad(route), t, ttl).await?;
     Ok(())
 }
 
