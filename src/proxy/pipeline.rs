@@ -128,9 +128,11 @@ async fn upstream_credential(
             _ => Ok(None),
         };
     }
-    let takes_user_token = snap
-        .auth()
-        .is_some_and(|a| crate::authn::mcp_oauth::upstream::applies(&a, route));
+    // Only MCP routes can take one: other routes never build the sign-in view for it.
+    let takes_user_token = route.mcp.is_some()
+        && snap
+            .auth()
+            .is_some_and(|a| crate::authn::mcp_oauth::upstream::applies(&a, route));
     if takes_user_token {
         let who = ctx.identity.as_deref();
         return Box::pin(super::mcp::upstream_token(gw, snap, route, at, who)).await;
