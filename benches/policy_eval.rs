@@ -32,7 +32,8 @@ fn bench(c: &mut Criterion) {
     let claims = serde_json::json!({"department": "R&D"})
         .as_object()
         .cloned()
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .into();
     let groups = vec!["engineering".to_string(), "admins".to_string()];
     let input = Input {
         subject: Some(Subject {
@@ -142,7 +143,7 @@ fn many_groups(n: usize) -> vallum::session::UserSession {
         email: Some("alice@example.com".into()),
         name: Some("Alice".into()),
         groups: (0..n).map(|i| format!("group-{i}")).collect(),
-        claims: serde_json::Map::new(),
+        claims: Default::default(),
         id_token: String::new(),
         access_token: String::new(),
         refresh_token: None,

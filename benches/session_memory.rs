@@ -39,7 +39,7 @@ fn session(i: usize) -> UserSession {
         email: Some(format!("user{i}@example.com")),
         name: Some(format!("User Number {i}")),
         groups: vec!["engineering".into(), "oncall".into()],
-        claims: claims.as_object().cloned().unwrap_or_default(),
+        claims: claims.as_object().cloned().unwrap_or_default().into(),
         id_token: format!("{i:0>850}"),
         access_token: format!("{i:0>43}"),
         refresh_token: Some(format!("{i:0>43}")),

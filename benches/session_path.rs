@@ -21,7 +21,7 @@ fn session(id: &str) -> UserSession {
         email: Some("alice@example.com".into()),
         name: Some("Alice".into()),
         groups: vec!["admins".into(), "engineering".into()],
-        claims: serde_json::Map::new(),
+        claims: Default::default(),
         id_token: "h.p.s".into(),
         access_token: "at".into(),
         refresh_token: None,

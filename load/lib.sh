@@ -38,6 +38,8 @@ error_log $WORK/nginx/error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
+  # An identity assertion naming 1,000 groups is about 12 KB.
+  large_client_header_buffers 4 64k;
   client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx;
   uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
   server { listen 127.0.0.1:$port; location / { return 200 "$body"; } }

@@ -28,7 +28,10 @@ const provider = new Provider(issuer, {
     return {
       accountId: id,
       async claims() {
-        return { sub: id, email: `${id}@example.com`, email_verified: true, name: id, groups: ['engineering'] };
+        // `groups-N` is a user in N groups, engineering last: load/compare's cost rows.
+        const n = Number(/^groups-(\d+)$/.exec(id)?.[1] ?? 1);
+        const groups = [...Array.from({ length: n - 1 }, (_, i) => `group-${i + 1}`), 'engineering'];
+        return { sub: id, email: `${id}@example.com`, email_verified: true, name: id, groups };
       },
     };
   },

@@ -4,11 +4,13 @@ login form), and prints the cookies the protected site set, as one Cookie header
 
     python3 load/oidc-signin.py --url http://127.0.0.1:8080/ --user alice
 
-Used by load/compare for Apache + mod_auth_openidc: the session under load is a real one.
+Used by load/compare for Apache + mod_auth_openidc, and for Vallum sessions whose user belongs to
+many groups (`--ip` and `--cookies-for`): the session under load is a real one.
 """
 import argparse
 import html.parser
 import http.cookiejar
+import socket
 import sys
 import urllib.parse
 import urllib.request
@@ -32,7 +34,18 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--url", required=True)
     p.add_argument("--user", default="alice")
+    p.add_argument("--ip", help="where *.localhost names resolve (a Vallum gateway)")
+    p.add_argument("--cookies-for", help="keep this host's cookies (default: mod_auth_openidc's)")
     args = p.parse_args()
+    if args.ip:
+        real = socket.getaddrinfo
+
+        def resolve(host, *rest, **kw):
+            if isinstance(host, str) and host.endswith(".localhost"):
+                host = args.ip
+            return real(host, *rest, **kw)
+
+        socket.getaddrinfo = resolve
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     # mod_auth_openidc answers 401 instead of redirecting to sign in unless it sees a browser.
@@ -51,7 +64,10 @@ def main():
         sys.exit(f"sign-in ended at {r.geturl()} ({r.status})")
     site = urllib.parse.urlsplit(args.url)
     # The IdP shares the host (another port); keep only the protected site's session cookies.
-    cookies = [c for c in jar if c.name.startswith("mod_auth_openidc")]
+    if args.cookies_for:
+        cookies = [c for c in jar if c.domain.lstrip(".") == args.cookies_for]
+    else:
+        cookies = [c for c in jar if c.name.startswith("mod_auth_openidc")]
     if not cookies:
         sys.exit(f"no session cookie from {site.netloc}: {[c.name for c in jar]}")
     print("; ".join(f"{c.name}={c.value}" for c in cookies))

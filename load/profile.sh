@@ -3,7 +3,7 @@
 # for the raw Pingora proxy, under `valgrind --tool=callgrind`. Counts do not depend on what else
 # the machine is doing, so two builds can be compared on a noisy machine.
 #
-#   load/profile.sh                 # REQUESTS=4000 TOP=40
+#   load/profile.sh                 # REQUESTS=4000 TOP=40 [BIN=another build]
 #
 # Each target runs alone under callgrind; the counters are zeroed after a warm-up, then REQUESTS
 # requests go through one keep-alive connection (curl), and the dump is divided by REQUESTS.
@@ -13,9 +13,10 @@ cd "$(dirname "$0")/.."
 REQUESTS=${REQUESTS:-4000}; TOP=${TOP:-40}
 command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null
 command -v nginx >/dev/null || apt-get install -y -qq nginx-light >/dev/null
-cargo build --release --locked --quiet
+# BIN=/path/to/vallum profiles another build (an older commit's, side by side) as it is.
+[ -n "${BIN:-}" ] || cargo build --release --locked --quiet
 cargo build --release --quiet --manifest-path load/raw-pingora/Cargo.toml
-BIN=$PWD/target/release/vallum
+BIN=${BIN:-$PWD/target/release/vallum}
 RAW=$PWD/load/raw-pingora/target/release/raw-pingora
 source load/lib.sh
 export WAIT_TRIES=600 # valgrind starts slowly

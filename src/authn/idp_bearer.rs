@@ -117,7 +117,7 @@ pub async fn session_for_idp_token(
         email: str_claim("email"),
         name: str_claim("name"),
         groups,
-        claims: claims.clone(),
+        claims: claims.clone().into(),
         id_token: String::new(),
         access_token: String::new(),
         refresh_token: None,

@@ -88,7 +88,7 @@ async fn refresh(state: &Arc<AuthState>, session: &UserSession) {
             next.email = identity.email;
             next.name = identity.name;
             next.groups = identity.groups;
-            next.claims = identity.claims;
+            next.claims = identity.claims.into();
             next.compact_claims();
             next.id_token = identity.id_token;
             next.access_token = identity.access_token;

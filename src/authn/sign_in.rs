@@ -235,7 +235,7 @@ fn new_session(
         email: identity.email,
         name: identity.name,
         groups: identity.groups,
-        claims: identity.claims,
+        claims: identity.claims.into(),
         id_token: identity.id_token,
         access_token: identity.access_token,
         refresh_token: identity.refresh_token,

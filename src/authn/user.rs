@@ -35,7 +35,7 @@ pub(super) async fn user_json(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Req
         Ok(s) => s,
         Err(unauthenticated) => return *unauthenticated,
     };
-    let mut claims = s.claims.clone();
+    let mut claims = s.claims.to_map();
     for k in crate::identity::PROTOCOL_CLAIMS {
         claims.remove(*k);
     }
@@ -64,10 +64,10 @@ pub(super) async fn user_page(auth: &Auth<'_>, state: &Arc<AuthState>, req: &Req
         return Reply::found(host_sign_in_url(auth, req, &original).as_str());
     };
     let e = pages::escape;
-    let mut claims: Vec<(&String, &serde_json::Value)> = s
+    let mut claims: Vec<(&str, &serde_json::Value)> = s
         .claims
         .iter()
-        .filter(|(k, _)| !crate::identity::PROTOCOL_CLAIMS.contains(&k.as_str()))
+        .filter(|(k, _)| !crate::identity::PROTOCOL_CLAIMS.contains(k))
         .collect();
     claims.sort_by(|a, b| a.0.cmp(b.0));
     let rows: String = claims

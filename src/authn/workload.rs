@@ -61,7 +61,7 @@ pub async fn identify(
         email: str_claim("email"),
         name: str_claim("name"),
         groups: crate::identity::groups_from(&claims, "groups"),
-        claims,
+        claims: claims.into(),
         id_token: String::new(),
         access_token: String::new(),
         refresh_token: None,

@@ -17,7 +17,7 @@ use crate::tls::peer::PeerCert;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use ipnet::IpNet;
 use matchers::{ListMatcher, StringMatcher};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::net::IpAddr;
 
 pub use device_cert::{CertMatcher, DeviceMatcher, ProvenDevice};
@@ -113,7 +113,7 @@ pub struct Subject<'a> {
     pub groups: &'a [String],
     /// The `name` claim a session keeps as a field (its claims map drops the duplicate).
     pub name: Option<&'a str>,
-    pub claims: &'a Map<String, Value>,
+    pub claims: &'a crate::session::claims::Claims,
 }
 
 #[derive(Debug, Clone, Copy)]

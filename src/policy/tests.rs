@@ -18,7 +18,7 @@ struct Who {
     id: String,
     email: Option<String>,
     groups: Vec<String>,
-    claims: Map<String, Value>,
+    claims: crate::session::claims::Claims,
 }
 
 fn alice() -> Who {
@@ -29,7 +29,8 @@ fn alice() -> Who {
         claims: serde_json::json!({"department": "R&D", "roles": ["reader", "writer"], "level": 3})
             .as_object()
             .unwrap()
-            .clone(),
+            .clone()
+            .into(),
     }
 }
 

@@ -377,7 +377,7 @@ mod tests {
             email: Some(email.into()),
             name: None,
             groups: Vec::new(),
-            claims,
+            claims: claims.into(),
             id_token: String::new(),
             access_token: String::new(),
             refresh_token: None,

@@ -8,7 +8,8 @@ use dashmap::DashMap;
 use std::sync::Arc;
 
 pub struct MemoryStore {
-    map: DashMap<String, Arc<UserSession>>,
+    /// Keyed by a boxed copy of the id: a table slot 8 bytes smaller than a `String`'s.
+    map: DashMap<Box<str>, Arc<UserSession>>,
     /// Single-use keys → expiry (unix seconds).
     claimed: DashMap<String, u64>,
     /// Other records → (value, expiry; 0 = none).
@@ -52,20 +53,21 @@ impl SessionStore for MemoryStore {
     }
 
     async fn put(&self, session: UserSession) -> Result<(), StoreError> {
-        if self.map.len() >= self.capacity && !self.map.contains_key(&session.id) {
+        if self.map.len() >= self.capacity && !self.map.contains_key(session.id.as_str()) {
             self.evict_expired(unix_now());
             if self.map.len() >= self.capacity {
                 return Err(StoreError::Full(self.capacity));
             }
         }
-        self.map.insert(session.id.clone(), Arc::new(session));
+        self.map
+            .insert(session.id.as_str().into(), Arc::new(session));
         Ok(())
     }
 
     async fn replace(&self, session: UserSession) -> Result<bool, StoreError> {
         // Under the entry's shard lock: a concurrent delete either ran first (nothing to
         // replace) or runs after (and removes the new version).
-        Ok(match self.map.get_mut(&session.id) {
+        Ok(match self.map.get_mut(session.id.as_str()) {
             Some(mut e) => {
                 *e = Arc::new(session);
                 true

@@ -102,7 +102,8 @@ mod tests {
             claims: serde_json::json!({"sub": "u1", "nested": {"a": [1, 2.5, null, true]}})
                 .as_object()
                 .cloned()
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .into(),
             id_token: "a.b.c".repeat(100),
             access_token: "at".into(),
             refresh_token: None,

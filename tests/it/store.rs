@@ -24,7 +24,8 @@ pub fn session(id: &str, ttl: u64) -> UserSession {
         claims: serde_json::json!({"sub": format!("user-{id}"), "department": "R&D"})
             .as_object()
             .unwrap()
-            .clone(),
+            .clone()
+            .into(),
         id_token: "header.payload.sig".into(),
         access_token: "access-secret-token".into(),
         refresh_token: Some("refresh-secret-token".into()),
