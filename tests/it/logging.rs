@@ -46,7 +46,7 @@ async fn a_log_destination_that_stops_reading_never_holds_a_request_up() {
         ),
     )
     .unwrap();
-    // stderr is a pipe nobody reads: it fills after a few hundred lines.
+    // stderr is a pipe nobody reads: it fills, then the queue does.
     let mut child = Command::new(bin())
         .args(["run", "-c"])
         .arg(&config)
@@ -73,7 +73,12 @@ async fn a_log_destination_that_stops_reading_never_holds_a_request_up() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(ready, "the gateway did not start");
-    for i in 0..1500 {
+    // The writer widened the pipe (so a tick's lines go in one write under load).
+    let size = rustix::pipe::fcntl_getpipe_size(child.stderr.as_ref().unwrap()).unwrap();
+    assert!(size >= 1 << 20, "stderr's pipe holds {size} bytes");
+    // About 5,000 lines fill the pipe; the queue of 64 then overflows.
+    let mut dropped = 0u64;
+    for i in 0..30_000 {
         let r = client
             .get(format!("{url}r{i}"))
             .header("host", "public.localhost")
@@ -81,13 +86,18 @@ async fn a_log_destination_that_stops_reading_never_holds_a_request_up() {
             .await
             .unwrap_or_else(|e| panic!("request {i} not served while the log is blocked: {e}"));
         assert_eq!(r.status(), 200);
+        if i % 500 == 499 {
+            let text = scrape(metrics, None).await.1;
+            dropped = text
+                .lines()
+                .find_map(|l| l.strip_prefix("vallum_log_lines_dropped_total "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if dropped > 0 {
+                break;
+            }
+        }
     }
-    let text = scrape(metrics, None).await.1;
-    let dropped: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("vallum_log_lines_dropped_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
     assert!(dropped > 0, "the overflow is counted: {dropped}");
 
     // Reading again: the writer catches up and reports what it dropped.
