@@ -88,6 +88,7 @@ pub fn request(
         })?;
         req.set_uri(uri);
     }
+    without_case_map(req);
     let settings = ctx.snap.as_ref().map(|s| &s.settings);
     let auth = settings.and_then(|s| s.auth.as_ref());
     let own_cookies = auth.map(|a| [a.cookie.name.as_str(), &a.cookie.authenticate_name]);
@@ -113,6 +114,29 @@ pub fn request(
     }
     req.insert_header("x-request-id", ctx.request_id.as_str())?;
     Ok(())
+}
+
+/// Sends the upstream lower-case header names, as Pomerium's Envoy does, instead of the client's
+/// spelling: Pingora keeps a second map of original names beside the headers, and every header
+/// Vallum adds or removes (Host, forwarding, identity, the request id) updated both, a hash and
+/// an allocation each. Room for those headers is made once. Only where the URI reproduces the
+/// request-target byte for byte, which it does once the target is in normal form.
+fn without_case_map(req: &mut RequestHeader) {
+    let origin_form = req
+        .uri
+        .path_and_query()
+        .is_some_and(|p| p.as_str().as_bytes() == req.raw_path());
+    if !req.has_case() || !origin_form {
+        return;
+    }
+    let end_stream = req.send_end_stream();
+    let empty = RequestHeader::from(http::Request::new(()).into_parts().0);
+    let mut parts = http::request::Parts::from(std::mem::replace(req, empty));
+    parts.headers.reserve(8);
+    *req = RequestHeader::from(parts);
+    if let Some(end) = end_stream {
+        req.set_send_end_stream(end);
+    }
 }
 
 /// The identity values for the upstream request: the (cached) assertion and claim headers when

@@ -137,3 +137,68 @@ async fn upstream_timeout_gives_504() {
     assert_eq!(gw.get("app.test", "/?sleep_ms=2000").await.status, 504);
     assert_eq!(gw.get("app.test", "/?sleep_ms=10").await.status, 200);
 }
+
+/// An upstream that answers each request with the head it received, byte for byte.
+async fn head_mirror() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    head.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+                let _ = s.write_all(&head).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn the_upstream_receives_lower_case_header_names_as_from_pomerium() {
+    let mirror = head_mirror().await;
+    let gw = Gateway::insecure(&format!(
+        "routes:\n  - from: http://app.test\n    to: http://{mirror}\n    allow_public_unauthenticated_access: true\n"
+    ))
+    .await;
+    for (case, target) in [
+        ("origin-form", "/a/b?q=1"),
+        ("absolute-form", "http://app.test/a/b?q=1"),
+    ] {
+        let r = crate::support::raw_request(
+            gw.addr(),
+            &format!(
+                "GET {target} HTTP/1.1\r\nHost: app.test\r\nX-Client-Header: kept\r\nUser-Agent: t\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{case}: {}", r.body);
+        let head = &r.body;
+        assert!(
+            head.starts_with("GET /a/b?q=1 HTTP/1.1\r\n"),
+            "{case}: {head}"
+        );
+        assert!(
+            head.contains("\r\nx-client-header: kept\r\n"),
+            "{case}: {head}"
+        );
+        assert!(head.contains("\r\nuser-agent: t\r\n"), "{case}: {head}");
+        assert!(
+            head.contains("\r\nx-forwarded-proto: http\r\n"),
+            "{case}: {head}"
+        );
+        assert!(!head.contains("X-Client-Header"), "{case}: {head}");
+    }
+}
