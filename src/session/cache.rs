@@ -20,6 +20,8 @@ use super::{SessionStore, StoreError, UserSession};
 use crate::telemetry::metrics::Metrics;
 use async_trait::async_trait;
 use dashmap::DashMap;
+
+type Fast = foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -90,8 +92,9 @@ pub struct CachedStore<S = RedisStore> {
     /// Entries written since the last sweep (a store without a revocation listener sweeps as
     /// it goes).
     inserts: AtomicU64,
-    entries: DashMap<String, Entry>,
-    inflight: DashMap<String, Fetch>,
+    /// Keyed by session ids, random and made by Vallum: a fast hasher is enough.
+    entries: DashMap<String, Entry, Fast>,
+    inflight: DashMap<String, Fetch, Fast>,
     /// Bumped by every revocation and cache clear; a fetch that saw it change is not cached.
     epoch: AtomicU64,
     ttl: Duration,
@@ -104,8 +107,8 @@ impl<S: Backing> CachedStore<S> {
         Self {
             inner,
             inserts: AtomicU64::new(0),
-            entries: DashMap::new(),
-            inflight: DashMap::new(),
+            entries: DashMap::with_hasher(Fast::default()),
+            inflight: DashMap::with_hasher(Fast::default()),
             epoch: AtomicU64::new(0),
             ttl,
             max_stale,

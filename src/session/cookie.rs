@@ -38,7 +38,11 @@ pub fn open(key: &Key, name: &str, host: &str, value: &str, now: u64) -> Option<
 /// snapshot, so a new `cookie_secret` starts empty. A store lookup still follows every hit:
 /// sign-out and revocation take effect as before.
 #[derive(Default)]
-pub struct OpenedCookies(DashMap<Box<str>, Opened>);
+pub struct OpenedCookies(DashMap<Box<str>, Opened, Fast>);
+
+/// Only cookies that opened become keys (values sealed by this key, not an attacker's choice),
+/// so the fast hasher is enough here.
+type Fast = foldhash::fast::RandomState;
 
 struct Opened {
     name: Box<str>,

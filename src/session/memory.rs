@@ -36,7 +36,8 @@ impl Borrow<str> for ById {
 }
 
 pub struct MemoryStore {
-    map: DashMap<ById, ()>,
+    /// Ids are random and made here, so a fast hasher (not SipHash) is enough.
+    map: DashMap<ById, (), foldhash::fast::RandomState>,
     /// Single-use keys → expiry (unix seconds).
     claimed: DashMap<String, u64>,
     /// Other records → (value, expiry; 0 = none).
@@ -47,7 +48,7 @@ pub struct MemoryStore {
 impl MemoryStore {
     pub fn new(capacity: usize) -> Self {
         Self {
-            map: DashMap::new(),
+            map: DashMap::with_hasher(Default::default()),
             claimed: DashMap::new(),
             records: DashMap::new(),
             capacity,
