@@ -83,19 +83,20 @@ async fn refresh(state: &Arc<AuthState>, session: &UserSession) {
     }
     match idp.refresh(rt, &session.id_token).await {
         Ok(identity) => {
-            let mut next = session.clone();
-            next.user_id = identity.user_id;
-            next.email = identity.email;
-            next.name = identity.name;
-            next.groups = identity.groups;
-            next.claims = identity.claims.into();
-            next.compact_claims();
-            next.id_token = identity.id_token;
-            next.access_token = identity.access_token;
-            next.refresh_token = identity.refresh_token;
-            next.access_expires_at = identity.access_expires_at;
-            next.claims_refreshed_at = unix_now();
-            match state.store.replace(next).await {
+            let renew = |next: &mut UserSession| {
+                next.user_id = identity.user_id;
+                next.email = identity.email;
+                next.name = identity.name;
+                next.groups = identity.groups;
+                next.claims = identity.claims.into();
+                next.compact_claims();
+                next.id_token = identity.id_token;
+                next.access_token = identity.access_token;
+                next.refresh_token = identity.refresh_token;
+                next.access_expires_at = identity.access_expires_at;
+                next.claims_refreshed_at = unix_now();
+            };
+            match crate::session::update(&*state.store, &session.id, renew).await {
                 Ok(true) => {
                     state.refreshing.remove(&session.id);
                     tracing::info!(session_id = %session.id, "session refreshed");

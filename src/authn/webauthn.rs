@@ -85,9 +85,8 @@ pub async fn remove_device(
     let index = crate::session::redis::index_name(user);
     for s in store.sessions_of(&index).await? {
         if s.devices.iter().any(|d| d.id == device_id) {
-            let mut s = (*s).clone();
-            s.devices.retain(|d| d.id != device_id);
-            store.replace(s).await?;
+            let forget = |s: &mut UserSession| s.devices.retain(|d| d.id != device_id);
+            crate::session::update(store, &s.id, forget).await?;
         }
     }
     Ok(true)
@@ -184,14 +183,18 @@ async fn mark_proven(
     session: &UserSession,
     device: &EnrolledDevice,
 ) -> Result<(), StoreError> {
-    let mut s = session.clone();
-    s.devices.retain(|d| d.id != device.id);
-    s.devices.push(ProvenDevice {
+    let proven = ProvenDevice {
         id: device.id.clone(),
         type_id: device.type_id.clone(),
         approved: device.approved,
-    });
-    state.store.replace(s).await.map(|_| ())
+    };
+    let prove = |s: &mut UserSession| {
+        s.devices.retain(|d| d.id != proven.id);
+        s.devices.push(proven);
+    };
+    crate::session::update(&*state.store, &session.id, prove)
+        .await
+        .map(|_| ())
 }
 
 /// `/.pomerium/webauthn` on the authenticate host: the device page (GET) and its ceremonies

@@ -6,6 +6,7 @@
 //! logic): when the outcome hinges on them the answer is `NeedLogin`, so an anonymous user is sent
 //! to sign in only when signing in could change the decision.
 
+mod claims;
 mod device_cert;
 pub mod matchers;
 pub mod mcp;
@@ -15,6 +16,7 @@ pub mod reason;
 
 use crate::tls::peer::PeerCert;
 use chrono::{DateTime, Datelike, Timelike, Utc};
+pub use claims::Claims;
 use ipnet::IpNet;
 use matchers::{ListMatcher, StringMatcher};
 use serde_json::Value;
@@ -113,7 +115,7 @@ pub struct Subject<'a> {
     pub groups: &'a [String],
     /// The `name` claim a session keeps as a field (its claims map drops the duplicate).
     pub name: Option<&'a str>,
-    pub claims: &'a crate::session::claims::Claims,
+    pub claims: &'a Claims,
 }
 
 #[derive(Debug, Clone, Copy)]

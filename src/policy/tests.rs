@@ -18,7 +18,7 @@ struct Who {
     id: String,
     email: Option<String>,
     groups: Vec<String>,
-    claims: crate::session::claims::Claims,
+    claims: crate::policy::Claims,
 }
 
 fn alice() -> Who {

@@ -3,7 +3,6 @@
 //! store, so deleting a session there ends it for every copy of the cookie at once.
 
 pub mod cache;
-pub mod claims;
 pub mod cookie;
 pub mod file;
 pub mod memory;
@@ -28,7 +27,7 @@ pub struct UserSession {
     pub name: Option<String>,
     pub groups: Vec<String>,
     /// ID token and userinfo claims, merged.
-    pub claims: claims::Claims,
+    pub claims: crate::policy::Claims,
     pub id_token: String,
     pub access_token: String,
     pub refresh_token: Option<String>,
@@ -189,6 +188,24 @@ pub trait SessionStore: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
 }
 
+/// Applies `change` to the session as the store holds it now, not to a copy read earlier: a
+/// refresh waits an IdP round trip, and a device proven meanwhile (or a refresh finishing while a
+/// device is proven) must not be overwritten by the other's stale copy. Through a local cache the
+/// copy read is this node's latest; the write itself is `replace`, so an ended session stays
+/// ended. False when the session is gone.
+pub async fn update(
+    store: &dyn SessionStore,
+    id: &str,
+    change: impl FnOnce(&mut UserSession),
+) -> Result<bool, StoreError> {
+    let Some(current) = store.get(id).await? else {
+        return Ok(false);
+    };
+    let mut next = (*current).clone();
+    change(&mut next);
+    store.replace(next).await
+}
+
 /// One call to a shared store (Redis, PostgreSQL), bounded by `timeout` and recorded: its latency
 /// and, when it fails or times out, an error, both by backend and operation.
 pub(crate) async fn bounded<T>(
@@ -284,6 +301,33 @@ mod tests {
         // from 320 to 384 bytes, so one more field here costs 64 bytes for every session.
         let size = std::mem::size_of::<UserSession>() + 2 * std::mem::size_of::<usize>();
         assert!(size <= 320, "Arc<UserSession> is {size} bytes");
+    }
+
+    #[tokio::test]
+    async fn an_update_applies_to_the_stored_session_not_to_an_earlier_copy() {
+        use super::{update, ProvenDevice, SessionStore};
+        let store = super::memory::MemoryStore::new(10);
+        let mut s = session(json!({}));
+        s.expires_at = crate::clock::unix_now() + 3600;
+        store.put(s.clone()).await.unwrap();
+        // A refresh read `s` before a device was proven, and finishes after.
+        let device = ProvenDevice {
+            id: "d1".into(),
+            type_id: "any".into(),
+            approved: true,
+        };
+        assert!(update(&store, "s", |s| s.devices.push(device))
+            .await
+            .unwrap());
+        let renew = |s: &mut UserSession| s.access_token = "renewed".into();
+        assert!(update(&store, "s", renew).await.unwrap());
+        let now = store.get("s").await.unwrap().unwrap();
+        assert_eq!(now.access_token, "renewed");
+        assert_eq!(now.devices.len(), 1, "the proof survives the refresh");
+        // An ended session is not written back.
+        store.delete("s").await.unwrap();
+        assert!(!update(&store, "s", |_| {}).await.unwrap());
+        assert!(store.get("s").await.unwrap().is_none());
     }
 
     #[test]
