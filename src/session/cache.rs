@@ -20,12 +20,12 @@ use super::{SessionStore, StoreError, UserSession};
 use crate::telemetry::metrics::Metrics;
 use async_trait::async_trait;
 use dashmap::DashMap;
-
-type Fast = foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
+
+type Fast = foldhash::fast::RandomState;
 
 type Fetch = Arc<OnceCell<Result<Option<Arc<UserSession>>, StoreError>>>;
 

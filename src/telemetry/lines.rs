@@ -4,11 +4,11 @@
 //! for each field and one `write(2)` on stderr per line, in the request's own thread. Here a line
 //! is built straight into one pre-sized string in the formatter's exact shape (JSON or text,
 //! same fields, same order), and handed to a bounded queue; one thread of its own drains the
-//! queue every 10 ms through a 256 KiB buffer and flushes it (a pipe on stderr is widened to 1 MiB). A destination that
-//! is slow or blocked fills the queue and nothing else: past 16,384 waiting lines new ones are
-//! dropped, counted (`vallum_log_lines_dropped_total`) and reported in a log line
-//! (`VALLUM_LOG_QUEUE` sets another size). The queue is
-//! written out before the process exits (shutdown, graceful upgrade).
+//! queue every 10 ms through a 256 KiB buffer and flushes it (a pipe on stderr is widened to
+//! 1 MiB). A destination that is slow or blocked fills the queue and nothing else: past 16,384
+//! waiting lines new ones are dropped, counted (`vallum_log_lines_dropped_total`) and reported
+//! in a log line (`VALLUM_LOG_QUEUE` sets another size). The queue is written out before the
+//! process exits (shutdown, graceful upgrade).
 //!
 //! Other log lines (start-up, reloads, warnings, refusals) go through `tracing`'s formatter, which
 //! writes them through a non-blocking writer of its own ([`tracing_writer`]): they are rarer, and
