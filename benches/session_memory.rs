@@ -67,31 +67,46 @@ fn token_bytes(s: &UserSession) -> usize {
     s.id_token.len() + s.access_token.len() + s.refresh_token.as_ref().map_or(0, String::len)
 }
 
+/// Each count in a process of its own: memory a previous count freed stays with the allocator
+/// and would be reused, flattering every row after the first.
+const ROW: &str = "SESSION_MEMORY_ROW";
+
 fn main() {
+    let Some(n) = std::env::var(ROW)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        println!("sessions   bytes/session   beyond tokens   heap asked beyond tokens");
+        let me = std::env::current_exe().unwrap_or_else(|e| panic!("own path: {e}"));
+        for n in [1_000usize, 10_000, 100_000, 1_000_000] {
+            let status = std::process::Command::new(&me)
+                .env(ROW, n.to_string())
+                .status()
+                .unwrap_or_else(|e| panic!("row {n}: {e}"));
+            assert!(status.success(), "row {n}: {status}");
+        }
+        return;
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap_or_else(|e| panic!("runtime: {e}"));
-    println!("sessions   bytes/session   beyond tokens   heap asked beyond tokens");
-    for n in [1_000usize, 10_000, 100_000, 1_000_000] {
-        // Read before the store exists: its table is part of what a session costs.
-        let before = rss();
-        let live_before = GLOBAL.allocated();
-        let store = MemoryStore::new(n + 1);
-        let mut tokens = 0;
-        rt.block_on(async {
-            for i in 0..n {
-                let s = session(i);
-                tokens += token_bytes(&s);
-                let _ = store.put(s).await;
-            }
-        });
-        let after = rss();
-        let asked = GLOBAL.allocated().saturating_sub(live_before) as f64 / n as f64;
-        let per = after.saturating_sub(before) as f64 / n as f64;
-        let token_share = tokens as f64 / n as f64;
-        let (beyond, asked_beyond) = (per - token_share, asked - token_share);
-        println!("{n:>9}   {per:>13.0}   {beyond:>13.0}   {asked_beyond:>24.0}");
-        black_box(&store);
-        drop(store);
-    }
+    // Read before the store exists: its table is part of what a session costs.
+    let before = rss();
+    let live_before = GLOBAL.allocated();
+    let store = MemoryStore::new(n + 1);
+    let mut tokens = 0;
+    rt.block_on(async {
+        for i in 0..n {
+            let s = session(i);
+            tokens += token_bytes(&s);
+            let _ = store.put(s).await;
+        }
+    });
+    let after = rss();
+    let asked = GLOBAL.allocated().saturating_sub(live_before) as f64 / n as f64;
+    let per = after.saturating_sub(before) as f64 / n as f64;
+    let token_share = tokens as f64 / n as f64;
+    let (beyond, asked_beyond) = (per - token_share, asked - token_share);
+    println!("{n:>9}   {per:>13.0}   {beyond:>13.0}   {asked_beyond:>24.0}");
+    black_box(&store);
 }

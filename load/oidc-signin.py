@@ -10,10 +10,11 @@ many groups (`--ip` and `--cookies-for`): the session under load is a real one.
 import argparse
 import html.parser
 import http.cookiejar
-import socket
 import sys
 import urllib.parse
 import urllib.request
+
+from localhost import resolve_localhost_to
 
 
 class Form(html.parser.HTMLParser):
@@ -38,14 +39,7 @@ def main():
     p.add_argument("--cookies-for", help="keep this host's cookies (default: mod_auth_openidc's)")
     args = p.parse_args()
     if args.ip:
-        real = socket.getaddrinfo
-
-        def resolve(host, *rest, **kw):
-            if isinstance(host, str) and host.endswith(".localhost"):
-                host = args.ip
-            return real(host, *rest, **kw)
-
-        socket.getaddrinfo = resolve
+        resolve_localhost_to(args.ip)
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     # mod_auth_openidc answers 401 instead of redirecting to sign in unless it sees a browser.

@@ -10,10 +10,11 @@ It understands Vallum's demo identity provider (a form per user) and plain-HTTP 
 import argparse
 import html.parser
 import http.cookiejar
-import socket
 import sys
 import urllib.parse
 import urllib.request
+
+from localhost import resolve_localhost_to
 
 
 class Forms(html.parser.HTMLParser):
@@ -38,14 +39,7 @@ def main():
     p.add_argument("--user", default="alice", help="demo user to sign in as")
     args = p.parse_args()
 
-    real = socket.getaddrinfo
-
-    def resolve(host, *rest, **kw):
-        if isinstance(host, str) and host.endswith(".localhost"):
-            host = args.ip
-        return real(host, *rest, **kw)
-
-    socket.getaddrinfo = resolve
+    resolve_localhost_to(args.ip)
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     opener.addheaders = [("Accept", "text/html")]
