@@ -1,7 +1,7 @@
 //! Question: how much memory does one live session cost in the memory store, beyond the tokens
-//! it holds? Fills a `MemoryStore` with 1,000, 10,000, 100,000 and 1,000,000 sessions shaped like a real
-//! sign-in (the claims an OIDC IdP sends, a JWT ID token, an opaque access token, a refresh
-//! token) and reads the process's resident set before and after, and the heap bytes the sessions
+//! it holds? Fills a `MemoryStore` with 1,000, 10,000, 100,000 and 1,000,000 sessions shaped
+//! like a real sign-in (the claims an OIDC IdP sends, a JWT ID token, an opaque access token, a
+//! refresh token) and reads the process's resident set before and after, and the heap bytes the sessions
 //! asked for (exact at any count, where the resident set moves by the allocator's pages). Not a
 //! timing benchmark: it prints bytes per session. `cargo bench --bench session_memory`.
 

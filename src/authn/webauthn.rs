@@ -85,8 +85,11 @@ pub async fn remove_device(
     let index = crate::session::redis::index_name(user);
     for s in store.sessions_of(&index).await? {
         if s.devices.iter().any(|d| d.id == device_id) {
-            let forget = |s: &mut UserSession| s.devices.retain(|d| d.id != device_id);
-            crate::session::update(store, &s.id, forget).await?;
+            // The copy `sessions_of` just read from the store itself, fresher than what a local
+            // cache in front of it may hold.
+            let mut s = (*s).clone();
+            s.devices.retain(|d| d.id != device_id);
+            store.replace(s).await?;
         }
     }
     Ok(true)
