@@ -79,12 +79,10 @@ fn bench(c: &mut Criterion) {
     };
     let target = pool.targets[0].clone();
     let strip = ["_pomerium", "_pomerium_authenticate"];
-    let identity_list: Vec<String> = vallum::config::ops::DEFAULT_STRIP_IDENTITY
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let mut template = pingora_http::RequestHeader::build("GET", b"/api/items?x=1", None)
-        .unwrap_or_else(|e| panic!("header: {e}"));
+    let identity_list =
+        vallum::config::ops::StripList::new(vallum::config::ops::DEFAULT_STRIP_IDENTITY);
+    // The headers as Vallum shapes them: the request's own map, Pingora's case map gone.
+    let mut template = http::HeaderMap::new();
     for (k, v) in [
         ("host", "app.example.com"),
         ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0"),
@@ -97,7 +95,7 @@ fn bench(c: &mut Criterion) {
         ("x-forwarded-for", "203.0.113.9"),
         ("connection", "keep-alive"),
     ] {
-        let _ = template.insert_header(k, v);
+        template.insert(k, http::HeaderValue::from_static(v));
     }
     c.bench_function("shape_upstream_request", |b| {
         b.iter(|| {

@@ -4,7 +4,7 @@
 # for the raw Pingora proxy, under `valgrind --tool=callgrind`. Counts do not depend on what else
 # the machine is doing, so two builds can be compared on a noisy machine.
 #
-#   load/profile.sh                 # REQUESTS=4000 TOP=40 [BIN=another build]
+#   load/profile.sh                 # REQUESTS=4000 TOP=40 [BIN=another build] [KEEP=dir for the dumps]
 #
 # Each target runs alone under callgrind; the counters are zeroed after a warm-up, then REQUESTS
 # requests go through one keep-alive connection (curl), and the dump is divided by REQUESTS.
@@ -89,6 +89,7 @@ profile() {
   dump=$(ls -t "$out".* | head -1)
   total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
   echo "== $name: $((total / REQUESTS)) instructions per request (status counts: $(echo $codes))"
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cp "$dump" "$KEEP/$name.cg"; fi
   per_function "$dump"
 }
 

@@ -26,5 +26,6 @@ pub mod server;
 pub mod session;
 pub mod snapshot;
 pub mod telemetry;
+pub mod text;
 pub mod tls;
 pub mod upstream;

@@ -6,6 +6,7 @@ use super::raw::RawSettings;
 use super::secret::Secret;
 use super::settings::parse_listen;
 use ipnet::IpNet;
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
 /// Fields of the access log line (Pomerium's names).
@@ -134,9 +135,8 @@ pub struct OpsSettings {
     pub max_request_headers: usize,
     /// Default request body limit for routes without `max_request_bytes`.
     pub max_request_bytes: Option<u64>,
-    /// Canonical (lower-case, `-`) identity header names stripped from every request; a trailing
-    /// `*` strips a prefix.
-    pub strip_identity_headers: Vec<String>,
+    /// Identity header names stripped from every request.
+    pub strip_identity_headers: StripList,
     /// Requests per second one client IP may make to the sign-in endpoints (0: unlimited).
     pub signin_rate_limit: u32,
     /// Worker threads for the proxy (`None`: one per core, or the Pingora conf's `threads`).
@@ -229,9 +229,38 @@ fn metrics_authorization(raw: &RawSettings, errs: &mut Errors) -> Option<Secret>
     })
 }
 
+/// Canonical (lower-case, `-`) header names, exact or (a trailing `*`) prefixes. Every request
+/// asks about each header it carries, so the exact names are one hash lookup, not a walk down
+/// the list.
+#[derive(Debug, Clone, Default)]
+pub struct StripList {
+    exact: HashSet<Box<str>, foldhash::fast::RandomState>,
+    prefixes: Vec<Box<str>>,
+}
+
+impl StripList {
+    pub fn new<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> Self {
+        let mut list = StripList::default();
+        for n in names {
+            match n.as_ref().strip_suffix('*') {
+                Some(prefix) => list.prefixes.push(prefix.into()),
+                None => {
+                    list.exact.insert(n.as_ref().into());
+                }
+            }
+        }
+        list
+    }
+
+    /// Whether a canonical name is on the list.
+    pub fn matches(&self, canonical: &str) -> bool {
+        self.exact.contains(canonical) || self.prefixes.iter().any(|p| canonical.starts_with(&**p))
+    }
+}
+
 /// `strip_identity_headers`: lower-case names, `_` read as `-`, a trailing `*` a prefix.
-fn strip_identity_headers(raw: &RawSettings, errs: &mut Errors) -> Vec<String> {
-    match &raw.strip_identity_headers {
+fn strip_identity_headers(raw: &RawSettings, errs: &mut Errors) -> StripList {
+    let names: Vec<String> = match &raw.strip_identity_headers {
         None => DEFAULT_STRIP_IDENTITY
             .iter()
             .map(|s| s.to_string())
@@ -256,7 +285,8 @@ fn strip_identity_headers(raw: &RawSettings, errs: &mut Errors) -> Vec<String> {
                 )
             })
             .collect(),
-    }
+    };
+    StripList::new(names)
 }
 
 pub fn compile(raw: &RawSettings, errs: &mut Errors, warnings: &mut Vec<String>) -> OpsSettings {

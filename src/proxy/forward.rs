@@ -1,22 +1,41 @@
 //! Shaping the request that goes upstream and the response that comes back: path and host
 //! rewrites, hop-by-hop headers, `X-Forwarded-*`, and the route's header sets.
 
+use crate::config::ops::StripList;
 use crate::routes::route::{
     HostHeader, RedirectSpec, ResponseHeaderRewrite, Route, TemplateValues,
 };
 use crate::upstream::UpstreamTarget;
 use http::header::{CONNECTION, HOST, UPGRADE};
-use http::{HeaderName, HeaderValue};
-use pingora_http::{RequestHeader, ResponseHeader};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use pingora_core::{ErrorType, OrErr, Result};
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) that must not be forwarded.
-const HOP_BY_HOP: &[&str] = &[
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "proxy-authorization",
-];
+/// The headers a client sent that never reach the upstream as sent, by kind: hop-by-hop ones
+/// (RFC 9110 §7.6.1), the ones that describe the client or the original request (believed only
+/// from a trusted proxy), and the ones frameworks read as "treat this request as another method"
+/// (Rails, Express's method-override, Symfony, ASP.NET, Google APIs). One `match`, so a clean
+/// header costs a few length comparisons.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    HopByHop,
+    Forwarding,
+    MethodOverride,
+    Other,
+}
+
+fn kind(name: &str) -> Kind {
+    match name {
+        "keep-alive" | "proxy-connection" | "te" | "trailer" | "proxy-authorization" => {
+            Kind::HopByHop
+        }
+        "forwarded" | "x-forwarded-for" | "x-forwarded-host" | "x-forwarded-proto"
+        | "x-forwarded-port" | "x-forwarded-prefix" | "x-forwarded-uri" | "x-real-ip"
+        | "x-original-url" | "x-original-uri" | "x-rewrite-url" | "x-client-ip"
+        | "true-client-ip" => Kind::Forwarding,
+        "x-http-method-override" | "x-http-method" | "x-method-override" => Kind::MethodOverride,
+        _ => Kind::Other,
+    }
+}
 
 /// The path sent upstream: route rewrite, then the `to` URL's own path prepended.
 pub fn upstream_path(
@@ -71,31 +90,6 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// Headers frameworks read as "treat this request as another method" (Rails, Express's
-/// method-override, Symfony, ASP.NET, Google APIs).
-const METHOD_OVERRIDE: &[&str] = &[
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
-
-/// Headers that describe the client or the original request: believed only from a trusted proxy.
-const FORWARDING: &[&str] = &[
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-uri",
-    "x-real-ip",
-    "x-original-url",
-    "x-original-uri",
-    "x-rewrite-url",
-    "x-client-ip",
-    "true-client-ip",
-];
-
 /// A header name as an upstream might read it: lower-case, `_` as `-` (some frameworks fold
 /// one into the other, which would let `X_Forwarded_User` pass for `X-Forwarded-User`). Parsed
 /// header names are already lower-case, so only a name with `_` costs an allocation.
@@ -111,15 +105,12 @@ fn canonical(name: &str) -> std::borrow::Cow<'_, str> {
 /// `X-Pomerium-*`, the configured strip list, and the names Vallum itself sets.
 pub fn is_owned<'a>(
     name: &str,
-    strip: &[String],
+    strip: &StripList,
     set_names: impl IntoIterator<Item = &'a HeaderName>,
 ) -> bool {
     let n = canonical(name);
     n.starts_with("x-pomerium-")
-        || strip.iter().any(|p| match p.strip_suffix('*') {
-            Some(prefix) => n.starts_with(prefix),
-            None => *n == **p,
-        })
+        || strip.matches(&n)
         || set_names.into_iter().any(|h| canonical(h.as_str()) == n)
 }
 
@@ -137,12 +128,25 @@ pub struct ForwardInfo<'a> {
     pub upgrade: bool,
     /// The peer is a trusted proxy: its `X-Forwarded-*` and friends are kept (and appended to).
     pub trusted_peer: bool,
-    /// Identity header names (canonical; `*` suffix = prefix) stripped from every request.
-    pub strip_identity: &'a [String],
+    /// Identity header names stripped from every request.
+    pub strip_identity: &'a StripList,
     /// Claim headers Vallum sets (stripped from the client's request either way).
     pub claim_headers: &'a [(HeaderName, String)],
     /// The connection's trusted client certificate, for `${pomerium.client_cert_*}`.
     pub client_cert: Option<&'a crate::tls::peer::PeerCert>,
+}
+
+/// Sets one header. The map is the request's or response's own (Pingora's case map is gone by
+/// then), so a name is neither re-parsed nor title-cased on the way in.
+fn set(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) -> Result<()> {
+    headers
+        .try_insert(name, value)
+        .map(drop)
+        .or_err(ErrorType::InvalidHTTPHeader, "too many headers")
+}
+
+fn value(v: &str) -> Result<HeaderValue> {
+    HeaderValue::from_str(v).or_err(ErrorType::InvalidHTTPHeader, "invalid header value")
 }
 
 /// Removes what the client must not pass on, in one pass over the headers it sent:
@@ -152,16 +156,11 @@ pub struct ForwardInfo<'a> {
 /// headers from an untrusted peer, Vallum's own cookies and a programmatic-login token.
 /// Removing only what is present keeps a clean request cheap (no lookups for absent names).
 fn strip_client_headers(
-    req: &mut RequestHeader,
+    headers: &mut HeaderMap,
     route: &Route,
     info: &ForwardInfo<'_>,
-) -> pingora_core::Result<()> {
-    // Hop-by-hop headers, identity headers Vallum owns (a client never gets to choose them: every
-    // `X-Pomerium-*`, the claim headers and `set_request_headers` names, and the configured list of
-    // headers other gateways use for identity), and forwarding headers from an untrusted peer.
-    // Removing only what is present keeps a clean request cheap (no lookups for absent names).
-    let nominated: Vec<String> = req
-        .headers
+) -> Result<()> {
+    let nominated: Vec<String> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -176,127 +175,131 @@ fn strip_client_headers(
             .map(|(k, _)| k)
             .chain(info.claim_headers.iter().map(|(h, _)| h))
     };
-    let doomed: Vec<HeaderName> = req
-        .headers
+    let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|k| {
             let n = k.as_str();
-            HOP_BY_HOP.contains(&n)
+            let doomed_kind = match kind(n) {
+                Kind::HopByHop => true,
+                Kind::Forwarding => !info.trusted_peer,
+                Kind::MethodOverride => route.strip_method_override,
+                Kind::Other => false,
+            };
+            doomed_kind
                 || nominated.iter().any(|t| t == n)
-                || (!info.trusted_peer && FORWARDING.contains(&n))
                 || is_owned(n, info.strip_identity, set_names())
-                || (route.strip_method_override && METHOD_OVERRIDE.contains(&n))
         })
         .cloned()
         .collect();
     // `te: trailers` is the one TE value that may cross (RFC 9113 §8.2.2): gRPC needs it.
     // Only a request that has a TE header (it is among the doomed) pays for the look.
     let te_trailers = doomed.contains(&http::header::TE)
-        && req.headers.get(http::header::TE).is_some_and(|v| {
+        && headers.get(http::header::TE).is_some_and(|v| {
             v.to_str().is_ok_and(|v| {
                 v.split(',')
                     .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
             })
         });
     for k in doomed {
-        req.remove_header(&k);
+        headers.remove(&k);
     }
     if te_trailers {
-        let _ = req.insert_header(http::header::TE, HeaderValue::from_static("trailers"));
+        set(
+            headers,
+            http::header::TE,
+            HeaderValue::from_static("trailers"),
+        )?;
     }
     if !info.upgrade {
-        req.remove_header(&UPGRADE);
-        req.remove_header(&CONNECTION);
+        headers.remove(UPGRADE);
+        headers.remove(CONNECTION);
     }
     if !info.strip_cookies.is_empty() {
-        if let Some(all) = crate::session::cookie::header(&req.headers) {
+        if let Some(all) = crate::session::cookie::header(headers) {
             let kept = crate::session::cookie::strip(&all, info.strip_cookies);
-            req.remove_header(&http::header::COOKIE);
+            headers.remove(http::header::COOKIE);
             if let Some(k) = kept {
-                req.insert_header(http::header::COOKIE, k)?;
+                set(headers, http::header::COOKIE, value(&k)?)?;
             }
         }
     }
     // A programmatic-login or MCP access token is Vallum's credential, not the app's.
-    if crate::authn::programmatic::authorization_token(&req.headers).is_some()
-        || crate::authn::mcp_oauth::access_token(&req.headers).is_some()
+    if crate::authn::programmatic::authorization_token(headers).is_some()
+        || crate::authn::mcp_oauth::access_token(headers).is_some()
     {
-        req.remove_header(&http::header::AUTHORIZATION);
+        headers.remove(http::header::AUTHORIZATION);
     }
     Ok(())
 }
 
 /// `X-Forwarded-Host`, `-Proto` and `-For` (appended to a trusted proxy's list unless
 /// `skip_xff_append`).
-fn forwarding_headers(req: &mut RequestHeader, info: &ForwardInfo<'_>) -> pingora_core::Result<()> {
-    req.insert_header(X_FORWARDED_HOST, info.original_host)?;
+fn forwarding_headers(headers: &mut HeaderMap, info: &ForwardInfo<'_>) -> Result<()> {
+    set(headers, X_FORWARDED_HOST, value(info.original_host)?)?;
     // A trusted proxy's `X-Forwarded-Proto` says how the client reached it (TLS may end there).
     let believed = info.trusted_peer
-        && req
-            .headers
+        && headers
             .get(&X_FORWARDED_PROTO)
             .is_some_and(|v| v == "https" || v == "http");
     if !believed {
-        req.insert_header(
-            X_FORWARDED_PROTO,
-            HeaderValue::from_static(if info.scheme == "https" {
-                "https"
-            } else {
-                "http"
-            }),
-        )?;
+        let proto = if info.scheme == "https" {
+            "https"
+        } else {
+            "http"
+        };
+        set(headers, X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
     }
     if let Some(ip) = info.client_ip {
-        let prev = req
-            .headers
-            .get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok());
-        let xff = match prev {
+        let prev = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
+        let mut xff = String::with_capacity(prev.map_or(0, |p| p.len() + 2) + 15);
+        match prev {
             // `skip_xff_append`: a trusted proxy's list goes on as it came.
-            Some(_) if info.skip_xff_append => None,
-            Some(prev) if !prev.is_empty() => Some(format!("{prev}, {ip}")),
-            _ => Some(ip.to_string()),
-        };
-        if let Some(xff) = xff {
-            req.insert_header(X_FORWARDED_FOR, xff)?;
+            Some(_) if info.skip_xff_append => return Ok(()),
+            Some(prev) if !prev.is_empty() => {
+                xff.push_str(prev);
+                xff.push_str(", ");
+            }
+            _ => {}
         }
+        crate::text::push_ip(&mut xff, ip);
+        set(headers, X_FORWARDED_FOR, value(&xff)?)?;
     }
     Ok(())
 }
 
+/// Shapes the headers of the request that goes upstream.
 pub fn shape_request(
-    req: &mut RequestHeader,
+    headers: &mut HeaderMap,
     route: &Route,
     target: &UpstreamTarget,
     info: &ForwardInfo<'_>,
-) -> pingora_core::Result<()> {
-    strip_client_headers(req, route, info)?;
+) -> Result<()> {
+    strip_client_headers(headers, route, info)?;
 
     let host = match &route.host_header {
         HostHeader::Auto => target.host_value.clone(),
         HostHeader::Preserve => None,
         HostHeader::Fixed(v) => Some(v.clone()),
-        HostHeader::FromHeader(h) => req
-            .headers
+        HostHeader::FromHeader(h) => headers
             .get(h)
             .cloned()
             .or_else(|| target.host_value.clone()),
     };
     if let Some(h) = host {
-        req.insert_header(HOST, h)?;
+        set(headers, HOST, h)?;
     }
 
-    forwarding_headers(req, info)?;
+    forwarding_headers(headers, info)?;
 
     for h in &route.remove_request_headers {
-        req.remove_header(h);
+        headers.remove(h);
     }
     if let Some(id) = &info.identity {
         if let (true, Some(jwt)) = (info.pass_assertion, &id.jwt) {
-            req.insert_header(X_POMERIUM_JWT_ASSERTION, jwt.clone())?;
+            set(headers, X_POMERIUM_JWT_ASSERTION, jwt.clone())?;
         }
         for (k, v) in &id.headers {
-            req.insert_header(k.clone(), v.as_str())?;
+            set(headers, k.clone(), value(v)?)?;
         }
     }
     let mut values = TemplateValues {
@@ -310,24 +313,25 @@ pub fn shape_request(
     }
     for (k, t) in &route.set_request_headers {
         if let Some(v) = t.render(&values) {
-            req.insert_header(k.clone(), v)?;
+            set(headers, k.clone(), v)?;
         }
     }
     Ok(())
 }
 
-pub fn shape_response(resp: &mut ResponseHeader, route: &Route) -> pingora_core::Result<()> {
+/// The route's `set_response_headers` and `rewrite_response_headers` on the upstream's answer.
+pub fn shape_response(headers: &mut HeaderMap, route: &Route) -> Result<()> {
     for (k, v) in &route.response_headers {
-        resp.insert_header(k.clone(), v.clone())?;
+        set(headers, k.clone(), v.clone())?;
     }
     for rw in &route.rewrite_response_headers {
-        rewrite_one(resp, rw)?;
+        rewrite_one(headers, rw)?;
     }
     Ok(())
 }
 
-fn rewrite_one(resp: &mut ResponseHeader, rw: &ResponseHeaderRewrite) -> pingora_core::Result<()> {
-    let Some(current) = resp.headers.get(&rw.header).and_then(|v| v.to_str().ok()) else {
+fn rewrite_one(headers: &mut HeaderMap, rw: &ResponseHeaderRewrite) -> Result<()> {
+    let Some(current) = headers.get(&rw.header).and_then(|v| v.to_str().ok()) else {
         return Ok(());
     };
     let new = match &rw.prefix {
@@ -337,7 +341,7 @@ fn rewrite_one(resp: &mut ResponseHeader, rw: &ResponseHeaderRewrite) -> pingora
         },
         None => rw.value.clone(),
     };
-    resp.insert_header(rw.header.clone(), new)
+    set(headers, rw.header.clone(), value(&new)?)
 }
 
 /// The `Location` of a `redirect` route for this request.

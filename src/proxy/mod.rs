@@ -21,6 +21,7 @@ mod mcp;
 mod mcp_list;
 mod mcp_rate;
 pub mod pipeline;
+mod plain_head;
 mod streaming;
 pub mod target;
 #[cfg(test)]
@@ -44,7 +45,7 @@ use action::Step;
 use async_trait::async_trait;
 pub use ctx::RequestCtx;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::{Error, Result};
+use pingora_core::{Error, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::net::IpAddr;
@@ -293,11 +294,20 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(route) = &ctx.route {
-            forward::shape_response(resp, route)?;
-        }
+        let id = http::HeaderValue::from_str(&ctx.request_id).or_err(
+            pingora_core::ErrorType::InvalidHTTPHeader,
+            "invalid request id",
+        )?;
+        plain_head::response(resp, |headers| {
+            if let Some(route) = &ctx.route {
+                forward::shape_response(headers, route)?;
+            }
+            headers.try_insert(upstream::X_REQUEST_ID, id).or_err(
+                pingora_core::ErrorType::InvalidHTTPHeader,
+                "too many headers",
+            )
+        })?;
         mcp_list::head(resp, ctx);
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         Ok(())
     }
 

@@ -34,7 +34,13 @@ impl Addressed {
     ) -> Self {
         let port = explicit_port.unwrap_or(if scheme == "https" { 443 } else { 80 });
         let host_full = match explicit_port {
-            Some(p) => format!("{host}:{p}"),
+            Some(p) => {
+                let mut full = String::with_capacity(host.len() + 6);
+                full.push_str(&host);
+                full.push(':');
+                crate::text::push_int(&mut full, p);
+                full
+            }
             None => host.clone(),
         };
         Addressed {
@@ -105,16 +111,70 @@ pub fn request_host(req: &RequestHeader) -> Option<(String, Option<u16>)> {
     }
 }
 
+/// `host[:port]` split and checked by hand (this runs on every request: parsing it as a URI
+/// authority copied it first). Accepts what an authority may hold and no more: a registered name
+/// or IPv4 address of unreserved and sub-delimiter characters, or a bracketed IPv6 literal (a
+/// `%` only for its zone), then at most one `:` and the port; no user info. A port that is not a
+/// number reads as none, as `http`'s `Authority::port_u16` has it.
 pub fn split_authority(raw: &str) -> Option<(String, Option<u16>)> {
-    if raw.is_empty() || raw.contains('@') {
+    let (host, port) = match raw.strip_prefix('[') {
+        Some(rest) => {
+            let close = rest.find(']')?;
+            let literal = &rest[..close];
+            let ok = !literal.is_empty()
+                && literal.bytes().all(|b| {
+                    b.is_ascii_hexdigit() || matches!(b, b':' | b'.' | b'%') || reg_name_byte(b)
+                });
+            if !ok {
+                return None;
+            }
+            let port = match &rest[close + 1..] {
+                "" => None,
+                after => Some(after.strip_prefix(':')?),
+            };
+            (&raw[..close + 2], port)
+        }
+        None => match raw.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (raw, None),
+        },
+    };
+    if let Some(p) = port {
+        if !p.bytes().all(reg_name_byte) {
+            return None;
+        }
+    }
+    if !host.starts_with('[') && !host.bytes().all(reg_name_byte) {
         return None;
     }
-    let authority: http::uri::Authority = raw.parse().ok()?;
-    let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
+    let host = host.trim_end_matches('.');
     if host.is_empty() {
         return None;
     }
-    Some((host, authority.port_u16()))
+    Some((host.to_ascii_lowercase(), port.and_then(|p| p.parse().ok())))
+}
+
+/// A byte a registered name may hold (RFC 3986: unreserved and sub-delimiters; percent-encoded
+/// names are refused, as `http` refuses them).
+fn reg_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+        )
 }
 
 /// The request target exactly as the client sent it. For HTTP/1 it is read from the request line
@@ -169,6 +229,69 @@ mod tests {
                 .port,
             443
         );
+    }
+
+    /// The hand-written split agrees with `http`'s `Authority` on what it accepts (never more)
+    /// and on the host and port it finds.
+    #[test]
+    fn split_authority_agrees_with_http() {
+        let inputs = [
+            "app.example.com",
+            "App.Example.COM.:8443",
+            "a:80",
+            "a:",
+            "a:abc",
+            "a:99999",
+            "127.0.0.1:8080",
+            "[::1]",
+            "[::1]:443",
+            "[fe80::1%25eth0]:8",
+            "[::1]x",
+            "[::1",
+            "::1",
+            "a:1:2",
+            "a b",
+            "a/b",
+            "a?b",
+            "a#b",
+            "a%41",
+            "user@a",
+            "",
+            ".",
+            ":80",
+            "a\"b",
+            "a<b",
+            "a{b",
+            "ä.example",
+            "a;b=c",
+            "x_y.example",
+            "[]",
+            "[v1.x]",
+        ];
+        for raw in inputs {
+            let ours = split_authority(raw);
+            let theirs = (!raw.is_empty() && !raw.contains('@'))
+                .then(|| raw.parse::<http::uri::Authority>().ok())
+                .flatten()
+                .and_then(|a| {
+                    let host = a.host().trim_end_matches('.').to_ascii_lowercase();
+                    (!host.is_empty()).then(|| (host, a.port_u16()))
+                });
+            match (&ours, &theirs) {
+                (Some(o), Some(t)) => assert_eq!(o, t, "{raw:?}"),
+                (Some(o), None) => panic!("{raw:?}: accepted as {o:?}, which http refuses"),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            split_authority("[::1]:8443"),
+            Some(("[::1]".to_string(), Some(8443)))
+        );
+        assert_eq!(
+            split_authority("A.b:8080"),
+            Some(("a.b".to_string(), Some(8080)))
+        );
+        assert_eq!(split_authority("a b"), None);
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //! request it receives (path rewrites, Host, identity headers, forwarding headers).
 
 use super::forward::{self, ForwardInfo, UpstreamIdentity};
-use super::RequestCtx;
+use super::{plain_head, RequestCtx};
+use crate::config::ops::StripList;
 use crate::routes::route::{Action, PathRewrite, Route};
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::{Error, ErrorType, Result};
+use pingora_core::{Error, ErrorType, OrErr, Result};
 use pingora_http::RequestHeader;
 use std::net::IpAddr;
 
@@ -73,11 +74,15 @@ pub fn request(
         .targets
         .get(picked.target)
         .ok_or_else(|| internal("picked backend is not in the pool"))?;
-    // The common case, no rewrite and a target the client already sent in normal form, keeps
-    // the request line as it is: no string to build, no URI to parse.
+    // The common case, no rewrite and a target the client already sent in normal form (and in
+    // origin form), keeps the request line as it is: no string to build, no URI to parse.
     let unchanged = matches!(route.rewrite, PathRewrite::None)
         && t.path_prefix.is_empty()
-        && forward::same_target(req.raw_path(), &target.path, target.query.as_deref());
+        && forward::same_target(req.raw_path(), &target.path, target.query.as_deref())
+        && req
+            .uri
+            .path_and_query()
+            .is_some_and(|p| p.as_str().as_bytes() == req.raw_path());
     if !unchanged {
         let path = forward::upstream_path(route, t, &target.path, target.query.as_deref());
         let uri: http::Uri = path.parse().map_err(|_| {
@@ -88,10 +93,10 @@ pub fn request(
         })?;
         req.set_uri(uri);
     }
-    without_case_map(req);
     let settings = ctx.snap.as_ref().map(|s| &s.settings);
     let auth = settings.and_then(|s| s.auth.as_ref());
     let own_cookies = auth.map(|a| [a.cookie.name.as_str(), &a.cookie.authenticate_name]);
+    let no_strip = StripList::default();
     let info = ForwardInfo {
         identity: identity(ctx, route),
         pass_assertion: route.pass_identity_headers,
@@ -102,42 +107,30 @@ pub fn request(
         skip_xff_append: settings.is_some_and(|s| s.skip_xff_append),
         upgrade: ctx.upgrade,
         trusted_peer: ctx.trusted_peer,
-        strip_identity: settings
-            .map(|s| s.ops.strip_identity_headers.as_slice())
-            .unwrap_or(&[]),
+        strip_identity: settings.map_or(&no_strip, |s| &s.ops.strip_identity_headers),
         claim_headers: auth.map(|a| a.claim_headers.as_slice()).unwrap_or(&[]),
         client_cert: ctx.client_cert.as_deref(),
     };
-    forward::shape_request(req, route, t, &info)?;
-    if let Some(token) = &ctx.upstream_bearer {
-        req.insert_header(http::header::AUTHORIZATION, format!("Bearer {token}"))?;
-    }
-    req.insert_header("x-request-id", ctx.request_id.as_str())?;
-    Ok(())
+    plain_head::request(req, |headers| {
+        forward::shape_request(headers, route, t, &info)?;
+        if let Some(token) = &ctx.upstream_bearer {
+            let bearer = http::HeaderValue::try_from(format!("Bearer {token}"))
+                .or_err(ErrorType::InvalidHTTPHeader, "invalid upstream token")?;
+            headers
+                .try_insert(http::header::AUTHORIZATION, bearer)
+                .or_err(ErrorType::InvalidHTTPHeader, "too many headers")?;
+        }
+        let id = http::HeaderValue::from_str(&ctx.request_id)
+            .or_err(ErrorType::InvalidHTTPHeader, "invalid request id")?;
+        headers
+            .try_insert(X_REQUEST_ID, id)
+            .or_err(ErrorType::InvalidHTTPHeader, "too many headers")?;
+        Ok(())
+    })
 }
 
-/// Sends the upstream lower-case header names, as Pomerium's Envoy does, instead of the client's
-/// spelling: Pingora keeps a second map of original names beside the headers, and every header
-/// Vallum adds or removes (Host, forwarding, identity, the request id) updated both, a hash and
-/// an allocation each. Room for those headers is made once. Only where the URI reproduces the
-/// request-target byte for byte, which it does once the target is in normal form.
-fn without_case_map(req: &mut RequestHeader) {
-    let origin_form = req
-        .uri
-        .path_and_query()
-        .is_some_and(|p| p.as_str().as_bytes() == req.raw_path());
-    if !req.has_case() || !origin_form {
-        return;
-    }
-    let end_stream = req.send_end_stream();
-    let empty = RequestHeader::from(http::Request::new(()).into_parts().0);
-    let mut parts = http::request::Parts::from(std::mem::replace(req, empty));
-    parts.headers.reserve(8);
-    *req = RequestHeader::from(parts);
-    if let Some(end) = end_stream {
-        req.set_send_end_stream(end);
-    }
-}
+/// Correlates the upstream's logs with Vallum's (also on the response the client gets).
+pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// The identity values for the upstream request: the (cached) assertion and claim headers when
 /// the route passes identity headers, and the tokens `set_request_headers` may use.

@@ -224,9 +224,9 @@ impl Line {
         }
     }
 
-    pub fn num(&mut self, key: &str, value: impl std::fmt::Display) {
+    pub fn num(&mut self, key: &str, value: impl itoa::Integer) {
         self.key(key);
-        let _ = write!(self.buf, "{value}");
+        crate::text::push_int(&mut self.buf, value);
     }
 
     /// A float as `tracing` records one (`{:?}`: `1.0`, `0.514047`).
@@ -236,7 +236,8 @@ impl Line {
     }
 
     pub fn bool(&mut self, key: &str, value: bool) {
-        self.num(key, value);
+        self.key(key);
+        self.buf.push_str(if value { "true" } else { "false" });
     }
 
     /// Keys are Vallum's own names, plain by construction: written as they are.

@@ -95,7 +95,7 @@ impl Access<'_> {
             }
             match value {
                 Some(v) => l.str(name, v),
-                None => l.str(name, &self.ip.map(|i| i.to_string()).unwrap_or_default()),
+                None => l.str(name, &ip_text(self.ip)),
             }
         }
         if on("duration") {
@@ -177,7 +177,7 @@ impl Authorize<'_> {
             }
         }
         if on("ip") {
-            l.str("ip", &self.ip.map(|i| i.to_string()).unwrap_or_default());
+            l.str("ip", &ip_text(self.ip));
         }
         for (name, value) in [
             ("session-id", who.map(|s| s.session_id)),
@@ -219,4 +219,13 @@ impl Authorize<'_> {
         }
         l.emit();
     }
+}
+
+/// The client's address for a log line ("" when unknown).
+fn ip_text(ip: Option<std::net::IpAddr>) -> String {
+    let mut s = String::new();
+    if let Some(ip) = ip {
+        crate::text::push_ip(&mut s, ip);
+    }
+    s
 }

@@ -202,3 +202,42 @@ async fn the_upstream_receives_lower_case_header_names_as_from_pomerium() {
         assert!(!head.contains("X-Client-Header"), "{case}: {head}");
     }
 }
+
+/// The client gets the upstream's answer with lower-case header names (standard ones
+/// title-cased), as from Pomerium's Envoy, beside Vallum's own response headers; a reason phrase
+/// of the upstream's own goes through as it was.
+#[tokio::test]
+async fn the_client_receives_lower_case_response_header_names() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let reply = "HTTP/1.1 200 Fine Thanks\r\nX-Upstream-Case: v\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    let gw = Gateway::insecure(&format!(
+        "routes:\n  - from: http://app.test\n    to: http://{up}\n    allow_public_unauthenticated_access: true\n    set_response_headers:\n      X-Route-Set: r\n"
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut raw)).await;
+    let raw = String::from_utf8_lossy(&raw);
+    let head = raw.split("\r\n\r\n").next().unwrap_or_default();
+    assert!(head.starts_with("HTTP/1.1 200 Fine Thanks\r\n"), "{head}");
+    assert!(head.contains("\r\nx-upstream-case: v"), "{head}");
+    assert!(head.contains("\r\nx-route-set: r"), "{head}");
+    assert!(head.contains("\r\nx-request-id: "), "{head}");
+    assert!(head.contains("\r\nContent-Length: 2"), "{head}");
+    assert!(!head.contains("X-Upstream-Case"), "{head}");
+    assert!(raw.ends_with("\r\n\r\nok"), "{raw}");
+}
