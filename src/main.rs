@@ -124,6 +124,8 @@ fn init_logging(
         }
         Some(otel) => with_traces(filter, text, otel)?,
     }
+    // The filter is fixed from here on: whether the per-request lines are on is asked once.
+    vallum::telemetry::logs::settle();
     Ok(())
 }
 

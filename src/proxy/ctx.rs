@@ -51,3 +51,16 @@ pub struct RequestCtx {
     /// Its OpenTelemetry spans (empty when tracing is off).
     pub trace: crate::telemetry::traces::RequestTrace,
 }
+
+#[cfg(test)]
+mod tests {
+    /// The context is moved with every request's future, so its size is copied on every request:
+    /// a field that makes it grow should be boxed unless most requests use it (the picked
+    /// backend's address is inline for an IP and boxed for a Unix socket for this reason).
+    #[test]
+    fn the_context_stays_small() {
+        let size = std::mem::size_of::<super::RequestCtx>();
+        eprintln!("RequestCtx: {size} bytes");
+        assert!(size <= 352, "RequestCtx grew to {size} bytes");
+    }
+}

@@ -7,6 +7,8 @@ use crate::telemetry::metrics::Metrics;
 use pingora_core::Error;
 use pingora_proxy::Session;
 
+const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+
 pub fn record(metrics: &Metrics, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     let status = session
         .response_written()
@@ -33,13 +35,14 @@ pub fn record(metrics: &Metrics, session: &Session, e: Option<&Error>, ctx: &Req
             "-"
         }
     };
-    if !tracing::enabled!(target: "vallum::access", tracing::Level::INFO) {
+    if !logs::access_on() {
         return;
     }
     let Some(snap) = ctx.snap.as_ref() else {
         return;
     };
-    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+    // Typed names: a `&str` name is parsed into a header name on every lookup.
+    let header = |name: &http::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
     let path = ctx
         .target
         .as_ref()
@@ -59,14 +62,14 @@ pub fn record(metrics: &Metrics, session: &Session, e: Option<&Error>, ctx: &Req
         fields: snap.settings.ops.access_log,
         route,
         method: req.method.as_str(),
-        authority: header("host")
+        authority: header(&http::header::HOST)
             .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .unwrap_or(""),
         path,
         query,
-        user_agent: header("user-agent"),
-        referer: header("referer"),
-        forwarded_for: header("x-forwarded-for"),
+        user_agent: header(&http::header::USER_AGENT),
+        referer: header(&http::header::REFERER),
+        forwarded_for: header(&X_FORWARDED_FOR),
         ip: ctx.client_ip,
         request_id: &ctx.request_id,
         duration_ms: elapsed.as_secs_f64() * 1000.0,
@@ -95,7 +98,7 @@ pub fn passive_health(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         return;
     }
     pool.record(
-        &picked.addr,
+        &picked.addr.backend(),
         crate::upstream::outlier::Outcome::of(status, upstream_failed),
     );
 }

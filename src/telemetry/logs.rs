@@ -9,7 +9,50 @@ use crate::config::ops::{FieldSet, ACCESS_FIELDS, AUTHORIZE_FIELDS};
 use crate::policy::{Decision, Reason};
 use crate::telemetry::lines::Line;
 use crate::telemetry::metrics::Metrics;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+
+/// `(bit, name)` of a log field, the bit found at compile time (a name not in the list fails
+/// the build).
+macro_rules! field {
+    ($all:expr, $name:literal) => {{
+        const BIT: u32 = FieldSet::bit($all, $name);
+        const _: () = assert!(BIT != 0, "not a log field");
+        (BIT, $name)
+    }};
+}
+
+/// Whether the access and authorize lines are on, once [`settle`] has fixed it. `tracing::enabled!`
+/// asks the subscriber's filter on every call (a match of the target against its directives,
+/// twice a request); the binary's filter never changes once installed, so it settles the answer
+/// then. Until it does (tests, library use) every call asks `tracing`. Bits: settled, access,
+/// authorize.
+static SETTLED: AtomicU8 = AtomicU8::new(0);
+
+/// Fixes whether the two lines are on, from the subscriber installed now. For a filter that
+/// stays as it is for the life of the process.
+pub fn settle() {
+    let access = tracing::enabled!(target: "vallum::access", tracing::Level::INFO);
+    let authorize = tracing::enabled!(target: "vallum::authorize", tracing::Level::INFO);
+    SETTLED.store(
+        1 | u8::from(access) << 1 | u8::from(authorize) << 2,
+        Ordering::Relaxed,
+    );
+}
+
+pub fn access_on() -> bool {
+    match SETTLED.load(Ordering::Relaxed) {
+        0 => tracing::enabled!(target: "vallum::access", tracing::Level::INFO),
+        s => s & 2 != 0,
+    }
+}
+
+pub fn authorize_on() -> bool {
+    match SETTLED.load(Ordering::Relaxed) {
+        0 => tracing::enabled!(target: "vallum::authorize", tracing::Level::INFO),
+        s => s & 4 != 0,
+    }
+}
 
 /// Counts a request as open for as long as its context lives (dropped when it ends, however).
 pub struct OpenRequest(Arc<Metrics>);
@@ -66,31 +109,40 @@ pub struct Access<'a> {
 
 impl Access<'_> {
     pub fn log(&self) {
-        if !tracing::enabled!(target: "vallum::access", tracing::Level::INFO) {
+        if !access_on() {
             return;
         }
-        let on = |name: &str| self.fields.has(ACCESS_FIELDS, name);
+        let on = |bit: u32| self.fields.has_bit(bit);
         let mut l = Line::info("vallum::access", "http-request");
-        for (name, value) in [
-            ("upstream-cluster", Some(self.route)),
-            ("method", Some(self.method)),
-            ("authority", Some(self.authority)),
-            ("path", Some(self.path)),
-            ("query", Some(self.query.unwrap_or(""))),
-            ("user-agent", Some(self.user_agent.unwrap_or(""))),
+        for ((bit, name), value) in [
+            (field!(ACCESS_FIELDS, "upstream-cluster"), Some(self.route)),
+            (field!(ACCESS_FIELDS, "method"), Some(self.method)),
+            (field!(ACCESS_FIELDS, "authority"), Some(self.authority)),
+            (field!(ACCESS_FIELDS, "path"), Some(self.path)),
             (
-                "referer",
+                field!(ACCESS_FIELDS, "query"),
+                Some(self.query.unwrap_or("")),
+            ),
+            (
+                field!(ACCESS_FIELDS, "user-agent"),
+                Some(self.user_agent.unwrap_or("")),
+            ),
+            (
+                field!(ACCESS_FIELDS, "referer"),
                 Some(
                     self.referer
                         .and_then(|r| r.split(['?', '#']).next())
                         .unwrap_or(""),
                 ),
             ),
-            ("forwarded-for", Some(self.forwarded_for.unwrap_or(""))),
-            ("ip", None),
-            ("request-id", Some(self.request_id)),
+            (
+                field!(ACCESS_FIELDS, "forwarded-for"),
+                Some(self.forwarded_for.unwrap_or("")),
+            ),
+            (field!(ACCESS_FIELDS, "ip"), None),
+            (field!(ACCESS_FIELDS, "request-id"), Some(self.request_id)),
         ] {
-            if !on(name) {
+            if !on(bit) {
                 continue;
             }
             match value {
@@ -98,16 +150,16 @@ impl Access<'_> {
                 None => l.str(name, &ip_text(self.ip)),
             }
         }
-        if on("duration") {
+        if on(field!(ACCESS_FIELDS, "duration").0) {
             l.float("duration", self.duration_ms);
         }
-        if on("size") {
+        if on(field!(ACCESS_FIELDS, "size").0) {
             l.num("size", self.size);
         }
-        if on("response-code") {
+        if on(field!(ACCESS_FIELDS, "response-code").0) {
             l.num("response-code", self.status);
         }
-        if on("response-code-details") {
+        if on(field!(ACCESS_FIELDS, "response-code-details").0) {
             l.str("response-code-details", self.details);
         }
         l.emit();
@@ -160,43 +212,46 @@ impl Authorize<'_> {
                 ])
                 .inc();
         }
-        if !tracing::enabled!(target: "vallum::authorize", tracing::Level::INFO) {
+        if !authorize_on() {
             return;
         }
-        let on = |name: &str| self.fields.has(AUTHORIZE_FIELDS, name);
+        let on = |bit: u32| self.fields.has_bit(bit);
         let who = self.who;
         let mut l = Line::info("vallum::authorize", "authorize");
-        for (name, value) in [
-            ("request-id", self.request_id),
-            ("method", self.method),
-            ("path", self.path),
-            ("host", self.host),
+        for ((bit, name), value) in [
+            (field!(AUTHORIZE_FIELDS, "request-id"), self.request_id),
+            (field!(AUTHORIZE_FIELDS, "method"), self.method),
+            (field!(AUTHORIZE_FIELDS, "path"), self.path),
+            (field!(AUTHORIZE_FIELDS, "host"), self.host),
         ] {
-            if on(name) {
+            if on(bit) {
                 l.str(name, value);
             }
         }
-        if on("ip") {
+        if on(field!(AUTHORIZE_FIELDS, "ip").0) {
             l.str("ip", &ip_text(self.ip));
         }
-        for (name, value) in [
-            ("session-id", who.map(|s| s.session_id)),
-            ("user", who.map(|s| s.user_id)),
-            ("email", who.and_then(|s| s.email)),
-            ("route-id", Some(self.route_id)),
+        for ((bit, name), value) in [
+            (
+                field!(AUTHORIZE_FIELDS, "session-id"),
+                who.map(|s| s.session_id),
+            ),
+            (field!(AUTHORIZE_FIELDS, "user"), who.map(|s| s.user_id)),
+            (field!(AUTHORIZE_FIELDS, "email"), who.and_then(|s| s.email)),
+            (field!(AUTHORIZE_FIELDS, "route-id"), Some(self.route_id)),
         ] {
-            if on(name) {
+            if on(bit) {
                 l.str(name, value.unwrap_or(""));
             }
         }
         if let Some(m) = self.mcp {
-            if on("mcp-method") {
+            if on(field!(AUTHORIZE_FIELDS, "mcp-method").0) {
                 l.str("mcp-method", &m.method);
             }
-            if on("mcp-tool") {
+            if on(field!(AUTHORIZE_FIELDS, "mcp-tool").0) {
                 l.str("mcp-tool", m.tool.as_deref().unwrap_or(""));
             }
-            if on("mcp-tool-parameters") {
+            if on(field!(AUTHORIZE_FIELDS, "mcp-tool-parameters").0) {
                 let args = m
                     .arguments
                     .as_ref()
@@ -207,13 +262,13 @@ impl Authorize<'_> {
                 );
             }
         }
-        if on("allow") {
+        if on(field!(AUTHORIZE_FIELDS, "allow").0) {
             l.bool("allow", allow);
         }
-        if on("deny") {
+        if on(field!(AUTHORIZE_FIELDS, "deny").0) {
             l.bool("deny", !allow);
         }
-        if on("reasons") {
+        if on(field!(AUTHORIZE_FIELDS, "reasons").0) {
             let list: Vec<&str> = reasons.iter().map(|r| r.as_str()).collect();
             l.str("reasons", &list.join(","));
         }

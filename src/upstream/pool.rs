@@ -140,8 +140,33 @@ impl Drop for Picked {
 /// A chosen backend; holding it counts as one request in flight until [`Picked::done`] or drop.
 pub struct Picked {
     pub target: usize,
-    pub addr: BackendAddr,
+    pub addr: PickedAddr,
     in_flight: Option<InFlight>,
+}
+
+/// Where a picked backend is: an address and port inline; a Unix socket (rare, and four times
+/// the size) boxed. Every request's context holds one, and the context is moved with the
+/// request's future, so its size is paid on every request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PickedAddr {
+    Inet(std::net::SocketAddr),
+    Unix(Box<BackendAddr>),
+}
+
+impl PickedAddr {
+    fn of(addr: &BackendAddr) -> Self {
+        match addr {
+            BackendAddr::Inet(a) => PickedAddr::Inet(*a),
+            other => PickedAddr::Unix(Box::new(other.clone())),
+        }
+    }
+
+    pub fn backend(&self) -> BackendAddr {
+        match self {
+            PickedAddr::Inet(a) => BackendAddr::Inet(*a),
+            PickedAddr::Unix(b) => (**b).clone(),
+        }
+    }
 }
 
 impl Picked {
@@ -351,7 +376,7 @@ impl Pool {
         if let Some(addr) = &self.sole {
             return Some(Picked {
                 target: 0,
-                addr: addr.clone(),
+                addr: PickedAddr::of(addr),
                 in_flight: None,
             });
         }
@@ -380,7 +405,7 @@ impl Pool {
             }
         }?;
         let target = backend.ext.get::<TargetIdx>().map(|t| t.0)?;
-        let addr = backend.addr.clone();
+        let addr = PickedAddr::of(&backend.addr);
         let in_flight = backend.ext.get::<InFlight>().cloned();
         if let Some(f) = &in_flight {
             f.0.fetch_add(1, Ordering::Relaxed);
@@ -459,10 +484,10 @@ impl Pool {
     pub fn peer(&self, picked: &Picked) -> Option<HttpPeer> {
         let t = self.targets.get(picked.target)?;
         let mut peer = match &picked.addr {
-            BackendAddr::Inet(a) => HttpPeer::new(*a, t.tls, String::new()),
-            BackendAddr::Unix(_) => {
+            PickedAddr::Inet(a) => HttpPeer::new(*a, t.tls, String::new()),
+            PickedAddr::Unix(unix) => {
                 let mut p = HttpPeer::new(("0.0.0.0", 0), t.tls, String::new());
-                p._address = picked.addr.clone();
+                p._address = (**unix).clone();
                 p
             }
         };

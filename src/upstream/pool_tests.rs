@@ -94,7 +94,7 @@ fn one_unchecked_backend_is_picked_without_a_key() {
         "one backend: the hash key changes nothing"
     );
     assert_eq!(
-        Some(pool.pick(b"").unwrap().addr.clone()),
+        Some(pool.pick(b"").unwrap().addr.backend()),
         target(1).literal
     );
     let two = pool_of(&[1001, 1002], LbPolicy::Hash);
