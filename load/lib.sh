@@ -9,6 +9,22 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# A free port whose next port is free too: `vallum demo --port P` serves its identity provider on
+# P+1, which a port picked alone may find taken.
+free_port_pair() {
+  python3 -c '
+import socket
+while True:
+    a = socket.socket(); a.bind(("127.0.0.1", 0)); p = a.getsockname()[1]
+    b = socket.socket()
+    try:
+        b.bind(("127.0.0.1", p + 1))
+    except OSError:
+        continue
+    print(p)
+    break'
+}
+
 # wait_http URL [HOST]: until URL answers 2xx/3xx (WAIT_TRIES × 0.1 s, default 100); on failure
 # the tails of the logs under $WORK say why.
 wait_http() {

@@ -24,7 +24,7 @@ export WAIT_TRIES=600 # valgrind starts slowly
 
 U=$(free_port)
 start_upstream "$U"
-P=$(free_port)
+P=$(free_port_pair)
 "$BIN" demo --port "$P" >"$WORK/demo.log" 2>&1 & PIDS+=($!)
 wait_http "http://127.0.0.1:$((P+1))/.well-known/openid-configuration"
 printf 'threads: 1\n' >"$WORK/pingora.yaml"

@@ -27,7 +27,7 @@ source load/lib.sh
 # The demo gives us the identity provider (P+1) and the upstream app (P+2); its own gateway on
 # 127.0.0.1:P is not measured. Each measured gateway listens on its own 127.0.0.x:P so the
 # sign-in redirect URI (authenticate.localhost:P) is the one the demo IdP accepts.
-P=$(free_port)
+P=$(free_port_pair)
 "$BIN" demo --port "$P" >"$WORK/demo.log" 2>&1 & PIDS+=($!)
 wait_http "http://127.0.0.1:$((P+1))/.well-known/openid-configuration"
 R=$(free_port)

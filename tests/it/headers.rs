@@ -241,3 +241,32 @@ async fn the_client_receives_lower_case_response_header_names() {
     assert!(!head.contains("X-Upstream-Case"), "{head}");
     assert!(raw.ends_with("\r\n\r\nok"), "{raw}");
 }
+
+/// Hop-by-hop headers a client sends never reach the upstream, whichever layer strips them
+/// (Vallum's filter, or the engine's pass over the names the request has).
+#[tokio::test]
+async fn hop_by_hop_headers_stop_at_the_gateway() {
+    let mirror = head_mirror().await;
+    let gw = Gateway::insecure(&format!(
+        "routes:\n  - from: http://app.test\n    to: http://{mirror}\n    allow_public_unauthenticated_access: true\n"
+    ))
+    .await;
+    let r = crate::support::raw_request(
+        gw.addr(),
+        "GET /h HTTP/1.1\r\nHost: app.test\r\nProxy-Authenticate: Basic\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nKeep-Alive: timeout=5\r\nTrailer: x-t\r\nProxy-Connection: keep-alive\r\nX-Kept: yes\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let head = r.body.to_ascii_lowercase();
+    assert!(head.contains("\r\nx-kept: yes\r\n"), "{head}");
+    for gone in [
+        "proxy-authenticate",
+        "http2-settings",
+        "keep-alive:",
+        "trailer",
+        "proxy-connection",
+        "upgrade",
+    ] {
+        assert!(!head.contains(gone), "{gone} reached the upstream: {head}");
+    }
+}

@@ -176,16 +176,36 @@ impl ConnectionNominations {
 }
 
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
-    req.remove_header(KEEP_ALIVE);
-    req.remove_header(PROXY_CONNECTION);
-    req.remove_header(&header::PROXY_AUTHENTICATE);
-    req.remove_header(&header::PROXY_AUTHORIZATION);
-    req.remove_header(&header::TE);
-    req.remove_header(&header::TRAILER);
-    req.remove_header(&header::TRANSFER_ENCODING);
-    req.remove_header(&header::CONNECTION);
-    req.remove_header(&header::UPGRADE);
-    req.remove_header(HTTP2_SETTINGS);
+    strip_present(req, |name| {
+        matches!(
+            name,
+            KEEP_ALIVE
+                | PROXY_CONNECTION
+                | "proxy-authenticate"
+                | "proxy-authorization"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "connection"
+                | "upgrade"
+                | HTTP2_SETTINGS
+        )
+    });
+}
+
+/// Removes the headers whose names `doomed` picks, looking only at the names the request has
+/// (Vallum's change: a request carries a handful of headers, and a removal by name hashes the
+/// name and probes the map even when it is absent, which most of these are on every request).
+fn strip_present(req: &mut RequestHeader, doomed: impl Fn(&str) -> bool) {
+    let present: Vec<header::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| doomed(name.as_str()))
+        .cloned()
+        .collect();
+    for name in present {
+        req.remove_header(&name);
+    }
 }
 
 /// Set H1 `Host` from the URI or absolute-form authority.
@@ -360,18 +380,18 @@ pub(crate) fn sanitize_h1_upstream_request(
 
     match policy.h1_upgrade {
         H1UpgradePolicy::WebSocketOnly => {
-            req.remove_header(&header::CONNECTION);
-            req.remove_header(&header::UPGRADE);
-            req.remove_header(HTTP2_SETTINGS);
+            strip_present(req, |name| {
+                matches!(name, "connection" | "upgrade" | HTTP2_SETTINGS)
+            });
             if websocket_upgrade {
                 req.insert_header(header::CONNECTION, "Upgrade")?;
                 req.insert_header(header::UPGRADE, "websocket")?;
             }
         }
         H1UpgradePolicy::Deny => {
-            req.remove_header(&header::CONNECTION);
-            req.remove_header(&header::UPGRADE);
-            req.remove_header(HTTP2_SETTINGS);
+            strip_present(req, |name| {
+                matches!(name, "connection" | "upgrade" | HTTP2_SETTINGS)
+            });
         }
         H1UpgradePolicy::Preserve => {}
     }
