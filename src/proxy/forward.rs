@@ -88,7 +88,7 @@ const X_POMERIUM_JWT_ASSERTION: HeaderName = HeaderName::from_static("x-pomerium
 
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// A header name as an upstream might read it: lower-case, `_` as `-` (some frameworks fold
 /// one into the other, which would let `X_Forwarded_User` pass for `X-Forwarded-User`). Parsed
@@ -138,14 +138,14 @@ pub struct ForwardInfo<'a> {
 
 /// Sets one header. The map is the request's or response's own (Pingora's case map is gone by
 /// then), so a name is neither re-parsed nor title-cased on the way in.
-fn set(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) -> Result<()> {
+pub(super) fn set(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) -> Result<()> {
     headers
         .try_insert(name, value)
         .map(drop)
         .or_err(ErrorType::InvalidHTTPHeader, "too many headers")
 }
 
-fn value(v: &str) -> Result<HeaderValue> {
+pub(super) fn value(v: &str) -> Result<HeaderValue> {
     HeaderValue::from_str(v).or_err(ErrorType::InvalidHTTPHeader, "invalid header value")
 }
 

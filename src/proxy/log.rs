@@ -7,8 +7,6 @@ use crate::telemetry::metrics::Metrics;
 use pingora_core::Error;
 use pingora_proxy::Session;
 
-const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
-
 pub fn record(metrics: &Metrics, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     let status = session
         .response_written()
@@ -69,7 +67,7 @@ pub fn record(metrics: &Metrics, session: &Session, e: Option<&Error>, ctx: &Req
         query,
         user_agent: header(&http::header::USER_AGENT),
         referer: header(&http::header::REFERER),
-        forwarded_for: header(&X_FORWARDED_FOR),
+        forwarded_for: header(&super::forward::X_FORWARDED_FOR),
         ip: ctx.client_ip,
         request_id: &ctx.request_id,
         duration_ms: elapsed.as_secs_f64() * 1000.0,

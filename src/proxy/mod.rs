@@ -45,7 +45,7 @@ use action::Step;
 use async_trait::async_trait;
 pub use ctx::RequestCtx;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::{Error, OrErr, Result};
+use pingora_core::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::net::IpAddr;
@@ -294,18 +294,12 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let id = http::HeaderValue::from_str(&ctx.request_id).or_err(
-            pingora_core::ErrorType::InvalidHTTPHeader,
-            "invalid request id",
-        )?;
+        let id = forward::value(&ctx.request_id)?;
         plain_head::response(resp, |headers| {
             if let Some(route) = &ctx.route {
                 forward::shape_response(headers, route)?;
             }
-            headers.try_insert(upstream::X_REQUEST_ID, id).or_err(
-                pingora_core::ErrorType::InvalidHTTPHeader,
-                "too many headers",
-            )
+            forward::set(headers, upstream::X_REQUEST_ID, id)
         })?;
         mcp_list::head(resp, ctx);
         Ok(())

@@ -6,7 +6,7 @@ use super::{plain_head, RequestCtx};
 use crate::config::ops::StripList;
 use crate::routes::route::{Action, PathRewrite, Route};
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::{Error, ErrorType, OrErr, Result};
+use pingora_core::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 use std::net::IpAddr;
 
@@ -114,18 +114,10 @@ pub fn request(
     plain_head::request(req, |headers| {
         forward::shape_request(headers, route, t, &info)?;
         if let Some(token) = &ctx.upstream_bearer {
-            let bearer = http::HeaderValue::try_from(format!("Bearer {token}"))
-                .or_err(ErrorType::InvalidHTTPHeader, "invalid upstream token")?;
-            headers
-                .try_insert(http::header::AUTHORIZATION, bearer)
-                .or_err(ErrorType::InvalidHTTPHeader, "too many headers")?;
+            let bearer = forward::value(&format!("Bearer {token}"))?;
+            forward::set(headers, http::header::AUTHORIZATION, bearer)?;
         }
-        let id = http::HeaderValue::from_str(&ctx.request_id)
-            .or_err(ErrorType::InvalidHTTPHeader, "invalid request id")?;
-        headers
-            .try_insert(X_REQUEST_ID, id)
-            .or_err(ErrorType::InvalidHTTPHeader, "too many headers")?;
-        Ok(())
+        forward::set(headers, X_REQUEST_ID, forward::value(&ctx.request_id)?)
     })
 }
 

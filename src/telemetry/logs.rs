@@ -40,18 +40,21 @@ pub fn settle() {
     );
 }
 
-pub fn access_on() -> bool {
+/// The settled answer for `bit`, if [`settle`] has run.
+fn settled(bit: u8) -> Option<bool> {
     match SETTLED.load(Ordering::Relaxed) {
-        0 => tracing::enabled!(target: "vallum::access", tracing::Level::INFO),
-        s => s & 2 != 0,
+        0 => None,
+        s => Some(s & bit != 0),
     }
 }
 
+pub fn access_on() -> bool {
+    settled(2).unwrap_or_else(|| tracing::enabled!(target: "vallum::access", tracing::Level::INFO))
+}
+
 pub fn authorize_on() -> bool {
-    match SETTLED.load(Ordering::Relaxed) {
-        0 => tracing::enabled!(target: "vallum::authorize", tracing::Level::INFO),
-        s => s & 4 != 0,
-    }
+    settled(4)
+        .unwrap_or_else(|| tracing::enabled!(target: "vallum::authorize", tracing::Level::INFO))
 }
 
 /// Counts a request as open for as long as its context lives (dropped when it ends, however).
