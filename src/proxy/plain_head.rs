@@ -3,12 +3,11 @@
 //! written to both maps. Vallum shapes each forwarded head in one go on the plain `http` parts
 //! instead, and hands Pingora back a head without the case map: the upstream and the client get
 //! lower-case names (standard ones title-cased by Pingora's writer), as from Pomerium's Envoy.
+//! No room is reserved up front: Pingora sizes a parsed head's map to its headers, so a fixed
+//! margin rehashed it on every request, where the few headers Vallum adds often fit as it is.
 
 use http::HeaderMap;
 use pingora_http::{RequestHeader, ResponseHeader};
-
-/// Headers Vallum may add to a forwarded head: room is made once.
-const ADDED: usize = 8;
 
 /// Runs `shape` on the request's headers, with the request line as the URI gives it. The caller
 /// has put the URI in origin form (its path and query are the request-target), so the line the
@@ -17,7 +16,6 @@ pub fn request<T>(req: &mut RequestHeader, shape: impl FnOnce(&mut HeaderMap) ->
     let end_stream = req.send_end_stream();
     let empty = RequestHeader::from(http::Request::new(()).into_parts().0);
     let mut parts = http::request::Parts::from(std::mem::replace(req, empty));
-    parts.headers.reserve(ADDED);
     let out = shape(&mut parts.headers);
     *req = RequestHeader::from(parts);
     if let Some(end) = end_stream {
@@ -32,7 +30,6 @@ pub fn response<T>(resp: &mut ResponseHeader, shape: impl FnOnce(&mut HeaderMap)
     let reason = resp.get_reason_phrase().map(str::to_owned);
     let empty = ResponseHeader::from(http::Response::new(()).into_parts().0);
     let mut parts = http::response::Parts::from(std::mem::replace(resp, empty));
-    parts.headers.reserve(ADDED);
     let out = shape(&mut parts.headers);
     *resp = ResponseHeader::from(parts);
     if reason.is_some() {
