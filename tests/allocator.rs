@@ -15,15 +15,25 @@ struct Align64(#[allow(dead_code)] [u8; 64]);
 
 /// Sizes across mimalloc's small, medium and large classes, with odd ones between.
 fn sizes() -> impl Iterator<Item = usize> {
-    (1..=64)
-        .chain((72..=2048).step_by(24))
-        .chain([4095, 4096, 8191, 16_384, 65_537, 262_144, 1 << 20])
+    (1..=64).chain((72..=2048).step_by(24)).chain([
+        4095,
+        4096,
+        8191,
+        16_384,
+        65_537,
+        262_144,
+        1 << 20,
+    ])
 }
 
 fn assert_aligned<T>(v: &[T], what: &str, n: usize) {
     let align = std::mem::align_of::<T>();
     let addr = v.as_ptr() as usize;
-    assert_eq!(addr % align, 0, "{what}: {n} elements at {addr:#x} not {align}-aligned");
+    assert_eq!(
+        addr % align,
+        0,
+        "{what}: {n} elements at {addr:#x} not {align}-aligned"
+    );
 }
 
 #[test]

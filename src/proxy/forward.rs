@@ -160,14 +160,26 @@ fn strip_client_headers(
     route: &Route,
     info: &ForwardInfo<'_>,
 ) -> Result<()> {
-    let nominated: Vec<String> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty() && t != "upgrade" && t != "close" && t != "keep-alive")
-        .collect();
+    // Which of the headers looked up below are there at all: a glance at the names present
+    // costs less than a hashed lookup each for what most requests do not carry.
+    let (mut connection, mut cookie, mut authorization) = (false, false, false);
+    for k in headers.keys() {
+        connection |= *k == CONNECTION;
+        cookie |= *k == http::header::COOKIE;
+        authorization |= *k == http::header::AUTHORIZATION;
+    }
+    let nominated: Vec<String> = if connection {
+        headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty() && t != "upgrade" && t != "close" && t != "keep-alive")
+            .collect()
+    } else {
+        Vec::new()
+    };
     let set_names = || {
         route
             .set_request_headers
@@ -186,6 +198,7 @@ fn strip_client_headers(
                 Kind::Other => false,
             };
             doomed_kind
+                || (!info.upgrade && (**k == UPGRADE || **k == CONNECTION))
                 || nominated.iter().any(|t| t == n)
                 || is_owned(n, info.strip_identity, set_names())
         })
@@ -210,22 +223,22 @@ fn strip_client_headers(
             HeaderValue::from_static("trailers"),
         )?;
     }
-    if !info.upgrade {
-        headers.remove(UPGRADE);
-        headers.remove(CONNECTION);
-    }
-    if !info.strip_cookies.is_empty() {
+    if cookie && !info.strip_cookies.is_empty() {
         if let Some(all) = crate::session::cookie::header(headers) {
             let kept = crate::session::cookie::strip(&all, info.strip_cookies);
             headers.remove(http::header::COOKIE);
             if let Some(k) = kept {
-                set(headers, http::header::COOKIE, value(&k)?)?;
+                // The kept cookies may hold non-ASCII bytes the client sent (see `header`).
+                let k = HeaderValue::from_bytes(k.as_bytes())
+                    .or_err(ErrorType::InvalidHTTPHeader, "invalid header value")?;
+                set(headers, http::header::COOKIE, k)?;
             }
         }
     }
     // A programmatic-login or MCP access token is Vallum's credential, not the app's.
-    if crate::authn::programmatic::authorization_token(headers).is_some()
-        || crate::authn::mcp_oauth::access_token(headers).is_some()
+    if authorization
+        && (crate::authn::programmatic::authorization_token(headers).is_some()
+            || crate::authn::mcp_oauth::access_token(headers).is_some())
     {
         headers.remove(http::header::AUTHORIZATION);
     }

@@ -14,8 +14,10 @@ pub fn record(metrics: &Metrics, session: &Session, e: Option<&Error>, ctx: &Req
         .unwrap_or(0);
     let req = session.req_header();
     let (method, status_class) = (logs::method_class(&req.method), logs::status_class(status));
-    let elapsed = ctx.started.map(|s| s.elapsed()).unwrap_or_default();
-    let upstream = ctx.upstream_started.map(|u| u.elapsed().as_secs_f64());
+    // One clock read for both durations.
+    let now = std::time::Instant::now();
+    let elapsed = ctx.started.map(|s| now - s).unwrap_or_default();
+    let upstream = ctx.upstream_started.map(|u| (now - u).as_secs_f64());
     let route = match &ctx.route {
         Some(r) => {
             metrics.route_request(

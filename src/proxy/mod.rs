@@ -117,7 +117,7 @@ fn request_id(session: &Session, ops: &OpsSettings, trusted_peer: bool) -> Strin
             return v.to_string();
         }
     }
-    crate::crypto::random_token(12)
+    crate::crypto::request_id()
 }
 
 /// The client's address: the peer's, unless proxies in front of Vallum are declared. Behind
@@ -295,7 +295,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let id = forward::value(&ctx.request_id)?;
-        plain_head::response(resp, |headers| {
+        let added = 1 + ctx.route.as_ref().map_or(0, |r| r.response_headers.len());
+        plain_head::response(resp, added, |headers| {
             if let Some(route) = &ctx.route {
                 forward::shape_response(headers, route)?;
             }

@@ -3,19 +3,24 @@
 //! written to both maps. Vallum shapes each forwarded head in one go on the plain `http` parts
 //! instead, and hands Pingora back a head without the case map: the upstream and the client get
 //! lower-case names (standard ones title-cased by Pingora's writer), as from Pomerium's Envoy.
-//! No room is reserved up front: Pingora sizes a parsed head's map to its headers, so a fixed
-//! margin rehashed it on every request, where the few headers Vallum adds often fit as it is.
+//! Pingora sizes a parsed head's map to the headers it has, so the caller says how many it may
+//! add: room is made once (or not at all when they fit), not by a rehash on each doubling.
 
 use http::HeaderMap;
 use pingora_http::{RequestHeader, ResponseHeader};
 
-/// Runs `shape` on the request's headers, with the request line as the URI gives it. The caller
-/// has put the URI in origin form (its path and query are the request-target), so the line the
-/// upstream reads is the one routed on.
-pub fn request<T>(req: &mut RequestHeader, shape: impl FnOnce(&mut HeaderMap) -> T) -> T {
+/// Runs `shape` on the request's headers (with room for `added` more), with the request line
+/// as the URI gives it. The caller has put the URI in origin form (its path and query are the
+/// request-target), so the line the upstream reads is the one routed on.
+pub fn request<T>(
+    req: &mut RequestHeader,
+    added: usize,
+    shape: impl FnOnce(&mut HeaderMap) -> T,
+) -> T {
     let end_stream = req.send_end_stream();
     let empty = RequestHeader::from(http::Request::new(()).into_parts().0);
     let mut parts = http::request::Parts::from(std::mem::replace(req, empty));
+    parts.headers.reserve(added);
     let out = shape(&mut parts.headers);
     *req = RequestHeader::from(parts);
     if let Some(end) = end_stream {
@@ -24,12 +29,17 @@ pub fn request<T>(req: &mut RequestHeader, shape: impl FnOnce(&mut HeaderMap) ->
     out
 }
 
-/// Runs `shape` on the response's headers; a reason phrase other than the status code's own is
-/// kept.
-pub fn response<T>(resp: &mut ResponseHeader, shape: impl FnOnce(&mut HeaderMap) -> T) -> T {
+/// Runs `shape` on the response's headers (with room for `added` more); a reason phrase other
+/// than the status code's own is kept.
+pub fn response<T>(
+    resp: &mut ResponseHeader,
+    added: usize,
+    shape: impl FnOnce(&mut HeaderMap) -> T,
+) -> T {
     let reason = resp.get_reason_phrase().map(str::to_owned);
     let empty = ResponseHeader::from(http::Response::new(()).into_parts().0);
     let mut parts = http::response::Parts::from(std::mem::replace(resp, empty));
+    parts.headers.reserve(added);
     let out = shape(&mut parts.headers);
     *resp = ResponseHeader::from(parts);
     if reason.is_some() {
@@ -51,7 +61,7 @@ mod tests {
         req.set_version(http::Version::HTTP_2);
         req.set_send_end_stream(false);
         assert!(req.has_case());
-        request(&mut req, |h| {
+        request(&mut req, 1, |h| {
             h.insert("x-added", http::HeaderValue::from_static("2"));
         });
         assert!(!req.has_case());
@@ -71,7 +81,7 @@ mod tests {
         let mut resp = ResponseHeader::build(404, None).unwrap();
         resp.set_reason_phrase(Some("Gone Fishing")).unwrap();
         resp.insert_header("X-Up", "1").unwrap();
-        response(&mut resp, |h| {
+        response(&mut resp, 1, |h| {
             h.insert("x-request-id", http::HeaderValue::from_static("r"));
         });
         assert!(!resp.has_case());
@@ -80,7 +90,7 @@ mod tests {
         assert_eq!(resp.headers["x-up"], "1");
         assert_eq!(resp.headers["x-request-id"], "r");
         let mut plain = ResponseHeader::build(200, None).unwrap();
-        response(&mut plain, |_| ());
+        response(&mut plain, 0, |_| ());
         assert_eq!(plain.get_reason_phrase(), Some("OK"));
     }
 }

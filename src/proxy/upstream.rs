@@ -111,7 +111,11 @@ pub fn request(
         claim_headers: auth.map(|a| a.claim_headers.as_slice()).unwrap_or(&[]),
         client_cert: ctx.client_cert.as_deref(),
     };
-    plain_head::request(req, |headers| {
+    // X-Forwarded-Host, -Proto, -For and X-Request-Id, the assertion, claim headers,
+    // `set_request_headers` and a bearer token, at most.
+    let added =
+        6 + route.set_request_headers.len() + info.identity.as_ref().map_or(0, |i| i.headers.len());
+    plain_head::request(req, added, |headers| {
         forward::shape_request(headers, route, t, &info)?;
         if let Some(token) = &ctx.upstream_bearer {
             let bearer = forward::value(&format!("Bearer {token}"))?;

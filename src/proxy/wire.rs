@@ -405,6 +405,11 @@ mod tests {
             suspects(&[b"GE", b"T /a\t", b"b HTTP/1", b".1\r\nHost: x\r\n\r\n"]),
             vec![b"GET /a\tb HTTP/1.1".to_vec()]
         );
+        // A repaired byte other than a space, with only the two separating spaces.
+        assert_eq!(
+            suspects(&[b"GET /<x> HTTP/1.1\r\n"]),
+            vec![b"GET /<x> HTTP/1.1".to_vec()]
+        );
         // Ordinary traffic leaves nothing behind.
         assert!(
             suspects(&[b"GET /a%20b HTTP/1.1\r\nHost: a b c\r\nX: \"q\"\r\n\r\nbody <x>\n"])

@@ -128,10 +128,15 @@ pub fn strip(header: &str, names: &[impl AsRef<str>]) -> Option<String> {
 }
 
 /// All `Cookie` headers of a request as one value (HTTP/2 clients send one per cookie); the
-/// usual single header is borrowed as it is.
+/// usual single header is borrowed as it is. Read as UTF-8, not as `HeaderValue::to_str`'s
+/// visible ASCII: a browser may send another site's non-ASCII cookie beside Vallum's, which
+/// must neither hide the session nor keep it from being stripped (and the UTF-8 check is the
+/// faster of the two on these long values).
 pub fn header(headers: &http::HeaderMap) -> Option<std::borrow::Cow<'_, str>> {
     let all = headers.get_all(http::header::COOKIE);
-    let mut values = all.iter().filter_map(|v| v.to_str().ok());
+    let mut values = all
+        .iter()
+        .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok());
     let first = values.next()?;
     match values.next() {
         None => Some(std::borrow::Cow::Borrowed(first)),

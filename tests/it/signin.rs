@@ -4,6 +4,7 @@
 
 use crate::support::idp::{Idp, Mode};
 use crate::support::{free_port, Gateway, Resp, Upstream};
+use reqwest::header::HeaderValue;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -234,6 +235,21 @@ async fn sign_in_then_single_sign_on_across_domains() {
         cookies.contains("theme=dark") && !cookies.contains("_pomerium"),
         "{cookies}"
     );
+    // A cookie of another site's with non-ASCII bytes beside it (browsers send them) neither
+    // hides the session nor keeps its cookie from being stripped.
+    let jar = format!("lang=fran\u{e7}ais; {session_cookie}; theme=dark");
+    let r = crate::support::client()
+        .get(format!("http://{}/again", env.gw.addr()))
+        .header("host", format!("app.localhost:{}", env.gw.port))
+        .header("cookie", HeaderValue::from_bytes(jar.as_bytes()).unwrap())
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    let r = Resp::from(r).await;
+    assert_eq!(r.status, 200, "signed in despite the non-ASCII cookie");
+    let cookies = r.echo().header("cookie").unwrap_or("").to_string();
+    assert_eq!(cookies, "lang=fran\u{e7}ais; theme=dark", "{cookies}");
 
     // The cookie is Vallum's sealed handle: HttpOnly, SameSite=Lax, not Secure on plain HTTP.
     let fresh = env.browser();

@@ -222,7 +222,7 @@ async fn handle(
     }
     let mut headers = BTreeMap::new();
     for (k, v) in req.headers() {
-        let v = v.to_str().unwrap_or("<binary>").to_string();
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
         headers
             .entry(k.as_str().to_string())
             .and_modify(|e: &mut String| {
