@@ -166,13 +166,18 @@ async fn head_mirror() -> std::net::SocketAddr {
     addr
 }
 
-#[tokio::test]
-async fn the_upstream_receives_lower_case_header_names_as_from_pomerium() {
+/// A gateway whose public route `app.test` forwards to a fresh `head_mirror`.
+async fn gateway_to_head_mirror() -> Gateway {
     let mirror = head_mirror().await;
-    let gw = Gateway::insecure(&format!(
+    Gateway::insecure(&format!(
         "routes:\n  - from: http://app.test\n    to: http://{mirror}\n    allow_public_unauthenticated_access: true\n"
     ))
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn the_upstream_receives_lower_case_header_names_as_from_pomerium() {
+    let gw = gateway_to_head_mirror().await;
     for (case, target) in [
         ("origin-form", "/a/b?q=1"),
         ("absolute-form", "http://app.test/a/b?q=1"),
@@ -246,11 +251,7 @@ async fn the_client_receives_lower_case_response_header_names() {
 /// (Vallum's filter, or the engine's pass over the names the request has).
 #[tokio::test]
 async fn hop_by_hop_headers_stop_at_the_gateway() {
-    let mirror = head_mirror().await;
-    let gw = Gateway::insecure(&format!(
-        "routes:\n  - from: http://app.test\n    to: http://{mirror}\n    allow_public_unauthenticated_access: true\n"
-    ))
-    .await;
+    let gw = gateway_to_head_mirror().await;
     let r = crate::support::raw_request(
         gw.addr(),
         "GET /h HTTP/1.1\r\nHost: app.test\r\nProxy-Authenticate: Basic\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nKeep-Alive: timeout=5\r\nTrailer: x-t\r\nProxy-Connection: keep-alive\r\nX-Kept: yes\r\nConnection: close\r\n\r\n",
