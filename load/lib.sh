@@ -94,6 +94,21 @@ AUTH_POLICY='    policy:
           - http_method: GET
           - source_ip: 127.0.0.0/8'
 
+# bench_routes PORT UPSTREAM_PORT: the two routes of the profiling and training runs — a public route
+# (public.localhost) and the signed-in route (app.localhost) with the policy above and identity headers.
+bench_routes() {
+  cat <<YAML
+routes:
+  - from: http://public.localhost:$1
+    to: http://127.0.0.1:$2
+    allow_public_unauthenticated_access: true
+  - from: http://app.localhost:$1
+    to: http://127.0.0.1:$2
+    pass_identity_headers: true
+$AUTH_POLICY
+YAML
+}
+
 # start_postgres PORT: a private PostgreSQL on 127.0.0.1:PORT with its data under $WORK (as the
 # `postgres` user when run as root, since PostgreSQL refuses root).
 start_postgres() {

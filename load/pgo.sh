@@ -35,15 +35,8 @@ wait_http "http://127.0.0.1:$((P+1))/.well-known/openid-configuration"
 printf 'threads: 1\n' >"$WORK/pingora.yaml"
 train() { # LEVEL: one gateway at that log level, every kind of request, then a clean exit
   local ip=127.0.0.$1 level=$2 pid cookie
-  { demo_signin_yaml "$ip:$P" "$P" | sed "s/^log_level: warn$/log_level: $level/"; cat <<YAML
-routes:
-  - from: http://public.localhost:$P
-    to: http://127.0.0.1:$U
-    allow_public_unauthenticated_access: true
-  - from: http://app.localhost:$P
-    to: http://127.0.0.1:$U
-    pass_identity_headers: true
-$AUTH_POLICY
+  { demo_signin_yaml "$ip:$P" "$P" | sed "s/^log_level: warn$/log_level: $level/"
+    bench_routes "$P" "$U"; cat <<YAML
   - from: http://admins.localhost:$P
     to: http://127.0.0.1:$U
     policy:

@@ -28,17 +28,7 @@ P=$(free_port_pair)
 "$BIN" demo --port "$P" >"$WORK/demo.log" 2>&1 & PIDS+=($!)
 wait_http "http://127.0.0.1:$((P+1))/.well-known/openid-configuration"
 printf 'threads: 1\n' >"$WORK/pingora.yaml"
-{ demo_signin_yaml "127.0.0.2:$P" "$P"; cat <<YAML
-routes:
-  - from: http://public.localhost:$P
-    to: http://127.0.0.1:$U
-    allow_public_unauthenticated_access: true
-  - from: http://app.localhost:$P
-    to: http://127.0.0.1:$U
-    pass_identity_headers: true
-$AUTH_POLICY
-YAML
-} >"$WORK/vallum.yaml"
+{ demo_signin_yaml "127.0.0.2:$P" "$P"; bench_routes "$P" "$U"; } >"$WORK/vallum.yaml"
 
 # Self cost per request by function (inlined code counts to the function it was inlined into).
 per_function() {
