@@ -21,8 +21,9 @@ pub struct Signer {
     key: SigningKey,
     /// Session id → its assertions, one per audience (a session visits few hosts). Keyed by
     /// the session alone so the hot path looks up with the `&str` it has, allocating nothing;
-    /// the value is a `HeaderValue` so each request's copy is a reference count.
-    cache: DashMap<Box<str>, Vec<Cached>>,
+    /// the value is a `HeaderValue` so each request's copy is a reference count. Session ids
+    /// are Vallum's own random ids, not an attacker's choice, so the fast hasher is enough.
+    cache: DashMap<Box<str>, Vec<Cached>, foldhash::fast::RandomState>,
 }
 
 struct Cached {
@@ -44,7 +45,7 @@ impl Signer {
     pub fn new(key: SigningKey) -> Signer {
         Signer {
             key,
-            cache: DashMap::new(),
+            cache: DashMap::default(),
         }
     }
 

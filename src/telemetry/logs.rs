@@ -7,7 +7,7 @@
 
 use crate::config::ops::{FieldSet, ACCESS_FIELDS, AUTHORIZE_FIELDS};
 use crate::policy::{Decision, Reason};
-use crate::telemetry::lines::Line;
+use crate::telemetry::lines::{key, Line};
 use crate::telemetry::metrics::Metrics;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ macro_rules! field {
     ($all:expr, $name:literal) => {{
         const BIT: u32 = FieldSet::bit($all, $name);
         const _: () = assert!(BIT != 0, "not a log field");
-        (BIT, $name)
+        (BIT, $crate::telemetry::lines::key!($name))
     }};
 }
 
@@ -150,20 +150,20 @@ impl Access<'_> {
             }
             match value {
                 Some(v) => l.str(name, v),
-                None => l.str(name, &ip_text(self.ip)),
+                None => l.ip(name, self.ip),
             }
         }
         if on(field!(ACCESS_FIELDS, "duration").0) {
-            l.float("duration", self.duration_ms);
+            l.float(key!("duration"), self.duration_ms);
         }
         if on(field!(ACCESS_FIELDS, "size").0) {
-            l.num("size", self.size);
+            l.num(key!("size"), self.size);
         }
         if on(field!(ACCESS_FIELDS, "response-code").0) {
-            l.num("response-code", self.status);
+            l.num(key!("response-code"), self.status);
         }
         if on(field!(ACCESS_FIELDS, "response-code-details").0) {
-            l.str("response-code-details", self.details);
+            l.str(key!("response-code-details"), self.details);
         }
         l.emit();
     }
@@ -232,7 +232,7 @@ impl Authorize<'_> {
             }
         }
         if on(field!(AUTHORIZE_FIELDS, "ip").0) {
-            l.str("ip", &ip_text(self.ip));
+            l.ip(key!("ip"), self.ip);
         }
         for ((bit, name), value) in [
             (
@@ -249,10 +249,10 @@ impl Authorize<'_> {
         }
         if let Some(m) = self.mcp {
             if on(field!(AUTHORIZE_FIELDS, "mcp-method").0) {
-                l.str("mcp-method", &m.method);
+                l.str(key!("mcp-method"), &m.method);
             }
             if on(field!(AUTHORIZE_FIELDS, "mcp-tool").0) {
-                l.str("mcp-tool", m.tool.as_deref().unwrap_or(""));
+                l.str(key!("mcp-tool"), m.tool.as_deref().unwrap_or(""));
             }
             if on(field!(AUTHORIZE_FIELDS, "mcp-tool-parameters").0) {
                 let args = m
@@ -260,30 +260,20 @@ impl Authorize<'_> {
                     .as_ref()
                     .map(|a| serde_json::Value::Object(a.clone()));
                 l.str(
-                    "mcp-tool-parameters",
+                    key!("mcp-tool-parameters"),
                     &args.map(|a| a.to_string()).unwrap_or_default(),
                 );
             }
         }
         if on(field!(AUTHORIZE_FIELDS, "allow").0) {
-            l.bool("allow", allow);
+            l.bool(key!("allow"), allow);
         }
         if on(field!(AUTHORIZE_FIELDS, "deny").0) {
-            l.bool("deny", !allow);
+            l.bool(key!("deny"), !allow);
         }
         if on(field!(AUTHORIZE_FIELDS, "reasons").0) {
-            let list: Vec<&str> = reasons.iter().map(|r| r.as_str()).collect();
-            l.str("reasons", &list.join(","));
+            l.joined(key!("reasons"), reasons.iter().map(|r| r.as_str()));
         }
         l.emit();
     }
-}
-
-/// The client's address for a log line ("" when unknown).
-fn ip_text(ip: Option<std::net::IpAddr>) -> String {
-    let mut s = String::new();
-    if let Some(ip) = ip {
-        crate::text::push_ip(&mut s, ip);
-    }
-    s
 }
