@@ -59,20 +59,16 @@ pub async fn serve(
         return Err(Refusal::NoRoute);
     }
     if on_auth_host || own_path {
-        let answer = Answer {
-            format: Format::of(&session.req_header().headers),
-            request_id: &ctx.request_id,
-            branding: Some(&snap.settings.branding),
+        // Boxed: the sign-in flow's state (a body being read, a token exchange with the IdP) is
+        // kilobytes, and left inline it would enlarge, and be copied with, every request's
+        // future (measured: 3.3 of route_request's 3.7 KB).
+        let to = Endpoint {
+            auth: &auth,
+            path,
+            on_auth_host,
+            mcp_oauth,
         };
-        let input = read(session, &at.target, gw.scheme()).await?;
-        let req = input.as_request(&at.host_full, path, answer, &snap.routes, ctx.client_ip);
-        if on_auth_host {
-            return Ok(Some(authn::authenticate_host(&auth, &gw.auth, &req).await));
-        }
-        if mcp_oauth {
-            return Ok(Some(authn::mcp_oauth::serve(&auth, &gw.auth, &req).await));
-        }
-        if let Some(reply) = authn::route_endpoint(&auth, &gw.auth, &req).await {
+        if let Some(reply) = Box::pin(answer(gw, session, ctx, snap, at, to)).await? {
             return Ok(Some(reply));
         }
     }
@@ -80,6 +76,42 @@ pub async fn serve(
         return Err(Refusal::AuthenticateOnly);
     }
     Ok(None)
+}
+
+/// Which of Vallum's endpoints a request is for, as [`serve`] found it.
+struct Endpoint<'a> {
+    auth: &'a crate::snapshot::auth::Auth<'a>,
+    path: &'a str,
+    on_auth_host: bool,
+    mcp_oauth: bool,
+}
+
+/// The answer of the authenticate host, an MCP OAuth endpoint or a route host's
+/// `/.pomerium/` endpoint, once the request (and its body) is read.
+async fn answer(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &RequestCtx,
+    snap: &Snapshot,
+    at: &Addressed,
+    to: Endpoint<'_>,
+) -> Result<Option<Reply>, Refusal> {
+    let answer = Answer {
+        format: Format::of(&session.req_header().headers),
+        request_id: &ctx.request_id,
+        branding: Some(&snap.settings.branding),
+    };
+    let input = read(session, &at.target, gw.scheme()).await?;
+    let req = input.as_request(&at.host_full, to.path, answer, &snap.routes, ctx.client_ip);
+    if to.on_auth_host {
+        return Ok(Some(
+            authn::authenticate_host(to.auth, &gw.auth, &req).await,
+        ));
+    }
+    if to.mcp_oauth {
+        return Ok(Some(authn::mcp_oauth::serve(to.auth, &gw.auth, &req).await));
+    }
+    Ok(authn::route_endpoint(to.auth, &gw.auth, &req).await)
 }
 
 /// What the sign-in endpoints need from a request, owned so the body can be read first.

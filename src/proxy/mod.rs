@@ -190,7 +190,7 @@ impl ProxyHttp for Gateway {
         let reply = match outcome {
             Ok(Step::Forward) => return Ok(false),
             Ok(Step::Tunnel(addrs)) => {
-                tunnel::run(self, session, ctx, &addrs).await;
+                Box::pin(tunnel::run(self, session, ctx, &addrs)).await;
                 return Ok(true);
             }
             Ok(Step::Reply(r)) => r,
@@ -205,7 +205,9 @@ impl ProxyHttp for Gateway {
             Some(route) => route.response_headers.as_slice(),
             None => snap.settings.response_headers.as_slice(),
         };
-        reply::send(session, reply, headers, &ctx.request_id).await?;
+        // Boxed, as the tunnel is: a reply's state (1.3 KB) would otherwise enlarge the future
+        // of every request, also those that go upstream, and be copied with it.
+        Box::pin(reply::send(session, reply, headers, &ctx.request_id)).await?;
         Ok(true)
     }
 

@@ -114,7 +114,9 @@ async fn upstream_credential(
     at: &target::Addressed,
 ) -> Result<Option<Arc<str>>, Refusal> {
     if let Some(audience) = &route.serverless_audience {
-        let token = gw.serverless.token(audience).await.map_err(|why| {
+        // Boxed, like the other credentials: its state (a call to the metadata server) would
+        // otherwise enlarge every request's future.
+        let token = Box::pin(gw.serverless.token(audience)).await.map_err(|why| {
             tracing::warn!(request_id = %ctx.request_id, route_id = %route.id, error = %why, "request refused: no Google serverless identity token");
             Refusal::UpstreamCredentials
         })?;
