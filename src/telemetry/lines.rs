@@ -63,7 +63,7 @@ impl Key {
     }
 }
 
-/// The writer: its format, each thread's cap, and where an exit asks for a last flush.
+/// The writer: its format, and where an exit asks for a last flush.
 struct Writer {
     json: bool,
     flush: SyncSender<SyncSender<()>>,
