@@ -7,7 +7,7 @@
 
 use crate::config::ops::{FieldSet, ACCESS_FIELDS, AUTHORIZE_FIELDS};
 use crate::policy::{Decision, Reason};
-use crate::telemetry::lines::{key, Line};
+use crate::telemetry::lines::{Key, Line};
 use crate::telemetry::metrics::Metrics;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -116,6 +116,8 @@ impl Access<'_> {
             return;
         }
         let on = |bit: u32| self.fields.has_bit(bit);
+        // A field's key comes from the `field!` that checked its name: never spelt twice.
+        let chosen = |(bit, key): (u32, Key)| on(bit).then_some(key);
         let mut l = Line::info("vallum::access", "http-request");
         for ((bit, name), value) in [
             (field!(ACCESS_FIELDS, "upstream-cluster"), Some(self.route)),
@@ -153,17 +155,17 @@ impl Access<'_> {
                 None => l.ip(name, self.ip),
             }
         }
-        if on(field!(ACCESS_FIELDS, "duration").0) {
-            l.float(key!("duration"), self.duration_ms);
+        if let Some(k) = chosen(field!(ACCESS_FIELDS, "duration")) {
+            l.float(k, self.duration_ms);
         }
-        if on(field!(ACCESS_FIELDS, "size").0) {
-            l.num(key!("size"), self.size);
+        if let Some(k) = chosen(field!(ACCESS_FIELDS, "size")) {
+            l.num(k, self.size);
         }
-        if on(field!(ACCESS_FIELDS, "response-code").0) {
-            l.num(key!("response-code"), self.status);
+        if let Some(k) = chosen(field!(ACCESS_FIELDS, "response-code")) {
+            l.num(k, self.status);
         }
-        if on(field!(ACCESS_FIELDS, "response-code-details").0) {
-            l.str(key!("response-code-details"), self.details);
+        if let Some(k) = chosen(field!(ACCESS_FIELDS, "response-code-details")) {
+            l.str(k, self.details);
         }
         l.emit();
     }
@@ -219,6 +221,8 @@ impl Authorize<'_> {
             return;
         }
         let on = |bit: u32| self.fields.has_bit(bit);
+        // A field's key comes from the `field!` that checked its name: never spelt twice.
+        let chosen = |(bit, key): (u32, Key)| on(bit).then_some(key);
         let who = self.who;
         let mut l = Line::info("vallum::authorize", "authorize");
         for ((bit, name), value) in [
@@ -231,8 +235,8 @@ impl Authorize<'_> {
                 l.str(name, value);
             }
         }
-        if on(field!(AUTHORIZE_FIELDS, "ip").0) {
-            l.ip(key!("ip"), self.ip);
+        if let Some(k) = chosen(field!(AUTHORIZE_FIELDS, "ip")) {
+            l.ip(k, self.ip);
         }
         for ((bit, name), value) in [
             (
@@ -248,31 +252,28 @@ impl Authorize<'_> {
             }
         }
         if let Some(m) = self.mcp {
-            if on(field!(AUTHORIZE_FIELDS, "mcp-method").0) {
-                l.str(key!("mcp-method"), &m.method);
+            if let Some(k) = chosen(field!(AUTHORIZE_FIELDS, "mcp-method")) {
+                l.str(k, &m.method);
             }
-            if on(field!(AUTHORIZE_FIELDS, "mcp-tool").0) {
-                l.str(key!("mcp-tool"), m.tool.as_deref().unwrap_or(""));
+            if let Some(k) = chosen(field!(AUTHORIZE_FIELDS, "mcp-tool")) {
+                l.str(k, m.tool.as_deref().unwrap_or(""));
             }
-            if on(field!(AUTHORIZE_FIELDS, "mcp-tool-parameters").0) {
+            if let Some(k) = chosen(field!(AUTHORIZE_FIELDS, "mcp-tool-parameters")) {
                 let args = m
                     .arguments
                     .as_ref()
                     .map(|a| serde_json::Value::Object(a.clone()));
-                l.str(
-                    key!("mcp-tool-parameters"),
-                    &args.map(|a| a.to_string()).unwrap_or_default(),
-                );
+                l.str(k, &args.map(|a| a.to_string()).unwrap_or_default());
             }
         }
-        if on(field!(AUTHORIZE_FIELDS, "allow").0) {
-            l.bool(key!("allow"), allow);
+        if let Some(k) = chosen(field!(AUTHORIZE_FIELDS, "allow")) {
+            l.bool(k, allow);
         }
-        if on(field!(AUTHORIZE_FIELDS, "deny").0) {
-            l.bool(key!("deny"), !allow);
+        if let Some(k) = chosen(field!(AUTHORIZE_FIELDS, "deny")) {
+            l.bool(k, !allow);
         }
-        if on(field!(AUTHORIZE_FIELDS, "reasons").0) {
-            l.joined(key!("reasons"), reasons.iter().map(|r| r.as_str()));
+        if let Some(k) = chosen(field!(AUTHORIZE_FIELDS, "reasons")) {
+            l.joined(k, reasons.iter().map(|r| r.as_str()));
         }
         l.emit();
     }
