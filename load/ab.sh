@@ -37,19 +37,29 @@ for v in a-off a-on b-off b-on; do
   for _ in $(seq 30); do CK[$v]=$(python3 load/signin.py --url "http://app.localhost:$P/" --ip "${IP[$v]}" --user alice 2>/dev/null) && break; sleep 0.5; done
 done
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
-declare -A RPS CPU
+# The log writer thread's share (thread name vallum-log): what writing the lines out costs, apart
+# from what building them costs the request's thread.
+writer() {
+  local t sum=0
+  for t in /proc/$1/task/*; do
+    [ "$(cat "$t/comm" 2>/dev/null)" = vallum-log ] && sum=$((sum + $(awk '{print $14+$15}' "$t/stat")))
+  done
+  echo "$sum"
+}
+declare -A RPS CPU WCPU
 for r in $(seq "$ROUNDS"); do
   for v in a-off a-on b-off b-on; do
-    before=$(cpu "${VPID[$v]}")
+    before=$(cpu "${VPID[$v]}"); wbefore=$(writer "${VPID[$v]}")
     out=$(taskset -c 1 wrk -t1 -c$CONNS -d"$DURATION" -H "Host: app.localhost:$P" -H "Cookie: ${CK[$v]}" "http://${IP[$v]}:$P/")
-    after=$(cpu "${VPID[$v]}")
+    after=$(cpu "${VPID[$v]}"); wafter=$(writer "${VPID[$v]}")
     total=$(awk '/requests in/ {print $1}' <<<"$out")
     grep -q "Non-2xx" <<<"$out" && { echo "$v non-2xx"; exit 1; }
     RPS[$v]+="$(awk '/Requests\/sec/ {print $2}' <<<"$out") "
     CPU[$v]+="$(python3 -c "print(round(($after-$before)/100*1e6/$total, 2))") "
+    WCPU[$v]+="$(python3 -c "print(round(($wafter-$wbefore)/100*1e6/$total, 2))") "
   done
 done
-for v in a-off a-on b-off b-on; do echo "$v rps: ${RPS[$v]} cpu: ${CPU[$v]}"; done
+for v in a-off a-on b-off b-on; do echo "$v rps: ${RPS[$v]} cpu: ${CPU[$v]} of which the log writer thread: ${WCPU[$v]}"; done
 python3 - "${CPU[a-off]}" "${CPU[a-on]}" "${CPU[b-off]}" "${CPU[b-on]}" "${RPS[a-off]}" "${RPS[a-on]}" "${RPS[b-off]}" "${RPS[b-on]}" <<'PY'
 import sys, statistics as s
 c=[list(map(float,x.split())) for x in sys.argv[1:5]]; r=[list(map(float,x.split())) for x in sys.argv[5:9]]

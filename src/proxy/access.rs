@@ -236,7 +236,7 @@ pub(super) fn log_decision(
     Authorize {
         fields: snap.settings.ops.authorize_log,
         request_id: &ctx.request_id,
-        method: session.method.as_str(),
+        method: session.method,
         path: &at.target.path,
         host: &at.host_full,
         ip: ctx.client_ip,

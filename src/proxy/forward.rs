@@ -111,7 +111,27 @@ pub fn is_owned<'a>(
     let n = canonical(name);
     n.starts_with("x-pomerium-")
         || strip.matches(&n)
-        || set_names.into_iter().any(|h| canonical(h.as_str()) == n)
+        || set_names
+            .into_iter()
+            .any(|h| same_canonical(h.as_str(), &n))
+}
+
+/// `canonical(name) == canonical`, without building the left side: the lengths differ for
+/// nearly every pair, and that settles it (this runs for each header a client sends, against
+/// each name Vallum sets).
+fn same_canonical(name: &str, canonical: &str) -> bool {
+    let fold = |b: u8| {
+        if b == b'_' {
+            b'-'
+        } else {
+            b.to_ascii_lowercase()
+        }
+    };
+    name.len() == canonical.len()
+        && name
+            .bytes()
+            .zip(canonical.bytes())
+            .all(|(a, b)| fold(a) == b)
 }
 
 pub struct ForwardInfo<'a> {
@@ -406,7 +426,23 @@ pub fn redirect_location(spec: &RedirectSpec, matched: &str, req: &RequestUrl<'_
 
 #[cfg(test)]
 mod tests {
-    use super::same_target;
+    use super::{canonical, same_canonical, same_target};
+
+    #[test]
+    fn same_canonical_agrees_with_comparing_canonical_forms() {
+        let names = [
+            "x-email", "X-Email", "x_email", "X_EMAIL", "x-emails", "x-emaik", "", "a", "A_", "a-",
+        ];
+        for a in names {
+            for b in names {
+                assert_eq!(
+                    same_canonical(a, &canonical(b)),
+                    canonical(a) == canonical(b),
+                    "{a} against {b}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn same_target_is_byte_exact() {

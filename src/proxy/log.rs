@@ -41,8 +41,15 @@ pub fn record(metrics: &Metrics, session: &Session, e: Option<&Error>, ctx: &Req
     let Some(snap) = ctx.snap.as_ref() else {
         return;
     };
-    // Typed names: a `&str` name is parsed into a header name on every lookup.
-    let header = |name: &http::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
+    let [host, user_agent, referer, forwarded_for] = first_values(
+        &req.headers,
+        [
+            &http::header::HOST,
+            &http::header::USER_AGENT,
+            &http::header::REFERER,
+            &super::forward::X_FORWARDED_FOR,
+        ],
+    );
     let path = ctx
         .target
         .as_ref()
@@ -61,23 +68,38 @@ pub fn record(metrics: &Metrics, session: &Session, e: Option<&Error>, ctx: &Req
     Access {
         fields: snap.settings.ops.access_log,
         route,
-        method: req.method.as_str(),
-        authority: header(&http::header::HOST)
+        method: &req.method,
+        authority: host
             .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .unwrap_or(""),
         path,
         query,
-        user_agent: header(&http::header::USER_AGENT),
-        referer: header(&http::header::REFERER),
-        forwarded_for: header(&super::forward::X_FORWARDED_FOR),
+        user_agent,
+        referer,
+        forwarded_for,
         ip: ctx.client_ip,
         request_id: &ctx.request_id,
-        duration_ms: elapsed.as_secs_f64() * 1000.0,
+        duration: elapsed,
         size: session.body_bytes_sent(),
         status,
         details,
     }
     .log();
+}
+
+/// The first value of each named header, as `get` would find it, in one pass over the request's
+/// few headers instead of one hashed lookup per name (about 130 instructions each).
+fn first_values<'h, const N: usize>(
+    headers: &'h http::HeaderMap,
+    names: [&http::HeaderName; N],
+) -> [Option<&'h str>; N] {
+    let mut found: [Option<&http::HeaderValue>; N] = [None; N];
+    for (name, value) in headers {
+        if let Some(i) = names.iter().position(|n| *n == name) {
+            found[i].get_or_insert(value);
+        }
+    }
+    found.map(|v| v.and_then(|v| v.to_str().ok()))
 }
 
 /// Passive health (`outlier_detection`): how the picked backend answered this request. A failure
@@ -101,4 +123,29 @@ pub fn passive_health(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         &picked.addr.backend(),
         crate::upstream::outlier::Outcome::of(status, upstream_failed),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::{HOST, REFERER, USER_AGENT};
+
+    #[test]
+    fn first_values_find_what_get_finds() {
+        let mut h = http::HeaderMap::new();
+        h.append(USER_AGENT, "first".parse().unwrap());
+        h.append(USER_AGENT, "second".parse().unwrap());
+        h.append("x-other", "x".parse().unwrap());
+        h.append(
+            REFERER,
+            http::HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        );
+        h.append(HOST, "a.example".parse().unwrap());
+        let xff = &crate::proxy::forward::X_FORWARDED_FOR;
+        let got = first_values(&h, [&HOST, &USER_AGENT, &REFERER, xff]);
+        let want =
+            [&HOST, &USER_AGENT, &REFERER, xff].map(|n| h.get(n).and_then(|v| v.to_str().ok()));
+        assert_eq!(got, want);
+        assert_eq!(got, [Some("a.example"), Some("first"), None, None]);
+    }
 }

@@ -4,8 +4,8 @@
 //! for each field and one `write(2)` on stderr per line, in the request's own thread. Here a line
 //! is built straight into a reused string in the formatter's exact shape (JSON or text, same
 //! fields, same order) and appended to its thread's own buffer; one thread of its own takes every
-//! buffer whole every 10 ms, writes them out through a 256 KiB buffer and flushes it (a pipe on
-//! stderr is widened to 1 MiB). A line therefore costs its request no allocation, no free on
+//! buffer whole every 10 ms and writes each out as it is, one `write(2)` a thread a tick (a pipe
+//! on stderr is widened to 1 MiB). A line therefore costs its request no allocation, no free on
 //! another thread and no shared queue: only an uncontended lock and a copy. A destination that
 //! is slow or blocked fills the buffers and nothing else: past 16,384 lines waiting in one
 //! thread's buffer new ones are dropped, counted (`vallum_log_lines_dropped_total`) and reported
@@ -18,6 +18,7 @@
 //! non-blocking writer of its own ([`tracing_writer`]): they are rarer, and a line from one path
 //! can reach the destination a few milliseconds after one written later through the other.
 
+use super::escape::{debug_str, json_str, plain};
 use prometheus::IntCounter;
 use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
@@ -189,8 +190,10 @@ pub fn flush_before_exit() {
 const TICK: Duration = Duration::from_millis(10);
 
 fn write_out(asked: Receiver<SyncSender<()>>, json: bool) {
-    // A tick's lines under load (~250 KB at 30,000 requests/s) in one or two writes.
-    let mut out = std::io::BufWriter::with_capacity(256 * 1024, std::io::stderr());
+    // Each thread's bytes are already one block (~180 KB a tick at 30,000 requests/s): written as
+    // they are, not copied into a buffer of the writer's first, which cost a second pass over
+    // them and as much again of the cache the proxy's threads share.
+    let mut out = std::io::stderr();
     // Swapped with each thread's bytes in turn, so the buffers keep their capacity.
     let mut spare = Vec::new();
     let mut reported = 0u64;
@@ -200,7 +203,6 @@ fn write_out(asked: Receiver<SyncSender<()>>, json: bool) {
         // Asked before the buffers are taken: every line emitted before the ask is written.
         let waiting: Vec<SyncSender<()>> = asked.try_iter().collect();
         take_buffers(&mut out, &mut spare);
-        let _ = out.flush();
         for done in waiting {
             let _ = done.try_send(());
         }
@@ -214,7 +216,6 @@ fn write_out(asked: Receiver<SyncSender<()>>, json: bool) {
             );
             l.num(key!("dropped"), dropped - reported);
             let _ = out.write_all(l.finish().as_bytes());
-            let _ = out.flush();
             reported = dropped;
         }
     }
@@ -265,12 +266,14 @@ pub struct Line {
 }
 
 impl Line {
-    /// An `INFO` line of `target` saying `message`.
-    pub fn info(target: &'static str, message: &str) -> Line {
+    /// An `INFO` line of `target` saying `message`: both Vallum's own names, plain by
+    /// construction, so neither is tested for characters to escape.
+    pub fn info(target: &'static str, message: &'static str) -> Line {
         Line::start("INFO", target, message, json())
     }
 
-    fn start(level: &str, target: &'static str, message: &str, json: bool) -> Line {
+    fn start(level: &str, target: &'static str, message: &'static str, json: bool) -> Line {
+        debug_assert!(plain(message.as_bytes(), true) && plain(target.as_bytes(), true));
         // This thread's last line's string, with its capacity: no allocation per line.
         let mut buf = SCRATCH.try_with(Cell::take).unwrap_or_default();
         buf.clear();
@@ -283,8 +286,9 @@ impl Line {
             timestamp(&mut buf, now);
             buf.push_str("\",\"level\":\"");
             buf.push_str(level);
-            buf.push_str("\",\"message\":");
-            json_str(&mut buf, message);
+            buf.push_str("\",\"message\":\"");
+            buf.push_str(message);
+            buf.push('"');
         } else {
             timestamp(&mut buf, now);
             let _ = write!(buf, " {level:>5} {target}: {message}");
@@ -299,6 +303,15 @@ impl Line {
         } else {
             debug_str(&mut self.buf, value);
         }
+    }
+
+    /// A request's method: an HTTP token (`http::Method` admits nothing else), which needs no
+    /// escaping in either form.
+    pub fn method(&mut self, key: Key, method: &http::Method) {
+        self.key(key);
+        self.buf.push('"');
+        self.buf.push_str(method.as_str());
+        self.buf.push('"');
     }
 
     /// The client's address, `""` when unknown; an address needs no escaping in either form.
@@ -334,10 +347,23 @@ impl Line {
         crate::text::push_int(&mut self.buf, value);
     }
 
-    /// A float as `tracing` records one (`{:?}`: `1.0`, `0.514047`).
-    pub fn float(&mut self, key: Key, value: f64) {
+    /// A duration in milliseconds, the exact decimal of its nanoseconds (`1.0`, `0.514047`): the
+    /// number a float of `nanos / 1e6` reads back as, which `{:?}` wrote through about 650
+    /// instructions of float formatting (`load/profile.sh`).
+    pub fn millis(&mut self, key: Key, d: Duration) {
         self.key(key);
-        let _ = write!(self.buf, "{value:?}");
+        let nanos = d.as_nanos();
+        crate::text::push_int(&mut self.buf, nanos / 1_000_000);
+        self.buf.push('.');
+        let frac = (nanos % 1_000_000) as u32;
+        if frac == 0 {
+            self.buf.push('0');
+            return;
+        }
+        // A leading 1 keeps the fraction's leading zeros; the trailing ones go.
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(1_000_000 + frac);
+        self.buf.push_str(digits[1..].trim_end_matches('0'));
     }
 
     pub fn bool(&mut self, key: Key, value: bool) {
@@ -354,9 +380,9 @@ impl Line {
     /// The line, ended, for the writer.
     pub fn finish(mut self) -> String {
         if self.json {
-            self.buf.push_str(",\"target\":");
-            json_str(&mut self.buf, self.target);
-            self.buf.push('}');
+            self.buf.push_str(",\"target\":\"");
+            self.buf.push_str(self.target);
+            self.buf.push_str("\"}");
         }
         self.buf.push('\n');
         self.buf
@@ -384,83 +410,13 @@ fn timestamp(buf: &mut String, now: Duration) {
         }
         buf.push_str(&c.1);
     });
-    // `.{:06}Z` without the formatting machinery (this runs twice a logged request).
-    let mut micros = now.subsec_micros();
-    let mut digits = [b'0'; 6];
-    for d in digits.iter_mut().rev() {
-        *d = b'0' + (micros % 10) as u8;
-        micros /= 10;
-    }
+    // `.{:06}Z` without the formatting machinery (this runs twice a logged request): a leading 1
+    // keeps the leading zeros, and the string is pushed whole, not char by char.
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(1_000_000 + now.subsec_micros());
     buf.push('.');
-    buf.extend(digits.iter().map(|d| char::from(*d)));
+    buf.push_str(&digits[1..]);
     buf.push('Z');
-}
-
-/// A JSON string: quotes, backslashes and control characters escaped.
-fn json_str(buf: &mut String, s: &str) {
-    buf.push('"');
-    if plain(s.as_bytes(), false) {
-        buf.push_str(s);
-    } else {
-        for c in s.chars() {
-            match c {
-                '"' => buf.push_str("\\\""),
-                '\\' => buf.push_str("\\\\"),
-                '\n' => buf.push_str("\\n"),
-                '\r' => buf.push_str("\\r"),
-                '\t' => buf.push_str("\\t"),
-                c if (c as u32) < 0x20 => {
-                    let _ = write!(buf, "\\u{:04x}", c as u32);
-                }
-                c => buf.push(c),
-            }
-        }
-    }
-    buf.push('"');
-}
-
-/// A string as `{:?}` writes it, without its cost where nothing needs escaping.
-fn debug_str(buf: &mut String, s: &str) {
-    if plain(s.as_bytes(), true) {
-        buf.push('"');
-        buf.push_str(s);
-        buf.push('"');
-    } else {
-        let _ = write!(buf, "{s:?}");
-    }
-}
-
-/// Whether `s` can be written between quotes as it is: no `"`, `\\` or control character (and,
-/// for `{:?}`'s form, nothing outside printable ASCII). Eight bytes at a time: a line's fields
-/// are nearly always plain, and testing them byte by byte was about 6,600 instructions of a
-/// logged request (`load/profile.sh`), more than building the two lines.
-fn plain(s: &[u8], printable_ascii: bool) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    /// Some byte of `x` is below `n` (n ≤ 0x80; exact for "some", as used here).
-    fn below(x: u64, n: u8) -> u64 {
-        x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH
-    }
-    fn equal(x: u64, b: u8) -> u64 {
-        below(x ^ (ONES * u64::from(b)), 1)
-    }
-    let byte_ok =
-        |b: &u8| *b >= 0x20 && *b != b'"' && *b != b'\\' && (!printable_ascii || *b < 0x7f);
-    let mut words = s.chunks_exact(8);
-    for word in &mut words {
-        let Ok(bytes) = <[u8; 8]>::try_from(word) else {
-            return false;
-        };
-        let x = u64::from_ne_bytes(bytes);
-        let mut bad = below(x, 0x20) | equal(x, b'"') | equal(x, b'\\');
-        if printable_ascii {
-            bad |= (x & HIGH) | equal(x, 0x7f);
-        }
-        if bad != 0 {
-            return false;
-        }
-    }
-    words.remainder().iter().all(byte_ok)
 }
 
 #[cfg(test)]
@@ -507,24 +463,32 @@ mod tests {
     }
 
     #[test]
-    fn plain_agrees_with_a_byte_by_byte_test_for_every_byte_at_every_position() {
-        for printable_ascii in [false, true] {
-            let byte_ok =
-                |b: u8| b >= 0x20 && b != b'"' && b != b'\\' && (!printable_ascii || b < 0x7f);
-            for len in [0, 1, 7, 8, 9, 16, 17] {
-                for at in 0..len {
-                    for b in 0..=255u8 {
-                        let mut s = vec![b'a'; len];
-                        s[at] = b;
-                        assert_eq!(
-                            plain(&s, printable_ascii),
-                            s.iter().all(|b| byte_ok(*b)),
-                            "byte {b:#04x} at {at} of {len}, printable_ascii {printable_ascii}"
-                        );
-                    }
-                }
-            }
-            assert!(plain(b"/.pomerium/sign_in?x=1", printable_ascii));
+    fn milliseconds_read_back_as_the_float_of_the_nanoseconds() {
+        let mut n: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut cases = vec![
+            0,
+            1,
+            999,
+            1_000_000,
+            2_000_000,
+            514_047,
+            1_500_000,
+            999_999_999,
+        ];
+        for _ in 0..10_000 {
+            n ^= n << 13;
+            n ^= n >> 7;
+            n ^= n << 17;
+            cases.push(n % 100_000_000_000);
+        }
+        for nanos in cases {
+            let mut l = Line::start("INFO", "t", "m", false);
+            let start = l.buf.len();
+            l.millis(key!("d"), Duration::from_nanos(nanos));
+            let text = &l.buf[start + " d=".len()..];
+            let read: f64 = text.parse().unwrap();
+            assert_eq!(read, nanos as f64 / 1e6, "{nanos} ns wrote {text}");
+            assert!(text.contains('.') && !text.ends_with("00"), "{text}");
         }
     }
 
@@ -532,8 +496,10 @@ mod tests {
     fn json_lines_are_json_with_the_formatter_field_order() {
         let mut l = Line::start("INFO", "vallum::access", "http-request", true);
         l.str(key!("path"), "/a\"b\\c\n\u{1}é");
+        let purge = http::Method::from_bytes(b"PURGE").unwrap();
+        l.method(key!("method"), &purge);
         l.num(key!("response-code"), 200u16);
-        l.float(key!("duration"), 1.5);
+        l.millis(key!("duration"), Duration::from_micros(1500));
         l.bool(key!("allow"), true);
         l.joined(key!("reasons"), ["a", "b"].into_iter());
         l.joined(key!("odd"), ["x\"y", "z"].into_iter());
@@ -542,6 +508,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
         assert_eq!(v["message"], "http-request");
         assert_eq!(v["path"], "/a\"b\\c\n\u{1}é");
+        assert_eq!(v["method"], "PURGE");
         assert_eq!(v["response-code"], 200);
         assert_eq!(v["duration"], 1.5);
         assert_eq!(v["allow"], true);
@@ -560,10 +527,10 @@ mod tests {
     #[test]
     fn text_lines_read_as_the_formatter_writes_them() {
         let mut l = Line::start("INFO", "vallum::access", "http-request", false);
-        l.str(key!("method"), "GET");
+        l.method(key!("method"), &http::Method::GET);
         l.str(key!("path"), "/quote\"d");
         l.num(key!("response-code"), 302u16);
-        l.float(key!("duration"), 0.5);
+        l.millis(key!("duration"), Duration::from_micros(500));
         let line = l.finish();
         let (ts, rest) = line.split_once(' ').unwrap();
         assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{ts}");

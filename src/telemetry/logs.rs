@@ -94,7 +94,7 @@ pub fn status_class(s: u16) -> usize {
 pub struct Access<'a> {
     pub fields: FieldSet,
     pub route: &'a str,
-    pub method: &'a str,
+    pub method: &'a http::Method,
     pub authority: &'a str,
     pub path: &'a str,
     pub query: Option<&'a str>,
@@ -104,7 +104,7 @@ pub struct Access<'a> {
     /// Formatted only when the line is written (the log level may drop it).
     pub ip: Option<std::net::IpAddr>,
     pub request_id: &'a str,
-    pub duration_ms: f64,
+    pub duration: std::time::Duration,
     pub size: usize,
     pub status: u16,
     pub details: &'a str,
@@ -119,9 +119,13 @@ impl Access<'_> {
         // A field's key comes from the `field!` that checked its name: never spelt twice.
         let chosen = |(bit, key): (u32, Key)| on(bit).then_some(key);
         let mut l = Line::info("vallum::access", "http-request");
+        if let Some(k) = chosen(field!(ACCESS_FIELDS, "upstream-cluster")) {
+            l.str(k, self.route);
+        }
+        if let Some(k) = chosen(field!(ACCESS_FIELDS, "method")) {
+            l.method(k, self.method);
+        }
         for ((bit, name), value) in [
-            (field!(ACCESS_FIELDS, "upstream-cluster"), Some(self.route)),
-            (field!(ACCESS_FIELDS, "method"), Some(self.method)),
             (field!(ACCESS_FIELDS, "authority"), Some(self.authority)),
             (field!(ACCESS_FIELDS, "path"), Some(self.path)),
             (
@@ -156,7 +160,7 @@ impl Access<'_> {
             }
         }
         if let Some(k) = chosen(field!(ACCESS_FIELDS, "duration")) {
-            l.float(k, self.duration_ms);
+            l.millis(k, self.duration);
         }
         if let Some(k) = chosen(field!(ACCESS_FIELDS, "size")) {
             l.num(k, self.size);
@@ -183,7 +187,7 @@ pub struct Who<'a> {
 pub struct Authorize<'a> {
     pub fields: FieldSet,
     pub request_id: &'a str,
-    pub method: &'a str,
+    pub method: &'a http::Method,
     pub path: &'a str,
     pub host: &'a str,
     /// Formatted only when the line is written (the log level may drop it).
@@ -225,9 +229,13 @@ impl Authorize<'_> {
         let chosen = |(bit, key): (u32, Key)| on(bit).then_some(key);
         let who = self.who;
         let mut l = Line::info("vallum::authorize", "authorize");
+        if let Some(k) = chosen(field!(AUTHORIZE_FIELDS, "request-id")) {
+            l.str(k, self.request_id);
+        }
+        if let Some(k) = chosen(field!(AUTHORIZE_FIELDS, "method")) {
+            l.method(k, self.method);
+        }
         for ((bit, name), value) in [
-            (field!(AUTHORIZE_FIELDS, "request-id"), self.request_id),
-            (field!(AUTHORIZE_FIELDS, "method"), self.method),
             (field!(AUTHORIZE_FIELDS, "path"), self.path),
             (field!(AUTHORIZE_FIELDS, "host"), self.host),
         ] {

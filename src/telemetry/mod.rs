@@ -3,6 +3,7 @@
 //! Below every layer that counts or logs, above only config (field selections) and policy
 //! (decisions).
 
+mod escape;
 pub mod lines;
 pub mod listener;
 pub mod logs;
