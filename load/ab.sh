@@ -2,7 +2,7 @@
 # Two Vallum builds side by side, interleaved: the signed-in route (5-criterion policy, identity
 # headers) through each build with logs off and with its access and authorize lines on (stderr to
 # a file), four gateways pinned to core 0, wrk on core 1. CPU per request from /proc/<pid>/stat,
-# each round's B/A ratios paired, then the medians: runs of load/compare one after another move
+# each round's B/A ratios paired, then the medians (the log writer thread's share shown apart): runs of load/compare one after another move
 # by more than a change between two builds does.
 #
 #   A=/path/to/before B=/path/to/after load/ab.sh    # ROUNDS=5 DURATION=6s
