@@ -94,10 +94,19 @@ pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwar
 /// one into the other, which would let `X_Forwarded_User` pass for `X-Forwarded-User`). Parsed
 /// header names are already lower-case, so only a name with `_` costs an allocation.
 fn canonical(name: &str) -> std::borrow::Cow<'_, str> {
-    if name.bytes().any(|b| b == b'_' || b.is_ascii_uppercase()) {
+    if name.bytes().any(|b| fold(b) != b) {
         std::borrow::Cow::Owned(name.to_ascii_lowercase().replace('_', "-"))
     } else {
         std::borrow::Cow::Borrowed(name)
+    }
+}
+
+/// One byte of a name in its [`canonical`] form.
+fn fold(b: u8) -> u8 {
+    if b == b'_' {
+        b'-'
+    } else {
+        b.to_ascii_lowercase()
     }
 }
 
@@ -120,13 +129,6 @@ pub fn is_owned<'a>(
 /// nearly every pair, and that settles it (this runs for each header a client sends, against
 /// each name Vallum sets).
 fn same_canonical(name: &str, canonical: &str) -> bool {
-    let fold = |b: u8| {
-        if b == b'_' {
-            b'-'
-        } else {
-            b.to_ascii_lowercase()
-        }
-    };
     name.len() == canonical.len()
         && name
             .bytes()
